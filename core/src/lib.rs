@@ -1,0 +1,16 @@
+//! Vigil's shared vocabulary: series and entity ids, the messages that travel
+//! between agent, edge and cloud, their versioned envelopes and MQTT topics, and
+//! the helpers every role uses (MQTT link, backoff, telemetry, shutdown, clock).
+
+pub mod backoff;
+pub mod clock;
+pub mod envelope;
+pub mod message;
+pub mod mqtt;
+pub mod series;
+pub mod shutdown;
+pub mod telemetry;
+pub mod topic;
+
+pub use envelope::{decode, encode, DecodeError, Payload, SCHEMA_VERSION};
+pub use series::{EntityId, SeriesId};

@@ -1,0 +1,277 @@
+//! The messages that travel between tiers. Each is a [`Payload`] with its own
+//! envelope kind; control messages stay readable JSON for `mosquitto_sub`.
+
+use crate::envelope::Payload;
+use crate::series::EntityId;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// One observation of one metric of one entity.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Sample {
+    /// Entity the value describes.
+    pub entity: EntityId,
+    /// Metric name.
+    pub metric: String,
+    /// When it was observed, Unix milliseconds.
+    pub ts_ms: i64,
+    /// The value.
+    pub value: f64,
+}
+
+/// What an agent publishes each interval.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MetricBatch {
+    /// Publishing host.
+    pub host: String,
+    /// Batch number, increasing per agent process.
+    pub seq: u64,
+    /// The samples.
+    pub samples: Vec<Sample>,
+}
+impl Payload for MetricBatch {
+    const KIND: &'static str = "metrics";
+}
+
+/// A remediation command from the edge to an agent. It names a catalog
+/// action; it never carries a command line.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Command {
+    /// Unique id; an agent runs each id at most once.
+    pub id: String,
+    /// Catalog action name.
+    pub action: String,
+    /// Entity the action is for.
+    pub target: EntityId,
+    /// Parameters; only those the catalog declares are accepted.
+    #[serde(default)]
+    pub params: BTreeMap<String, String>,
+    /// When the edge issued it, Unix ms.
+    pub issued_ms: i64,
+    /// After this instant the agent refuses it (a late replay does nothing).
+    pub expires_ms: i64,
+    /// Policy that decided it.
+    pub policy: String,
+    /// Anomaly that triggered it, if any.
+    #[serde(default)]
+    pub anomaly_id: Option<String>,
+}
+impl Payload for Command {
+    const KIND: &'static str = "command";
+}
+
+/// How a command ended on the agent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// The action ran and succeeded.
+    Succeeded,
+    /// The action ran and failed (or timed out).
+    Failed,
+    /// Refused: unknown action, undeclared parameter, wrong target.
+    Rejected,
+    /// Refused: arrived after its expiry.
+    Expired,
+    /// Ignored: this id already ran.
+    Duplicate,
+}
+
+impl Outcome {
+    /// Bounded label value for metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Succeeded => "succeeded",
+            Outcome::Failed => "failed",
+            Outcome::Rejected => "rejected",
+            Outcome::Expired => "expired",
+            Outcome::Duplicate => "duplicate",
+        }
+    }
+}
+
+/// An agent's report on a command.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CommandResult {
+    /// The command's id.
+    pub command_id: String,
+    /// Reporting host.
+    pub host: String,
+    /// Action name as received.
+    pub action: String,
+    /// Target as received.
+    pub target: EntityId,
+    /// How it ended.
+    pub outcome: Outcome,
+    /// Human-readable detail (error text, new PID, …).
+    pub detail: String,
+    /// When the agent started it, Unix ms.
+    pub started_ms: i64,
+    /// When it finished, Unix ms.
+    pub finished_ms: i64,
+}
+impl Payload for CommandResult {
+    const KIND: &'static str = "result";
+}
+
+/// Online or offline, for retained presence topics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PresenceState {
+    /// Connected.
+    Online,
+    /// Gone (clean shutdown or last will).
+    Offline,
+}
+
+/// Retained presence of a node, with a last will of `offline`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Presence {
+    /// Node name (host name for agents, site for edges).
+    pub node: String,
+    /// `agent`, `edge` or `cloud`.
+    pub role: String,
+    /// Online or offline.
+    pub state: PresenceState,
+    /// When it was written, Unix ms.
+    pub ts_ms: i64,
+}
+impl Payload for Presence {
+    const KIND: &'static str = "presence";
+}
+
+/// A metric that contributed to an anomaly, with its own score.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Contributor {
+    /// Metric name.
+    pub metric: String,
+    /// Its anomaly score in [0, 1].
+    pub score: f64,
+    /// Its latest value.
+    pub value: f64,
+}
+
+/// An entity turned anomalous (edge → cloud, and to the policy engine).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AnomalyEvent {
+    /// Unique id.
+    pub id: String,
+    /// Site of the edge that saw it.
+    pub site: String,
+    /// Anomalous entity.
+    pub entity: EntityId,
+    /// Entity score: the highest of its series.
+    pub score: f64,
+    /// The metric that contributed most (the reported root cause).
+    pub top_metric: String,
+    /// The most anomalous metrics, highest first.
+    pub contributors: Vec<Contributor>,
+    /// When, Unix ms.
+    pub ts_ms: i64,
+    /// Model that scored it.
+    pub model_version: String,
+}
+impl Payload for AnomalyEvent {
+    const KIND: &'static str = "anomaly";
+}
+
+/// What an audit record says happened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuditKind {
+    /// A policy matched and a command was sent.
+    ActionSent,
+    /// A policy matched but a rail (cooldown, budget, in flight, mode) held back.
+    HeldBack,
+    /// The agent reported a result.
+    ActionResult,
+    /// The target recovered within the verify window.
+    Verified,
+    /// The target did not recover in time.
+    VerifyFailed,
+}
+
+/// One line of the append-only audit trail.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    /// When, Unix ms.
+    pub ts_ms: i64,
+    /// Site.
+    pub site: String,
+    /// What happened.
+    pub kind: AuditKind,
+    /// Policy name.
+    pub policy: String,
+    /// Version (content hash) of the policy file in force.
+    pub policy_version: String,
+    /// Target entity.
+    pub target: EntityId,
+    /// Action name.
+    pub action: String,
+    /// Command id, once one exists.
+    #[serde(default)]
+    pub command_id: Option<String>,
+    /// Anomaly behind it.
+    #[serde(default)]
+    pub anomaly_id: Option<String>,
+    /// Model that flagged the anomaly.
+    pub model_version: String,
+    /// Result, when one is known.
+    #[serde(default)]
+    pub outcome: Option<Outcome>,
+    /// Human-readable detail.
+    pub detail: String,
+}
+impl Payload for AuditRecord {
+    const KIND: &'static str = "audit";
+}
+
+/// A downsampled sample with its score, as uplinked to the cloud.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ScoredSample {
+    /// Entity.
+    pub entity: EntityId,
+    /// Metric.
+    pub metric: String,
+    /// Unix ms.
+    pub ts_ms: i64,
+    /// Value.
+    pub value: f64,
+    /// Anomaly score in [0, 1].
+    pub score: f64,
+}
+
+/// A batch of scored samples (edge → cloud).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SampleBatch {
+    /// Site.
+    pub site: String,
+    /// The samples.
+    pub samples: Vec<ScoredSample>,
+}
+impl Payload for SampleBatch {
+    const KIND: &'static str = "samples";
+}
+
+/// Periodic liveness and health of an edge node (edge → cloud).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Heartbeat {
+    /// Site.
+    pub site: String,
+    /// Node name.
+    pub node: String,
+    /// Unix ms.
+    pub ts_ms: i64,
+    /// Vigil version.
+    pub version: String,
+    /// Model version scoring now.
+    pub model_version: String,
+    /// Series in the cache.
+    pub series: u64,
+    /// Entities anomalous now.
+    pub anomalous_entities: u64,
+    /// Agents seen online.
+    pub agents_online: u64,
+}
+impl Payload for Heartbeat {
+    const KIND: &'static str = "heartbeat";
+}

@@ -1,0 +1,339 @@
+//! The MQTT link every role uses: one task owns rumqttc's `EventLoop`,
+//! reconnects with capped, jittered backoff (rumqttc has none), resubscribes
+//! after every ConnAck, and hands incoming publishes to a bounded channel.
+//! Others publish through a [`Publisher`], which never blocks forever.
+
+use crate::backoff::Backoff;
+use crate::envelope::{encode, Payload};
+use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+use rumqttc::{AsyncClient, Event, EventLoop, LastWill, MqttOptions, Packet, Publish, QoS};
+use serde::{Deserialize, Serialize};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+/// How to reach the broker. Shared by every role's config file.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MqttSettings {
+    /// Broker host name or address.
+    pub host: String,
+    /// Broker TCP port.
+    pub port: u16,
+    /// Client id; empty means one derived from the role and node name.
+    pub client_id: String,
+    /// Keep-alive interval in seconds.
+    pub keep_alive_secs: u64,
+    /// Largest packet accepted or sent, in bytes (rumqttc's default is 10 KiB).
+    pub max_packet_bytes: usize,
+    /// Optional user name.
+    pub username: Option<String>,
+    /// Optional password.
+    pub password: Option<String>,
+    /// First reconnect delay in milliseconds.
+    pub reconnect_min_ms: u64,
+    /// Longest reconnect delay in milliseconds.
+    pub reconnect_max_ms: u64,
+}
+
+impl Default for MqttSettings {
+    fn default() -> Self {
+        Self {
+            host: "127.0.0.1".into(),
+            port: 1883,
+            client_id: String::new(),
+            keep_alive_secs: 15,
+            max_packet_bytes: 1024 * 1024,
+            username: None,
+            password: None,
+            reconnect_min_ms: 200,
+            reconnect_max_ms: 10_000,
+        }
+    }
+}
+
+impl MqttSettings {
+    /// Appends every problem to `errors`, each prefixed with `at` (e.g. `mqtt`).
+    pub fn validate(&self, at: &str, errors: &mut Vec<String>) {
+        if self.host.is_empty() {
+            errors.push(format!("{at}.host: must not be empty"));
+        }
+        if self.port == 0 {
+            errors.push(format!("{at}.port: must be 1..65535"));
+        }
+        if self.keep_alive_secs < 5 {
+            errors.push(format!("{at}.keep_alive_secs: must be at least 5 (rumqttc refuses less)"));
+        }
+        if self.max_packet_bytes < 1024 {
+            errors.push(format!("{at}.max_packet_bytes: must be at least 1024"));
+        }
+        if self.reconnect_min_ms == 0 || self.reconnect_min_ms > self.reconnect_max_ms {
+            errors.push(format!("{at}.reconnect_min_ms: must be positive and at most reconnect_max_ms"));
+        }
+        if self.username.is_some() != self.password.is_some() {
+            errors.push(format!("{at}: username and password go together"));
+        }
+    }
+}
+
+/// Message counters shared by every role, registered once per registry.
+#[derive(Clone)]
+pub struct LinkMetrics {
+    /// 1 while connected to the broker.
+    pub connected: IntGauge,
+    /// Connection losses.
+    pub reconnects: IntCounter,
+    /// Messages received, by kind.
+    pub received: IntCounterVec,
+    /// Messages published, by kind.
+    pub published: IntCounterVec,
+    /// Messages that could not be queued for publishing, by kind.
+    pub dropped: IntCounterVec,
+    /// Messages refused on decoding, by reason.
+    pub malformed: IntCounterVec,
+}
+
+impl LinkMetrics {
+    /// Creates and registers the counters in `registry`.
+    pub fn new(registry: &Registry) -> prometheus::Result<Self> {
+        let connected = IntGauge::new("vigil_mqtt_connected", "1 while connected to the MQTT broker.")?;
+        let reconnects = IntCounter::new("vigil_mqtt_connection_errors_total", "MQTT connection losses and failed attempts.")?;
+        let received = IntCounterVec::new(
+            Opts::new("vigil_messages_received_total", "MQTT messages received, by kind."),
+            &["kind"],
+        )?;
+        let published = IntCounterVec::new(
+            Opts::new("vigil_messages_published_total", "MQTT messages published, by kind."),
+            &["kind"],
+        )?;
+        let dropped = IntCounterVec::new(
+            Opts::new("vigil_messages_dropped_total", "Messages that could not be queued for the broker, by kind."),
+            &["kind"],
+        )?;
+        let malformed = IntCounterVec::new(
+            Opts::new("vigil_messages_malformed_total", "Messages refused on decoding, by reason."),
+            &["reason"],
+        )?;
+        registry.register(Box::new(connected.clone()))?;
+        registry.register(Box::new(reconnects.clone()))?;
+        registry.register(Box::new(received.clone()))?;
+        registry.register(Box::new(published.clone()))?;
+        registry.register(Box::new(dropped.clone()))?;
+        registry.register(Box::new(malformed.clone()))?;
+        Ok(Self { connected, reconnects, received, published, dropped, malformed })
+    }
+}
+
+/// A retained message the link publishes on every (re)connect, and the
+/// matching last will and farewell.
+#[derive(Clone, Debug)]
+pub struct PresenceSpec {
+    /// Retained topic.
+    pub topic: String,
+    /// Payload written on connect.
+    pub online: Vec<u8>,
+    /// Payload for the last will and the clean-shutdown farewell.
+    pub offline: Vec<u8>,
+}
+
+/// What a link connects as and listens to.
+#[derive(Clone, Debug)]
+pub struct LinkSpec {
+    /// Broker settings.
+    pub settings: MqttSettings,
+    /// Client id used when the settings leave it empty.
+    pub default_client_id: String,
+    /// Topic filters to (re)subscribe after every ConnAck.
+    pub subscriptions: Vec<String>,
+    /// Retained presence, if the role has one.
+    pub presence: Option<PresenceSpec>,
+}
+
+/// Publishes envelopes through a shared client, with a bounded wait.
+#[derive(Clone)]
+pub struct Publisher {
+    client: AsyncClient,
+    metrics: LinkMetrics,
+    connected: Arc<AtomicBool>,
+}
+
+impl Publisher {
+    /// Publishes `body` at QoS 1. Waits at most 2 s for room in the client's
+    /// queue; when the broker is unreachable that long the message is counted
+    /// as dropped instead of stalling the caller.
+    pub async fn send<P: Payload>(&self, topic: &str, body: &P, retain: bool) -> bool {
+        self.send_raw(topic, P::KIND, encode(body), retain).await
+    }
+
+    /// Publishes bytes already encoded, counted under `kind`.
+    pub async fn send_raw(&self, topic: &str, kind: &str, bytes: Vec<u8>, retain: bool) -> bool {
+        let fut = self.client.publish(topic, QoS::AtLeastOnce, retain, bytes);
+        match tokio::time::timeout(Duration::from_secs(2), fut).await {
+            Ok(Ok(())) => {
+                self.metrics.published.with_label_values(&[kind]).inc();
+                true
+            }
+            Ok(Err(e)) => {
+                warn!(topic, error = %e, "Could not queue message for the broker.");
+                self.metrics.dropped.with_label_values(&[kind]).inc();
+                false
+            }
+            Err(_) => {
+                warn!(topic, "Broker queue full for 2 s; message dropped.");
+                self.metrics.dropped.with_label_values(&[kind]).inc();
+                false
+            }
+        }
+    }
+
+    /// Whether the link is connected right now.
+    pub fn is_connected(&self) -> bool {
+        self.connected.load(Ordering::Relaxed)
+    }
+}
+
+/// The task that owns the event loop.
+pub struct Link {
+    spec: LinkSpec,
+    client: AsyncClient,
+    eventloop: EventLoop,
+    inbox: mpsc::Sender<Publish>,
+    metrics: LinkMetrics,
+    connected: Arc<AtomicBool>,
+}
+
+/// Creates the client and the link task; spawn `link.run(token)` and publish
+/// through the returned [`Publisher`]. Incoming publishes go to `inbox`.
+pub fn open(spec: LinkSpec, inbox: mpsc::Sender<Publish>, metrics: LinkMetrics) -> (Publisher, Link) {
+    let s = &spec.settings;
+    let id = if s.client_id.is_empty() { spec.default_client_id.clone() } else { s.client_id.clone() };
+    let mut opts = MqttOptions::new(id, s.host.clone(), s.port);
+    opts.set_keep_alive(Duration::from_secs(s.keep_alive_secs));
+    opts.set_max_packet_size(s.max_packet_bytes, s.max_packet_bytes);
+    opts.set_clean_session(true);
+    if let (Some(u), Some(p)) = (&s.username, &s.password) {
+        opts.set_credentials(u.clone(), p.clone());
+    }
+    if let Some(p) = &spec.presence {
+        opts.set_last_will(LastWill::new(&p.topic, p.offline.clone(), QoS::AtLeastOnce, true));
+    }
+    let (client, eventloop) = AsyncClient::new(opts, 256);
+    let connected = Arc::new(AtomicBool::new(false));
+    let publisher = Publisher { client: client.clone(), metrics: metrics.clone(), connected: connected.clone() };
+    (publisher, Link { spec, client, eventloop, inbox, metrics, connected })
+}
+
+impl Link {
+    /// Polls the event loop until `shutdown`, reconnecting with backoff.
+    /// On shutdown it publishes the offline presence and disconnects cleanly.
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        let s = self.spec.settings.clone();
+        let broker = format!("{}:{}", s.host, s.port);
+        let mut backoff = Backoff::new(Duration::from_millis(s.reconnect_min_ms), Duration::from_millis(s.reconnect_max_ms));
+        loop {
+            let event = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                ev = self.eventloop.poll() => ev,
+            };
+            match event {
+                Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                    info!(%broker, "Connected to MQTT broker.");
+                    backoff.reset();
+                    self.on_connected();
+                }
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    // A full inbox slows the broker down instead of losing data.
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        sent = self.inbox.send(p) => if sent.is_err() { break },
+                    }
+                }
+                Ok(other) => debug!(event = ?other, "MQTT event."),
+                Err(e) => {
+                    if self.connected.swap(false, Ordering::Relaxed) {
+                        warn!(error = %e, "Lost MQTT connection; reconnecting with backoff.");
+                    } else {
+                        debug!(error = %e, "MQTT connection attempt failed.");
+                    }
+                    self.metrics.connected.set(0);
+                    self.metrics.reconnects.inc();
+                    let delay = backoff.next_delay();
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                }
+            }
+        }
+        self.farewell().await;
+    }
+
+    fn on_connected(&mut self) {
+        self.connected.store(true, Ordering::Relaxed);
+        self.metrics.connected.set(1);
+        // try_* because awaiting the request channel from the task that drains
+        // it would deadlock when it is full.
+        for filter in &self.spec.subscriptions {
+            if let Err(e) = self.client.try_subscribe(filter.clone(), QoS::AtLeastOnce) {
+                warn!(filter, error = %e, "Could not subscribe.");
+            }
+        }
+        if let Some(p) = &self.spec.presence {
+            if let Err(e) = self.client.try_publish(&p.topic, QoS::AtLeastOnce, true, p.online.clone()) {
+                warn!(topic = %p.topic, error = %e, "Could not publish presence.");
+            }
+        }
+    }
+
+    async fn farewell(&mut self) {
+        if !self.connected.load(Ordering::Relaxed) {
+            return;
+        }
+        if let Some(p) = &self.spec.presence {
+            let _ = self.client.try_publish(&p.topic, QoS::AtLeastOnce, true, p.offline.clone());
+        }
+        let _ = self.client.try_disconnect();
+        // Drive the loop briefly so the farewell and the disconnect go out.
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(500);
+        while let Ok(Ok(ev)) = tokio::time::timeout_at(deadline, self.eventloop.poll()).await {
+            if matches!(ev, Event::Outgoing(rumqttc::Outgoing::Disconnect)) {
+                break;
+            }
+        }
+        self.metrics.connected.set(0);
+        self.connected.store(false, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_settings_validate_and_round_trip() {
+        let s = MqttSettings::default();
+        let mut errors = Vec::new();
+        s.validate("mqtt", &mut errors);
+        assert!(errors.is_empty(), "{errors:?}");
+        let text = serde_json::to_string(&s).unwrap();
+        assert_eq!(serde_json::from_str::<MqttSettings>(&text).unwrap(), s);
+    }
+
+    #[test]
+    fn bad_settings_report_every_problem() {
+        let s = MqttSettings {
+            host: String::new(),
+            port: 0,
+            keep_alive_secs: 1,
+            max_packet_bytes: 10,
+            username: Some("u".into()),
+            ..MqttSettings::default()
+        };
+        let mut errors = Vec::new();
+        s.validate("mqtt", &mut errors);
+        assert_eq!(errors.len(), 5, "{errors:?}");
+    }
+}

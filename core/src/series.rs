@@ -1,0 +1,102 @@
+//! Entity and series identifiers.
+//!
+//! An entity is a thing that can be sick and healed: `host/<host>`,
+//! `service/<host>/<service>` or `sensor/<sensor>`. A series is one metric of
+//! an entity, written `<entity>:<metric>`.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// The thing a metric describes and a remediation acts on.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct EntityId(pub String);
+
+impl EntityId {
+    /// The entity of a whole host.
+    pub fn host(host: &str) -> Self {
+        Self(format!("host/{host}"))
+    }
+    /// A service running on a host.
+    pub fn service(host: &str, service: &str) -> Self {
+        Self(format!("service/{host}/{service}"))
+    }
+    /// A sensor publishing straight to the edge.
+    pub fn sensor(sensor: &str) -> Self {
+        Self(format!("sensor/{sensor}"))
+    }
+    /// The host that owns this entity, if it names one (sensors do not).
+    pub fn host_name(&self) -> Option<&str> {
+        let mut parts = self.0.split('/');
+        match (parts.next(), parts.next()) {
+            (Some("host" | "service"), Some(h)) if !h.is_empty() => Some(h),
+            _ => None,
+        }
+    }
+    /// The kind prefix: `host`, `service` or `sensor`.
+    pub fn kind(&self) -> &str {
+        self.0.split('/').next().unwrap_or("")
+    }
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for EntityId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// One metric of one entity.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct SeriesId {
+    /// Entity the metric belongs to.
+    pub entity: EntityId,
+    /// Metric name, e.g. `http_latency_seconds`.
+    pub metric: String,
+}
+
+impl SeriesId {
+    /// Builds a series id from its parts.
+    pub fn new(entity: EntityId, metric: impl Into<String>) -> Self {
+        Self { entity, metric: metric.into() }
+    }
+    /// Parses `<entity>:<metric>`; `None` if there is no colon or a part is empty.
+    pub fn parse(text: &str) -> Option<Self> {
+        let (entity, metric) = text.rsplit_once(':')?;
+        if entity.is_empty() || metric.is_empty() {
+            return None;
+        }
+        Some(Self::new(EntityId(entity.to_string()), metric))
+    }
+}
+
+impl fmt::Display for SeriesId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.entity, self.metric)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entity_knows_its_host() {
+        assert_eq!(EntityId::service("h1", "web").host_name(), Some("h1"));
+        assert_eq!(EntityId::host("h2").host_name(), Some("h2"));
+        assert_eq!(EntityId::sensor("t1").host_name(), None);
+        assert_eq!(EntityId::sensor("t1").kind(), "sensor");
+    }
+
+    #[test]
+    fn series_round_trips_through_text() {
+        let s = SeriesId::new(EntityId::service("h", "web"), "rss_bytes");
+        assert_eq!(s.to_string(), "service/h/web:rss_bytes");
+        assert_eq!(SeriesId::parse(&s.to_string()), Some(s));
+        assert_eq!(SeriesId::parse("nocolon"), None);
+        assert_eq!(SeriesId::parse("x:"), None);
+    }
+}

@@ -1,0 +1,41 @@
+//! Logging setup and the `/metrics` + `/healthz` HTTP surface every role serves.
+
+use axum::{http::header, response::IntoResponse, routing::get, Router};
+use prometheus::{Encoder, Registry, TextEncoder};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// Installs a stderr `tracing` subscriber; `RUST_LOG` overrides `default_filter`.
+pub fn init_tracing(default_filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+/// The registry rendered in Prometheus text format.
+pub fn render(registry: &Registry) -> String {
+    let mut buf = Vec::new();
+    let encoder = TextEncoder::new();
+    if let Err(e) = encoder.encode(&registry.gather(), &mut buf) {
+        tracing::warn!(error = %e, "Could not encode metrics.");
+    }
+    String::from_utf8(buf).unwrap_or_default()
+}
+
+/// A router serving `/metrics` from `registry` and `/healthz`.
+pub fn router(registry: Registry) -> Router {
+    Router::new()
+        .route(
+            "/metrics",
+            get(move || {
+                let text = render(&registry);
+                async move { ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response() }
+            }),
+        )
+        .route("/healthz", get(|| async { "ok\n" }))
+}
+
+/// Serves `router` on `listener` until `shutdown` is cancelled.
+pub async fn serve(listener: TcpListener, router: Router, shutdown: CancellationToken) -> std::io::Result<()> {
+    axum::serve(listener, router).with_graceful_shutdown(async move { shutdown.cancelled().await }).await
+}

@@ -1,0 +1,147 @@
+//! The MQTT topic scheme, under the versioned prefix `vigil/v1`.
+//!
+//! ```text
+//! vigil/v1/{site}/{host}/metrics      agent → edge   MetricBatch
+//! vigil/v1/{site}/{host}/commands     edge → agent   Command
+//! vigil/v1/{site}/{host}/results      agent → edge   CommandResult
+//! vigil/v1/{site}/{host}/presence     agent, retained, last will offline
+//! vigil/v1/{site}/sensors/{sensor}    device → edge  a number or {"value":…}
+//! vigil/v1/{site}/edge/presence       edge, retained, last will offline
+//! vigil/v1/{site}/uplink/{kind}       edge → cloud   samples|anomaly|audit|heartbeat
+//! ```
+
+/// Prefix of every topic.
+pub const PREFIX: &str = "vigil/v1";
+
+/// Host names that would collide with the fixed topic levels.
+pub const RESERVED_HOSTS: [&str; 3] = ["sensors", "edge", "uplink"];
+
+/// Agent metrics.
+pub fn metrics(site: &str, host: &str) -> String {
+    format!("{PREFIX}/{site}/{host}/metrics")
+}
+/// Commands for one agent.
+pub fn commands(site: &str, host: &str) -> String {
+    format!("{PREFIX}/{site}/{host}/commands")
+}
+/// Results from one agent.
+pub fn results(site: &str, host: &str) -> String {
+    format!("{PREFIX}/{site}/{host}/results")
+}
+/// Presence of one agent.
+pub fn agent_presence(site: &str, host: &str) -> String {
+    format!("{PREFIX}/{site}/{host}/presence")
+}
+/// One sensor's readings.
+pub fn sensor(site: &str, sensor: &str) -> String {
+    format!("{PREFIX}/{site}/sensors/{sensor}")
+}
+/// Presence of the site's edge node.
+pub fn edge_presence(site: &str) -> String {
+    format!("{PREFIX}/{site}/edge/presence")
+}
+/// Uplink of one message kind.
+pub fn uplink(site: &str, kind: &str) -> String {
+    format!("{PREFIX}/{site}/uplink/{kind}")
+}
+
+/// What a topic is, as parsed from an incoming message.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Route<'a> {
+    /// Agent metrics from `host`.
+    Metrics {
+        /// Site.
+        site: &'a str,
+        /// Host.
+        host: &'a str,
+    },
+    /// Commands for `host`.
+    Commands {
+        /// Site.
+        site: &'a str,
+        /// Host.
+        host: &'a str,
+    },
+    /// Results from `host`.
+    Results {
+        /// Site.
+        site: &'a str,
+        /// Host.
+        host: &'a str,
+    },
+    /// Presence of agent `host`.
+    AgentPresence {
+        /// Site.
+        site: &'a str,
+        /// Host.
+        host: &'a str,
+    },
+    /// Edge presence.
+    EdgePresence {
+        /// Site.
+        site: &'a str,
+    },
+    /// A sensor reading.
+    Sensor {
+        /// Site.
+        site: &'a str,
+        /// Sensor name.
+        sensor: &'a str,
+    },
+    /// An uplink message.
+    Uplink {
+        /// Site.
+        site: &'a str,
+        /// Kind (last level).
+        kind: &'a str,
+    },
+}
+
+/// Parses a topic of the scheme; `None` for anything else.
+pub fn parse(topic: &str) -> Option<Route<'_>> {
+    let rest = topic.strip_prefix(PREFIX)?.strip_prefix('/')?;
+    let parts: Vec<&str> = rest.split('/').collect();
+    match parts.as_slice() {
+        [site, "sensors", sensor] => Some(Route::Sensor { site, sensor }),
+        [site, "edge", "presence"] => Some(Route::EdgePresence { site }),
+        [site, "uplink", kind] => Some(Route::Uplink { site, kind }),
+        [site, host, "metrics"] => Some(Route::Metrics { site, host }),
+        [site, host, "commands"] => Some(Route::Commands { site, host }),
+        [site, host, "results"] => Some(Route::Results { site, host }),
+        [site, host, "presence"] => Some(Route::AgentPresence { site, host }),
+        _ => None,
+    }
+}
+
+/// Checks a site, host or sensor name for use as one topic level.
+pub fn valid_level(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builds_and_parses_every_topic() {
+        assert_eq!(parse(&metrics("s", "h")), Some(Route::Metrics { site: "s", host: "h" }));
+        assert_eq!(parse(&commands("s", "h")), Some(Route::Commands { site: "s", host: "h" }));
+        assert_eq!(parse(&results("s", "h")), Some(Route::Results { site: "s", host: "h" }));
+        assert_eq!(parse(&agent_presence("s", "h")), Some(Route::AgentPresence { site: "s", host: "h" }));
+        assert_eq!(parse(&sensor("s", "t")), Some(Route::Sensor { site: "s", sensor: "t" }));
+        assert_eq!(parse(&edge_presence("s")), Some(Route::EdgePresence { site: "s" }));
+        assert_eq!(parse(&uplink("s", "audit")), Some(Route::Uplink { site: "s", kind: "audit" }));
+        assert_eq!(parse("vigil/v2/s/h/metrics"), None);
+        assert_eq!(parse("vigil/v1/s/h/other"), None);
+    }
+
+    #[test]
+    fn level_names() {
+        assert!(valid_level("web-1.example_a"));
+        assert!(!valid_level("a/b"));
+        assert!(!valid_level("+"));
+        assert!(!valid_level(""));
+    }
+}
