@@ -1,1 +1,21 @@
-//! placeholder
+//! Vigil's anomaly model: a small candle LSTM that forecasts each series one
+//! step ahead, run as one batched, stateful step per tick across all series,
+//! with online per-series baselines that turn values and forecast errors into
+//! scores in [0, 1]. Synchronous by design: callers run it off async threads.
+
+pub mod baseline;
+pub mod detector;
+pub mod forecaster;
+
+pub use detector::{Detector, DetectorConfig, TickScores};
+
+/// Errors from the model.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    /// A tensor operation failed.
+    #[error("tensor operation failed: {0}")]
+    Tensor(#[from] candle_core::Error),
+    /// The configuration is unusable.
+    #[error("invalid detector config: {0}")]
+    Config(String),
+}

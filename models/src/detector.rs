@@ -1,0 +1,428 @@
+//! The detector: scores every series each tick in one batched LSTM step.
+//!
+//! Per series it keeps a [`Baseline`]; the score is the larger of two
+//! evidences, mapped to [0, 1] by `1 - exp(-(z / z_scale)²)`:
+//! - level: how far the value is from the series' own baseline (catches
+//!   faults that persist: a hung service, a dead process, memory growth);
+//! - forecast: how far the LSTM's one-step forecast missed, against the
+//!   series' usual error (catches changes of pattern).
+//!
+//! The LSTM learns online from recent windows every `train_every_ticks`.
+
+use crate::baseline::{Baseline, BaselineRates};
+use crate::forecaster::{Forecaster, ForecasterConfig};
+use crate::ModelError;
+use candle_core::{DType, Device, Tensor};
+use candle_nn::rnn::LSTMState;
+use candle_nn::{AdamW, Optimizer, ParamsAdamW, VarBuilder, VarMap};
+use rand::{rngs::StdRng, Rng, SeedableRng};
+use std::collections::VecDeque;
+
+/// Detector settings; the same for every series.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DetectorConfig {
+    /// LSTM hidden units.
+    pub hidden: usize,
+    /// Samples a series must have before it is scored (score 0 until then).
+    pub warmup_samples: u32,
+    /// Baseline adaptation rate while normal.
+    pub baseline_alpha: f32,
+    /// Factor on the rate while a series is anomalous.
+    pub anomalous_factor: f32,
+    /// Deviation (in spreads) at which the score is 1 - 1/e ≈ 0.63.
+    pub z_scale: f32,
+    /// Score at or above which a series counts as anomalous.
+    pub threshold: f32,
+    /// Relative spread floor (share of the level), so flat series still score.
+    pub spread_floor_rel: f32,
+    /// Absolute spread floor.
+    pub spread_floor_abs: f32,
+    /// Ticks between online training steps (0 disables training).
+    pub train_every_ticks: u64,
+    /// Windows per training step.
+    pub train_batch: usize,
+    /// Length of a training window.
+    pub train_window: usize,
+    /// AdamW learning rate.
+    pub learning_rate: f64,
+    /// Seed for weights and window sampling (same seed, same scores).
+    pub seed: u64,
+}
+
+impl Default for DetectorConfig {
+    fn default() -> Self {
+        Self {
+            hidden: 16,
+            warmup_samples: 20,
+            baseline_alpha: 0.02,
+            anomalous_factor: 0.05,
+            z_scale: 8.0,
+            threshold: 0.95,
+            spread_floor_rel: 0.01,
+            spread_floor_abs: 1e-6,
+            train_every_ticks: 60,
+            train_batch: 64,
+            train_window: 32,
+            learning_rate: 1e-3,
+            seed: 7,
+        }
+    }
+}
+
+impl DetectorConfig {
+    /// Every problem with the settings, each as `field: what is wrong`.
+    pub fn validate(&self) -> Vec<String> {
+        let mut e = Vec::new();
+        if self.hidden == 0 || self.hidden > 1024 {
+            e.push(format!("hidden: {} is outside 1..=1024", self.hidden));
+        }
+        if !(self.baseline_alpha > 0.0 && self.baseline_alpha <= 1.0) {
+            e.push(format!("baseline_alpha: {} is outside (0, 1]", self.baseline_alpha));
+        }
+        if !(0.0..=1.0).contains(&self.anomalous_factor) {
+            e.push(format!("anomalous_factor: {} is outside [0, 1]", self.anomalous_factor));
+        }
+        if self.z_scale.is_nan() || self.z_scale <= 0.0 {
+            e.push(format!("z_scale: {} must be positive", self.z_scale));
+        }
+        if !(self.threshold > 0.0 && self.threshold < 1.0) {
+            e.push(format!("threshold: {} is outside (0, 1)", self.threshold));
+        }
+        if self.train_window < 2 {
+            e.push(format!("train_window: {} must be at least 2", self.train_window));
+        }
+        if self.train_batch == 0 {
+            e.push("train_batch: must be at least 1".into());
+        }
+        e
+    }
+
+    fn rates(&self) -> BaselineRates {
+        BaselineRates {
+            alpha: self.baseline_alpha,
+            anomalous_factor: self.anomalous_factor,
+            floor_rel: self.spread_floor_rel,
+            floor_abs: self.spread_floor_abs,
+        }
+    }
+}
+
+/// One tick's output, indexed like the input.
+#[derive(Clone, Debug, Default)]
+pub struct TickScores {
+    /// Score in [0, 1] per series (0 while warming up or without a value).
+    pub scores: Vec<f32>,
+}
+
+struct Slot {
+    base: Baseline,
+    /// Recent normalised values for training windows.
+    history: VecDeque<f32>,
+    last_input: f32,
+    anomalous: bool,
+}
+
+/// Batched, stateful scorer over a growing set of series slots.
+pub struct Detector {
+    cfg: DetectorConfig,
+    rates: BaselineRates,
+    device: Device,
+    varmap: VarMap,
+    model: Forecaster,
+    optimizer: Option<AdamW>,
+    state: LSTMState,
+    forecast: Vec<f32>,
+    slots: Vec<Slot>,
+    rng: StdRng,
+    ticks: u64,
+    train_steps: u64,
+    last_loss: Option<f32>,
+}
+
+impl Detector {
+    /// A fresh detector on the CPU with seeded weights.
+    pub fn new(cfg: DetectorConfig) -> Result<Self, ModelError> {
+        let problems = cfg.validate();
+        if !problems.is_empty() {
+            return Err(ModelError::Config(problems.join("; ")));
+        }
+        let device = Device::Cpu;
+        let varmap = VarMap::new();
+        let vb = VarBuilder::from_varmap(&varmap, DType::F32, &device);
+        let model = Forecaster::new(ForecasterConfig { inputs: 1, hidden: cfg.hidden }, vb)?;
+        let mut rng = StdRng::seed_from_u64(cfg.seed);
+        seed_weights(&varmap, cfg.hidden, &mut rng)?;
+        let optimizer = if cfg.train_every_ticks > 0 {
+            let params = ParamsAdamW { lr: cfg.learning_rate, weight_decay: 0.0, ..Default::default() };
+            Some(AdamW::new(varmap.all_vars(), params)?)
+        } else {
+            None
+        };
+        let state = model.zero_state(0)?;
+        Ok(Self {
+            rates: cfg.rates(),
+            rng,
+            cfg,
+            device,
+            varmap,
+            model,
+            optimizer,
+            state,
+            forecast: Vec::new(),
+            slots: Vec::new(),
+            ticks: 0,
+            train_steps: 0,
+            last_loss: None,
+        })
+    }
+
+    /// Number of series slots.
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// True when no series has been seen.
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &DetectorConfig {
+        &self.cfg
+    }
+
+    /// A version string naming the architecture and how far it has trained.
+    pub fn model_version(&self) -> String {
+        format!("lstm-h{}-online+{}", self.cfg.hidden, self.train_steps)
+    }
+
+    /// Training loss of the latest online step, if any ran.
+    pub fn last_loss(&self) -> Option<f32> {
+        self.last_loss
+    }
+
+    /// The underlying variables (for saving as safetensors).
+    pub fn varmap(&self) -> &VarMap {
+        &self.varmap
+    }
+
+    fn grow(&mut self, n: usize) -> Result<(), ModelError> {
+        if n <= self.slots.len() {
+            return Ok(());
+        }
+        let extra = n - self.slots.len();
+        let zeros = self.model.zero_state(extra)?;
+        let (h, c) = if self.slots.is_empty() {
+            (zeros.h, zeros.c)
+        } else {
+            (Tensor::cat(&[&self.state.h, &zeros.h], 0)?, Tensor::cat(&[&self.state.c, &zeros.c], 0)?)
+        };
+        self.state = LSTMState::new(h, c);
+        self.forecast.resize(n, 0.0);
+        for _ in 0..extra {
+            self.slots.push(Slot {
+                base: Baseline::default(),
+                history: VecDeque::with_capacity(self.cfg.train_window + 1),
+                last_input: 0.0,
+                anomalous: false,
+            });
+        }
+        Ok(())
+    }
+
+    fn to_score(&self, z: f32) -> f32 {
+        let r = z / self.cfg.z_scale;
+        let s = 1.0 - (-(r * r)).exp();
+        if s.is_finite() { s } else { 1.0 }
+    }
+
+    /// Scores one tick. `values[i]` is series slot `i`'s new value, or `None`
+    /// when it has none this tick (its state is then left untouched). Slots
+    /// grow to `values.len()`. Non-finite values count as missing.
+    pub fn tick(&mut self, values: &[Option<f64>]) -> Result<TickScores, ModelError> {
+        self.grow(values.len())?;
+        let n = self.slots.len();
+        let mut scores = vec![0.0f32; n];
+        let mut inputs = vec![0.0f32; n];
+        let mut mask = vec![0.0f32; n];
+        for i in 0..n {
+            let slot = &self.slots[i];
+            inputs[i] = slot.last_input;
+            let Some(v) = values.get(i).copied().flatten().filter(|v| v.is_finite()) else { continue };
+            let x = v as f32;
+            let u = slot.base.normalise(x, &self.rates);
+            let err = (u - self.forecast[i]).abs();
+            let warm = slot.base.count >= self.cfg.warmup_samples;
+            let score = if warm {
+                let z = slot.base.level_z(x, &self.rates).max(slot.base.error_z(err));
+                self.to_score(z)
+            } else {
+                0.0
+            };
+            let anomalous = score >= self.cfg.threshold;
+            let slot = &mut self.slots[i];
+            slot.base.update(x, err, anomalous, &self.rates);
+            slot.anomalous = anomalous;
+            slot.last_input = u;
+            if slot.history.len() > self.cfg.train_window {
+                slot.history.pop_front();
+            }
+            slot.history.push_back(u);
+            scores[i] = score;
+            inputs[i] = u;
+            mask[i] = 1.0;
+        }
+        if n > 0 {
+            self.step_model(&inputs, &mask)?;
+        }
+        self.ticks += 1;
+        if self.cfg.train_every_ticks > 0 && self.ticks % self.cfg.train_every_ticks == 0 {
+            self.train_step()?;
+        }
+        Ok(TickScores { scores })
+    }
+
+    fn step_model(&mut self, inputs: &[f32], mask: &[f32]) -> Result<(), ModelError> {
+        let n = inputs.len();
+        let x = Tensor::from_slice(inputs, (n, 1), &self.device)?;
+        let m = Tensor::from_slice(mask, (n, 1), &self.device)?;
+        let (pred, next) = self.model.step(&x, &self.state)?;
+        // Series without a value this tick keep their old state.
+        let keep = (1.0 - &m)?;
+        let h = (next.h.broadcast_mul(&m)? + self.state.h.broadcast_mul(&keep)?)?;
+        let c = (next.c.broadcast_mul(&m)? + self.state.c.broadcast_mul(&keep)?)?;
+        self.state = LSTMState::new(h.detach(), c.detach());
+        let pred = pred.detach().to_vec1::<f32>()?;
+        for (i, p) in pred.into_iter().enumerate() {
+            if mask[i] > 0.0 {
+                self.forecast[i] = p;
+            }
+        }
+        Ok(())
+    }
+
+    /// One AdamW step on windows sampled from the series' recent history.
+    /// Returns the loss, or `None` when no series has a full window yet.
+    pub fn train_step(&mut self) -> Result<Option<f32>, ModelError> {
+        let Some(opt) = self.optimizer.as_mut() else { return Ok(None) };
+        let w = self.cfg.train_window;
+        let ready: Vec<usize> = (0..self.slots.len()).filter(|&i| self.slots[i].history.len() > w).collect();
+        if ready.is_empty() {
+            return Ok(None);
+        }
+        let b = self.cfg.train_batch.min(ready.len());
+        let mut xs: Vec<f32> = Vec::with_capacity(b * w);
+        let mut ys: Vec<f32> = Vec::with_capacity(b * w);
+        for _ in 0..b {
+            let i = ready[self.rng.random_range(0..ready.len())];
+            let h = &self.slots[i].history;
+            xs.extend(h.iter().take(w));
+            ys.extend(h.iter().skip(1).take(w));
+        }
+        let x = Tensor::from_vec(xs, (b, w, 1), &self.device)?;
+        let y = Tensor::from_vec(ys, (b, w), &self.device)?;
+        let pred = self.model.forward_seq(&x)?;
+        let loss = candle_nn::loss::mse(&pred, &y)?;
+        opt.backward_step(&loss)?;
+        let loss = loss.to_scalar::<f32>()?;
+        self.train_steps += 1;
+        self.last_loss = Some(loss);
+        Ok(Some(loss))
+    }
+}
+
+/// Re-draws the LSTM weight matrices from `rng` (uniform ±1/√hidden, as
+/// PyTorch does), because candle's CPU generator cannot be seeded. Biases
+/// and the zero-initialised head are left alone.
+fn seed_weights(varmap: &VarMap, hidden: usize, rng: &mut StdRng) -> Result<(), ModelError> {
+    let data = varmap.data().lock().map_err(|_| ModelError::Config("variable map poisoned".into()))?;
+    let mut names: Vec<&String> = data.keys().filter(|k| k.starts_with("lstm.weight")).collect();
+    names.sort();
+    let k = 1.0 / (hidden as f32).sqrt();
+    for name in names {
+        let var = &data[name];
+        let n = var.elem_count();
+        let vals: Vec<f32> = (0..n).map(|_| rng.random_range(-k..k)).collect();
+        var.set(&Tensor::from_vec(vals, var.shape(), var.device())?)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn noisy(i: usize) -> f64 {
+        // Deterministic noise in [-1, 1].
+        ((i as f64 * 12.9898).sin() * 43758.5453).fract()
+    }
+
+    #[test]
+    fn flags_a_level_fault_and_names_the_series() {
+        let mut d = Detector::new(DetectorConfig::default()).unwrap();
+        for t in 0..200 {
+            let s = d.tick(&[Some(100.0 + noisy(t)), Some(1.0)]).unwrap();
+            if t > 30 {
+                assert!(s.scores.iter().all(|&x| x < 0.95), "false alarm at {t}: {:?}", s.scores);
+            }
+        }
+        // Series 1 (a health flag) drops to 0 and stays there.
+        for t in 200..210 {
+            let s = d.tick(&[Some(100.0 + noisy(t)), Some(0.0)]).unwrap();
+            assert!(s.scores[1] >= 0.95, "missed fault at {t}: {:?}", s.scores);
+            assert!(s.scores[0] < 0.95);
+        }
+        // Recovery: the return is itself a change for the forecast, then
+        // within a few ticks the score falls back.
+        let mut s = d.tick(&[Some(100.0), Some(1.0)]).unwrap();
+        for _ in 0..3 {
+            s = d.tick(&[Some(100.0), Some(1.0)]).unwrap();
+        }
+        assert!(s.scores[1] < 0.5, "{:?}", s.scores);
+    }
+
+    #[test]
+    fn missing_values_keep_state_and_score_zero() {
+        let mut d = Detector::new(DetectorConfig::default()).unwrap();
+        d.tick(&[Some(1.0)]).unwrap();
+        let s = d.tick(&[None, Some(f64::NAN), Some(2.0)]).unwrap();
+        assert_eq!(d.len(), 3);
+        assert_eq!(s.scores, vec![0.0, 0.0, 0.0]);
+    }
+
+    #[test]
+    fn online_training_lowers_the_loss_and_is_deterministic() {
+        let cfg = DetectorConfig { train_every_ticks: 0, learning_rate: 1e-2, ..DetectorConfig::default() };
+        let run = || {
+            let mut d = Detector::new(cfg.clone()).unwrap();
+            // Same shape as the running config, but training driven by hand.
+            d.optimizer = Some(
+                AdamW::new(d.varmap.all_vars(), ParamsAdamW { lr: 1e-2, weight_decay: 0.0, ..Default::default() })
+                    .unwrap(),
+            );
+            let mut losses = Vec::new();
+            for t in 0..400 {
+                let v: Vec<Option<f64>> = (0..8).map(|k| Some(((t + k * 3) as f64 * 0.3).sin() * 10.0)).collect();
+                d.tick(&v).unwrap();
+                if t >= 40 && t % 4 == 0 {
+                    losses.push(d.train_step().unwrap().unwrap());
+                }
+            }
+            losses
+        };
+        let a = run();
+        let first: f32 = a[..5].iter().sum::<f32>() / 5.0;
+        let last: f32 = a[a.len() - 5..].iter().sum::<f32>() / 5.0;
+        assert!(last < first * 0.7, "loss did not fall: {first} -> {last}");
+        assert_eq!(a, run(), "same seed must give the same result");
+    }
+
+    #[test]
+    fn rejects_bad_config_with_every_problem() {
+        let cfg = DetectorConfig { hidden: 0, threshold: 2.0, train_window: 1, ..DetectorConfig::default() };
+        let problems = cfg.validate();
+        assert_eq!(problems.len(), 3, "{problems:?}");
+        assert!(Detector::new(cfg).is_err());
+    }
+}
