@@ -1,1 +1,16 @@
-//! placeholder
+//! The Vigil host agent: collects host and service metrics each interval and
+//! publishes them to its edge node; runs remediation commands, but only those
+//! that name an action in its local catalog, and reports the result.
+
+pub mod agent;
+pub mod catalog;
+pub mod collector;
+pub mod config;
+pub mod executor;
+pub mod metrics;
+pub mod supervisor;
+
+pub use agent::run;
+pub use catalog::Catalog;
+pub use config::AgentConfig;
+pub use metrics::AgentMetrics;

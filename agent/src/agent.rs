@@ -1,0 +1,212 @@
+//! The agent's main loop: collect and publish each interval, handle commands,
+//! serve `/metrics` and `/healthz`, stop cleanly.
+
+use crate::catalog::Catalog;
+use crate::collector::{service, HostCollector, ServiceChecker};
+use crate::config::AgentConfig;
+use crate::executor::Executor;
+use crate::metrics::AgentMetrics;
+use crate::supervisor::Supervisor;
+use anyhow::Context;
+use rumqttc::Publish;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, Mutex};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+use vigil_core::clock::now_ms;
+use vigil_core::message::{Command, MetricBatch, Presence, PresenceState};
+use vigil_core::mqtt::{self, LinkSpec, PresenceSpec, Publisher};
+use vigil_core::{decode, encode, topic};
+
+/// Runs the agent until `shutdown` is cancelled, then stops its supervised
+/// services and disconnects. `listener` serves `/metrics` and `/healthz`.
+pub async fn run(
+    config: AgentConfig,
+    catalog: Catalog,
+    listener: TcpListener,
+    metrics: AgentMetrics,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let host = config.host_name();
+    let site = config.site.clone();
+    let supervisor = Arc::new(Mutex::new(Supervisor::new(&config.services)));
+    let problems = catalog.validate(&supervisor.lock().await.names());
+    anyhow::ensure!(problems.is_empty(), "action catalog: {}", problems.join("; "));
+    for e in supervisor.lock().await.start_all() {
+        warn!(error = %e, "Could not start supervised service.");
+    }
+
+    let presence = |state| encode(&Presence { node: host.clone(), role: "agent".into(), state, ts_ms: now_ms() });
+    let spec = LinkSpec {
+        settings: config.mqtt.clone(),
+        default_client_id: format!("vigil-agent-{site}-{host}"),
+        subscriptions: vec![topic::commands(&site, &host)],
+        presence: Some(PresenceSpec {
+            topic: topic::agent_presence(&site, &host),
+            online: presence(PresenceState::Online),
+            offline: presence(PresenceState::Offline),
+        }),
+    };
+    let (inbox_tx, inbox) = mpsc::channel(64);
+    let (publisher, link) = mqtt::open(spec, inbox_tx, metrics.link.clone());
+
+    let tracker = TaskTracker::new();
+    let link_token = CancellationToken::new();
+    tracker.spawn(link.run(link_token.clone()));
+    let http = vigil_core::telemetry::router(metrics.registry.clone());
+    tracker.spawn(vigil_core::telemetry::serve(listener, http, shutdown.child_token()));
+    let executor = Executor::new(host.clone(), catalog, supervisor.clone(), Duration::from_secs(config.max_action_secs));
+    let commands = CommandLoop { executor, publisher: publisher.clone(), metrics: metrics.clone(), site: site.clone(), max_bytes: config.max_command_bytes };
+    tracker.spawn(commands.run(inbox, shutdown.child_token()));
+    let collect = CollectLoop::new(&config, host.clone(), supervisor.clone(), publisher, metrics)?;
+    info!(%site, %host, services = config.services.len(), "Agent running.");
+    collect.run(shutdown.clone()).await;
+
+    supervisor.lock().await.stop_all().await;
+    link_token.cancel();
+    if !vigil_core::shutdown::drain(&tracker, Duration::from_secs(3)).await {
+        warn!("Some agent tasks did not stop within 3 s.");
+    }
+    info!("Agent stopped.");
+    Ok(())
+}
+
+struct CommandLoop {
+    executor: Executor,
+    publisher: Publisher,
+    metrics: AgentMetrics,
+    site: String,
+    max_bytes: usize,
+}
+
+impl CommandLoop {
+    async fn run(mut self, mut inbox: mpsc::Receiver<Publish>, shutdown: CancellationToken) {
+        loop {
+            let msg = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                m = inbox.recv() => match m { Some(m) => m, None => break },
+            };
+            self.metrics.link.received.with_label_values(&["command"]).inc();
+            let cmd: Command = match decode(&msg.payload, self.max_bytes) {
+                Ok(c) => c,
+                Err(e) => {
+                    warn!(topic = %msg.topic, error = %e, "Dropped malformed command.");
+                    self.metrics.link.malformed.with_label_values(&[e.reason()]).inc();
+                    continue;
+                }
+            };
+            let timer = self.metrics.action_seconds.start_timer();
+            let result = self.executor.handle(&cmd).await;
+            timer.observe_duration();
+            self.metrics.actions.with_label_values(&[result.outcome.as_str()]).inc();
+            self.publisher.send(&topic::results(&self.site, &result.host), &result, false).await;
+        }
+    }
+}
+
+struct CollectLoop {
+    host: String,
+    interval: Duration,
+    services: Vec<crate::config::ServiceConfig>,
+    collector: Arc<std::sync::Mutex<HostCollector>>,
+    checker: ServiceChecker,
+    supervisor: Arc<Mutex<Supervisor>>,
+    publisher: Publisher,
+    metrics: AgentMetrics,
+    topic: String,
+    seq: u64,
+}
+
+impl CollectLoop {
+    fn new(
+        config: &AgentConfig,
+        host: String,
+        supervisor: Arc<Mutex<Supervisor>>,
+        publisher: Publisher,
+        metrics: AgentMetrics,
+    ) -> anyhow::Result<Self> {
+        Ok(Self {
+            topic: topic::metrics(&config.site, &host),
+            host,
+            interval: Duration::from_secs_f64(config.interval_secs),
+            services: config.services.clone(),
+            collector: Arc::new(std::sync::Mutex::new(HostCollector::new(config.disks.clone()))),
+            checker: ServiceChecker::new().context("building HTTP client")?,
+            supervisor,
+            publisher,
+            metrics,
+            seq: 0,
+        })
+    }
+
+    async fn run(mut self, shutdown: CancellationToken) {
+        let mut ticker = tokio::time::interval(self.interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = ticker.tick() => {}
+            }
+            let batch = self.collect().await;
+            self.metrics.collections.inc();
+            self.publisher.send(&self.topic, &batch, false).await;
+        }
+    }
+
+    async fn collect(&mut self) -> MetricBatch {
+        let ts = now_ms();
+        let mut pids = Vec::with_capacity(self.services.len());
+        for s in &self.services {
+            let pid = match &s.pid_file {
+                Some(p) => std::fs::read_to_string(p).ok().and_then(|t| t.trim().parse::<u32>().ok()),
+                None => self.supervisor.lock().await.pid(&s.name),
+            };
+            pids.push(pid);
+        }
+        let host = self.host.clone();
+        let collector = self.collector.clone();
+        let pid_list = pids.clone();
+        // /proc reads are blocking; keep them off the async workers.
+        let gathered = tokio::task::spawn_blocking(move || {
+            let mut c = collector.lock().unwrap_or_else(|p| p.into_inner());
+            let host_samples = c.collect(&host, ts);
+            let procs: Vec<_> = pid_list.iter().map(|p| p.and_then(|pid| c.process(pid))).collect();
+            (host_samples, procs)
+        })
+        .await;
+        let (mut samples, procs) = gathered.unwrap_or_else(|e| {
+            warn!(error = %e, "Host collection failed.");
+            (Vec::new(), vec![None; pids.len()])
+        });
+        let probes = futures_probe(&self.checker, &self.services).await;
+        for (i, s) in self.services.iter().enumerate() {
+            let alive = procs[i].is_some();
+            self.metrics.service_up.with_label_values(&[s.name.as_str()]).set(alive as i64);
+            samples.extend(service::samples(&self.host, &s.name, ts, alive, procs[i], probes[i]));
+        }
+        self.seq += 1;
+        MetricBatch { host: self.host.clone(), seq: self.seq, samples }
+    }
+}
+
+/// Probes every service's health URL concurrently.
+async fn futures_probe(checker: &ServiceChecker, services: &[crate::config::ServiceConfig]) -> Vec<Option<service::Probe>> {
+    let mut set = tokio::task::JoinSet::new();
+    for (i, s) in services.iter().enumerate() {
+        if let Some(url) = s.health_url.clone() {
+            let c = checker.clone();
+            let t = Duration::from_millis(s.health_timeout_ms);
+            set.spawn(async move { (i, c.probe(&url, t).await) });
+        }
+    }
+    let mut out = vec![None; services.len()];
+    while let Some(r) = set.join_next().await {
+        if let Ok((i, p)) = r {
+            out[i] = Some(p);
+        }
+    }
+    out
+}

@@ -1,0 +1,184 @@
+//! Agent configuration (YAML). Every field has a default; `validate()` reports
+//! every problem at once.
+
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+use vigil_core::mqtt::MqttSettings;
+use vigil_core::topic;
+
+/// The agent's settings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentConfig {
+    /// Site (topic level) this host belongs to.
+    pub site: String,
+    /// This host's name; empty means the system host name.
+    pub host: String,
+    /// Seconds between metric batches.
+    pub interval_secs: f64,
+    /// The broker.
+    pub mqtt: MqttSettings,
+    /// Action catalog file; empty means no actions are allowed.
+    pub catalog: PathBuf,
+    /// Address for `/metrics` and `/healthz`.
+    pub listen: String,
+    /// Mount points whose usage is reported.
+    pub disks: Vec<String>,
+    /// Services to watch.
+    pub services: Vec<ServiceConfig>,
+    /// Largest command accepted, in bytes.
+    pub max_command_bytes: usize,
+    /// Longest any action may run before it is cancelled, in seconds.
+    pub max_action_secs: u64,
+}
+
+/// One watched service.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceConfig {
+    /// Service name (topic-safe).
+    pub name: String,
+    /// If set, the agent starts and supervises this process (argv, no shell).
+    #[serde(default)]
+    pub argv: Vec<String>,
+    /// Extra environment for a supervised process.
+    #[serde(default)]
+    pub env: Vec<(String, String)>,
+    /// For a process the agent does not start: a file holding its PID.
+    #[serde(default)]
+    pub pid_file: Option<PathBuf>,
+    /// HTTP health endpoint; 2xx counts as healthy.
+    #[serde(default)]
+    pub health_url: Option<String>,
+    /// Health check timeout in milliseconds.
+    #[serde(default = "default_health_timeout_ms")]
+    pub health_timeout_ms: u64,
+}
+
+fn default_health_timeout_ms() -> u64 {
+    800
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        Self {
+            site: "site-1".into(),
+            host: String::new(),
+            interval_secs: 1.0,
+            mqtt: MqttSettings::default(),
+            catalog: PathBuf::new(),
+            listen: "127.0.0.1:9101".into(),
+            disks: vec!["/".into()],
+            services: Vec::new(),
+            max_command_bytes: 64 * 1024,
+            max_action_secs: 60,
+        }
+    }
+}
+
+impl AgentConfig {
+    /// The host name in force: the configured one or the system's.
+    pub fn host_name(&self) -> String {
+        if !self.host.is_empty() {
+            return self.host.clone();
+        }
+        let name = sysinfo::System::host_name().unwrap_or_else(|| "localhost".into());
+        name.chars().map(|c| if topic::valid_level(&c.to_string()) { c } else { '-' }).collect()
+    }
+
+    /// Every problem with the settings.
+    pub fn validate(&self) -> Vec<String> {
+        let mut e = Vec::new();
+        if !topic::valid_level(&self.site) {
+            e.push(format!("site: {:?} must be 1-64 of [A-Za-z0-9._-]", self.site));
+        }
+        if !self.host.is_empty() && (!topic::valid_level(&self.host) || topic::RESERVED_HOSTS.contains(&self.host.as_str())) {
+            e.push(format!("host: {:?} must be 1-64 of [A-Za-z0-9._-] and not one of {:?}", self.host, topic::RESERVED_HOSTS));
+        }
+        if !(self.interval_secs >= 0.1 && self.interval_secs <= 3600.0) {
+            e.push(format!("interval_secs: {} is outside 0.1..=3600", self.interval_secs));
+        }
+        self.mqtt.validate("mqtt", &mut e);
+        if self.listen.parse::<std::net::SocketAddr>().is_err() {
+            e.push(format!("listen: {:?} is not an address like 127.0.0.1:9101", self.listen));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, s) in self.services.iter().enumerate() {
+            let at = format!("services[{i}]");
+            if !topic::valid_level(&s.name) {
+                e.push(format!("{at}.name: {:?} must be 1-64 of [A-Za-z0-9._-]", s.name));
+            }
+            if !seen.insert(s.name.clone()) {
+                e.push(format!("{at}.name: {:?} is listed twice", s.name));
+            }
+            if !s.argv.is_empty() && s.pid_file.is_some() {
+                e.push(format!("{at}: give either argv (supervised) or pid_file, not both"));
+            }
+            if let Some(url) = &s.health_url {
+                if !(url.starts_with("http://") || url.starts_with("https://")) {
+                    e.push(format!("{at}.health_url: {url:?} must start with http:// or https://"));
+                }
+            }
+            if s.health_timeout_ms == 0 || s.health_timeout_ms > 60_000 {
+                e.push(format!("{at}.health_timeout_ms: {} is outside 1..=60000", s.health_timeout_ms));
+            }
+        }
+        if self.max_action_secs == 0 {
+            e.push("max_action_secs: must be positive".into());
+        }
+        e
+    }
+
+    /// Loads a YAML file; parse errors name the file, line and column.
+    pub fn load(path: &std::path::Path) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        serde_yaml_ng::from_str(&text).map_err(|e| yaml_error(path, &e))
+    }
+}
+
+/// `file:line:column: message` for a YAML error.
+pub fn yaml_error(path: &std::path::Path, e: &serde_yaml_ng::Error) -> String {
+    match e.location() {
+        Some(l) => format!("{}:{}:{}: {e}", path.display(), l.line(), l.column()),
+        None => format!("{}: {e}", path.display()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_round_trips_and_validates() {
+        let c = AgentConfig::default();
+        assert!(c.validate().is_empty(), "{:?}", c.validate());
+        let text = serde_yaml_ng::to_string(&c).unwrap();
+        assert_eq!(serde_yaml_ng::from_str::<AgentConfig>(&text).unwrap(), c);
+    }
+
+    #[test]
+    fn reports_every_problem() {
+        let mut c = AgentConfig { site: "a/b".into(), interval_secs: 0.0, listen: "x".into(), ..Default::default() };
+        c.services.push(ServiceConfig {
+            name: "web".into(),
+            argv: vec!["x".into()],
+            env: vec![],
+            pid_file: Some("/p".into()),
+            health_url: Some("ftp://x".into()),
+            health_timeout_ms: 0,
+        });
+        c.services.push(c.services[0].clone());
+        // site, interval, listen, both-set ×2, url ×2, timeout ×2, duplicate name
+        assert_eq!(c.validate().len(), 10, "{:?}", c.validate());
+    }
+
+    #[test]
+    fn unknown_field_names_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("agent.yaml");
+        std::fs::write(&p, "site: s1\nintervall_secs: 2\n").unwrap();
+        let err = AgentConfig::load(&p).unwrap_err();
+        assert!(err.contains("agent.yaml:2:"), "{err}");
+        assert!(err.contains("intervall_secs"), "{err}");
+    }
+}
