@@ -1,1 +1,21 @@
-//! placeholder
+//! The Vigil edge node: ingests agent batches and sensor readings into a
+//! bounded cache, scores every series each tick in one batched LSTM step,
+//! turns anomalies into remediation commands under policy, verifies
+//! recovery, and forwards samples, events and the audit trail to the cloud.
+
+pub mod api;
+pub mod audit;
+pub mod cache;
+pub mod config;
+pub mod edge;
+pub mod entity;
+pub mod ingest;
+pub mod metrics;
+pub mod outbox;
+pub mod policy;
+pub mod remediation;
+
+pub use config::EdgeConfig;
+// pub use edge::run;
+// pub use metrics::EdgeMetrics;
+pub use policy::PolicySet;

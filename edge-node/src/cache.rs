@@ -1,0 +1,186 @@
+//! The bounded per-series ring cache. Each series keeps its last N points
+//! with their scores, and the newest unscored value for the next tick.
+
+use serde::Serialize;
+use std::collections::{HashMap, VecDeque};
+use vigil_core::SeriesId;
+
+/// One cached point.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct Point {
+    /// Unix ms.
+    pub ts_ms: i64,
+    /// Value.
+    pub value: f64,
+    /// Anomaly score given at the tick that scored it.
+    pub score: f32,
+}
+
+/// One series' cache entry.
+#[derive(Debug)]
+pub struct Entry {
+    /// Its id.
+    pub id: SeriesId,
+    /// Recent points, oldest first.
+    pub points: VecDeque<Point>,
+    /// The newest value not yet scored.
+    pub pending: Option<f64>,
+    /// Latest score.
+    pub score: f32,
+}
+
+/// Why a sample was not cached.
+#[derive(Debug, PartialEq, Eq, Clone, Copy)]
+pub enum Refusal {
+    /// NaN or infinite.
+    NotFinite,
+    /// Older than the newest point of its series.
+    OutOfOrder,
+    /// Too far in the future.
+    Future,
+    /// A new series while the cache holds its maximum.
+    Full,
+}
+
+impl Refusal {
+    /// Bounded label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Refusal::NotFinite => "not_finite",
+            Refusal::OutOfOrder => "out_of_order",
+            Refusal::Future => "future",
+            Refusal::Full => "cache_full",
+        }
+    }
+}
+
+/// All series, addressed by slot index (the detector's batch row).
+#[derive(Debug)]
+pub struct Cache {
+    index: HashMap<SeriesId, usize>,
+    entries: Vec<Entry>,
+    max_series: usize,
+    points: usize,
+}
+
+impl Cache {
+    /// An empty cache with the given bounds.
+    pub fn new(max_series: usize, points: usize) -> Self {
+        Self { index: HashMap::new(), entries: Vec::new(), max_series, points }
+    }
+
+    /// Number of series.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// True when empty.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Adds a sample. `now_ms` and `max_future_ms` bound the timestamp.
+    pub fn push(&mut self, id: &SeriesId, ts_ms: i64, value: f64, now_ms: i64, max_future_ms: i64) -> Result<(), Refusal> {
+        if !value.is_finite() {
+            return Err(Refusal::NotFinite);
+        }
+        if ts_ms > now_ms + max_future_ms {
+            return Err(Refusal::Future);
+        }
+        let slot = match self.index.get(id) {
+            Some(&s) => s,
+            None => {
+                if self.entries.len() >= self.max_series {
+                    return Err(Refusal::Full);
+                }
+                self.entries.push(Entry { id: id.clone(), points: VecDeque::new(), pending: None, score: 0.0 });
+                self.index.insert(id.clone(), self.entries.len() - 1);
+                self.entries.len() - 1
+            }
+        };
+        let e = &mut self.entries[slot];
+        if e.points.back().is_some_and(|p| ts_ms < p.ts_ms) {
+            return Err(Refusal::OutOfOrder);
+        }
+        if e.points.len() >= self.points {
+            e.points.pop_front();
+        }
+        e.points.push_back(Point { ts_ms, value, score: 0.0 });
+        e.pending = Some(value);
+        Ok(())
+    }
+
+    /// Takes each series' pending value for the next tick (slot order).
+    pub fn take_pending(&mut self) -> Vec<Option<f64>> {
+        self.entries.iter_mut().map(|e| e.pending.take()).collect()
+    }
+
+    /// Stores a tick's scores; series that had a value get it on their newest point.
+    pub fn set_scores(&mut self, scored: &[Option<f64>], scores: &[f32]) {
+        for (i, e) in self.entries.iter_mut().enumerate() {
+            if scored.get(i).copied().flatten().is_some() {
+                let s = scores.get(i).copied().unwrap_or(0.0);
+                e.score = s;
+                if let Some(p) = e.points.back_mut() {
+                    p.score = s;
+                }
+            }
+        }
+    }
+
+    /// All entries in slot order.
+    pub fn entries(&self) -> &[Entry] {
+        &self.entries
+    }
+
+    /// One series' entry.
+    pub fn get(&self, id: &SeriesId) -> Option<&Entry> {
+        self.index.get(id).map(|&i| &self.entries[i])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vigil_core::EntityId;
+
+    fn id(m: &str) -> SeriesId {
+        SeriesId::new(EntityId::host("h"), m)
+    }
+
+    #[test]
+    fn rings_are_bounded_and_pending_is_taken_once() {
+        let mut c = Cache::new(10, 3);
+        for t in 0..5 {
+            c.push(&id("a"), t, t as f64, 100, 10).unwrap();
+        }
+        let e = c.get(&id("a")).unwrap();
+        assert_eq!(e.points.iter().map(|p| p.ts_ms).collect::<Vec<_>>(), vec![2, 3, 4]);
+        assert_eq!(c.take_pending(), vec![Some(4.0)]);
+        assert_eq!(c.take_pending(), vec![None]);
+    }
+
+    #[test]
+    fn refuses_bad_samples_and_new_series_when_full() {
+        let mut c = Cache::new(1, 3);
+        assert_eq!(c.push(&id("a"), 1, f64::NAN, 100, 10), Err(Refusal::NotFinite));
+        assert_eq!(c.push(&id("a"), 1000, 1.0, 100, 10), Err(Refusal::Future));
+        c.push(&id("a"), 5, 1.0, 100, 10).unwrap();
+        assert_eq!(c.push(&id("a"), 4, 1.0, 100, 10), Err(Refusal::OutOfOrder));
+        assert_eq!(c.push(&id("b"), 5, 1.0, 100, 10), Err(Refusal::Full));
+        assert_eq!(c.len(), 1);
+    }
+
+    #[test]
+    fn scores_land_on_the_scored_points() {
+        let mut c = Cache::new(10, 3);
+        c.push(&id("a"), 1, 1.0, 100, 10).unwrap();
+        c.push(&id("b"), 1, 1.0, 100, 10).unwrap();
+        c.take_pending();
+        c.push(&id("a"), 2, 2.0, 100, 10).unwrap();
+        let pending = c.take_pending();
+        c.set_scores(&pending, &[0.9, 0.7]);
+        assert_eq!(c.get(&id("a")).unwrap().score, 0.9);
+        assert_eq!(c.get(&id("b")).unwrap().score, 0.0);
+    }
+}

@@ -1,0 +1,140 @@
+//! Edge node configuration (YAML). Every field has a default; `validate()`
+//! reports every problem at once.
+
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use vigil_core::mqtt::MqttSettings;
+use vigil_core::topic;
+use vigil_models::DetectorConfig;
+
+/// The edge node's settings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EdgeConfig {
+    /// Site this edge serves (topic level).
+    pub site: String,
+    /// This node's name.
+    pub node: String,
+    /// The broker.
+    pub mqtt: MqttSettings,
+    /// Milliseconds between scoring ticks.
+    pub tick_ms: u64,
+    /// Address for `/metrics`, `/healthz` and the HTTP API.
+    pub listen: String,
+    /// Where the audit log is written.
+    pub data_dir: PathBuf,
+    /// Policy file; empty means no remediation.
+    pub policy: PathBuf,
+    /// Cache bounds.
+    pub cache: CacheConfig,
+    /// Detector settings.
+    pub detector: DetectorConfig,
+    /// Seconds a command stays valid; an agent refuses it afterwards.
+    pub command_ttl_secs: u64,
+    /// Uplink one scored sample per series every this many ticks.
+    pub uplink_every_ticks: u64,
+    /// Seconds between heartbeats to the cloud.
+    pub heartbeat_secs: u64,
+    /// Largest message accepted, in bytes.
+    pub max_message_bytes: usize,
+    /// Samples stamped further than this in the future are refused, seconds.
+    pub max_future_secs: u64,
+    /// Publish the anomaly score of at most this many series as gauges (highest first).
+    pub score_gauges_max: usize,
+}
+
+/// Bounds of the per-series ring cache.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheConfig {
+    /// Most series kept; new series beyond it are refused and counted.
+    pub max_series: usize,
+    /// Points kept per series.
+    pub points_per_series: usize,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self { max_series: 10_000, points_per_series: 300 }
+    }
+}
+
+impl Default for EdgeConfig {
+    fn default() -> Self {
+        Self {
+            site: "site-1".into(),
+            node: "edge-1".into(),
+            mqtt: MqttSettings::default(),
+            tick_ms: 1000,
+            listen: "127.0.0.1:9102".into(),
+            data_dir: PathBuf::from("vigil-data/edge"),
+            policy: PathBuf::new(),
+            cache: CacheConfig::default(),
+            detector: DetectorConfig::default(),
+            command_ttl_secs: 30,
+            uplink_every_ticks: 5,
+            heartbeat_secs: 5,
+            max_message_bytes: 1024 * 1024,
+            max_future_secs: 300,
+            score_gauges_max: 500,
+        }
+    }
+}
+
+impl EdgeConfig {
+    /// Every problem with the settings.
+    pub fn validate(&self) -> Vec<String> {
+        let mut e = Vec::new();
+        if !topic::valid_level(&self.site) {
+            e.push(format!("site: {:?} must be 1-64 of [A-Za-z0-9._-]", self.site));
+        }
+        if !topic::valid_level(&self.node) {
+            e.push(format!("node: {:?} must be 1-64 of [A-Za-z0-9._-]", self.node));
+        }
+        self.mqtt.validate("mqtt", &mut e);
+        if !(50..=60_000).contains(&self.tick_ms) {
+            e.push(format!("tick_ms: {} is outside 50..=60000", self.tick_ms));
+        }
+        if self.listen.parse::<std::net::SocketAddr>().is_err() {
+            e.push(format!("listen: {:?} is not an address like 127.0.0.1:9102", self.listen));
+        }
+        if self.cache.max_series == 0 || self.cache.points_per_series == 0 {
+            e.push("cache: max_series and points_per_series must be positive".into());
+        }
+        e.extend(self.detector.validate().into_iter().map(|p| format!("detector.{p}")));
+        if self.command_ttl_secs == 0 {
+            e.push("command_ttl_secs: must be positive".into());
+        }
+        if self.uplink_every_ticks == 0 || self.heartbeat_secs == 0 {
+            e.push("uplink_every_ticks and heartbeat_secs must be positive".into());
+        }
+        e
+    }
+
+    /// Loads a YAML file; parse errors name the file, line and column.
+    pub fn load(path: &Path) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        serde_yaml_ng::from_str(&text).map_err(|e| crate::policy::yaml_error(path, &e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_round_trips_and_validates() {
+        let c = EdgeConfig::default();
+        assert!(c.validate().is_empty(), "{:?}", c.validate());
+        let text = serde_yaml_ng::to_string(&c).unwrap();
+        assert_eq!(serde_yaml_ng::from_str::<EdgeConfig>(&text).unwrap(), c);
+    }
+
+    #[test]
+    fn reports_every_problem() {
+        let mut c = EdgeConfig { site: String::new(), tick_ms: 1, listen: "nope".into(), ..Default::default() };
+        c.detector.hidden = 0;
+        c.cache.max_series = 0;
+        assert_eq!(c.validate().len(), 5, "{:?}", c.validate());
+    }
+}

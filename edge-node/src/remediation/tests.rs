@@ -1,0 +1,170 @@
+use super::*;
+use crate::cache::Cache;
+use std::path::Path;
+use vigil_core::SeriesId;
+
+const POLICY: &str = r#"
+policies:
+  - name: restart-web
+    match: { entity: "service/*/web", min_score: 0.9, for_secs: 3 }
+    action: restart-web
+    cooldown_secs: 30
+    verify: { within_secs: 20, healthy_for_secs: 5 }
+  - name: watch-db
+    match: { entity: "service/*/db", for_secs: 0 }
+    action: restart-db
+    mode: shadow
+"#;
+
+struct World {
+    cache: Cache,
+    entities: Entities,
+    engine: Engine,
+}
+
+impl World {
+    fn new() -> Self {
+        let set = PolicySet::parse(POLICY, Path::new("p.yaml")).unwrap();
+        Self { cache: Cache::new(10, 10), entities: Entities::default(), engine: Engine::new("s".into(), set, 10_000) }
+    }
+
+    /// One tick at `t` seconds in which `svc`'s only series scores `score`.
+    fn tick(&mut self, t: i64, svc: &str, score: f32) -> Decisions {
+        let now = t * 1000;
+        let id = SeriesId::new(EntityId::service("h1", svc), "up");
+        self.cache.push(&id, now, 1.0, now, 0).unwrap();
+        let pending = self.cache.take_pending();
+        let scores: Vec<f32> = pending.iter().map(|p| if p.is_some() { score } else { 0.0 }).collect();
+        self.cache.set_scores(&pending, &scores);
+        self.entities.update(&self.cache, 0.95, now, 5_000, "s", "m1");
+        self.engine.on_tick(now, &self.entities, "m1")
+    }
+
+    fn result(&mut self, t: i64, cmd: &Command, outcome: Outcome) -> Decisions {
+        let r = CommandResult {
+            command_id: cmd.id.clone(),
+            host: "h1".into(),
+            action: cmd.action.clone(),
+            target: cmd.target.clone(),
+            outcome,
+            detail: String::new(),
+            started_ms: t * 1000,
+            finished_ms: t * 1000,
+        };
+        self.engine.on_result(&r, t * 1000, "m1").unwrap()
+    }
+}
+
+#[test]
+fn acts_only_after_the_anomaly_persists() {
+    let mut w = World::new();
+    for t in 0..3 {
+        assert!(w.tick(t, "web", 0.99).commands.is_empty(), "acted too early at {t}");
+    }
+    let d = w.tick(3, "web", 0.99);
+    assert_eq!(d.commands.len(), 1);
+    let (agent, cmd) = &d.commands[0];
+    assert_eq!(agent, "h1");
+    assert_eq!(cmd.action, "restart-web");
+    assert_eq!(cmd.expires_ms, 3000 + 10_000);
+    assert_eq!(d.audit[0].kind, AuditKind::ActionSent);
+    assert_eq!(d.audit[0].policy, "restart-web");
+    assert_eq!(d.audit[0].policy_version, w.engine.policy_version());
+    assert!(d.audit[0].anomaly_id.is_some());
+    // One actor per target: no second command while the first is in flight.
+    assert!(w.tick(4, "web", 0.99).commands.is_empty());
+}
+
+#[test]
+fn a_blip_shorter_than_for_does_nothing() {
+    let mut w = World::new();
+    w.tick(0, "web", 0.99);
+    w.tick(1, "web", 0.99);
+    w.tick(2, "web", 0.1);
+    w.tick(3, "web", 0.99);
+    w.tick(4, "web", 0.99);
+    assert!(w.tick(5, "web", 0.99).commands.is_empty());
+    assert_eq!(w.tick(6, "web", 0.99).commands.len(), 1);
+}
+
+#[test]
+fn success_then_health_verifies() {
+    let mut w = World::new();
+    for t in 0..3 {
+        w.tick(t, "web", 0.99);
+    }
+    let cmd = w.tick(3, "web", 0.99).commands.remove(0).1;
+    let d = w.result(4, &cmd, Outcome::Succeeded);
+    assert_eq!(d.audit[0].outcome, Some(Outcome::Succeeded));
+    for t in 5..10 {
+        assert!(w.tick(t, "web", 0.1).audit.is_empty(), "verified too early at {t}");
+    }
+    let d = w.tick(10, "web", 0.1);
+    assert_eq!(d.audit.len(), 1);
+    assert_eq!(d.audit[0].kind, AuditKind::Verified);
+    assert_eq!(d.audit[0].command_id.as_deref(), Some(cmd.id.as_str()));
+}
+
+#[test]
+fn still_sick_fails_verification_then_cooldown_holds_back_once() {
+    let mut w = World::new();
+    for t in 0..3 {
+        w.tick(t, "web", 0.99);
+    }
+    let cmd = w.tick(3, "web", 0.99).commands.remove(0).1;
+    w.result(4, &cmd, Outcome::Succeeded);
+    let mut kinds = Vec::new();
+    for t in 5..30 {
+        let d = w.tick(t, "web", 0.99);
+        assert!(d.commands.is_empty(), "acted during cooldown at {t}");
+        kinds.extend(d.audit.iter().map(|a| a.kind));
+    }
+    assert_eq!(kinds, vec![AuditKind::VerifyFailed, AuditKind::HeldBack]);
+}
+
+#[test]
+fn failed_action_enters_cooldown_and_missing_result_times_out() {
+    let mut w = World::new();
+    for t in 0..3 {
+        w.tick(t, "web", 0.99);
+    }
+    let cmd = w.tick(3, "web", 0.99).commands.remove(0).1;
+    w.result(4, &cmd, Outcome::Failed);
+    assert!(w.tick(20, "web", 0.99).commands.is_empty());
+    // After the 30 s cooldown it may act again; this time no result ever comes.
+    let d = w.tick(35, "web", 0.99);
+    assert_eq!(d.commands.len(), 1);
+    let d = w.tick(51, "web", 0.99);
+    assert_eq!(d.audit[0].kind, AuditKind::ActionResult);
+    assert!(d.audit[0].detail.contains("no result"));
+}
+
+#[test]
+fn shadow_mode_records_but_never_sends() {
+    let mut w = World::new();
+    let mut audits = Vec::new();
+    for t in 0..10 {
+        let d = w.tick(t, "db", 0.99);
+        assert!(d.commands.is_empty());
+        audits.extend(d.audit);
+    }
+    assert_eq!(audits.len(), 1);
+    assert_eq!(audits[0].kind, AuditKind::HeldBack);
+    assert!(audits[0].detail.contains("shadow mode: would run restart-db on h1"), "{}", audits[0].detail);
+}
+
+#[test]
+fn unknown_results_are_ignored() {
+    let mut w = World::new();
+    let r = CommandResult {
+        command_id: "nope".into(),
+        host: "h1".into(),
+        action: "x".into(),
+        target: EntityId::service("h1", "web"),
+        outcome: Outcome::Succeeded,
+        detail: String::new(),
+        started_ms: 0,
+        finished_ms: 0,
+    };
+    assert!(w.engine.on_result(&r, 0, "m1").is_none());
+}
