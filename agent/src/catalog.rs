@@ -1,7 +1,7 @@
 //! The action catalog: what each action name means on this host. Commands
 //! from the network can only name these actions and fill declared parameters.
 
-use crate::config::yaml_error;
+use vigil_core::config::yaml_error;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::Path;

@@ -131,16 +131,7 @@ impl AgentConfig {
 
     /// Loads a YAML file; parse errors name the file, line and column.
     pub fn load(path: &std::path::Path) -> Result<Self, String> {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        serde_yaml_ng::from_str(&text).map_err(|e| yaml_error(path, &e))
-    }
-}
-
-/// `file:line:column: message` for a YAML error.
-pub fn yaml_error(path: &std::path::Path, e: &serde_yaml_ng::Error) -> String {
-    match e.location() {
-        Some(l) => format!("{}:{}:{}: {e}", path.display(), l.line(), l.column()),
-        None => format!("{}: {e}", path.display()),
+        vigil_core::config::load_yaml(path)
     }
 }
 

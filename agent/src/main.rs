@@ -4,13 +4,16 @@ use anyhow::Context;
 use clap::Parser;
 use std::path::PathBuf;
 use vigil_agent::{AgentConfig, AgentMetrics, Catalog};
+use vigil_core::config::{exit_with, load_validated};
 
-/// Vigil host agent: publishes host and service metrics to the site's edge
-/// node over MQTT every interval, and runs remediation commands that name an
-/// action in the local action catalog (never a shell command).
+/// Vigil host agent: publishes host and service metrics (CPU, memory, disk,
+/// network, load; per service: process alive, CPU, RSS, HTTP health and
+/// latency) to the site's edge node over MQTT every interval, and runs
+/// remediation commands that name an action in the local action catalog,
+/// never a shell command.
 ///
-/// Every setting has a default (see docs/configuration.md); `--print-config`
-/// shows them as YAML.
+/// Every setting has a default (docs/configuration.md); `--print-config`
+/// shows the effective settings as YAML. Example: config/agent.example.yaml.
 #[derive(Parser)]
 #[command(version)]
 struct Args {
@@ -29,35 +32,21 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     vigil_core::telemetry::init_tracing("info");
-    let mut config = match &args.config {
-        Some(p) => AgentConfig::load(p).map_err(anyhow::Error::msg)?,
-        None => AgentConfig::default(),
-    };
+    let mut config = load_validated(args.config.as_deref(), AgentConfig::validate).unwrap_or_else(|p| exit_with(&p));
     if let Some(c) = args.catalog {
         config.catalog = c;
     }
     if args.print_config {
-        print!("{}", serde_yaml_ng_print(&config)?);
+        print!("{}", serde_yaml_ng::to_string(&config)?);
         return Ok(());
-    }
-    let problems = config.validate();
-    if !problems.is_empty() {
-        for p in &problems {
-            eprintln!("error: {}: {p}", args.config.as_deref().map(|p| p.display().to_string()).unwrap_or("config".into()));
-        }
-        std::process::exit(2);
     }
     let catalog = if config.catalog.as_os_str().is_empty() {
         Catalog::default()
     } else {
-        Catalog::load(&config.catalog).map_err(|e| anyhow::anyhow!(e.join("\n")))?
+        Catalog::load(&config.catalog).unwrap_or_else(|p| exit_with(&p))
     };
     let listener = tokio::net::TcpListener::bind(&config.listen).await.with_context(|| format!("binding {}", config.listen))?;
     let metrics = AgentMetrics::new()?;
     let shutdown = vigil_core::shutdown::on_signal();
     vigil_agent::run(config, catalog, listener, metrics, shutdown).await
-}
-
-fn serde_yaml_ng_print(c: &AgentConfig) -> anyhow::Result<String> {
-    serde_yaml_ng::to_string(c).context("rendering config")
 }

@@ -4,6 +4,7 @@
 
 pub mod backoff;
 pub mod clock;
+pub mod config;
 pub mod envelope;
 pub mod message;
 pub mod mqtt;

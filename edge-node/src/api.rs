@@ -1,1 +1,98 @@
-//! wip
+//! The edge's HTTP API (JSON, read-only): status, series and their cached
+//! points, entities, recent anomalies and the audit trail. Served beside
+//! `/metrics` and `/healthz`.
+
+use crate::edge::Shared;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use vigil_core::SeriesId;
+
+/// The API routes.
+pub fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/api/v1/status", get(status))
+        .route("/api/v1/series", get(series))
+        .route("/api/v1/series/points", get(points))
+        .route("/api/v1/entities", get(entities))
+        .route("/api/v1/anomalies", get(anomalies))
+        .route("/api/v1/audit", get(audit))
+        .with_state(shared)
+}
+
+async fn status(State(s): State<Arc<Shared>>) -> Json<serde_json::Value> {
+    let series = s.lock_cache().len();
+    let anomalous = s.lock_entities().anomalous_count();
+    let agents = s.agents.lock().map(|a| a.clone()).unwrap_or_default();
+    let info = s.info.lock().map(|i| i.clone()).unwrap_or_default();
+    Json(serde_json::json!({
+        "site": s.site, "node": s.node, "series": series, "anomalous_entities": anomalous,
+        "model_version": info.model_version, "policy_version": info.policy_version, "agents": agents,
+    }))
+}
+
+#[derive(Deserialize)]
+struct SeriesQuery {
+    /// Only series whose id starts with this.
+    prefix: Option<String>,
+}
+
+#[derive(Serialize)]
+struct SeriesRow {
+    series: String,
+    value: Option<f64>,
+    score: f32,
+    ts_ms: Option<i64>,
+    points: usize,
+}
+
+async fn series(State(s): State<Arc<Shared>>, Query(q): Query<SeriesQuery>) -> Json<Vec<SeriesRow>> {
+    let cache = s.lock_cache();
+    let rows = cache
+        .entries()
+        .iter()
+        .map(|e| (e.id.to_string(), e))
+        .filter(|(id, _)| q.prefix.as_deref().is_none_or(|p| id.starts_with(p)))
+        .map(|(id, e)| SeriesRow {
+            series: id,
+            value: e.points.back().map(|p| p.value),
+            score: e.score,
+            ts_ms: e.points.back().map(|p| p.ts_ms),
+            points: e.points.len(),
+        })
+        .collect();
+    Json(rows)
+}
+
+#[derive(Deserialize)]
+struct PointsQuery {
+    /// Series id, `<entity>:<metric>`.
+    id: String,
+}
+
+async fn points(State(s): State<Arc<Shared>>, Query(q): Query<PointsQuery>) -> Response {
+    let Some(id) = SeriesId::parse(&q.id) else {
+        return (StatusCode::BAD_REQUEST, format!("bad series id {:?}: expected <entity>:<metric>\n", q.id)).into_response();
+    };
+    let cache = s.lock_cache();
+    match cache.get(&id) {
+        Some(e) => Json(e.points.iter().copied().collect::<Vec<_>>()).into_response(),
+        None => (StatusCode::NOT_FOUND, format!("no series {id}\n")).into_response(),
+    }
+}
+
+async fn entities(State(s): State<Arc<Shared>>) -> Json<Vec<crate::entity::EntityState>> {
+    Json(s.lock_entities().all().cloned().collect())
+}
+
+async fn anomalies(State(s): State<Arc<Shared>>) -> Json<Vec<vigil_core::message::AnomalyEvent>> {
+    Json(s.anomalies.lock().map(|a| a.iter().cloned().collect()).unwrap_or_default())
+}
+
+async fn audit(State(s): State<Arc<Shared>>) -> Json<Vec<vigil_core::message::AuditRecord>> {
+    Json(s.audit.lock().map(|a| a.recent()).unwrap_or_default())
+}

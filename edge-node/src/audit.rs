@@ -1,1 +1,88 @@
-//! wip
+//! The append-only audit log: one JSON line per decision, flushed as it is
+//! written, plus the most recent records in memory for the API.
+
+use std::collections::VecDeque;
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use vigil_core::message::AuditRecord;
+
+/// Records kept in memory for the API.
+const RECENT: usize = 1000;
+
+/// The audit trail of one edge node.
+pub struct AuditLog {
+    path: PathBuf,
+    file: File,
+    recent: VecDeque<AuditRecord>,
+}
+
+impl AuditLog {
+    /// Opens (creating) `path` for appending.
+    pub fn open(path: &Path) -> std::io::Result<Self> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let file = OpenOptions::new().create(true).append(true).open(path)?;
+        Ok(Self { path: path.to_path_buf(), file, recent: VecDeque::new() })
+    }
+
+    /// Where the log is.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Appends one record; the in-memory copy is kept even if the write fails.
+    pub fn append(&mut self, rec: &AuditRecord) -> std::io::Result<()> {
+        if self.recent.len() >= RECENT {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(rec.clone());
+        let mut line = serde_json::to_vec(rec).map_err(std::io::Error::other)?;
+        line.push(b'\n');
+        self.file.write_all(&line)?;
+        self.file.flush()
+    }
+
+    /// The most recent records, oldest first.
+    pub fn recent(&self) -> Vec<AuditRecord> {
+        self.recent.iter().cloned().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vigil_core::message::AuditKind;
+    use vigil_core::EntityId;
+
+    #[test]
+    fn appends_lines_that_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a/audit.jsonl");
+        let rec = AuditRecord {
+            ts_ms: 1,
+            site: "s".into(),
+            kind: AuditKind::ActionSent,
+            policy: "p".into(),
+            policy_version: "v".into(),
+            target: EntityId::host("h"),
+            action: "x".into(),
+            command_id: Some("c".into()),
+            anomaly_id: None,
+            model_version: "m".into(),
+            outcome: None,
+            detail: "d".into(),
+        };
+        {
+            let mut log = AuditLog::open(&path).unwrap();
+            log.append(&rec).unwrap();
+        }
+        let mut log = AuditLog::open(&path).unwrap();
+        log.append(&rec).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<AuditRecord> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        assert_eq!(lines, vec![rec.clone(), rec]);
+        assert_eq!(log.recent().len(), 1);
+    }
+}

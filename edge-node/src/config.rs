@@ -113,8 +113,7 @@ impl EdgeConfig {
 
     /// Loads a YAML file; parse errors name the file, line and column.
     pub fn load(path: &Path) -> Result<Self, String> {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        serde_yaml_ng::from_str(&text).map_err(|e| crate::policy::yaml_error(path, &e))
+        vigil_core::config::load_yaml(path)
     }
 }
 

@@ -1,1 +1,346 @@
-//! wip
+//! The edge node's run loop: one task owns the cache, detector and engine;
+//! it takes messages from the MQTT link, scores on a fixed tick (the tensor
+//! work on a blocking thread), acts through the outbox, and stops cleanly.
+
+use crate::audit::AuditLog;
+use crate::cache::Cache;
+use crate::config::EdgeConfig;
+use crate::entity::Entities;
+use crate::ingest::{classify, Inbound};
+use crate::metrics::EdgeMetrics;
+use crate::outbox::{outbox, Outbox};
+use crate::policy::PolicySet;
+use crate::remediation::{Decisions, Engine};
+use anyhow::Context;
+use rumqttc::Publish;
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+use vigil_core::clock::now_ms;
+use vigil_core::message::{AnomalyEvent, AuditKind, AuditRecord, Heartbeat, Presence, PresenceState, SampleBatch, ScoredSample};
+use vigil_core::mqtt::{self, LinkSpec, PresenceSpec};
+use vigil_core::{encode, topic, EntityId, SeriesId};
+use vigil_models::Detector;
+
+/// Anomaly events kept for the API.
+const RECENT_ANOMALIES: usize = 500;
+
+/// Versions reported by the API and heartbeat.
+#[derive(Clone, Debug, Default)]
+pub struct Info {
+    /// Model scoring now.
+    pub model_version: String,
+    /// Policy file in force.
+    pub policy_version: String,
+}
+
+/// State the run loop writes and the API reads. Locks are never held across `.await`.
+pub struct Shared {
+    /// Site.
+    pub site: String,
+    /// Node name.
+    pub node: String,
+    /// The series cache.
+    pub cache: Mutex<Cache>,
+    /// Entity roll-up.
+    pub entities: Mutex<Entities>,
+    /// Recent anomaly events.
+    pub anomalies: Mutex<VecDeque<AnomalyEvent>>,
+    /// The audit trail.
+    pub audit: Mutex<AuditLog>,
+    /// Agents by host: online or not.
+    pub agents: Mutex<BTreeMap<String, bool>>,
+    /// Versions in force.
+    pub info: Mutex<Info>,
+}
+
+impl Shared {
+    /// The cache, even if a panicking holder poisoned the lock.
+    pub fn lock_cache(&self) -> MutexGuard<'_, Cache> {
+        self.cache.lock().unwrap_or_else(|p| p.into_inner())
+    }
+    /// The entities, even if poisoned.
+    pub fn lock_entities(&self) -> MutexGuard<'_, Entities> {
+        self.entities.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Runs the edge node until `shutdown`. `listener` serves the API and metrics.
+pub async fn run(config: EdgeConfig, policies: PolicySet, listener: TcpListener, metrics: EdgeMetrics, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let site = config.site.clone();
+    let audit_path = config.data_dir.join("audit.jsonl");
+    let audit = AuditLog::open(&audit_path).with_context(|| format!("opening audit log {}", audit_path.display()))?;
+    let detector = Detector::new(config.detector.clone())?;
+    let shared = Arc::new(Shared {
+        site: site.clone(),
+        node: config.node.clone(),
+        cache: Mutex::new(Cache::new(config.cache.max_series, config.cache.points_per_series)),
+        entities: Mutex::new(Entities::default()),
+        anomalies: Mutex::new(VecDeque::new()),
+        audit: Mutex::new(audit),
+        agents: Mutex::new(BTreeMap::new()),
+        info: Mutex::new(Info { model_version: detector.model_version(), policy_version: policies.version.clone() }),
+    });
+
+    let presence = |state| encode(&Presence { node: config.node.clone(), role: "edge".into(), state, ts_ms: now_ms() });
+    let p = topic::PREFIX;
+    let spec = LinkSpec {
+        settings: config.mqtt.clone(),
+        default_client_id: format!("vigil-edge-{site}-{}", config.node),
+        subscriptions: vec![
+            format!("{p}/{site}/+/metrics"),
+            format!("{p}/{site}/+/results"),
+            format!("{p}/{site}/+/presence"),
+            format!("{p}/{site}/sensors/+"),
+        ],
+        presence: Some(PresenceSpec { topic: topic::edge_presence(&site), online: presence(PresenceState::Online), offline: presence(PresenceState::Offline) }),
+    };
+    let (inbox_tx, inbox) = mpsc::channel(1024);
+    let (publisher, link) = mqtt::open(spec, inbox_tx, metrics.link.clone());
+    let (out, out_task) = outbox(4096, publisher, metrics.link.clone());
+
+    let tracker = TaskTracker::new();
+    let link_token = CancellationToken::new();
+    tracker.spawn(link.run(link_token.clone()));
+    let out_token = CancellationToken::new();
+    tracker.spawn(out_task.run(out_token.clone()));
+    let http = vigil_core::telemetry::router(metrics.registry.clone()).merge(crate::api::router(shared.clone()));
+    tracker.spawn(vigil_core::telemetry::serve(listener, http, shutdown.child_token()));
+
+    let engine = Engine::new(site.clone(), policies, config.command_ttl_secs as i64 * 1000);
+    let node = Node { config, shared, metrics, out, engine, detector: Some(detector), ticks: 0, last_uplink_ms: 0 };
+    info!(%site, "Edge node running.");
+    node.run(inbox, shutdown).await;
+
+    out_token.cancel();
+    link_token.cancel();
+    if !vigil_core::shutdown::drain(&tracker, Duration::from_secs(3)).await {
+        warn!("Some edge tasks did not stop within 3 s.");
+    }
+    info!("Edge node stopped.");
+    Ok(())
+}
+
+struct Node {
+    config: EdgeConfig,
+    shared: Arc<Shared>,
+    metrics: EdgeMetrics,
+    out: Outbox,
+    engine: Engine,
+    detector: Option<Detector>,
+    ticks: u64,
+    last_uplink_ms: i64,
+}
+
+impl Node {
+    async fn run(mut self, mut inbox: mpsc::Receiver<Publish>, shutdown: CancellationToken) {
+        let mut tick = tokio::time::interval(Duration::from_millis(self.config.tick_ms));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let mut heartbeat = tokio::time::interval(Duration::from_secs(self.config.heartbeat_secs));
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                m = inbox.recv() => match m { Some(m) => self.on_message(&m), None => break },
+                _ = tick.tick() => self.tick().await,
+                _ = heartbeat.tick() => self.heartbeat(),
+            }
+        }
+    }
+
+    fn on_message(&mut self, m: &Publish) {
+        let now = now_ms();
+        match classify(&self.config.site, &m.topic, &m.payload, self.config.max_message_bytes, now) {
+            Ok(Inbound::Batch(batch)) => {
+                self.metrics.link.received.with_label_values(&["metrics"]).inc();
+                let mut cache = self.shared.lock_cache();
+                for s in batch.samples {
+                    self.accept(&mut cache, &SeriesId::new(s.entity, s.metric), s.ts_ms, s.value, now);
+                }
+                self.metrics.series.set(cache.len() as i64);
+            }
+            Ok(Inbound::Sensor { name, ts_ms, value }) => {
+                self.metrics.link.received.with_label_values(&["sensor"]).inc();
+                let mut cache = self.shared.lock_cache();
+                self.accept(&mut cache, &SeriesId::new(EntityId::sensor(&name), "value"), ts_ms, value, now);
+                self.metrics.series.set(cache.len() as i64);
+            }
+            Ok(Inbound::Result(r)) => {
+                self.metrics.link.received.with_label_values(&["result"]).inc();
+                self.metrics.action_results.with_label_values(&[r.outcome.as_str()]).inc();
+                let model = self.model_version();
+                match self.engine.on_result(&r, now, &model) {
+                    Some(d) => self.apply(d),
+                    None => warn!(command_id = %r.command_id, outcome = r.outcome.as_str(), "Result for no command in flight; ignored."),
+                }
+            }
+            Ok(Inbound::AgentPresence { host, online }) => {
+                self.metrics.link.received.with_label_values(&["presence"]).inc();
+                info!(%host, online, "Agent presence.");
+                if let Ok(mut a) = self.shared.agents.lock() {
+                    a.insert(host, online);
+                }
+            }
+            Ok(Inbound::Ignored) => {}
+            Err((kind, e)) => {
+                self.metrics.link.received.with_label_values(&[kind]).inc();
+                self.metrics.link.malformed.with_label_values(&[e.reason()]).inc();
+                warn!(topic = %m.topic, kind, error = %e, "Dropped malformed message.");
+            }
+        }
+    }
+
+    fn accept(&self, cache: &mut Cache, id: &SeriesId, ts_ms: i64, value: f64, now: i64) {
+        match cache.push(id, ts_ms, value, now, self.config.max_future_secs as i64 * 1000) {
+            Ok(()) => self.metrics.samples.inc(),
+            Err(r) => self.metrics.samples_refused.with_label_values(&[r.as_str()]).inc(),
+        }
+    }
+
+    fn model_version(&self) -> String {
+        self.shared.info.lock().map(|i| i.model_version.clone()).unwrap_or_default()
+    }
+
+    async fn tick(&mut self) {
+        let Some(mut detector) = self.detector.take() else { return };
+        let values = self.shared.lock_cache().take_pending();
+        let timer = self.metrics.tick_seconds.start_timer();
+        // Tensor work stays off the async workers.
+        let joined = tokio::task::spawn_blocking(move || {
+            let r = detector.tick(&values);
+            (detector, values, r)
+        })
+        .await;
+        timer.observe_duration();
+        let (detector, values, scores) = match joined {
+            Ok((d, v, Ok(s))) => (d, v, s),
+            Ok((d, _, Err(e))) => {
+                warn!(error = %e, "Scoring failed this tick.");
+                self.detector = Some(d);
+                return;
+            }
+            Err(e) => {
+                // The detector panicked: build a fresh one rather than stop scoring.
+                warn!(error = %e, "Detector task failed; starting a fresh model.");
+                self.detector = Detector::new(self.config.detector.clone()).ok();
+                return;
+            }
+        };
+        let model = detector.model_version();
+        let threshold = detector.config().threshold as f64;
+        self.detector = Some(detector);
+        self.ticks += 1;
+        let now = now_ms();
+        let stale_ms = (self.config.tick_ms as i64 * 5).max(5_000);
+        let events = {
+            let mut cache = self.shared.lock_cache();
+            cache.set_scores(&values, &scores.scores);
+            self.update_score_gauges(&cache);
+            self.shared.lock_entities().update(&cache, threshold, now, stale_ms, &self.config.site, &model)
+        };
+        if let Ok(mut i) = self.shared.info.lock() {
+            i.model_version = model.clone();
+        }
+        for ev in events {
+            self.metrics.anomalies.inc();
+            info!(entity = %ev.entity, score = ev.score, top_metric = %ev.top_metric, "Anomaly detected.");
+            self.out.send(topic::uplink(&self.config.site, "anomaly"), &ev, false);
+            if let Ok(mut a) = self.shared.anomalies.lock() {
+                if a.len() >= RECENT_ANOMALIES {
+                    a.pop_front();
+                }
+                a.push_back(ev);
+            }
+        }
+        let decisions = {
+            let ents = self.shared.lock_entities();
+            self.metrics.anomalous_entities.set(ents.anomalous_count() as i64);
+            self.engine.on_tick(now, &ents, &model)
+        };
+        self.apply(decisions);
+        if self.ticks % self.config.uplink_every_ticks == 0 {
+            self.uplink_samples();
+        }
+    }
+
+    fn update_score_gauges(&self, cache: &Cache) {
+        // Bounded label set: only the highest-scoring series get a gauge.
+        let mut top: Vec<(f32, String)> = cache.entries().iter().map(|e| (e.score, e.id.to_string())).collect();
+        if top.len() > self.config.score_gauges_max {
+            top.select_nth_unstable_by(self.config.score_gauges_max, |a, b| b.0.total_cmp(&a.0));
+            top.truncate(self.config.score_gauges_max);
+            self.metrics.anomaly_score.reset();
+        }
+        for (score, id) in top {
+            self.metrics.anomaly_score.with_label_values(&[id.as_str()]).set(score as f64);
+        }
+    }
+
+    fn apply(&mut self, d: Decisions) {
+        for (agent, cmd) in d.commands {
+            info!(target_entity = %cmd.target, action = %cmd.action, %agent, id = %cmd.id, "Sending remediation command.");
+            self.metrics.commands_sent.inc();
+            self.out.send(topic::commands(&self.config.site, &agent), &cmd, false);
+        }
+        for rec in d.audit {
+            self.count_audit(&rec);
+            info!(kind = ?rec.kind, policy = %rec.policy, target_entity = %rec.target, detail = %rec.detail, "Audit.");
+            if let Ok(mut log) = self.shared.audit.lock() {
+                if let Err(e) = log.append(&rec) {
+                    self.metrics.audit_write_errors.inc();
+                    warn!(error = %e, path = %log.path().display(), "Could not write audit record.");
+                }
+            }
+            self.out.send(topic::uplink(&self.config.site, "audit"), &rec, false);
+        }
+    }
+
+    fn count_audit(&self, rec: &AuditRecord) {
+        match rec.kind {
+            AuditKind::HeldBack => self.metrics.held_back.inc(),
+            AuditKind::Verified => self.metrics.verifications.with_label_values(&["verified"]).inc(),
+            AuditKind::VerifyFailed => self.metrics.verifications.with_label_values(&["failed"]).inc(),
+            AuditKind::ActionResult if rec.outcome.is_none() => self.metrics.action_results.with_label_values(&["no_result"]).inc(),
+            _ => {}
+        }
+    }
+
+    fn uplink_samples(&mut self) {
+        let since = self.last_uplink_ms;
+        let samples: Vec<ScoredSample> = {
+            let cache = self.shared.lock_cache();
+            cache
+                .entries()
+                .iter()
+                .filter_map(|e| e.points.back().filter(|p| p.ts_ms > since).map(|p| (e, p)))
+                .map(|(e, p)| ScoredSample { entity: e.id.entity.clone(), metric: e.id.metric.clone(), ts_ms: p.ts_ms, value: p.value, score: p.score as f64 })
+                .collect()
+        };
+        if let Some(max) = samples.iter().map(|s| s.ts_ms).max() {
+            self.last_uplink_ms = max;
+        }
+        // Keep each message well under the broker's packet limit.
+        for chunk in samples.chunks(2000) {
+            let batch = SampleBatch { site: self.config.site.clone(), samples: chunk.to_vec() };
+            self.out.send(topic::uplink(&self.config.site, "samples"), &batch, false);
+        }
+    }
+
+    fn heartbeat(&self) {
+        let hb = Heartbeat {
+            site: self.config.site.clone(),
+            node: self.config.node.clone(),
+            ts_ms: now_ms(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            model_version: self.model_version(),
+            series: self.shared.lock_cache().len() as u64,
+            anomalous_entities: self.shared.lock_entities().anomalous_count() as u64,
+            agents_online: self.shared.agents.lock().map(|a| a.values().filter(|&&o| o).count() as u64).unwrap_or(0),
+        };
+        self.out.send(topic::uplink(&self.config.site, "heartbeat"), &hb, false);
+    }
+}

@@ -16,6 +16,6 @@ pub mod policy;
 pub mod remediation;
 
 pub use config::EdgeConfig;
-// pub use edge::run;
-// pub use metrics::EdgeMetrics;
+pub use edge::run;
+pub use metrics::EdgeMetrics;
 pub use policy::PolicySet;

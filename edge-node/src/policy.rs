@@ -4,6 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 use std::path::Path;
+use vigil_core::config::yaml_error;
 use vigil_core::EntityId;
 
 /// A policy file.
@@ -203,14 +204,6 @@ fn locate(path: &Path, lines: &[&str], name: &str, problem: &str) -> String {
     match lines.iter().position(|l| l.contains(&needle) || l.contains(&quoted)) {
         Some(i) if !name.is_empty() => format!("{}:{}: {problem}", path.display(), i + 1),
         _ => format!("{}: {problem}", path.display()),
-    }
-}
-
-/// `file:line:column: message` for a YAML error.
-pub fn yaml_error(path: &Path, e: &serde_yaml_ng::Error) -> String {
-    match e.location() {
-        Some(l) => format!("{}:{}:{}: {e}", path.display(), l.line(), l.column()),
-        None => format!("{}: {e}", path.display()),
     }
 }
 

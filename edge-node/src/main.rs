@@ -1,0 +1,53 @@
+//! `vigil-edge`: the edge node as its own binary.
+
+use anyhow::Context;
+use clap::Parser;
+use std::path::PathBuf;
+use vigil_core::config::{exit_with, load_validated};
+use vigil_edge::{EdgeConfig, EdgeMetrics, PolicySet};
+
+/// Vigil edge node: ingests agent metric batches and sensor readings for one
+/// site over MQTT, keeps a bounded per-series cache, scores every series each
+/// tick with a batched LSTM, turns anomalies into remediation commands under
+/// the policy file, verifies recovery, and forwards samples, anomalies,
+/// heartbeats and the audit trail to the cloud.
+///
+/// Serves /metrics, /healthz and a JSON API (/api/v1/status, /series,
+/// /series/points?id=…, /entities, /anomalies, /audit). Every setting has a
+/// default (docs/configuration.md); `--print-config` shows them.
+#[derive(Parser)]
+#[command(version)]
+struct Args {
+    /// Edge config file (YAML). Without it, defaults are used.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Policy file (YAML); overrides `policy` in the config.
+    #[arg(long)]
+    policy: Option<PathBuf>,
+    /// Print the effective configuration and exit.
+    #[arg(long)]
+    print_config: bool,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    vigil_core::telemetry::init_tracing("info");
+    let mut config = load_validated(args.config.as_deref(), EdgeConfig::validate).unwrap_or_else(|p| exit_with(&p));
+    if let Some(p) = args.policy {
+        config.policy = p;
+    }
+    if args.print_config {
+        print!("{}", serde_yaml_ng::to_string(&config)?);
+        return Ok(());
+    }
+    let policies = if config.policy.as_os_str().is_empty() {
+        PolicySet::default()
+    } else {
+        PolicySet::load(&config.policy).unwrap_or_else(|p| exit_with(&p))
+    };
+    let listener = tokio::net::TcpListener::bind(&config.listen).await.with_context(|| format!("binding {}", config.listen))?;
+    let metrics = EdgeMetrics::new()?;
+    let shutdown = vigil_core::shutdown::on_signal();
+    vigil_edge::run(config, policies, listener, metrics, shutdown).await
+}
