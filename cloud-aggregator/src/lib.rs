@@ -1,1 +1,15 @@
-//! placeholder
+//! The Vigil cloud aggregator: receives every site's uplink over MQTT,
+//! stores samples, anomalies and the audit trail as Parquet partitioned by
+//! site and hour (polars), keeps the fleet registry from heartbeats and
+//! retained presence, and serves a JSON API.
+
+pub mod api;
+pub mod cloud;
+pub mod config;
+pub mod metrics;
+pub mod registry;
+pub mod store;
+
+pub use cloud::run;
+pub use config::CloudConfig;
+pub use metrics::CloudMetrics;

@@ -1,0 +1,218 @@
+//! The aggregator's run loop: one task owns the store; it ingests uplinks and
+//! presence, flushes Parquet on a timer (on a blocking thread), refreshes the
+//! registry, and flushes once more on shutdown.
+
+use crate::config::CloudConfig;
+use crate::metrics::CloudMetrics;
+use crate::registry::Registry;
+use crate::store::Store;
+use rumqttc::Publish;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+use vigil_core::clock::now_ms;
+use vigil_core::envelope::DecodeError;
+use vigil_core::message::{AnomalyEvent, AuditRecord, Heartbeat, Presence, SampleBatch};
+use vigil_core::mqtt::{self, LinkSpec};
+use vigil_core::topic::{self, Route};
+use vigil_core::decode;
+
+/// State the run loop writes and the API reads.
+pub struct Shared {
+    /// Fleet registry.
+    pub registry: Mutex<Registry>,
+    /// Recent anomaly events.
+    pub anomalies: Mutex<VecDeque<AnomalyEvent>>,
+    /// Recent audit records.
+    pub audit: Mutex<VecDeque<AuditRecord>>,
+}
+
+fn push_bounded<T>(q: &Mutex<VecDeque<T>>, item: T, max: usize) {
+    if let Ok(mut q) = q.lock() {
+        if q.len() >= max {
+            q.pop_front();
+        }
+        q.push_back(item);
+    }
+}
+
+/// Runs the aggregator until `shutdown`. `listener` serves the API and metrics.
+pub async fn run(config: CloudConfig, listener: TcpListener, metrics: CloudMetrics, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let shared = Arc::new(Shared {
+        registry: Mutex::new(Registry::new(config.node_ttl_secs as i64 * 1000)),
+        anomalies: Mutex::new(VecDeque::new()),
+        audit: Mutex::new(VecDeque::new()),
+    });
+    let p = topic::PREFIX;
+    let spec = LinkSpec {
+        settings: config.mqtt.clone(),
+        default_client_id: format!("vigil-cloud-{}", std::process::id()),
+        subscriptions: vec![format!("{p}/+/uplink/+"), format!("{p}/+/+/presence")],
+        presence: None,
+    };
+    let (inbox_tx, inbox) = mpsc::channel(1024);
+    let (_publisher, link) = mqtt::open(spec, inbox_tx, metrics.link.clone());
+    let tracker = TaskTracker::new();
+    let link_token = CancellationToken::new();
+    tracker.spawn(link.run(link_token.clone()));
+    let http = vigil_core::telemetry::router(metrics.registry.clone()).merge(crate::api::router(shared.clone()));
+    tracker.spawn(vigil_core::telemetry::serve(listener, http, shutdown.child_token()));
+
+    let mut agg = Aggregator { store: Some(Store::new(&config.data_dir)), shared, metrics, config };
+    info!(data_dir = %agg.config.data_dir.display(), "Cloud aggregator running.");
+    agg.run(inbox, shutdown).await;
+    agg.flush().await;
+
+    link_token.cancel();
+    if !vigil_core::shutdown::drain(&tracker, Duration::from_secs(3)).await {
+        warn!("Some aggregator tasks did not stop within 3 s.");
+    }
+    info!("Cloud aggregator stopped.");
+    Ok(())
+}
+
+struct Aggregator {
+    store: Option<Store>,
+    shared: Arc<Shared>,
+    metrics: CloudMetrics,
+    config: CloudConfig,
+}
+
+impl Aggregator {
+    async fn run(&mut self, mut inbox: mpsc::Receiver<Publish>, shutdown: CancellationToken) {
+        let mut flush = tokio::time::interval(Duration::from_secs(self.config.flush_secs));
+        let mut refresh = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                m = inbox.recv() => match m {
+                    Some(m) => {
+                        self.on_message(&m);
+                        if self.store.as_ref().is_some_and(|s| s.largest_partition() >= self.config.flush_rows) {
+                            self.flush().await;
+                        }
+                    }
+                    None => break,
+                },
+                _ = flush.tick() => self.flush().await,
+                _ = refresh.tick() => self.refresh_registry(),
+            }
+        }
+    }
+
+    fn on_message(&mut self, m: &Publish) {
+        let max = self.config.max_message_bytes;
+        let now = now_ms();
+        let Some(route) = topic::parse(&m.topic) else { return };
+        let result: Result<(), (&'static str, DecodeError)> = (|| {
+            match route {
+                Route::Uplink { kind: "samples", .. } => {
+                    let b: SampleBatch = decode(&m.payload, max).map_err(|e| ("samples", e))?;
+                    self.count("samples");
+                    if let Some(s) = self.store.as_mut() {
+                        s.add_samples(&b.site, &b.samples);
+                    }
+                }
+                Route::Uplink { kind: "anomaly", .. } => {
+                    let a: AnomalyEvent = decode(&m.payload, max).map_err(|e| ("anomaly", e))?;
+                    self.count("anomaly");
+                    self.metrics.anomalies.inc();
+                    if let Some(s) = self.store.as_mut() {
+                        s.add_anomaly(&a);
+                    }
+                    push_bounded(&self.shared.anomalies, a, self.config.recent);
+                }
+                Route::Uplink { kind: "audit", .. } => {
+                    let a: AuditRecord = decode(&m.payload, max).map_err(|e| ("audit", e))?;
+                    self.count("audit");
+                    let kind = serde_json::to_value(a.kind).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+                    self.metrics.audit_records.with_label_values(&[kind.as_str()]).inc();
+                    if let Some(s) = self.store.as_mut() {
+                        s.add_audit(&a);
+                    }
+                    push_bounded(&self.shared.audit, a, self.config.recent);
+                }
+                Route::Uplink { kind: "heartbeat", .. } => {
+                    let hb: Heartbeat = decode(&m.payload, max).map_err(|e| ("heartbeat", e))?;
+                    self.count("heartbeat");
+                    if let Ok(mut r) = self.shared.registry.lock() {
+                        r.heartbeat(hb, now);
+                    }
+                }
+                Route::AgentPresence { site, host } => {
+                    let p: Presence = decode(&m.payload, max).map_err(|e| ("presence", e))?;
+                    self.count("presence");
+                    if let Ok(mut r) = self.shared.registry.lock() {
+                        r.presence(site, "agent", host, p.state, now);
+                    }
+                }
+                Route::EdgePresence { site } => {
+                    let p: Presence = decode(&m.payload, max).map_err(|e| ("presence", e))?;
+                    self.count("presence");
+                    if let Ok(mut r) = self.shared.registry.lock() {
+                        r.presence(site, "edge", &p.node, p.state, now);
+                    }
+                }
+                _ => {}
+            }
+            Ok(())
+        })();
+        if let Err((kind, e)) = result {
+            self.count(kind);
+            self.metrics.link.malformed.with_label_values(&[e.reason()]).inc();
+            warn!(topic = %m.topic, kind, error = %e, "Dropped malformed message.");
+        }
+    }
+
+    fn count(&self, kind: &str) {
+        self.metrics.link.received.with_label_values(&[kind]).inc();
+    }
+
+    fn refresh_registry(&self) {
+        if let Ok(mut r) = self.shared.registry.lock() {
+            r.refresh(now_ms());
+            self.metrics.nodes.reset();
+            for ((role, online), n) in r.counts() {
+                let state = if online { "online" } else { "offline" };
+                self.metrics.nodes.with_label_values(&[role.as_str(), state]).set(n);
+            }
+        }
+    }
+
+    /// Writes buffered rows on a blocking thread; failed partitions are retried next time.
+    async fn flush(&mut self) {
+        let Some(mut store) = self.store.take() else { return };
+        if store.pending_rows() == 0 {
+            self.store = Some(store);
+            return;
+        }
+        let joined = tokio::task::spawn_blocking(move || {
+            let f = store.flush(now_ms());
+            (store, f)
+        })
+        .await;
+        match joined {
+            Ok((store, f)) => {
+                self.store = Some(store);
+                for (table, rows) in &f.rows {
+                    self.metrics.rows_written.with_label_values(&[table]).inc_by(*rows);
+                }
+                self.metrics.files_written.inc_by(f.files.len() as u64);
+                for e in &f.errors {
+                    self.metrics.flush_errors.inc();
+                    warn!(error = %e, "Parquet flush failed; rows kept for the next flush.");
+                }
+            }
+            Err(e) => {
+                warn!(error = %e, "Parquet flush task failed; starting an empty buffer.");
+                self.metrics.flush_errors.inc();
+                self.store = Some(Store::new(&self.config.data_dir));
+            }
+        }
+    }
+}
