@@ -1,1 +1,8 @@
-//! placeholder
+//! The `vigil` umbrella: the embedded broker, the demo workload, and the
+//! in-process stack behind `vigil up` (also used by the end-to-end tests).
+
+pub mod broker;
+pub mod console;
+pub mod demo;
+pub mod policy_check;
+pub mod stack;

@@ -3,6 +3,9 @@
 //! while it looks anomalous, so a fault does not teach the model that the
 //! fault is normal. A genuine level shift is still absorbed, slowly.
 
+/// Spread adapts at this share of the level's rate once warmed up.
+const SPREAD_SLOWDOWN: f32 = 0.25;
+
 /// Running statistics of one series.
 #[derive(Clone, Debug, Default)]
 pub struct Baseline {
@@ -67,7 +70,12 @@ impl Baseline {
         let a = if anomalous { base * r.anomalous_factor } else { base };
         let dev = (x - self.mean).abs();
         self.mean += a * (x - self.mean);
-        self.spread += a * (dev - self.spread);
+        // The spread learns slower than the level: otherwise a steady drift
+        // inflates the spread as fast as it moves the level, the deviation
+        // never stands out, and a drifting sensor is never flagged.
+        let warming = self.count < 50;
+        let sa = if warming { a } else { a * SPREAD_SLOWDOWN };
+        self.spread += sa * (dev - self.spread);
         let edev = (err - self.err_mean).abs();
         self.err_mean += a * (err - self.err_mean);
         self.err_spread += a * (edev - self.err_spread);
@@ -102,6 +110,24 @@ mod tests {
         }
         assert_eq!(b.scale(&R), 0.01);
         assert!(b.level_z(0.0, &R) > 99.0);
+    }
+
+    #[test]
+    fn a_steady_drift_stands_out() {
+        let r = BaselineRates { alpha: 0.02, ..R };
+        let mut b = Baseline::default();
+        for i in 0..300 {
+            b.update(21.0 + if i % 2 == 0 { 0.05 } else { -0.05 }, 0.0, false, &r);
+        }
+        // +0.3 per sample: within 15 samples it must be far outside the spread.
+        let mut x = 21.0;
+        let mut best: f32 = 0.0;
+        for _ in 0..15 {
+            x += 0.3;
+            best = best.max(b.level_z(x, &r));
+            b.update(x, 0.0, false, &r);
+        }
+        assert!(best > 14.0, "drift reached only z = {best}");
     }
 
     #[test]

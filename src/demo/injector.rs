@@ -1,0 +1,212 @@
+//! Injects faults and follows what Vigil did about each one, from the same
+//! uplink messages the cloud receives: the anomaly that detected it, the
+//! action the edge sent, and the audit record that verified the recovery.
+
+use super::FaultKind;
+use serde::Serialize;
+use vigil_core::message::{AnomalyEvent, AuditKind, AuditRecord};
+use vigil_core::EntityId;
+
+/// What happened to one injected fault.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct FaultRecord {
+    /// Kind of fault.
+    pub kind: FaultKind,
+    /// Entity it was injected into.
+    pub target: EntityId,
+    /// When it was injected, Unix ms.
+    pub injected_at_ms: i64,
+    /// First anomaly on the target after injection, Unix ms.
+    pub detected_at_ms: Option<i64>,
+    /// Metric the detector named as the top contributor.
+    pub detected_metric: Option<String>,
+    /// Action the edge sent.
+    pub action: Option<String>,
+    /// When it was sent, Unix ms.
+    pub action_at_ms: Option<i64>,
+    /// The agent's reported result.
+    pub action_result: Option<String>,
+    /// When recovery was verified, Unix ms.
+    pub healed_at_ms: Option<i64>,
+    /// Seconds from injection to detection.
+    pub detect_secs: Option<f64>,
+    /// Seconds from injection to verified recovery.
+    pub heal_secs: Option<f64>,
+    /// Why it was not healed (empty when it was).
+    pub why_not: Option<String>,
+    /// Latest hold-back or failure detail seen for this fault.
+    #[serde(skip)]
+    last_note: Option<String>,
+}
+
+/// Follows every injected fault.
+#[derive(Debug, Default)]
+pub struct Tracker {
+    faults: Vec<FaultRecord>,
+}
+
+fn secs(from: i64, to: Option<i64>) -> Option<f64> {
+    to.map(|t| ((t - from) as f64 / 100.0).round() / 10.0)
+}
+
+impl Tracker {
+    /// Records an injection.
+    pub fn injected(&mut self, kind: FaultKind, target: EntityId, at_ms: i64) {
+        self.faults.push(FaultRecord {
+            kind,
+            target,
+            injected_at_ms: at_ms,
+            detected_at_ms: None,
+            detected_metric: None,
+            action: None,
+            action_at_ms: None,
+            action_result: None,
+            healed_at_ms: None,
+            detect_secs: None,
+            heal_secs: None,
+            why_not: None,
+            last_note: None,
+        });
+    }
+
+    /// The latest fault on `target` injected at or before `ts_ms`.
+    fn fault_for(&mut self, target: &EntityId, ts_ms: i64) -> Option<&mut FaultRecord> {
+        self.faults.iter_mut().rev().find(|f| &f.target == target && f.injected_at_ms <= ts_ms)
+    }
+
+    /// Takes an anomaly event from the uplink.
+    pub fn anomaly(&mut self, ev: &AnomalyEvent) {
+        if let Some(f) = self.fault_for(&ev.entity, ev.ts_ms) {
+            if f.detected_at_ms.is_none() {
+                f.detected_at_ms = Some(ev.ts_ms);
+                f.detected_metric = Some(ev.top_metric.clone());
+                f.detect_secs = secs(f.injected_at_ms, f.detected_at_ms);
+            }
+        }
+    }
+
+    /// Takes an audit record from the uplink.
+    pub fn audit(&mut self, rec: &AuditRecord) {
+        let Some(f) = self.fault_for(&rec.target, rec.ts_ms) else { return };
+        if f.healed_at_ms.is_some() {
+            return;
+        }
+        match rec.kind {
+            AuditKind::ActionSent => {
+                f.action = Some(rec.action.clone());
+                f.action_at_ms = Some(rec.ts_ms);
+            }
+            AuditKind::ActionResult => {
+                f.action_result = Some(rec.outcome.map(|o| o.as_str().to_string()).unwrap_or_else(|| "no result".into()));
+                f.last_note = Some(rec.detail.clone());
+            }
+            AuditKind::Verified if f.action.is_some() => {
+                f.healed_at_ms = Some(rec.ts_ms);
+                f.heal_secs = secs(f.injected_at_ms, f.healed_at_ms);
+            }
+            AuditKind::HeldBack | AuditKind::VerifyFailed => f.last_note = Some(rec.detail.clone()),
+            _ => {}
+        }
+    }
+
+    /// Every fault so far, each with `why_not` filled in if it is not healed.
+    pub fn report(&self) -> Vec<FaultRecord> {
+        self.faults
+            .iter()
+            .cloned()
+            .map(|mut f| {
+                f.why_not = match (&f.detected_at_ms, &f.action, &f.healed_at_ms) {
+                    (_, _, Some(_)) => None,
+                    (None, _, _) => Some("not detected".into()),
+                    (Some(_), None, _) => Some(format!(
+                        "detected, but no action was sent{}",
+                        f.last_note.as_ref().map(|n| format!(" ({n})")).unwrap_or_default()
+                    )),
+                    (Some(_), Some(a), None) => Some(format!(
+                        "{a} sent, recovery not verified{}",
+                        f.last_note.as_ref().map(|n| format!(" ({n})")).unwrap_or_default()
+                    )),
+                };
+                f
+            })
+            .collect()
+    }
+
+    /// The most recent fault.
+    pub fn last(&self) -> Option<FaultRecord> {
+        self.report().pop()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vigil_core::message::Outcome;
+
+    fn audit(kind: AuditKind, ts: i64, target: &EntityId) -> AuditRecord {
+        AuditRecord {
+            ts_ms: ts,
+            site: "s".into(),
+            kind,
+            policy: "p".into(),
+            policy_version: "v".into(),
+            target: target.clone(),
+            action: "restart".into(),
+            command_id: Some("c".into()),
+            anomaly_id: None,
+            model_version: "m".into(),
+            outcome: Some(Outcome::Succeeded),
+            detail: "held: cooldown".into(),
+        }
+    }
+
+    #[test]
+    fn follows_a_fault_to_its_recovery() {
+        let web = EntityId::service("h", "web");
+        let mut t = Tracker::default();
+        t.injected(FaultKind::Crash, web.clone(), 1000);
+        t.anomaly(&AnomalyEvent {
+            id: "a".into(),
+            site: "s".into(),
+            entity: web.clone(),
+            score: 1.0,
+            top_metric: "up".into(),
+            contributors: vec![],
+            ts_ms: 3000,
+            model_version: "m".into(),
+        });
+        t.audit(&audit(AuditKind::ActionSent, 5000, &web));
+        t.audit(&audit(AuditKind::ActionResult, 5500, &web));
+        t.audit(&audit(AuditKind::Verified, 9000, &web));
+        let r = t.report();
+        assert_eq!(r[0].detect_secs, Some(2.0));
+        assert_eq!(r[0].heal_secs, Some(8.0));
+        assert_eq!(r[0].action.as_deref(), Some("restart"));
+        assert_eq!(r[0].action_result.as_deref(), Some("succeeded"));
+        assert_eq!(r[0].why_not, None);
+    }
+
+    #[test]
+    fn says_why_not() {
+        let web = EntityId::service("h", "web");
+        let mut t = Tracker::default();
+        t.injected(FaultKind::Hang, web.clone(), 1000);
+        assert_eq!(t.report()[0].why_not.as_deref(), Some("not detected"));
+        t.anomaly(&AnomalyEvent {
+            id: "a".into(),
+            site: "s".into(),
+            entity: web.clone(),
+            score: 1.0,
+            top_metric: "http_ok".into(),
+            contributors: vec![],
+            ts_ms: 2000,
+            model_version: "m".into(),
+        });
+        t.audit(&audit(AuditKind::HeldBack, 3000, &web));
+        let why = t.report()[0].why_not.clone().unwrap();
+        assert!(why.contains("no action") && why.contains("cooldown"), "{why}");
+        // Events before the injection belong to no fault.
+        t.audit(&audit(AuditKind::ActionSent, 500, &web));
+        assert_eq!(t.report()[0].action, None);
+    }
+}
