@@ -56,7 +56,12 @@ pub async fn run(
     let tracker = TaskTracker::new();
     let link_token = CancellationToken::new();
     tracker.spawn(link.run(link_token.clone()));
-    let http = vigil_core::telemetry::router(metrics.registry.clone());
+    let sup = supervisor.clone();
+    let services = axum::routing::get(move || {
+        let sup = sup.clone();
+        async move { axum::Json(sup.lock().await.status()) }
+    });
+    let http = vigil_core::telemetry::router(metrics.registry.clone()).route("/api/v1/services", services);
     tracker.spawn(vigil_core::telemetry::serve(listener, http, shutdown.child_token()));
     let executor = Executor::new(host.clone(), catalog, supervisor.clone(), Duration::from_secs(config.max_action_secs));
     let commands = CommandLoop { executor, publisher: publisher.clone(), metrics: metrics.clone(), site: site.clone(), max_bytes: config.max_command_bytes };

@@ -12,6 +12,18 @@ use tracing::{info, warn};
 struct Supervised {
     spec: ServiceConfig,
     child: Option<Child>,
+    restarts: u64,
+}
+
+/// A supervised service as reported by the agent's API.
+#[derive(Clone, Debug, serde::Serialize, PartialEq)]
+pub struct ServiceStatus {
+    /// Service name.
+    pub name: String,
+    /// Live PID, if running.
+    pub pid: Option<u32>,
+    /// Restarts done on command.
+    pub restarts: u64,
 }
 
 /// The set of processes this agent owns.
@@ -26,7 +38,7 @@ impl Supervisor {
         let procs = services
             .iter()
             .filter(|s| !s.argv.is_empty())
-            .map(|s| (s.name.clone(), Supervised { spec: s.clone(), child: None }))
+            .map(|s| (s.name.clone(), Supervised { spec: s.clone(), child: None, restarts: 0 }))
             .collect();
         Self { procs }
     }
@@ -79,7 +91,20 @@ impl Supervisor {
         let pid = child.id().ok_or_else(|| format!("{name} exited at once"))?;
         info!(service = %name, pid, "Restarted supervised service.");
         p.child = Some(child);
+        p.restarts += 1;
         Ok(pid)
+    }
+
+    /// Every supervised service with its PID and restart count.
+    pub fn status(&mut self) -> Vec<ServiceStatus> {
+        self.names()
+            .into_iter()
+            .map(|name| {
+                let pid = self.pid(&name);
+                let restarts = self.procs.get(&name).map(|p| p.restarts).unwrap_or(0);
+                ServiceStatus { name, pid, restarts }
+            })
+            .collect()
     }
 
     /// Stops every supervised service (SIGTERM, then SIGKILL after 2 s).
