@@ -19,7 +19,9 @@ pub fn start(port: u16, max_packet_bytes: usize) -> anyhow::Result<SocketAddr> {
     let port = if port == 0 { free_port()? } else { port };
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
     // Fail with a clear message rather than inside the broker thread.
-    drop(TcpListener::bind(addr).with_context(|| format!("MQTT port {addr} is in use (choose another with --mqtt-port)"))?);
+    drop(TcpListener::bind(addr).with_context(|| {
+        format!("MQTT port {addr} is in use (choose another with --mqtt-port)")
+    })?);
     let server = ServerSettings {
         name: "v4-1".into(),
         listen: addr,

@@ -5,7 +5,11 @@ use std::fmt::Write;
 use std::time::Duration;
 
 fn yes(v: i64) -> &'static str {
-    if v > 0 { "yes" } else { "NO" }
+    if v > 0 {
+        "yes"
+    } else {
+        "NO"
+    }
 }
 
 fn hms(d: Duration) -> String {
@@ -15,33 +19,66 @@ fn hms(d: Duration) -> String {
 
 /// The summary block: components, demo traffic, last fault, endpoints.
 pub fn render(stack: &Stack, elapsed: Duration, log: &str) -> String {
-    let (a, e, c) = (&stack.agent_metrics, &stack.edge_metrics, &stack.cloud_metrics);
+    let (a, e, c) = (
+        &stack.agent_metrics,
+        &stack.edge_metrics,
+        &stack.cloud_metrics,
+    );
     let mut out = String::new();
-    let _ = writeln!(out, "Vigil up {}  broker mqtt://{}  (Ctrl-C stops everything)", hms(elapsed), stack.broker);
+    let _ = writeln!(
+        out,
+        "Vigil up {}  broker mqtt://{}  (Ctrl-C stops everything)",
+        hms(elapsed),
+        stack.broker
+    );
     let _ = writeln!(out);
-    let _ = writeln!(out, "  {:<8} {:<10} {:>7} {:>10} {:>9}  notes", "role", "connected", "series", "anomalies", "actions");
+    let _ = writeln!(
+        out,
+        "  {:<8} {:<10} {:>7} {:>10} {:>9}  notes",
+        "role", "connected", "series", "anomalies", "actions"
+    );
     let rows = c.rows_written.with_label_values(&["samples"]).get();
     let _ = writeln!(
         out,
         "  {:<8} {:<10} {:>7} {:>10} {:>9}  {} sample rows in Parquet",
-        "cloud", yes(c.link.connected.get()), "-", c.anomalies.get(), "-", rows
+        "cloud",
+        yes(c.link.connected.get()),
+        "-",
+        c.anomalies.get(),
+        "-",
+        rows
     );
     let verified = e.verifications.with_label_values(&["verified"]).get();
     let _ = writeln!(
         out,
         "  {:<8} {:<10} {:>7} {:>10} {:>9}  {} verified healed, {} held back",
-        "edge", yes(e.link.connected.get()), e.series.get(), e.anomalies.get(), e.commands_sent.get(), verified, e.held_back.get()
+        "edge",
+        yes(e.link.connected.get()),
+        e.series.get(),
+        e.anomalies.get(),
+        e.commands_sent.get(),
+        verified,
+        e.held_back.get()
     );
     let ok = a.actions.with_label_values(&["succeeded"]).get();
     let up = a.service_up.with_label_values(&[SERVICE]).get();
     let _ = writeln!(
         out,
         "  {:<8} {:<10} {:>7} {:>10} {:>9}  {SERVICE} {}",
-        "agent", yes(a.link.connected.get()), "-", "-", ok, if up > 0 { "running" } else { "DOWN" }
+        "agent",
+        yes(a.link.connected.get()),
+        "-",
+        "-",
+        ok,
+        if up > 0 { "running" } else { "DOWN" }
     );
     let w = stack.workload.snapshot();
     let _ = writeln!(out);
-    let _ = writeln!(out, "  demo traffic: {} requests, {} failed", w.requests, w.errors);
+    let _ = writeln!(
+        out,
+        "  demo traffic: {} requests, {} failed",
+        w.requests, w.errors
+    );
     let tracker = stack.tracker.lock().map(|t| t.report()).unwrap_or_default();
     match tracker.last() {
         None => {
@@ -49,7 +86,11 @@ pub fn render(stack: &Stack, elapsed: Duration, log: &str) -> String {
         }
         Some(f) => {
             let status = match (f.detect_secs, &f.action, f.heal_secs, &f.why_not) {
-                (_, _, Some(h), _) => format!("detected in {:.1} s, {}, healed in {h:.1} s", f.detect_secs.unwrap_or(0.0), f.action.clone().unwrap_or_default()),
+                (_, _, Some(h), _) => format!(
+                    "detected in {:.1} s, {}, healed in {h:.1} s",
+                    f.detect_secs.unwrap_or(0.0),
+                    f.action.clone().unwrap_or_default()
+                ),
                 (_, _, None, Some(w)) => w.clone(),
                 _ => "in progress".into(),
             };
@@ -57,10 +98,22 @@ pub fn render(stack: &Stack, elapsed: Duration, log: &str) -> String {
         }
     }
     let healed = tracker.iter().filter(|f| f.heal_secs.is_some()).count();
-    let _ = writeln!(out, "  faults:       {} injected, {healed} healed", tracker.len());
+    let _ = writeln!(
+        out,
+        "  faults:       {} injected, {healed} healed",
+        tracker.len()
+    );
     let _ = writeln!(out);
-    let _ = writeln!(out, "  edge   {0}/metrics  {0}/api/v1/status  /series  /entities  /anomalies  /audit", stack.edge_url);
-    let _ = writeln!(out, "  cloud  {0}/metrics  {0}/api/v1/nodes  /anomalies  /audit", stack.cloud_url);
+    let _ = writeln!(
+        out,
+        "  edge   {0}/metrics  {0}/api/v1/status  /series  /entities  /anomalies  /audit",
+        stack.edge_url
+    );
+    let _ = writeln!(
+        out,
+        "  cloud  {0}/metrics  {0}/api/v1/nodes  /anomalies  /audit",
+        stack.cloud_url
+    );
     let _ = writeln!(out, "  agent  {0}/metrics  {0}/healthz", stack.agent_url);
     let _ = writeln!(out, "  logs   {log}    data  {}", stack.data_dir.display());
     out

@@ -87,7 +87,9 @@ async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Cmd::Up(args) => up(args).await,
         Cmd::DemoService { port } => vigil::demo::service::run(port).await,
-        Cmd::Policy { command: PolicyCmd::Check { files } } => {
+        Cmd::Policy {
+            command: PolicyCmd::Check { files },
+        } => {
             let problems = vigil::policy_check::check(&files);
             if problems.is_empty() {
                 println!("{} file(s) OK", files.len());
@@ -100,24 +102,34 @@ async fn main() -> anyhow::Result<()> {
 }
 
 async fn up(args: UpArgs) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&args.data_dir).with_context(|| format!("creating {}", args.data_dir.display()))?;
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("creating {}", args.data_dir.display()))?;
     let log = args.data_dir.join("vigil-up.log");
     vigil_core::telemetry::init_tracing_to_file("info,rumqttd=warn", &log)?;
     let exe = std::env::current_exe().context("finding the vigil executable")?;
-    let mut opts = StackOptions::demo(args.data_dir.clone(), vec![exe.display().to_string(), "demo-service".into()]);
+    let mut opts = StackOptions::demo(
+        args.data_dir.clone(),
+        vec![exe.display().to_string(), "demo-service".into()],
+    );
     opts.broker = match args.broker {
         Some(addr) => BrokerChoice::External(addr),
         None => BrokerChoice::Embedded(args.mqtt_port),
     };
-    (opts.agent_port, opts.edge_port, opts.cloud_port) = (args.agent_port, args.edge_port, args.cloud_port);
+    (opts.agent_port, opts.edge_port, opts.cloud_port) =
+        (args.agent_port, args.edge_port, args.cloud_port);
     let shutdown = vigil_core::shutdown::on_signal();
     let stack = Arc::new(Stack::start(opts).await?);
-    let injector = tokio::spawn(run_injector(stack.clone(), Duration::from_secs(args.fault_interval_secs.max(5))));
+    let injector = tokio::spawn(run_injector(
+        stack.clone(),
+        Duration::from_secs(args.fault_interval_secs.max(5)),
+    ));
 
     let started = Instant::now();
     let tty = std::io::stdout().is_terminal();
     let mut tick = tokio::time::interval(Duration::from_secs(if tty { 1 } else { 10 }));
-    let deadline = args.duration.map(|d| tokio::time::Instant::now() + Duration::from_secs(d));
+    let deadline = args
+        .duration
+        .map(|d| tokio::time::Instant::now() + Duration::from_secs(d));
     let log_name = log.display().to_string();
     println!("Vigil is starting; logs go to {log_name}.");
     loop {
@@ -136,7 +148,8 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
     let _ = injector.await;
     let report = stack.tracker.lock().map(|t| t.report()).unwrap_or_default();
     let errors = stack.errors();
-    let stack = Arc::try_unwrap(stack).map_err(|_| anyhow::anyhow!("stack still in use at shutdown"))?;
+    let stack =
+        Arc::try_unwrap(stack).map_err(|_| anyhow::anyhow!("stack still in use at shutdown"))?;
     let workload = stack.workload.snapshot();
     let broker = stack.broker;
     let clean = stack.stop(Duration::from_secs(4)).await;
@@ -149,12 +162,17 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
             "errors": errors,
             "clean_shutdown": clean,
         });
-        std::fs::write(path, serde_json::to_vec_pretty(&summary)?).with_context(|| format!("writing {}", path.display()))?;
+        std::fs::write(path, serde_json::to_vec_pretty(&summary)?)
+            .with_context(|| format!("writing {}", path.display()))?;
         println!("Summary written to {}.", path.display());
     }
     for f in &report {
         match (f.heal_secs, &f.why_not) {
-            (Some(h), _) => println!("  {:<14} healed in {h:.1} s ({})", f.kind.as_str(), f.action.clone().unwrap_or_default()),
+            (Some(h), _) => println!(
+                "  {:<14} healed in {h:.1} s ({})",
+                f.kind.as_str(),
+                f.action.clone().unwrap_or_default()
+            ),
             (None, Some(w)) => println!("  {:<14} not healed: {w}", f.kind.as_str()),
             _ => {}
         }

@@ -32,7 +32,10 @@ pub fn check(files: &[impl AsRef<Path>]) -> Vec<String> {
                 problems.extend(p);
             }
         } else {
-            problems.push(format!("{}: neither a policy file (policies:) nor an action catalog (actions:)", path.display()));
+            problems.push(format!(
+                "{}: neither a policy file (policies:) nor an action catalog (actions:)",
+                path.display()
+            ));
         }
     }
     problems
@@ -58,12 +61,22 @@ mod tests {
         let p = dir.path().join("p.yaml");
         let c = dir.path().join("c.yaml");
         let n = dir.path().join("n.yaml");
-        std::fs::write(&p, "policies:\n  - name: x\n    match: { entity: \"sensor/a\" }\n    action: notify\n").unwrap();
+        std::fs::write(
+            &p,
+            "policies:\n  - name: x\n    match: { entity: \"sensor/a\" }\n    action: notify\n",
+        )
+        .unwrap();
         std::fs::write(&c, "actions:\n  a: { kind: exec }\n").unwrap();
         std::fs::write(&n, "hello: 1\n").unwrap();
         let problems = check(&[&p, &c, &n, &dir.path().join("missing.yaml")]);
         assert_eq!(problems.len(), 4, "{problems:?}");
-        assert!(problems[0].contains("p.yaml:2:") && problems[0].contains("agent is required"), "{problems:?}");
-        assert!(problems[1].contains("c.yaml:2:") && problems[1].contains("argv"), "{problems:?}");
+        assert!(
+            problems[0].contains("p.yaml:2:") && problems[0].contains("agent is required"),
+            "{problems:?}"
+        );
+        assert!(
+            problems[1].contains("c.yaml:2:") && problems[1].contains("argv"),
+            "{problems:?}"
+        );
     }
 }

@@ -135,7 +135,9 @@ pub struct Stack {
 }
 
 async fn bind(port: u16) -> anyhow::Result<TcpListener> {
-    TcpListener::bind(("127.0.0.1", port)).await.with_context(|| format!("binding 127.0.0.1:{port} (in use? pick another port)"))
+    TcpListener::bind(("127.0.0.1", port))
+        .await
+        .with_context(|| format!("binding 127.0.0.1:{port} (in use? pick another port)"))
 }
 
 fn url(l: &TcpListener) -> anyhow::Result<String> {
@@ -149,8 +151,14 @@ impl Stack {
             BrokerChoice::Embedded(port) => crate::broker::start(port, MAX_PACKET_BYTES)?,
             BrokerChoice::External(addr) => addr,
         };
-        let mqtt = MqttSettings { host: broker.ip().to_string(), port: broker.port(), max_packet_bytes: MAX_PACKET_BYTES, ..MqttSettings::default() };
-        std::fs::create_dir_all(&opts.data_dir).with_context(|| format!("creating {}", opts.data_dir.display()))?;
+        let mqtt = MqttSettings {
+            host: broker.ip().to_string(),
+            port: broker.port(),
+            max_packet_bytes: MAX_PACKET_BYTES,
+            ..MqttSettings::default()
+        };
+        std::fs::create_dir_all(&opts.data_dir)
+            .with_context(|| format!("creating {}", opts.data_dir.display()))?;
         let policy_path = opts.data_dir.join("policy.yaml");
         let catalog_path = opts.data_dir.join("catalog.yaml");
         std::fs::write(&policy_path, &opts.policy).context("writing policy file")?;
@@ -158,7 +166,11 @@ impl Stack {
         let policies = PolicySet::load(&policy_path).map_err(|e| anyhow::anyhow!(e.join("\n")))?;
         let catalog = Catalog::load(&catalog_path).map_err(|e| anyhow::anyhow!(e.join("\n")))?;
 
-        let (agent_l, edge_l, cloud_l) = (bind(opts.agent_port).await?, bind(opts.edge_port).await?, bind(opts.cloud_port).await?);
+        let (agent_l, edge_l, cloud_l) = (
+            bind(opts.agent_port).await?,
+            bind(opts.edge_port).await?,
+            bind(opts.cloud_port).await?,
+        );
         let (agent_url, edge_url, cloud_url) = (url(&agent_l)?, url(&edge_l)?, url(&cloud_l)?);
         let service_port = crate::broker::free_port()?;
         let service_url = format!("http://127.0.0.1:{service_port}");
@@ -166,10 +178,33 @@ impl Stack {
         let shutdown = CancellationToken::new();
         let tasks = TaskTracker::new();
         let errors = Arc::new(Mutex::new(Vec::new()));
-        let (agent_metrics, edge_metrics, cloud_metrics) = (AgentMetrics::new()?, EdgeMetrics::new()?, CloudMetrics::new()?);
+        let (agent_metrics, edge_metrics, cloud_metrics) = (
+            AgentMetrics::new()?,
+            EdgeMetrics::new()?,
+            CloudMetrics::new()?,
+        );
 
-        let cloud = CloudConfig { mqtt: MqttSettings { max_packet_bytes: MAX_PACKET_BYTES, ..mqtt.clone() }, data_dir: opts.data_dir.join("cloud"), flush_secs: 5, max_message_bytes: MAX_PACKET_BYTES, ..CloudConfig::default() };
-        spawn_role(&tasks, &errors, "cloud", vigil_cloud::run(cloud, cloud_l, cloud_metrics.clone(), shutdown.child_token()));
+        let cloud = CloudConfig {
+            mqtt: MqttSettings {
+                max_packet_bytes: MAX_PACKET_BYTES,
+                ..mqtt.clone()
+            },
+            data_dir: opts.data_dir.join("cloud"),
+            flush_secs: 5,
+            max_message_bytes: MAX_PACKET_BYTES,
+            ..CloudConfig::default()
+        };
+        spawn_role(
+            &tasks,
+            &errors,
+            "cloud",
+            vigil_cloud::run(
+                cloud,
+                cloud_l,
+                cloud_metrics.clone(),
+                shutdown.child_token(),
+            ),
+        );
         let edge = EdgeConfig {
             site: opts.site.clone(),
             mqtt: mqtt.clone(),
@@ -178,7 +213,18 @@ impl Stack {
             max_message_bytes: MAX_PACKET_BYTES,
             ..EdgeConfig::default()
         };
-        spawn_role(&tasks, &errors, "edge", vigil_edge::run(edge, policies, edge_l, edge_metrics.clone(), shutdown.child_token()));
+        spawn_role(
+            &tasks,
+            &errors,
+            "edge",
+            vigil_edge::run(
+                edge,
+                policies,
+                edge_l,
+                edge_metrics.clone(),
+                shutdown.child_token(),
+            ),
+        );
         let mut argv = opts.service_command.clone();
         argv.extend(["--port".to_string(), service_port.to_string()]);
         let agent = AgentConfig {
@@ -199,14 +245,41 @@ impl Stack {
         };
         let problems = agent.validate();
         anyhow::ensure!(problems.is_empty(), "agent config: {}", problems.join("; "));
-        spawn_role(&tasks, &errors, "agent", vigil_agent::run(agent, catalog, agent_l, agent_metrics.clone(), shutdown.child_token()));
+        spawn_role(
+            &tasks,
+            &errors,
+            "agent",
+            vigil_agent::run(
+                agent,
+                catalog,
+                agent_l,
+                agent_metrics.clone(),
+                shutdown.child_token(),
+            ),
+        );
 
         let workload = Arc::new(WorkloadStats::default());
-        tasks.spawn(workload::run(format!("{service_url}/work"), opts.workload_rate, workload.clone(), shutdown.child_token()));
+        tasks.spawn(workload::run(
+            format!("{service_url}/work"),
+            opts.workload_rate,
+            workload.clone(),
+            shutdown.child_token(),
+        ));
         let tracker = Arc::new(Mutex::new(Tracker::default()));
         let drift = Drift::default();
-        let demo_link = start_demo_link(&tasks, &opts.site, mqtt, tracker.clone(), shutdown.child_token())?;
-        tasks.spawn(sensor::run(demo_link, topic::sensor(&opts.site, SENSOR), drift.clone(), shutdown.child_token()));
+        let demo_link = start_demo_link(
+            &tasks,
+            &opts.site,
+            mqtt,
+            tracker.clone(),
+            shutdown.child_token(),
+        )?;
+        tasks.spawn(sensor::run(
+            demo_link,
+            topic::sensor(&opts.site, SENSOR),
+            drift.clone(),
+            shutdown.child_token(),
+        ));
 
         info!(%broker, %edge_url, %cloud_url, %agent_url, "Stack started.");
         Ok(Stack {
@@ -224,7 +297,9 @@ impl Stack {
             sensor_target: EntityId::sensor(SENSOR),
             data_dir: opts.data_dir,
             drift,
-            http: reqwest::Client::builder().timeout(Duration::from_secs(3)).build()?,
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(3))
+                .build()?,
             shutdown,
             tasks,
             errors,
@@ -237,13 +312,24 @@ impl Stack {
         match kind {
             FaultKind::SensorDrift => {
                 self.drift.start();
-                self.lock_tracker().injected(kind, self.sensor_target.clone(), at);
+                self.lock_tracker()
+                    .injected(kind, self.sensor_target.clone(), at);
             }
             _ => {
                 self.lock_tracker().injected(kind, self.target.clone(), at);
                 let url = format!("{}/fault/{}", self.service_url, kind.as_str());
-                let r = self.http.post(&url).send().await.with_context(|| format!("injecting {} fault", kind.as_str()))?;
-                anyhow::ensure!(r.status().is_success(), "service refused the {} fault: {}", kind.as_str(), r.status());
+                let r = self
+                    .http
+                    .post(&url)
+                    .send()
+                    .await
+                    .with_context(|| format!("injecting {} fault", kind.as_str()))?;
+                anyhow::ensure!(
+                    r.status().is_success(),
+                    "service refused the {} fault: {}",
+                    kind.as_str(),
+                    r.status()
+                );
             }
         }
         info!(fault = kind.as_str(), "Fault injected.");
@@ -343,7 +429,9 @@ pub async fn run_injector(stack: Arc<Stack>, interval: Duration) {
     let mut drift_end: Option<tokio::time::Instant> = None;
     let mut i = 0usize;
     loop {
-        let wake = drift_end.map_or(next_fault.min(next_drift), |e| e.min(next_fault).min(next_drift));
+        let wake = drift_end.map_or(next_fault.min(next_drift), |e| {
+            e.min(next_fault).min(next_drift)
+        });
         tokio::select! {
             _ = shutdown.cancelled() => break,
             _ = tokio::time::sleep_until(wake) => {}

@@ -34,12 +34,23 @@ pub async fn run(
     let site = config.site.clone();
     let supervisor = Arc::new(Mutex::new(Supervisor::new(&config.services)));
     let problems = catalog.validate(&supervisor.lock().await.names());
-    anyhow::ensure!(problems.is_empty(), "action catalog: {}", problems.join("; "));
+    anyhow::ensure!(
+        problems.is_empty(),
+        "action catalog: {}",
+        problems.join("; ")
+    );
     for e in supervisor.lock().await.start_all() {
         warn!(error = %e, "Could not start supervised service.");
     }
 
-    let presence = |state| encode(&Presence { node: host.clone(), role: "agent".into(), state, ts_ms: now_ms() });
+    let presence = |state| {
+        encode(&Presence {
+            node: host.clone(),
+            role: "agent".into(),
+            state,
+            ts_ms: now_ms(),
+        })
+    };
     let spec = LinkSpec {
         settings: config.mqtt.clone(),
         default_client_id: format!("vigil-agent-{site}-{host}"),
@@ -61,12 +72,34 @@ pub async fn run(
         let sup = sup.clone();
         async move { axum::Json(sup.lock().await.status()) }
     });
-    let http = vigil_core::telemetry::router(metrics.registry.clone()).route("/api/v1/services", services);
-    tracker.spawn(vigil_core::telemetry::serve(listener, http, shutdown.child_token()));
-    let executor = Executor::new(host.clone(), catalog, supervisor.clone(), Duration::from_secs(config.max_action_secs));
-    let commands = CommandLoop { executor, publisher: publisher.clone(), metrics: metrics.clone(), site: site.clone(), max_bytes: config.max_command_bytes };
+    let http =
+        vigil_core::telemetry::router(metrics.registry.clone()).route("/api/v1/services", services);
+    tracker.spawn(vigil_core::telemetry::serve(
+        listener,
+        http,
+        shutdown.child_token(),
+    ));
+    let executor = Executor::new(
+        host.clone(),
+        catalog,
+        supervisor.clone(),
+        Duration::from_secs(config.max_action_secs),
+    );
+    let commands = CommandLoop {
+        executor,
+        publisher: publisher.clone(),
+        metrics: metrics.clone(),
+        site: site.clone(),
+        max_bytes: config.max_command_bytes,
+    };
     tracker.spawn(commands.run(inbox, shutdown.child_token()));
-    let collect = CollectLoop::new(&config, host.clone(), supervisor.clone(), publisher, metrics)?;
+    let collect = CollectLoop::new(
+        &config,
+        host.clone(),
+        supervisor.clone(),
+        publisher,
+        metrics,
+    )?;
     info!(%site, %host, services = config.services.len(), "Agent running.");
     collect.run(shutdown.clone()).await;
 
@@ -94,20 +127,33 @@ impl CommandLoop {
                 _ = shutdown.cancelled() => break,
                 m = inbox.recv() => match m { Some(m) => m, None => break },
             };
-            self.metrics.link.received.with_label_values(&["command"]).inc();
+            self.metrics
+                .link
+                .received
+                .with_label_values(&["command"])
+                .inc();
             let cmd: Command = match decode(&msg.payload, self.max_bytes) {
                 Ok(c) => c,
                 Err(e) => {
                     warn!(topic = %msg.topic, error = %e, "Dropped malformed command.");
-                    self.metrics.link.malformed.with_label_values(&[e.reason()]).inc();
+                    self.metrics
+                        .link
+                        .malformed
+                        .with_label_values(&[e.reason()])
+                        .inc();
                     continue;
                 }
             };
             let timer = self.metrics.action_seconds.start_timer();
             let result = self.executor.handle(&cmd).await;
             timer.observe_duration();
-            self.metrics.actions.with_label_values(&[result.outcome.as_str()]).inc();
-            self.publisher.send(&topic::results(&self.site, &result.host), &result, false).await;
+            self.metrics
+                .actions
+                .with_label_values(&[result.outcome.as_str()])
+                .inc();
+            self.publisher
+                .send(&topic::results(&self.site, &result.host), &result, false)
+                .await;
         }
     }
 }
@@ -138,7 +184,9 @@ impl CollectLoop {
             host,
             interval: Duration::from_secs_f64(config.interval_secs),
             services: config.services.clone(),
-            collector: Arc::new(std::sync::Mutex::new(HostCollector::new(config.disks.clone()))),
+            collector: Arc::new(std::sync::Mutex::new(HostCollector::new(
+                config.disks.clone(),
+            ))),
             checker: ServiceChecker::new().context("building HTTP client")?,
             supervisor,
             publisher,
@@ -166,7 +214,9 @@ impl CollectLoop {
         let mut pids = Vec::with_capacity(self.services.len());
         for s in &self.services {
             let pid = match &s.pid_file {
-                Some(p) => std::fs::read_to_string(p).ok().and_then(|t| t.trim().parse::<u32>().ok()),
+                Some(p) => std::fs::read_to_string(p)
+                    .ok()
+                    .and_then(|t| t.trim().parse::<u32>().ok()),
                 None => self.supervisor.lock().await.pid(&s.name),
             };
             pids.push(pid);
@@ -178,7 +228,10 @@ impl CollectLoop {
         let gathered = tokio::task::spawn_blocking(move || {
             let mut c = collector.lock().unwrap_or_else(|p| p.into_inner());
             let host_samples = c.collect(&host, ts);
-            let procs: Vec<_> = pid_list.iter().map(|p| p.and_then(|pid| c.process(pid))).collect();
+            let procs: Vec<_> = pid_list
+                .iter()
+                .map(|p| p.and_then(|pid| c.process(pid)))
+                .collect();
             (host_samples, procs)
         })
         .await;
@@ -189,16 +242,28 @@ impl CollectLoop {
         let probes = futures_probe(&self.checker, &self.services).await;
         for (i, s) in self.services.iter().enumerate() {
             let alive = procs[i].is_some();
-            self.metrics.service_up.with_label_values(&[s.name.as_str()]).set(alive as i64);
-            samples.extend(service::samples(&self.host, &s.name, ts, alive, procs[i], probes[i]));
+            self.metrics
+                .service_up
+                .with_label_values(&[s.name.as_str()])
+                .set(alive as i64);
+            samples.extend(service::samples(
+                &self.host, &s.name, ts, alive, procs[i], probes[i],
+            ));
         }
         self.seq += 1;
-        MetricBatch { host: self.host.clone(), seq: self.seq, samples }
+        MetricBatch {
+            host: self.host.clone(),
+            seq: self.seq,
+            samples,
+        }
     }
 }
 
 /// Probes every service's health URL concurrently.
-async fn futures_probe(checker: &ServiceChecker, services: &[crate::config::ServiceConfig]) -> Vec<Option<service::Probe>> {
+async fn futures_probe(
+    checker: &ServiceChecker,
+    services: &[crate::config::ServiceConfig],
+) -> Vec<Option<service::Probe>> {
     let mut set = tokio::task::JoinSet::new();
     for (i, s) in services.iter().enumerate() {
         if let Some(url) = s.health_url.clone() {

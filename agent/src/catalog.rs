@@ -1,10 +1,10 @@
 //! The action catalog: what each action name means on this host. Commands
 //! from the network can only name these actions and fill declared parameters.
 
-use vigil_core::config::yaml_error;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::Path;
+use vigil_core::config::yaml_error;
 
 /// The catalog file.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -84,7 +84,8 @@ struct RawAction {
 impl TryFrom<RawAction> for Action {
     type Error = String;
     fn try_from(r: RawAction) -> Result<Self, String> {
-        let need = |v: Option<String>, field: &str| v.ok_or(format!("kind {} needs `{field}`", r.kind));
+        let need =
+            |v: Option<String>, field: &str| v.ok_or(format!("kind {} needs `{field}`", r.kind));
         let (allowed, kind): (&[&str], ActionKind) = match r.kind.as_str() {
             "restart_process" => (&["service"], ActionKind::RestartProcess { service: need(r.service.clone(), "service")? }),
             "systemd_restart" => (
@@ -110,19 +111,33 @@ impl TryFrom<RawAction> for Action {
             ("message", r.message.is_some()),
         ];
         if let Some((field, _)) = given.iter().find(|(f, set)| *set && !allowed.contains(f)) {
-            return Err(format!("field `{field}` does not belong to kind {}", r.kind));
+            return Err(format!(
+                "field `{field}` does not belong to kind {}",
+                r.kind
+            ));
         }
-        Ok(Action { kind, params: r.params, timeout_secs: r.timeout_secs })
+        Ok(Action {
+            kind,
+            params: r.params,
+            timeout_secs: r.timeout_secs,
+        })
     }
 }
 
 impl From<Action> for RawAction {
     fn from(a: Action) -> Self {
-        let mut r = RawAction { params: a.params, timeout_secs: a.timeout_secs, ..Default::default() };
+        let mut r = RawAction {
+            params: a.params,
+            timeout_secs: a.timeout_secs,
+            ..Default::default()
+        };
         match a.kind {
-            ActionKind::RestartProcess { service } => (r.kind, r.service) = ("restart_process".into(), Some(service)),
+            ActionKind::RestartProcess { service } => {
+                (r.kind, r.service) = ("restart_process".into(), Some(service))
+            }
             ActionKind::SystemdRestart { unit, systemctl } => {
-                (r.kind, r.unit, r.systemctl) = ("systemd_restart".into(), Some(unit), Some(systemctl))
+                (r.kind, r.unit, r.systemctl) =
+                    ("systemd_restart".into(), Some(unit), Some(systemctl))
             }
             ActionKind::Exec { argv } => (r.kind, r.argv) = ("exec".into(), Some(argv)),
             ActionKind::Log { message } => (r.kind, r.message) = ("log".into(), Some(message)),
@@ -134,10 +149,20 @@ impl From<Action> for RawAction {
 impl Catalog {
     /// Parses a catalog; YAML errors carry file, line and column.
     pub fn load(path: &Path) -> Result<Self, Vec<String>> {
-        let text = std::fs::read_to_string(path).map_err(|e| vec![format!("{}: {e}", path.display())])?;
-        let cat: Catalog = serde_yaml_ng::from_str(&text).map_err(|e| vec![yaml_error(path, &e)])?;
-        let problems: Vec<String> = cat.validate(&[]).into_iter().map(|p| format!("{}: {p}", path.display())).collect();
-        if problems.is_empty() { Ok(cat) } else { Err(problems) }
+        let text =
+            std::fs::read_to_string(path).map_err(|e| vec![format!("{}: {e}", path.display())])?;
+        let cat: Catalog =
+            serde_yaml_ng::from_str(&text).map_err(|e| vec![yaml_error(path, &e)])?;
+        let problems: Vec<String> = cat
+            .validate(&[])
+            .into_iter()
+            .map(|p| format!("{}: {p}", path.display()))
+            .collect();
+        if problems.is_empty() {
+            Ok(cat)
+        } else {
+            Err(problems)
+        }
     }
 
     /// Every semantic problem. `services` are the supervised service names;
@@ -146,13 +171,20 @@ impl Catalog {
         let mut e = Vec::new();
         for (name, a) in &self.actions {
             if !vigil_core::topic::valid_level(name) {
-                e.push(format!("action {name:?}: name must be 1-64 of [A-Za-z0-9._-]"));
+                e.push(format!(
+                    "action {name:?}: name must be 1-64 of [A-Za-z0-9._-]"
+                ));
             }
             if a.timeout_secs == 0 || a.timeout_secs > 3600 {
-                e.push(format!("action {name:?}: timeout_secs {} is outside 1..=3600", a.timeout_secs));
+                e.push(format!(
+                    "action {name:?}: timeout_secs {} is outside 1..=3600",
+                    a.timeout_secs
+                ));
             }
             match &a.kind {
-                ActionKind::RestartProcess { service } if !services.is_empty() && !services.contains(service) => {
+                ActionKind::RestartProcess { service }
+                    if !services.is_empty() && !services.contains(service) =>
+                {
                     e.push(format!("action {name:?}: service {service:?} is not a supervised service ({services:?})"));
                 }
                 ActionKind::Exec { argv } if argv.is_empty() => {
@@ -161,7 +193,9 @@ impl Catalog {
                 ActionKind::Exec { argv } => {
                     for p in placeholders(argv) {
                         if !a.params.contains(&p) {
-                            e.push(format!("action {name:?}: argv uses {{{p}}} but params does not declare it"));
+                            e.push(format!(
+                                "action {name:?}: argv uses {{{p}}} but params does not declare it"
+                            ));
                         }
                     }
                 }
@@ -180,7 +214,9 @@ fn placeholders(argv: &[String]) -> Vec<String> {
     for arg in argv {
         let mut rest = arg.as_str();
         while let Some(start) = rest.find('{') {
-            let Some(len) = rest[start..].find('}') else { break };
+            let Some(len) = rest[start..].find('}') else {
+                break;
+            };
             out.push(rest[start + 1..start + len].to_string());
             rest = &rest[start + len + 1..];
         }
@@ -203,10 +239,17 @@ actions:
 "#;
         let c: Catalog = serde_yaml_ng::from_str(text).unwrap();
         assert_eq!(c.actions.len(), 4);
-        assert!(c.validate(&["web".into()]).is_empty(), "{:?}", c.validate(&[]));
+        assert!(
+            c.validate(&["web".into()]).is_empty(),
+            "{:?}",
+            c.validate(&[])
+        );
         assert_eq!(
             c.actions["restart-nginx"].kind,
-            ActionKind::SystemdRestart { unit: "nginx.service".into(), systemctl: "systemctl".into() }
+            ActionKind::SystemdRestart {
+                unit: "nginx.service".into(),
+                systemctl: "systemctl".into()
+            }
         );
     }
 
@@ -219,17 +262,27 @@ actions:
   c: { kind: exec, argv: [], timeout_secs: 0 }
 "#;
         let c: Catalog = serde_yaml_ng::from_str(text).unwrap();
-        assert_eq!(c.validate(&["web".into()]).len(), 4, "{:?}", c.validate(&["web".into()]));
+        assert_eq!(
+            c.validate(&["web".into()]).len(),
+            4,
+            "{:?}",
+            c.validate(&["web".into()])
+        );
     }
 
     #[test]
     fn round_trips_and_refuses_stray_fields() {
-        let c: Catalog = serde_yaml_ng::from_str("actions:\n  a: { kind: log, message: hi }\n").unwrap();
+        let c: Catalog =
+            serde_yaml_ng::from_str("actions:\n  a: { kind: log, message: hi }\n").unwrap();
         let text = serde_yaml_ng::to_string(&c).unwrap();
         assert_eq!(serde_yaml_ng::from_str::<Catalog>(&text).unwrap(), c);
-        let err = serde_yaml_ng::from_str::<Catalog>("actions:\n  a: { kind: log, message: hi, unit: x }\n").unwrap_err();
+        let err = serde_yaml_ng::from_str::<Catalog>(
+            "actions:\n  a: { kind: log, message: hi, unit: x }\n",
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("does not belong"), "{err}");
-        let err = serde_yaml_ng::from_str::<Catalog>("actions:\n  a: { kind: log, mesage: hi }\n").unwrap_err();
+        let err = serde_yaml_ng::from_str::<Catalog>("actions:\n  a: { kind: log, mesage: hi }\n")
+            .unwrap_err();
         assert!(err.to_string().contains("unknown field"), "{err}");
     }
 
@@ -237,7 +290,11 @@ actions:
     fn unknown_kind_is_a_located_error() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("catalog.yaml");
-        std::fs::write(&p, "actions:\n  x:\n    kind: shell\n    argv: [rm, -rf, /]\n").unwrap();
+        std::fs::write(
+            &p,
+            "actions:\n  x:\n    kind: shell\n    argv: [rm, -rf, /]\n",
+        )
+        .unwrap();
         let err = Catalog::load(&p).unwrap_err();
         // serde reports a converted value at the line of its map entry.
         assert!(err[0].contains("catalog.yaml:2:"), "{err:?}");

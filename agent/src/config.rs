@@ -83,44 +83,78 @@ impl AgentConfig {
             return self.host.clone();
         }
         let name = sysinfo::System::host_name().unwrap_or_else(|| "localhost".into());
-        name.chars().map(|c| if topic::valid_level(&c.to_string()) { c } else { '-' }).collect()
+        name.chars()
+            .map(|c| {
+                if topic::valid_level(&c.to_string()) {
+                    c
+                } else {
+                    '-'
+                }
+            })
+            .collect()
     }
 
     /// Every problem with the settings.
     pub fn validate(&self) -> Vec<String> {
         let mut e = Vec::new();
         if !topic::valid_level(&self.site) {
-            e.push(format!("site: {:?} must be 1-64 of [A-Za-z0-9._-]", self.site));
+            e.push(format!(
+                "site: {:?} must be 1-64 of [A-Za-z0-9._-]",
+                self.site
+            ));
         }
-        if !self.host.is_empty() && (!topic::valid_level(&self.host) || topic::RESERVED_HOSTS.contains(&self.host.as_str())) {
-            e.push(format!("host: {:?} must be 1-64 of [A-Za-z0-9._-] and not one of {:?}", self.host, topic::RESERVED_HOSTS));
+        if !self.host.is_empty()
+            && (!topic::valid_level(&self.host)
+                || topic::RESERVED_HOSTS.contains(&self.host.as_str()))
+        {
+            e.push(format!(
+                "host: {:?} must be 1-64 of [A-Za-z0-9._-] and not one of {:?}",
+                self.host,
+                topic::RESERVED_HOSTS
+            ));
         }
         if !(self.interval_secs >= 0.1 && self.interval_secs <= 3600.0) {
-            e.push(format!("interval_secs: {} is outside 0.1..=3600", self.interval_secs));
+            e.push(format!(
+                "interval_secs: {} is outside 0.1..=3600",
+                self.interval_secs
+            ));
         }
         self.mqtt.validate("mqtt", &mut e);
         if self.listen.parse::<std::net::SocketAddr>().is_err() {
-            e.push(format!("listen: {:?} is not an address like 127.0.0.1:9101", self.listen));
+            e.push(format!(
+                "listen: {:?} is not an address like 127.0.0.1:9101",
+                self.listen
+            ));
         }
         let mut seen = std::collections::HashSet::new();
         for (i, s) in self.services.iter().enumerate() {
             let at = format!("services[{i}]");
             if !topic::valid_level(&s.name) {
-                e.push(format!("{at}.name: {:?} must be 1-64 of [A-Za-z0-9._-]", s.name));
+                e.push(format!(
+                    "{at}.name: {:?} must be 1-64 of [A-Za-z0-9._-]",
+                    s.name
+                ));
             }
             if !seen.insert(s.name.clone()) {
                 e.push(format!("{at}.name: {:?} is listed twice", s.name));
             }
             if !s.argv.is_empty() && s.pid_file.is_some() {
-                e.push(format!("{at}: give either argv (supervised) or pid_file, not both"));
+                e.push(format!(
+                    "{at}: give either argv (supervised) or pid_file, not both"
+                ));
             }
             if let Some(url) = &s.health_url {
                 if !(url.starts_with("http://") || url.starts_with("https://")) {
-                    e.push(format!("{at}.health_url: {url:?} must start with http:// or https://"));
+                    e.push(format!(
+                        "{at}.health_url: {url:?} must start with http:// or https://"
+                    ));
                 }
             }
             if s.health_timeout_ms == 0 || s.health_timeout_ms > 60_000 {
-                e.push(format!("{at}.health_timeout_ms: {} is outside 1..=60000", s.health_timeout_ms));
+                e.push(format!(
+                    "{at}.health_timeout_ms: {} is outside 1..=60000",
+                    s.health_timeout_ms
+                ));
             }
         }
         if self.max_action_secs == 0 {
@@ -149,7 +183,12 @@ mod tests {
 
     #[test]
     fn reports_every_problem() {
-        let mut c = AgentConfig { site: "a/b".into(), interval_secs: 0.0, listen: "x".into(), ..Default::default() };
+        let mut c = AgentConfig {
+            site: "a/b".into(),
+            interval_secs: 0.0,
+            listen: "x".into(),
+            ..Default::default()
+        };
         c.services.push(ServiceConfig {
             name: "web".into(),
             argv: vec!["x".into()],

@@ -28,8 +28,20 @@ pub struct Executor {
 
 impl Executor {
     /// An executor for `host` with its catalog and supervised services.
-    pub fn new(host: String, catalog: Catalog, supervisor: Arc<Mutex<Supervisor>>, max_action: Duration) -> Self {
-        Self { host, catalog, supervisor, max_action, seen: HashSet::new(), order: VecDeque::new() }
+    pub fn new(
+        host: String,
+        catalog: Catalog,
+        supervisor: Arc<Mutex<Supervisor>>,
+        max_action: Duration,
+    ) -> Self {
+        Self {
+            host,
+            catalog,
+            supervisor,
+            max_action,
+            seen: HashSet::new(),
+            order: VecDeque::new(),
+        }
     }
 
     /// Swaps in a new catalog (hot reload).
@@ -42,8 +54,12 @@ impl Executor {
         let started_ms = now_ms();
         let (outcome, detail) = self.decide_and_run(cmd, started_ms).await;
         match outcome {
-            Outcome::Succeeded => info!(id = %cmd.id, action = %cmd.action, target = %cmd.target, %detail, "Action succeeded."),
-            _ => warn!(id = %cmd.id, action = %cmd.action, target = %cmd.target, outcome = outcome.as_str(), %detail, "Action did not succeed."),
+            Outcome::Succeeded => {
+                info!(id = %cmd.id, action = %cmd.action, target = %cmd.target, %detail, "Action succeeded.")
+            }
+            _ => {
+                warn!(id = %cmd.id, action = %cmd.action, target = %cmd.target, outcome = outcome.as_str(), %detail, "Action did not succeed.")
+            }
         }
         CommandResult {
             command_id: cmd.id.clone(),
@@ -62,21 +78,49 @@ impl Executor {
             return (Outcome::Duplicate, "this command id already ran".into());
         }
         if now > cmd.expires_ms {
-            return (Outcome::Expired, format!("expired {} ms ago", now - cmd.expires_ms));
+            return (
+                Outcome::Expired,
+                format!("expired {} ms ago", now - cmd.expires_ms),
+            );
         }
         let Some(action) = self.catalog.actions.get(&cmd.action).cloned() else {
-            return (Outcome::Rejected, format!("unknown action {:?}: not in this agent's catalog", cmd.action));
+            return (
+                Outcome::Rejected,
+                format!(
+                    "unknown action {:?}: not in this agent's catalog",
+                    cmd.action
+                ),
+            );
         };
         if let Some(bad) = cmd.params.keys().find(|k| !action.params.contains(k)) {
-            return (Outcome::Rejected, format!("parameter {bad:?} is not declared by action {:?}", cmd.action));
+            return (
+                Outcome::Rejected,
+                format!(
+                    "parameter {bad:?} is not declared by action {:?}",
+                    cmd.action
+                ),
+            );
         }
-        if let Some((k, _)) = cmd.params.iter().find(|(_, v)| v.len() > 256 || v.chars().any(char::is_control)) {
-            return (Outcome::Rejected, format!("parameter {k:?} is too long or has control characters"));
+        if let Some((k, _)) = cmd
+            .params
+            .iter()
+            .find(|(_, v)| v.len() > 256 || v.chars().any(char::is_control))
+        {
+            return (
+                Outcome::Rejected,
+                format!("parameter {k:?} is too long or has control characters"),
+            );
         }
         if let ActionKind::RestartProcess { service } = &action.kind {
             let expected = EntityId::service(&self.host, service);
             if cmd.target != expected {
-                return (Outcome::Rejected, format!("action {:?} restarts {expected}, not {}", cmd.action, cmd.target));
+                return (
+                    Outcome::Rejected,
+                    format!(
+                        "action {:?} restarts {expected}, not {}",
+                        cmd.action, cmd.target
+                    ),
+                );
             }
         }
         self.remember(&cmd.id);
@@ -84,7 +128,10 @@ impl Executor {
         match tokio::time::timeout(limit, self.run(&action, cmd)).await {
             Ok(Ok(detail)) => (Outcome::Succeeded, detail),
             Ok(Err(e)) => (Outcome::Failed, e),
-            Err(_) => (Outcome::Failed, format!("timed out after {} s", limit.as_secs())),
+            Err(_) => (
+                Outcome::Failed,
+                format!("timed out after {} s", limit.as_secs()),
+            ),
         }
     }
 
@@ -110,7 +157,11 @@ impl Executor {
             ActionKind::Exec { argv } => {
                 let argv: Vec<String> = argv
                     .iter()
-                    .map(|a| cmd.params.iter().fold(a.clone(), |s, (k, v)| s.replace(&format!("{{{k}}}"), v)))
+                    .map(|a| {
+                        cmd.params
+                            .iter()
+                            .fold(a.clone(), |s, (k, v)| s.replace(&format!("{{{k}}}"), v))
+                    })
                     .collect();
                 run_argv(&argv).await
             }
@@ -135,7 +186,11 @@ async fn run_argv(argv: &[String]) -> Result<String, String> {
     if out.status.success() {
         Ok(format!("{program} exited 0"))
     } else {
-        Err(format!("{program} failed ({}): {}", out.status, stderr.trim()))
+        Err(format!(
+            "{program} failed ({}): {}",
+            out.status,
+            stderr.trim()
+        ))
     }
 }
 
@@ -146,7 +201,12 @@ mod tests {
 
     fn executor(yaml: &str) -> Executor {
         let catalog: Catalog = serde_yaml_ng::from_str(yaml).unwrap();
-        Executor::new("h1".into(), catalog, Arc::new(Mutex::new(Supervisor::default())), Duration::from_secs(5))
+        Executor::new(
+            "h1".into(),
+            catalog,
+            Arc::new(Mutex::new(Supervisor::default())),
+            Duration::from_secs(5),
+        )
     }
 
     fn command(id: &str, action: &str) -> Command {
@@ -173,9 +233,18 @@ actions:
     #[tokio::test]
     async fn runs_catalog_actions_once() {
         let mut ex = executor(CATALOG);
-        assert_eq!(ex.handle(&command("1", "ok")).await.outcome, Outcome::Succeeded);
-        assert_eq!(ex.handle(&command("1", "ok")).await.outcome, Outcome::Duplicate);
-        assert_eq!(ex.handle(&command("2", "fails")).await.outcome, Outcome::Failed);
+        assert_eq!(
+            ex.handle(&command("1", "ok")).await.outcome,
+            Outcome::Succeeded
+        );
+        assert_eq!(
+            ex.handle(&command("1", "ok")).await.outcome,
+            Outcome::Duplicate
+        );
+        assert_eq!(
+            ex.handle(&command("2", "fails")).await.outcome,
+            Outcome::Failed
+        );
     }
 
     #[tokio::test]
@@ -191,7 +260,10 @@ actions:
         c.expires_ms = now_ms() - 1;
         assert_eq!(ex.handle(&c).await.outcome, Outcome::Expired);
         // A refused id was not remembered: a corrected, fresh command with it can still run.
-        assert_eq!(ex.handle(&command("3", "ok")).await.outcome, Outcome::Succeeded);
+        assert_eq!(
+            ex.handle(&command("3", "ok")).await.outcome,
+            Outcome::Succeeded
+        );
     }
 
     #[tokio::test]

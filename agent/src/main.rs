@@ -32,7 +32,8 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     vigil_core::telemetry::init_tracing("info");
-    let mut config = load_validated(args.config.as_deref(), AgentConfig::validate).unwrap_or_else(|p| exit_with(&p));
+    let mut config = load_validated(args.config.as_deref(), AgentConfig::validate)
+        .unwrap_or_else(|p| exit_with(&p));
     if let Some(c) = args.catalog {
         config.catalog = c;
     }
@@ -45,7 +46,9 @@ async fn main() -> anyhow::Result<()> {
     } else {
         Catalog::load(&config.catalog).unwrap_or_else(|p| exit_with(&p))
     };
-    let listener = tokio::net::TcpListener::bind(&config.listen).await.with_context(|| format!("binding {}", config.listen))?;
+    let listener = tokio::net::TcpListener::bind(&config.listen)
+        .await
+        .with_context(|| format!("binding {}", config.listen))?;
     let metrics = AgentMetrics::new()?;
     let shutdown = vigil_core::shutdown::on_signal();
     vigil_agent::run(config, catalog, listener, metrics, shutdown).await

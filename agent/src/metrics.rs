@@ -1,6 +1,8 @@
 //! The agent's Prometheus metrics, in its own explicit registry.
 
-use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry};
+use prometheus::{
+    Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
+};
 use vigil_core::mqtt::LinkMetrics;
 
 /// Handles to every agent metric; cheap to clone.
@@ -25,23 +27,42 @@ impl AgentMetrics {
     pub fn new() -> prometheus::Result<Self> {
         let registry = Registry::new();
         let link = LinkMetrics::new(&registry)?;
-        let collections = IntCounter::new("vigil_agent_collections_total", "Metric batches collected and published.")?;
+        let collections = IntCounter::new(
+            "vigil_agent_collections_total",
+            "Metric batches collected and published.",
+        )?;
         let actions = IntCounterVec::new(
-            Opts::new("vigil_agent_actions_total", "Remediation commands handled by the agent, by outcome."),
+            Opts::new(
+                "vigil_agent_actions_total",
+                "Remediation commands handled by the agent, by outcome.",
+            ),
             &["outcome"],
         )?;
         let action_seconds = Histogram::with_opts(
-            HistogramOpts::new("vigil_agent_action_duration_seconds", "Time an action took to run.")
-                .buckets(vec![0.01, 0.05, 0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0]),
+            HistogramOpts::new(
+                "vigil_agent_action_duration_seconds",
+                "Time an action took to run.",
+            )
+            .buckets(vec![0.01, 0.05, 0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0]),
         )?;
         let service_up = IntGaugeVec::new(
-            Opts::new("vigil_agent_service_up", "1 if the watched service's process is alive."),
+            Opts::new(
+                "vigil_agent_service_up",
+                "1 if the watched service's process is alive.",
+            ),
             &["service"],
         )?;
         registry.register(Box::new(collections.clone()))?;
         registry.register(Box::new(actions.clone()))?;
         registry.register(Box::new(action_seconds.clone()))?;
         registry.register(Box::new(service_up.clone()))?;
-        Ok(Self { registry, link, collections, actions, action_seconds, service_up })
+        Ok(Self {
+            registry,
+            link,
+            collections,
+            actions,
+            action_seconds,
+            service_up,
+        })
     }
 }

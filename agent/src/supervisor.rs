@@ -38,7 +38,16 @@ impl Supervisor {
         let procs = services
             .iter()
             .filter(|s| !s.argv.is_empty())
-            .map(|s| (s.name.clone(), Supervised { spec: s.clone(), child: None, restarts: 0 }))
+            .map(|s| {
+                (
+                    s.name.clone(),
+                    Supervised {
+                        spec: s.clone(),
+                        child: None,
+                        restarts: 0,
+                    },
+                )
+            })
             .collect();
         Self { procs }
     }
@@ -83,7 +92,10 @@ impl Supervisor {
 
     /// Stops (if running) and starts the service again; returns the new PID.
     pub async fn restart(&mut self, name: &str) -> Result<u32, String> {
-        let p = self.procs.get_mut(name).ok_or_else(|| format!("{name} is not a supervised service"))?;
+        let p = self
+            .procs
+            .get_mut(name)
+            .ok_or_else(|| format!("{name} is not a supervised service"))?;
         if let Some(child) = p.child.take() {
             stop(name, child).await;
         }
@@ -102,7 +114,11 @@ impl Supervisor {
             .map(|name| {
                 let pid = self.pid(&name);
                 let restarts = self.procs.get(&name).map(|p| p.restarts).unwrap_or(0);
-                ServiceStatus { name, pid, restarts }
+                ServiceStatus {
+                    name,
+                    pid,
+                    restarts,
+                }
             })
             .collect()
     }
@@ -118,7 +134,10 @@ impl Supervisor {
 }
 
 fn spawn(spec: &ServiceConfig) -> std::io::Result<Child> {
-    let (program, args) = spec.argv.split_first().ok_or_else(|| std::io::Error::other("empty argv"))?;
+    let (program, args) = spec
+        .argv
+        .split_first()
+        .ok_or_else(|| std::io::Error::other("empty argv"))?;
     let mut cmd = Command::new(program);
     cmd.args(args)
         .envs(spec.env.iter().map(|(k, v)| (k, v)))
@@ -182,11 +201,15 @@ mod tests {
         assert_eq!(s.pid("a"), Some(second));
         s.stop_all().await;
         assert_eq!(s.pid("a"), None);
-        assert!(!std::path::Path::new(&format!("/proc/{second}")).exists() || is_zombie_free(second));
+        assert!(
+            !std::path::Path::new(&format!("/proc/{second}")).exists() || is_zombie_free(second)
+        );
     }
 
     fn is_zombie_free(pid: u32) -> bool {
-        std::fs::read_to_string(format!("/proc/{pid}/stat")).map(|s| !s.contains(") Z ")).unwrap_or(true)
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|s| !s.contains(") Z "))
+            .unwrap_or(true)
     }
 
     #[tokio::test]

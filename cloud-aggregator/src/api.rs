@@ -24,25 +24,50 @@ struct Filter {
 }
 
 impl Filter {
-    fn apply<T: Clone>(&self, items: impl DoubleEndedIterator<Item = T>, site: impl Fn(&T) -> &str) -> Vec<T> {
+    fn apply<T: Clone>(
+        &self,
+        items: impl DoubleEndedIterator<Item = T>,
+        site: impl Fn(&T) -> &str,
+    ) -> Vec<T> {
         let limit = self.limit.unwrap_or(100).min(10_000);
-        let mut v: Vec<T> = items.rev().filter(|i| self.site.as_deref().is_none_or(|s| site(i) == s)).take(limit).collect();
+        let mut v: Vec<T> = items
+            .rev()
+            .filter(|i| self.site.as_deref().is_none_or(|s| site(i) == s))
+            .take(limit)
+            .collect();
         v.reverse();
         v
     }
 }
 
-async fn nodes(State(s): State<Arc<Shared>>, Query(f): Query<Filter>) -> Json<Vec<crate::registry::Node>> {
+async fn nodes(
+    State(s): State<Arc<Shared>>,
+    Query(f): Query<Filter>,
+) -> Json<Vec<crate::registry::Node>> {
     let nodes = s.registry.lock().map(|r| r.nodes()).unwrap_or_default();
     Json(f.apply(nodes.into_iter(), |n| n.site.as_str()))
 }
 
-async fn anomalies(State(s): State<Arc<Shared>>, Query(f): Query<Filter>) -> Json<Vec<vigil_core::message::AnomalyEvent>> {
-    let list = s.anomalies.lock().map(|a| f.apply(a.iter().cloned(), |x| x.site.as_str())).unwrap_or_default();
+async fn anomalies(
+    State(s): State<Arc<Shared>>,
+    Query(f): Query<Filter>,
+) -> Json<Vec<vigil_core::message::AnomalyEvent>> {
+    let list = s
+        .anomalies
+        .lock()
+        .map(|a| f.apply(a.iter().cloned(), |x| x.site.as_str()))
+        .unwrap_or_default();
     Json(list)
 }
 
-async fn audit(State(s): State<Arc<Shared>>, Query(f): Query<Filter>) -> Json<Vec<vigil_core::message::AuditRecord>> {
-    let list = s.audit.lock().map(|a| f.apply(a.iter().cloned(), |x| x.site.as_str())).unwrap_or_default();
+async fn audit(
+    State(s): State<Arc<Shared>>,
+    Query(f): Query<Filter>,
+) -> Json<Vec<vigil_core::message::AuditRecord>> {
+    let list = s
+        .audit
+        .lock()
+        .map(|a| f.apply(a.iter().cloned(), |x| x.site.as_str()))
+        .unwrap_or_default();
     Json(list)
 }

@@ -16,11 +16,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 use vigil_core::clock::now_ms;
+use vigil_core::decode;
 use vigil_core::envelope::DecodeError;
 use vigil_core::message::{AnomalyEvent, AuditRecord, Heartbeat, Presence, SampleBatch};
 use vigil_core::mqtt::{self, LinkSpec};
 use vigil_core::topic::{self, Route};
-use vigil_core::decode;
 
 /// State the run loop writes and the API reads.
 pub struct Shared {
@@ -42,7 +42,12 @@ fn push_bounded<T>(q: &Mutex<VecDeque<T>>, item: T, max: usize) {
 }
 
 /// Runs the aggregator until `shutdown`. `listener` serves the API and metrics.
-pub async fn run(config: CloudConfig, listener: TcpListener, metrics: CloudMetrics, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn run(
+    config: CloudConfig,
+    listener: TcpListener,
+    metrics: CloudMetrics,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let shared = Arc::new(Shared {
         registry: Mutex::new(Registry::new(config.node_ttl_secs as i64 * 1000)),
         anomalies: Mutex::new(VecDeque::new()),
@@ -60,10 +65,20 @@ pub async fn run(config: CloudConfig, listener: TcpListener, metrics: CloudMetri
     let tracker = TaskTracker::new();
     let link_token = CancellationToken::new();
     tracker.spawn(link.run(link_token.clone()));
-    let http = vigil_core::telemetry::router(metrics.registry.clone()).merge(crate::api::router(shared.clone()));
-    tracker.spawn(vigil_core::telemetry::serve(listener, http, shutdown.child_token()));
+    let http = vigil_core::telemetry::router(metrics.registry.clone())
+        .merge(crate::api::router(shared.clone()));
+    tracker.spawn(vigil_core::telemetry::serve(
+        listener,
+        http,
+        shutdown.child_token(),
+    ));
 
-    let mut agg = Aggregator { store: Some(Store::new(&config.data_dir)), shared, metrics, config };
+    let mut agg = Aggregator {
+        store: Some(Store::new(&config.data_dir)),
+        shared,
+        metrics,
+        config,
+    };
     info!(data_dir = %agg.config.data_dir.display(), "Cloud aggregator running.");
     agg.run(inbox, shutdown).await;
     agg.flush().await;
@@ -108,17 +123,23 @@ impl Aggregator {
     fn on_message(&mut self, m: &Publish) {
         let max = self.config.max_message_bytes;
         let now = now_ms();
-        let Some(route) = topic::parse(&m.topic) else { return };
+        let Some(route) = topic::parse(&m.topic) else {
+            return;
+        };
         let result: Result<(), (&'static str, DecodeError)> = (|| {
             match route {
-                Route::Uplink { kind: "samples", .. } => {
+                Route::Uplink {
+                    kind: "samples", ..
+                } => {
                     let b: SampleBatch = decode(&m.payload, max).map_err(|e| ("samples", e))?;
                     self.count("samples");
                     if let Some(s) = self.store.as_mut() {
                         s.add_samples(&b.site, &b.samples);
                     }
                 }
-                Route::Uplink { kind: "anomaly", .. } => {
+                Route::Uplink {
+                    kind: "anomaly", ..
+                } => {
                     let a: AnomalyEvent = decode(&m.payload, max).map_err(|e| ("anomaly", e))?;
                     self.count("anomaly");
                     self.metrics.anomalies.inc();
@@ -130,14 +151,22 @@ impl Aggregator {
                 Route::Uplink { kind: "audit", .. } => {
                     let a: AuditRecord = decode(&m.payload, max).map_err(|e| ("audit", e))?;
                     self.count("audit");
-                    let kind = serde_json::to_value(a.kind).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
-                    self.metrics.audit_records.with_label_values(&[kind.as_str()]).inc();
+                    let kind = serde_json::to_value(a.kind)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_string))
+                        .unwrap_or_default();
+                    self.metrics
+                        .audit_records
+                        .with_label_values(&[kind.as_str()])
+                        .inc();
                     if let Some(s) = self.store.as_mut() {
                         s.add_audit(&a);
                     }
                     push_bounded(&self.shared.audit, a, self.config.recent);
                 }
-                Route::Uplink { kind: "heartbeat", .. } => {
+                Route::Uplink {
+                    kind: "heartbeat", ..
+                } => {
                     let hb: Heartbeat = decode(&m.payload, max).map_err(|e| ("heartbeat", e))?;
                     self.count("heartbeat");
                     if let Ok(mut r) = self.shared.registry.lock() {
@@ -164,7 +193,11 @@ impl Aggregator {
         })();
         if let Err((kind, e)) = result {
             self.count(kind);
-            self.metrics.link.malformed.with_label_values(&[e.reason()]).inc();
+            self.metrics
+                .link
+                .malformed
+                .with_label_values(&[e.reason()])
+                .inc();
             warn!(topic = %m.topic, kind, error = %e, "Dropped malformed message.");
         }
     }
@@ -179,14 +212,19 @@ impl Aggregator {
             self.metrics.nodes.reset();
             for ((role, online), n) in r.counts() {
                 let state = if online { "online" } else { "offline" };
-                self.metrics.nodes.with_label_values(&[role.as_str(), state]).set(n);
+                self.metrics
+                    .nodes
+                    .with_label_values(&[role.as_str(), state])
+                    .set(n);
             }
         }
     }
 
     /// Writes buffered rows on a blocking thread; failed partitions are retried next time.
     async fn flush(&mut self) {
-        let Some(mut store) = self.store.take() else { return };
+        let Some(mut store) = self.store.take() else {
+            return;
+        };
         if store.pending_rows() == 0 {
             self.store = Some(store);
             return;
@@ -200,7 +238,10 @@ impl Aggregator {
             Ok((store, f)) => {
                 self.store = Some(store);
                 for (table, rows) in &f.rows {
-                    self.metrics.rows_written.with_label_values(&[table]).inc_by(*rows);
+                    self.metrics
+                        .rows_written
+                        .with_label_values(&[table])
+                        .inc_by(*rows);
                 }
                 self.metrics.files_written.inc_by(f.files.len() as u64);
                 for e in &f.errors {

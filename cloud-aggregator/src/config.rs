@@ -29,7 +29,10 @@ pub struct CloudConfig {
 impl Default for CloudConfig {
     fn default() -> Self {
         Self {
-            mqtt: MqttSettings { max_packet_bytes: 4 * 1024 * 1024, ..MqttSettings::default() },
+            mqtt: MqttSettings {
+                max_packet_bytes: 4 * 1024 * 1024,
+                ..MqttSettings::default()
+            },
             listen: "127.0.0.1:9103".into(),
             data_dir: PathBuf::from("vigil-data/cloud"),
             flush_secs: 10,
@@ -47,7 +50,10 @@ impl CloudConfig {
         let mut e = Vec::new();
         self.mqtt.validate("mqtt", &mut e);
         if self.listen.parse::<std::net::SocketAddr>().is_err() {
-            e.push(format!("listen: {:?} is not an address like 127.0.0.1:9103", self.listen));
+            e.push(format!(
+                "listen: {:?} is not an address like 127.0.0.1:9103",
+                self.listen
+            ));
         }
         if self.flush_secs == 0 || self.flush_rows == 0 {
             e.push("flush_secs and flush_rows must be positive".into());
@@ -79,7 +85,13 @@ mod tests {
 
     #[test]
     fn reports_every_problem() {
-        let c = CloudConfig { listen: "x".into(), flush_secs: 0, node_ttl_secs: 0, max_message_bytes: 1 << 30, ..Default::default() };
+        let c = CloudConfig {
+            listen: "x".into(),
+            flush_secs: 0,
+            node_ttl_secs: 0,
+            max_message_bytes: 1 << 30,
+            ..Default::default()
+        };
         assert_eq!(c.validate().len(), 4, "{:?}", c.validate());
     }
 }

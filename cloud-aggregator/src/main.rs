@@ -29,12 +29,15 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     vigil_core::telemetry::init_tracing("info");
-    let config = load_validated(args.config.as_deref(), CloudConfig::validate).unwrap_or_else(|p| exit_with(&p));
+    let config = load_validated(args.config.as_deref(), CloudConfig::validate)
+        .unwrap_or_else(|p| exit_with(&p));
     if args.print_config {
         print!("{}", serde_yaml_ng::to_string(&config)?);
         return Ok(());
     }
-    let listener = tokio::net::TcpListener::bind(&config.listen).await.with_context(|| format!("binding {}", config.listen))?;
+    let listener = tokio::net::TcpListener::bind(&config.listen)
+        .await
+        .with_context(|| format!("binding {}", config.listen))?;
     let metrics = CloudMetrics::new()?;
     let shutdown = vigil_core::shutdown::on_signal();
     vigil_cloud::run(config, listener, metrics, shutdown).await

@@ -31,12 +31,36 @@ impl CloudMetrics {
         let link = LinkMetrics::new(&registry)?;
         let m = Self {
             link,
-            rows_written: IntCounterVec::new(Opts::new("vigil_cloud_rows_written_total", "Rows written to Parquet, by table."), &["table"])?,
-            files_written: IntCounter::new("vigil_cloud_files_written_total", "Parquet files written.")?,
-            flush_errors: IntCounter::new("vigil_cloud_flush_errors_total", "Parquet flushes that failed; their rows are retried.")?,
-            nodes: IntGaugeVec::new(Opts::new("vigil_cloud_nodes", "Fleet nodes, by role and state."), &["role", "state"])?,
-            anomalies: IntCounter::new("vigil_cloud_anomalies_total", "Anomaly events received from edge nodes.")?,
-            audit_records: IntCounterVec::new(Opts::new("vigil_cloud_audit_records_total", "Audit records received, by kind."), &["kind"])?,
+            rows_written: IntCounterVec::new(
+                Opts::new(
+                    "vigil_cloud_rows_written_total",
+                    "Rows written to Parquet, by table.",
+                ),
+                &["table"],
+            )?,
+            files_written: IntCounter::new(
+                "vigil_cloud_files_written_total",
+                "Parquet files written.",
+            )?,
+            flush_errors: IntCounter::new(
+                "vigil_cloud_flush_errors_total",
+                "Parquet flushes that failed; their rows are retried.",
+            )?,
+            nodes: IntGaugeVec::new(
+                Opts::new("vigil_cloud_nodes", "Fleet nodes, by role and state."),
+                &["role", "state"],
+            )?,
+            anomalies: IntCounter::new(
+                "vigil_cloud_anomalies_total",
+                "Anomaly events received from edge nodes.",
+            )?,
+            audit_records: IntCounterVec::new(
+                Opts::new(
+                    "vigil_cloud_audit_records_total",
+                    "Audit records received, by kind.",
+                ),
+                &["kind"],
+            )?,
             registry,
         };
         let r = &m.registry;

@@ -35,23 +35,35 @@ pub struct Registry {
 impl Registry {
     /// A registry that expires heartbeats after `ttl_ms`.
     pub fn new(ttl_ms: i64) -> Self {
-        Self { nodes: BTreeMap::new(), ttl_ms }
+        Self {
+            nodes: BTreeMap::new(),
+            ttl_ms,
+        }
     }
 
     fn entry(&mut self, site: &str, role: &str, node: &str) -> &mut Node {
-        self.nodes.entry((site.into(), role.into(), node.into())).or_insert_with(|| Node {
-            site: site.into(),
-            node: node.into(),
-            role: role.into(),
-            online: false,
-            presence: None,
-            last_seen_ms: 0,
-            heartbeat: None,
-        })
+        self.nodes
+            .entry((site.into(), role.into(), node.into()))
+            .or_insert_with(|| Node {
+                site: site.into(),
+                node: node.into(),
+                role: role.into(),
+                online: false,
+                presence: None,
+                last_seen_ms: 0,
+                heartbeat: None,
+            })
     }
 
     /// Records a presence message.
-    pub fn presence(&mut self, site: &str, role: &str, node: &str, state: PresenceState, now_ms: i64) {
+    pub fn presence(
+        &mut self,
+        site: &str,
+        role: &str,
+        node: &str,
+        state: PresenceState,
+        now_ms: i64,
+    ) {
         let n = self.entry(site, role, node);
         n.presence = Some(state);
         n.last_seen_ms = now_ms;
@@ -117,7 +129,10 @@ mod tests {
         r.refresh(1200);
         assert!(r.nodes()[0].online);
         r.refresh(1600);
-        assert!(!r.nodes()[0].online, "stale heartbeat must count as offline");
+        assert!(
+            !r.nodes()[0].online,
+            "stale heartbeat must count as offline"
+        );
         r.heartbeat(hb("e1"), 2000);
         r.presence("s", "edge", "e1", PresenceState::Offline, 2000);
         r.refresh(2000);

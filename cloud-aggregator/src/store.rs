@@ -106,11 +106,17 @@ pub fn hour_of(ts_ms: i64) -> String {
 impl Store {
     /// A store rooted at `root` (created on first flush).
     pub fn new(root: &Path) -> Self {
-        Self { root: root.to_path_buf(), buffers: BTreeMap::new(), seq: 0 }
+        Self {
+            root: root.to_path_buf(),
+            buffers: BTreeMap::new(),
+            seq: 0,
+        }
     }
 
     fn rows(&mut self, table: Table, site: &str, ts_ms: i64) -> &mut Rows {
-        self.buffers.entry((table, site.to_string(), hour_of(ts_ms))).or_default()
+        self.buffers
+            .entry((table, site.to_string(), hour_of(ts_ms)))
+            .or_default()
     }
 
     /// Buffers scored samples of `site`.
@@ -142,7 +148,12 @@ impl Store {
     pub fn add_audit(&mut self, a: &AuditRecord) {
         let r = self.rows(Table::Audit, &a.site, a.ts_ms);
         r.i("ts_ms", a.ts_ms);
-        r.s("kind", serde_json::to_value(a.kind).ok().and_then(|v| v.as_str().map(str::to_string)));
+        r.s(
+            "kind",
+            serde_json::to_value(a.kind)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string)),
+        );
         r.s("policy", Some(a.policy.clone()));
         r.s("policy_version", Some(a.policy_version.clone()));
         r.s("target", Some(a.target.to_string()));
@@ -175,7 +186,11 @@ impl Store {
             }
             self.seq += 1;
             let (table, site, hour) = &key;
-            let dir = self.root.join(table.name()).join(format!("site={site}")).join(format!("hour={hour}"));
+            let dir = self
+                .root
+                .join(table.name())
+                .join(format!("site={site}"))
+                .join(format!("hour={hour}"));
             let path = dir.join(format!("part-{now_ms}-{:06}.parquet", self.seq));
             match write(&dir, &path, &rows) {
                 Ok(()) => {
@@ -198,7 +213,9 @@ fn write(dir: &Path, path: &Path, rows: &Rows) -> Result<(), String> {
     // Write beside, then rename: a reader never sees half a file.
     let tmp = path.with_extension("parquet.tmp");
     let file = std::fs::File::create(&tmp).map_err(|e| e.to_string())?;
-    ParquetWriter::new(file).finish(&mut df).map_err(|e| e.to_string())?;
+    ParquetWriter::new(file)
+        .finish(&mut df)
+        .map_err(|e| e.to_string())?;
     std::fs::rename(&tmp, path).map_err(|e| e.to_string())
 }
 
@@ -224,7 +241,13 @@ mod tests {
     fn partitions_by_site_and_hour_and_reads_back() {
         let dir = tempfile::tempdir().unwrap();
         let mut store = Store::new(dir.path());
-        let s = |ts: i64, v: f64| ScoredSample { entity: EntityId::host("h"), metric: "cpu".into(), ts_ms: ts, value: v, score: 0.1 };
+        let s = |ts: i64, v: f64| ScoredSample {
+            entity: EntityId::host("h"),
+            metric: "cpu".into(),
+            ts_ms: ts,
+            value: v,
+            score: 0.1,
+        };
         store.add_samples("a", &[s(0, 1.0), s(1000, 2.0), s(3_600_000, 3.0)]);
         store.add_samples("b", &[s(0, 4.0)]);
         assert_eq!(store.pending_rows(), 4);
@@ -233,10 +256,20 @@ mod tests {
         assert_eq!(f.rows["samples"], 4);
         assert_eq!(f.files.len(), 3);
         assert_eq!(store.pending_rows(), 0);
-        let first = f.files.iter().find(|p| p.to_string_lossy().contains("site=a/hour=1970-01-01T00")).unwrap();
+        let first = f
+            .files
+            .iter()
+            .find(|p| p.to_string_lossy().contains("site=a/hour=1970-01-01T00"))
+            .unwrap();
         let df = read(first).unwrap();
         assert_eq!(df.height(), 2);
-        let values: Vec<f64> = df.column("value").unwrap().f64().unwrap().into_no_null_iter().collect();
+        let values: Vec<f64> = df
+            .column("value")
+            .unwrap()
+            .f64()
+            .unwrap()
+            .into_no_null_iter()
+            .collect();
         assert_eq!(values, vec![1.0, 2.0]);
         let entity = df.column("entity").unwrap().str().unwrap().get(0);
         assert_eq!(entity, Some("host/h"));
@@ -248,7 +281,16 @@ mod tests {
         let blocker = dir.path().join("file");
         std::fs::write(&blocker, "not a dir").unwrap();
         let mut store = Store::new(&blocker);
-        store.add_samples("a", &[ScoredSample { entity: EntityId::host("h"), metric: "m".into(), ts_ms: 0, value: 1.0, score: 0.0 }]);
+        store.add_samples(
+            "a",
+            &[ScoredSample {
+                entity: EntityId::host("h"),
+                metric: "m".into(),
+                ts_ms: 0,
+                value: 1.0,
+                score: 0.0,
+            }],
+        );
         let f = store.flush(1);
         assert_eq!(f.errors.len(), 1);
         assert_eq!(store.pending_rows(), 1);

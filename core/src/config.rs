@@ -28,9 +28,18 @@ pub fn load_validated<T: DeserializeOwned + Default>(
         Some(p) => load_yaml(p).map_err(|e| vec![e])?,
         None => T::default(),
     };
-    let name = path.map(|p| p.display().to_string()).unwrap_or_else(|| "defaults".into());
-    let problems: Vec<String> = validate(&config).into_iter().map(|p| format!("{name}: {p}")).collect();
-    if problems.is_empty() { Ok(config) } else { Err(problems) }
+    let name = path
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| "defaults".into());
+    let problems: Vec<String> = validate(&config)
+        .into_iter()
+        .map(|p| format!("{name}: {p}"))
+        .collect();
+    if problems.is_empty() {
+        Ok(config)
+    } else {
+        Err(problems)
+    }
 }
 
 /// Prints every problem as `error: …` and exits with status 2.
@@ -63,8 +72,12 @@ mod tests {
         std::fs::write(&p, "a: 0\nb: 0\n").unwrap();
         let e = load_validated::<C>(Some(&p), |c| {
             let mut v = vec![];
-            if c.a == 0 { v.push("a: zero".to_string()) }
-            if c.b == 0 { v.push("b: zero".to_string()) }
+            if c.a == 0 {
+                v.push("a: zero".to_string())
+            }
+            if c.b == 0 {
+                v.push("b: zero".to_string())
+            }
             v
         })
         .unwrap_err();

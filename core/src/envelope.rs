@@ -72,7 +72,12 @@ impl DecodeError {
 
 /// Serialises `body` into a version-1 envelope.
 pub fn encode<P: Payload>(body: &P) -> Vec<u8> {
-    let env = OutEnvelope { v: SCHEMA_VERSION, kind: P::KIND, sent_ms: crate::clock::now_ms(), body };
+    let env = OutEnvelope {
+        v: SCHEMA_VERSION,
+        kind: P::KIND,
+        sent_ms: crate::clock::now_ms(),
+        body,
+    };
     // Serialising plain data structs with string keys cannot fail.
     serde_json::to_vec(&env).unwrap_or_default()
 }
@@ -80,7 +85,10 @@ pub fn encode<P: Payload>(body: &P) -> Vec<u8> {
 /// Parses an envelope of kind `P::KIND`, refusing anything over `max_bytes`.
 pub fn decode<P: Payload>(bytes: &[u8], max_bytes: usize) -> Result<P, DecodeError> {
     if bytes.len() > max_bytes {
-        return Err(DecodeError::Oversized { len: bytes.len(), max: max_bytes });
+        return Err(DecodeError::Oversized {
+            len: bytes.len(),
+            max: max_bytes,
+        });
     }
     let env: InEnvelope =
         serde_json::from_slice(bytes).map_err(|e| DecodeError::Malformed(e.to_string()))?;
@@ -88,7 +96,10 @@ pub fn decode<P: Payload>(bytes: &[u8], max_bytes: usize) -> Result<P, DecodeErr
         return Err(DecodeError::UnknownVersion(env.v));
     }
     if env.kind != P::KIND {
-        return Err(DecodeError::WrongKind { expected: P::KIND, got: env.kind });
+        return Err(DecodeError::WrongKind {
+            expected: P::KIND,
+            got: env.kind,
+        });
     }
     serde_json::from_value(env.body).map_err(|e| DecodeError::Malformed(e.to_string()))
 }
@@ -99,7 +110,12 @@ mod tests {
     use crate::message::{Command, Presence, PresenceState};
 
     fn presence() -> Presence {
-        Presence { node: "n1".into(), role: "agent".into(), state: PresenceState::Online, ts_ms: 5 }
+        Presence {
+            node: "n1".into(),
+            role: "agent".into(),
+            state: PresenceState::Online,
+            ts_ms: 5,
+        }
     }
 
     #[test]
@@ -118,13 +134,28 @@ mod tests {
 
     #[test]
     fn classifies_bad_input() {
-        assert_eq!(decode::<Presence>(b"{not json", 100).unwrap_err().reason(), "malformed");
+        assert_eq!(
+            decode::<Presence>(b"{not json", 100).unwrap_err().reason(),
+            "malformed"
+        );
         let v2 = br#"{"v":2,"kind":"presence","body":{}}"#;
-        assert_eq!(decode::<Presence>(v2, 100).unwrap_err(), DecodeError::UnknownVersion(2));
+        assert_eq!(
+            decode::<Presence>(v2, 100).unwrap_err(),
+            DecodeError::UnknownVersion(2)
+        );
         let other = encode(&presence());
-        assert_eq!(decode::<Command>(&other, 1000).unwrap_err().reason(), "wrong_kind");
+        assert_eq!(
+            decode::<Command>(&other, 1000).unwrap_err().reason(),
+            "wrong_kind"
+        );
         let bad_body = br#"{"v":1,"kind":"presence","body":{"node":3}}"#;
-        assert_eq!(decode::<Presence>(bad_body, 100).unwrap_err().reason(), "malformed");
-        assert_eq!(decode::<Presence>(&[0xff, 0xfe], 100).unwrap_err().reason(), "malformed");
+        assert_eq!(
+            decode::<Presence>(bad_body, 100).unwrap_err().reason(),
+            "malformed"
+        );
+        assert_eq!(
+            decode::<Presence>(&[0xff, 0xfe], 100).unwrap_err().reason(),
+            "malformed"
+        );
     }
 }

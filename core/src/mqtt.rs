@@ -65,13 +65,17 @@ impl MqttSettings {
             errors.push(format!("{at}.port: must be 1..65535"));
         }
         if self.keep_alive_secs < 5 {
-            errors.push(format!("{at}.keep_alive_secs: must be at least 5 (rumqttc refuses less)"));
+            errors.push(format!(
+                "{at}.keep_alive_secs: must be at least 5 (rumqttc refuses less)"
+            ));
         }
         if self.max_packet_bytes < 1024 {
             errors.push(format!("{at}.max_packet_bytes: must be at least 1024"));
         }
         if self.reconnect_min_ms == 0 || self.reconnect_min_ms > self.reconnect_max_ms {
-            errors.push(format!("{at}.reconnect_min_ms: must be positive and at most reconnect_max_ms"));
+            errors.push(format!(
+                "{at}.reconnect_min_ms: must be positive and at most reconnect_max_ms"
+            ));
         }
         if self.username.is_some() != self.password.is_some() {
             errors.push(format!("{at}: username and password go together"));
@@ -99,22 +103,40 @@ pub struct LinkMetrics {
 impl LinkMetrics {
     /// Creates and registers the counters in `registry`.
     pub fn new(registry: &Registry) -> prometheus::Result<Self> {
-        let connected = IntGauge::new("vigil_mqtt_connected", "1 while connected to the MQTT broker.")?;
-        let reconnects = IntCounter::new("vigil_mqtt_connection_errors_total", "MQTT connection losses and failed attempts.")?;
+        let connected = IntGauge::new(
+            "vigil_mqtt_connected",
+            "1 while connected to the MQTT broker.",
+        )?;
+        let reconnects = IntCounter::new(
+            "vigil_mqtt_connection_errors_total",
+            "MQTT connection losses and failed attempts.",
+        )?;
         let received = IntCounterVec::new(
-            Opts::new("vigil_messages_received_total", "MQTT messages received, by kind."),
+            Opts::new(
+                "vigil_messages_received_total",
+                "MQTT messages received, by kind.",
+            ),
             &["kind"],
         )?;
         let published = IntCounterVec::new(
-            Opts::new("vigil_messages_published_total", "MQTT messages published, by kind."),
+            Opts::new(
+                "vigil_messages_published_total",
+                "MQTT messages published, by kind.",
+            ),
             &["kind"],
         )?;
         let dropped = IntCounterVec::new(
-            Opts::new("vigil_messages_dropped_total", "Messages that could not be queued for the broker, by kind."),
+            Opts::new(
+                "vigil_messages_dropped_total",
+                "Messages that could not be queued for the broker, by kind.",
+            ),
             &["kind"],
         )?;
         let malformed = IntCounterVec::new(
-            Opts::new("vigil_messages_malformed_total", "Messages refused on decoding, by reason."),
+            Opts::new(
+                "vigil_messages_malformed_total",
+                "Messages refused on decoding, by reason.",
+            ),
             &["reason"],
         )?;
         registry.register(Box::new(connected.clone()))?;
@@ -123,7 +145,14 @@ impl LinkMetrics {
         registry.register(Box::new(published.clone()))?;
         registry.register(Box::new(dropped.clone()))?;
         registry.register(Box::new(malformed.clone()))?;
-        Ok(Self { connected, reconnects, received, published, dropped, malformed })
+        Ok(Self {
+            connected,
+            reconnects,
+            received,
+            published,
+            dropped,
+            malformed,
+        })
     }
 }
 
@@ -207,9 +236,17 @@ pub struct Link {
 
 /// Creates the client and the link task; spawn `link.run(token)` and publish
 /// through the returned [`Publisher`]. Incoming publishes go to `inbox`.
-pub fn open(spec: LinkSpec, inbox: mpsc::Sender<Publish>, metrics: LinkMetrics) -> (Publisher, Link) {
+pub fn open(
+    spec: LinkSpec,
+    inbox: mpsc::Sender<Publish>,
+    metrics: LinkMetrics,
+) -> (Publisher, Link) {
     let s = &spec.settings;
-    let id = if s.client_id.is_empty() { spec.default_client_id.clone() } else { s.client_id.clone() };
+    let id = if s.client_id.is_empty() {
+        spec.default_client_id.clone()
+    } else {
+        s.client_id.clone()
+    };
     let mut opts = MqttOptions::new(id, s.host.clone(), s.port);
     opts.set_keep_alive(Duration::from_secs(s.keep_alive_secs));
     opts.set_max_packet_size(s.max_packet_bytes, s.max_packet_bytes);
@@ -218,12 +255,31 @@ pub fn open(spec: LinkSpec, inbox: mpsc::Sender<Publish>, metrics: LinkMetrics) 
         opts.set_credentials(u.clone(), p.clone());
     }
     if let Some(p) = &spec.presence {
-        opts.set_last_will(LastWill::new(&p.topic, p.offline.clone(), QoS::AtLeastOnce, true));
+        opts.set_last_will(LastWill::new(
+            &p.topic,
+            p.offline.clone(),
+            QoS::AtLeastOnce,
+            true,
+        ));
     }
     let (client, eventloop) = AsyncClient::new(opts, 256);
     let connected = Arc::new(AtomicBool::new(false));
-    let publisher = Publisher { client: client.clone(), metrics: metrics.clone(), connected: connected.clone() };
-    (publisher, Link { spec, client, eventloop, inbox, metrics, connected })
+    let publisher = Publisher {
+        client: client.clone(),
+        metrics: metrics.clone(),
+        connected: connected.clone(),
+    };
+    (
+        publisher,
+        Link {
+            spec,
+            client,
+            eventloop,
+            inbox,
+            metrics,
+            connected,
+        },
+    )
 }
 
 impl Link {
@@ -232,7 +288,10 @@ impl Link {
     pub async fn run(mut self, shutdown: CancellationToken) {
         let s = self.spec.settings.clone();
         let broker = format!("{}:{}", s.host, s.port);
-        let mut backoff = Backoff::new(Duration::from_millis(s.reconnect_min_ms), Duration::from_millis(s.reconnect_max_ms));
+        let mut backoff = Backoff::new(
+            Duration::from_millis(s.reconnect_min_ms),
+            Duration::from_millis(s.reconnect_max_ms),
+        );
         loop {
             let event = tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -282,7 +341,10 @@ impl Link {
             }
         }
         if let Some(p) = &self.spec.presence {
-            if let Err(e) = self.client.try_publish(&p.topic, QoS::AtLeastOnce, true, p.online.clone()) {
+            if let Err(e) =
+                self.client
+                    .try_publish(&p.topic, QoS::AtLeastOnce, true, p.online.clone())
+            {
                 warn!(topic = %p.topic, error = %e, "Could not publish presence.");
             }
         }
@@ -293,7 +355,9 @@ impl Link {
             return;
         }
         if let Some(p) = &self.spec.presence {
-            let _ = self.client.try_publish(&p.topic, QoS::AtLeastOnce, true, p.offline.clone());
+            let _ = self
+                .client
+                .try_publish(&p.topic, QoS::AtLeastOnce, true, p.offline.clone());
         }
         let _ = self.client.try_disconnect();
         // Drive the loop briefly so the farewell and the disconnect go out.

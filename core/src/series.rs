@@ -61,7 +61,10 @@ pub struct SeriesId {
 impl SeriesId {
     /// Builds a series id from its parts.
     pub fn new(entity: EntityId, metric: impl Into<String>) -> Self {
-        Self { entity, metric: metric.into() }
+        Self {
+            entity,
+            metric: metric.into(),
+        }
     }
     /// Parses `<entity>:<metric>`; `None` if there is no colon or a part is empty.
     pub fn parse(text: &str) -> Option<Self> {

@@ -117,7 +117,9 @@ pub fn parse(topic: &str) -> Option<Route<'_>> {
 pub fn valid_level(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 64
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
 }
 
 #[cfg(test)]
@@ -126,13 +128,52 @@ mod tests {
 
     #[test]
     fn builds_and_parses_every_topic() {
-        assert_eq!(parse(&metrics("s", "h")), Some(Route::Metrics { site: "s", host: "h" }));
-        assert_eq!(parse(&commands("s", "h")), Some(Route::Commands { site: "s", host: "h" }));
-        assert_eq!(parse(&results("s", "h")), Some(Route::Results { site: "s", host: "h" }));
-        assert_eq!(parse(&agent_presence("s", "h")), Some(Route::AgentPresence { site: "s", host: "h" }));
-        assert_eq!(parse(&sensor("s", "t")), Some(Route::Sensor { site: "s", sensor: "t" }));
-        assert_eq!(parse(&edge_presence("s")), Some(Route::EdgePresence { site: "s" }));
-        assert_eq!(parse(&uplink("s", "audit")), Some(Route::Uplink { site: "s", kind: "audit" }));
+        assert_eq!(
+            parse(&metrics("s", "h")),
+            Some(Route::Metrics {
+                site: "s",
+                host: "h"
+            })
+        );
+        assert_eq!(
+            parse(&commands("s", "h")),
+            Some(Route::Commands {
+                site: "s",
+                host: "h"
+            })
+        );
+        assert_eq!(
+            parse(&results("s", "h")),
+            Some(Route::Results {
+                site: "s",
+                host: "h"
+            })
+        );
+        assert_eq!(
+            parse(&agent_presence("s", "h")),
+            Some(Route::AgentPresence {
+                site: "s",
+                host: "h"
+            })
+        );
+        assert_eq!(
+            parse(&sensor("s", "t")),
+            Some(Route::Sensor {
+                site: "s",
+                sensor: "t"
+            })
+        );
+        assert_eq!(
+            parse(&edge_presence("s")),
+            Some(Route::EdgePresence { site: "s" })
+        );
+        assert_eq!(
+            parse(&uplink("s", "audit")),
+            Some(Route::Uplink {
+                site: "s",
+                kind: "audit"
+            })
+        );
         assert_eq!(parse("vigil/v2/s/h/metrics"), None);
         assert_eq!(parse("vigil/v1/s/h/other"), None);
     }

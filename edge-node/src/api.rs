@@ -50,7 +50,10 @@ struct SeriesRow {
     points: usize,
 }
 
-async fn series(State(s): State<Arc<Shared>>, Query(q): Query<SeriesQuery>) -> Json<Vec<SeriesRow>> {
+async fn series(
+    State(s): State<Arc<Shared>>,
+    Query(q): Query<SeriesQuery>,
+) -> Json<Vec<SeriesRow>> {
     let cache = s.lock_cache();
     let rows = cache
         .entries()
@@ -76,7 +79,11 @@ struct PointsQuery {
 
 async fn points(State(s): State<Arc<Shared>>, Query(q): Query<PointsQuery>) -> Response {
     let Some(id) = SeriesId::parse(&q.id) else {
-        return (StatusCode::BAD_REQUEST, format!("bad series id {:?}: expected <entity>:<metric>\n", q.id)).into_response();
+        return (
+            StatusCode::BAD_REQUEST,
+            format!("bad series id {:?}: expected <entity>:<metric>\n", q.id),
+        )
+            .into_response();
     };
     let cache = s.lock_cache();
     match cache.get(&id) {
@@ -90,7 +97,12 @@ async fn entities(State(s): State<Arc<Shared>>) -> Json<Vec<crate::entity::Entit
 }
 
 async fn anomalies(State(s): State<Arc<Shared>>) -> Json<Vec<vigil_core::message::AnomalyEvent>> {
-    Json(s.anomalies.lock().map(|a| a.iter().cloned().collect()).unwrap_or_default())
+    Json(
+        s.anomalies
+            .lock()
+            .map(|a| a.iter().cloned().collect())
+            .unwrap_or_default(),
+    )
 }
 
 async fn audit(State(s): State<Arc<Shared>>) -> Json<Vec<vigil_core::message::AuditRecord>> {

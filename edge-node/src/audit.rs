@@ -24,7 +24,11 @@ impl AuditLog {
             std::fs::create_dir_all(dir)?;
         }
         let file = OpenOptions::new().create(true).append(true).open(path)?;
-        Ok(Self { path: path.to_path_buf(), file, recent: VecDeque::new() })
+        Ok(Self {
+            path: path.to_path_buf(),
+            file,
+            recent: VecDeque::new(),
+        })
     }
 
     /// Where the log is.
@@ -81,7 +85,10 @@ mod tests {
         let mut log = AuditLog::open(&path).unwrap();
         log.append(&rec).unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
-        let lines: Vec<AuditRecord> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let lines: Vec<AuditRecord> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
         assert_eq!(lines, vec![rec.clone(), rec]);
         assert_eq!(log.recent().len(), 1);
     }

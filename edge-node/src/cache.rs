@@ -66,7 +66,12 @@ pub struct Cache {
 impl Cache {
     /// An empty cache with the given bounds.
     pub fn new(max_series: usize, points: usize) -> Self {
-        Self { index: HashMap::new(), entries: Vec::new(), max_series, points }
+        Self {
+            index: HashMap::new(),
+            entries: Vec::new(),
+            max_series,
+            points,
+        }
     }
 
     /// Number of series.
@@ -80,7 +85,14 @@ impl Cache {
     }
 
     /// Adds a sample. `now_ms` and `max_future_ms` bound the timestamp.
-    pub fn push(&mut self, id: &SeriesId, ts_ms: i64, value: f64, now_ms: i64, max_future_ms: i64) -> Result<(), Refusal> {
+    pub fn push(
+        &mut self,
+        id: &SeriesId,
+        ts_ms: i64,
+        value: f64,
+        now_ms: i64,
+        max_future_ms: i64,
+    ) -> Result<(), Refusal> {
         if !value.is_finite() {
             return Err(Refusal::NotFinite);
         }
@@ -93,7 +105,12 @@ impl Cache {
                 if self.entries.len() >= self.max_series {
                     return Err(Refusal::Full);
                 }
-                self.entries.push(Entry { id: id.clone(), points: VecDeque::new(), pending: None, score: 0.0 });
+                self.entries.push(Entry {
+                    id: id.clone(),
+                    points: VecDeque::new(),
+                    pending: None,
+                    score: 0.0,
+                });
                 self.index.insert(id.clone(), self.entries.len() - 1);
                 self.entries.len() - 1
             }
@@ -105,7 +122,11 @@ impl Cache {
         if e.points.len() >= self.points {
             e.points.pop_front();
         }
-        e.points.push_back(Point { ts_ms, value, score: 0.0 });
+        e.points.push_back(Point {
+            ts_ms,
+            value,
+            score: 0.0,
+        });
         e.pending = Some(value);
         Ok(())
     }
@@ -155,7 +176,10 @@ mod tests {
             c.push(&id("a"), t, t as f64, 100, 10).unwrap();
         }
         let e = c.get(&id("a")).unwrap();
-        assert_eq!(e.points.iter().map(|p| p.ts_ms).collect::<Vec<_>>(), vec![2, 3, 4]);
+        assert_eq!(
+            e.points.iter().map(|p| p.ts_ms).collect::<Vec<_>>(),
+            vec![2, 3, 4]
+        );
         assert_eq!(c.take_pending(), vec![Some(4.0)]);
         assert_eq!(c.take_pending(), vec![None]);
     }
@@ -163,7 +187,10 @@ mod tests {
     #[test]
     fn refuses_bad_samples_and_new_series_when_full() {
         let mut c = Cache::new(1, 3);
-        assert_eq!(c.push(&id("a"), 1, f64::NAN, 100, 10), Err(Refusal::NotFinite));
+        assert_eq!(
+            c.push(&id("a"), 1, f64::NAN, 100, 10),
+            Err(Refusal::NotFinite)
+        );
         assert_eq!(c.push(&id("a"), 1000, 1.0, 100, 10), Err(Refusal::Future));
         c.push(&id("a"), 5, 1.0, 100, 10).unwrap();
         assert_eq!(c.push(&id("a"), 4, 1.0, 100, 10), Err(Refusal::OutOfOrder));

@@ -55,7 +55,10 @@ pub struct CacheConfig {
 
 impl Default for CacheConfig {
     fn default() -> Self {
-        Self { max_series: 10_000, points_per_series: 300 }
+        Self {
+            max_series: 10_000,
+            points_per_series: 300,
+        }
     }
 }
 
@@ -86,22 +89,36 @@ impl EdgeConfig {
     pub fn validate(&self) -> Vec<String> {
         let mut e = Vec::new();
         if !topic::valid_level(&self.site) {
-            e.push(format!("site: {:?} must be 1-64 of [A-Za-z0-9._-]", self.site));
+            e.push(format!(
+                "site: {:?} must be 1-64 of [A-Za-z0-9._-]",
+                self.site
+            ));
         }
         if !topic::valid_level(&self.node) {
-            e.push(format!("node: {:?} must be 1-64 of [A-Za-z0-9._-]", self.node));
+            e.push(format!(
+                "node: {:?} must be 1-64 of [A-Za-z0-9._-]",
+                self.node
+            ));
         }
         self.mqtt.validate("mqtt", &mut e);
         if !(50..=60_000).contains(&self.tick_ms) {
             e.push(format!("tick_ms: {} is outside 50..=60000", self.tick_ms));
         }
         if self.listen.parse::<std::net::SocketAddr>().is_err() {
-            e.push(format!("listen: {:?} is not an address like 127.0.0.1:9102", self.listen));
+            e.push(format!(
+                "listen: {:?} is not an address like 127.0.0.1:9102",
+                self.listen
+            ));
         }
         if self.cache.max_series == 0 || self.cache.points_per_series == 0 {
             e.push("cache: max_series and points_per_series must be positive".into());
         }
-        e.extend(self.detector.validate().into_iter().map(|p| format!("detector.{p}")));
+        e.extend(
+            self.detector
+                .validate()
+                .into_iter()
+                .map(|p| format!("detector.{p}")),
+        );
         if self.command_ttl_secs == 0 {
             e.push("command_ttl_secs: must be positive".into());
         }
@@ -131,7 +148,12 @@ mod tests {
 
     #[test]
     fn reports_every_problem() {
-        let mut c = EdgeConfig { site: String::new(), tick_ms: 1, listen: "nope".into(), ..Default::default() };
+        let mut c = EdgeConfig {
+            site: String::new(),
+            tick_ms: 1,
+            listen: "nope".into(),
+            ..Default::default()
+        };
         c.detector.hidden = 0;
         c.cache.max_series = 0;
         assert_eq!(c.validate().len(), 5, "{:?}", c.validate());

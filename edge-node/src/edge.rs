@@ -22,7 +22,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 use vigil_core::clock::now_ms;
-use vigil_core::message::{AnomalyEvent, AuditKind, AuditRecord, Heartbeat, Presence, PresenceState, SampleBatch, ScoredSample};
+use vigil_core::message::{
+    AnomalyEvent, AuditKind, AuditRecord, Heartbeat, Presence, PresenceState, SampleBatch,
+    ScoredSample,
+};
 use vigil_core::mqtt::{self, LinkSpec, PresenceSpec};
 use vigil_core::{encode, topic, EntityId, SeriesId};
 use vigil_models::Detector;
@@ -71,23 +74,43 @@ impl Shared {
 }
 
 /// Runs the edge node until `shutdown`. `listener` serves the API and metrics.
-pub async fn run(config: EdgeConfig, policies: PolicySet, listener: TcpListener, metrics: EdgeMetrics, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn run(
+    config: EdgeConfig,
+    policies: PolicySet,
+    listener: TcpListener,
+    metrics: EdgeMetrics,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let site = config.site.clone();
     let audit_path = config.data_dir.join("audit.jsonl");
-    let audit = AuditLog::open(&audit_path).with_context(|| format!("opening audit log {}", audit_path.display()))?;
+    let audit = AuditLog::open(&audit_path)
+        .with_context(|| format!("opening audit log {}", audit_path.display()))?;
     let detector = Detector::new(config.detector.clone())?;
     let shared = Arc::new(Shared {
         site: site.clone(),
         node: config.node.clone(),
-        cache: Mutex::new(Cache::new(config.cache.max_series, config.cache.points_per_series)),
+        cache: Mutex::new(Cache::new(
+            config.cache.max_series,
+            config.cache.points_per_series,
+        )),
         entities: Mutex::new(Entities::default()),
         anomalies: Mutex::new(VecDeque::new()),
         audit: Mutex::new(audit),
         agents: Mutex::new(BTreeMap::new()),
-        info: Mutex::new(Info { model_version: detector.model_version(), policy_version: policies.version.clone() }),
+        info: Mutex::new(Info {
+            model_version: detector.model_version(),
+            policy_version: policies.version.clone(),
+        }),
     });
 
-    let presence = |state| encode(&Presence { node: config.node.clone(), role: "edge".into(), state, ts_ms: now_ms() });
+    let presence = |state| {
+        encode(&Presence {
+            node: config.node.clone(),
+            role: "edge".into(),
+            state,
+            ts_ms: now_ms(),
+        })
+    };
     let p = topic::PREFIX;
     let spec = LinkSpec {
         settings: config.mqtt.clone(),
@@ -98,7 +121,11 @@ pub async fn run(config: EdgeConfig, policies: PolicySet, listener: TcpListener,
             format!("{p}/{site}/+/presence"),
             format!("{p}/{site}/sensors/+"),
         ],
-        presence: Some(PresenceSpec { topic: topic::edge_presence(&site), online: presence(PresenceState::Online), offline: presence(PresenceState::Offline) }),
+        presence: Some(PresenceSpec {
+            topic: topic::edge_presence(&site),
+            online: presence(PresenceState::Online),
+            offline: presence(PresenceState::Offline),
+        }),
     };
     let (inbox_tx, inbox) = mpsc::channel(1024);
     let (publisher, link) = mqtt::open(spec, inbox_tx, metrics.link.clone());
@@ -109,11 +136,29 @@ pub async fn run(config: EdgeConfig, policies: PolicySet, listener: TcpListener,
     tracker.spawn(link.run(link_token.clone()));
     let out_token = CancellationToken::new();
     tracker.spawn(out_task.run(out_token.clone()));
-    let http = vigil_core::telemetry::router(metrics.registry.clone()).merge(crate::api::router(shared.clone()));
-    tracker.spawn(vigil_core::telemetry::serve(listener, http, shutdown.child_token()));
+    let http = vigil_core::telemetry::router(metrics.registry.clone())
+        .merge(crate::api::router(shared.clone()));
+    tracker.spawn(vigil_core::telemetry::serve(
+        listener,
+        http,
+        shutdown.child_token(),
+    ));
 
-    let engine = Engine::new(site.clone(), policies, config.command_ttl_secs as i64 * 1000);
-    let node = Node { config, shared, metrics, out, engine, detector: Some(detector), ticks: 0, last_uplink_ms: 0 };
+    let engine = Engine::new(
+        site.clone(),
+        policies,
+        config.command_ttl_secs as i64 * 1000,
+    );
+    let node = Node {
+        config,
+        shared,
+        metrics,
+        out,
+        engine,
+        detector: Some(detector),
+        ticks: 0,
+        last_uplink_ms: 0,
+    };
     info!(%site, "Edge node running.");
     node.run(inbox, shutdown).await;
 
@@ -154,32 +199,71 @@ impl Node {
 
     fn on_message(&mut self, m: &Publish) {
         let now = now_ms();
-        match classify(&self.config.site, &m.topic, &m.payload, self.config.max_message_bytes, now) {
+        match classify(
+            &self.config.site,
+            &m.topic,
+            &m.payload,
+            self.config.max_message_bytes,
+            now,
+        ) {
             Ok(Inbound::Batch(batch)) => {
-                self.metrics.link.received.with_label_values(&["metrics"]).inc();
+                self.metrics
+                    .link
+                    .received
+                    .with_label_values(&["metrics"])
+                    .inc();
                 let mut cache = self.shared.lock_cache();
                 for s in batch.samples {
-                    self.accept(&mut cache, &SeriesId::new(s.entity, s.metric), s.ts_ms, s.value, now);
+                    self.accept(
+                        &mut cache,
+                        &SeriesId::new(s.entity, s.metric),
+                        s.ts_ms,
+                        s.value,
+                        now,
+                    );
                 }
                 self.metrics.series.set(cache.len() as i64);
             }
             Ok(Inbound::Sensor { name, ts_ms, value }) => {
-                self.metrics.link.received.with_label_values(&["sensor"]).inc();
+                self.metrics
+                    .link
+                    .received
+                    .with_label_values(&["sensor"])
+                    .inc();
                 let mut cache = self.shared.lock_cache();
-                self.accept(&mut cache, &SeriesId::new(EntityId::sensor(&name), "value"), ts_ms, value, now);
+                self.accept(
+                    &mut cache,
+                    &SeriesId::new(EntityId::sensor(&name), "value"),
+                    ts_ms,
+                    value,
+                    now,
+                );
                 self.metrics.series.set(cache.len() as i64);
             }
             Ok(Inbound::Result(r)) => {
-                self.metrics.link.received.with_label_values(&["result"]).inc();
-                self.metrics.action_results.with_label_values(&[r.outcome.as_str()]).inc();
+                self.metrics
+                    .link
+                    .received
+                    .with_label_values(&["result"])
+                    .inc();
+                self.metrics
+                    .action_results
+                    .with_label_values(&[r.outcome.as_str()])
+                    .inc();
                 let model = self.model_version();
                 match self.engine.on_result(&r, now, &model) {
                     Some(d) => self.apply(d),
-                    None => warn!(command_id = %r.command_id, outcome = r.outcome.as_str(), "Result for no command in flight; ignored."),
+                    None => {
+                        warn!(command_id = %r.command_id, outcome = r.outcome.as_str(), "Result for no command in flight; ignored.")
+                    }
                 }
             }
             Ok(Inbound::AgentPresence { host, online }) => {
-                self.metrics.link.received.with_label_values(&["presence"]).inc();
+                self.metrics
+                    .link
+                    .received
+                    .with_label_values(&["presence"])
+                    .inc();
                 info!(%host, online, "Agent presence.");
                 if let Ok(mut a) = self.shared.agents.lock() {
                     a.insert(host, online);
@@ -188,25 +272,45 @@ impl Node {
             Ok(Inbound::Ignored) => {}
             Err((kind, e)) => {
                 self.metrics.link.received.with_label_values(&[kind]).inc();
-                self.metrics.link.malformed.with_label_values(&[e.reason()]).inc();
+                self.metrics
+                    .link
+                    .malformed
+                    .with_label_values(&[e.reason()])
+                    .inc();
                 warn!(topic = %m.topic, kind, error = %e, "Dropped malformed message.");
             }
         }
     }
 
     fn accept(&self, cache: &mut Cache, id: &SeriesId, ts_ms: i64, value: f64, now: i64) {
-        match cache.push(id, ts_ms, value, now, self.config.max_future_secs as i64 * 1000) {
+        match cache.push(
+            id,
+            ts_ms,
+            value,
+            now,
+            self.config.max_future_secs as i64 * 1000,
+        ) {
             Ok(()) => self.metrics.samples.inc(),
-            Err(r) => self.metrics.samples_refused.with_label_values(&[r.as_str()]).inc(),
+            Err(r) => self
+                .metrics
+                .samples_refused
+                .with_label_values(&[r.as_str()])
+                .inc(),
         }
     }
 
     fn model_version(&self) -> String {
-        self.shared.info.lock().map(|i| i.model_version.clone()).unwrap_or_default()
+        self.shared
+            .info
+            .lock()
+            .map(|i| i.model_version.clone())
+            .unwrap_or_default()
     }
 
     async fn tick(&mut self) {
-        let Some(mut detector) = self.detector.take() else { return };
+        let Some(mut detector) = self.detector.take() else {
+            return;
+        };
         let values = self.shared.lock_cache().take_pending();
         let timer = self.metrics.tick_seconds.start_timer();
         // Tensor work stays off the async workers.
@@ -240,7 +344,14 @@ impl Node {
             let mut cache = self.shared.lock_cache();
             cache.set_scores(&values, &scores.scores);
             self.update_score_gauges(&cache);
-            self.shared.lock_entities().update(&cache, threshold, now, stale_ms, &self.config.site, &model)
+            self.shared.lock_entities().update(
+                &cache,
+                threshold,
+                now,
+                stale_ms,
+                &self.config.site,
+                &model,
+            )
         };
         if let Ok(mut i) = self.shared.info.lock() {
             i.model_version = model.clone();
@@ -248,7 +359,8 @@ impl Node {
         for ev in events {
             self.metrics.anomalies.inc();
             info!(entity = %ev.entity, score = ev.score, top_metric = %ev.top_metric, "Anomaly detected.");
-            self.out.send(topic::uplink(&self.config.site, "anomaly"), &ev, false);
+            self.out
+                .send(topic::uplink(&self.config.site, "anomaly"), &ev, false);
             if let Ok(mut a) = self.shared.anomalies.lock() {
                 if a.len() >= RECENT_ANOMALIES {
                     a.pop_front();
@@ -258,7 +370,9 @@ impl Node {
         }
         let decisions = {
             let ents = self.shared.lock_entities();
-            self.metrics.anomalous_entities.set(ents.anomalous_count() as i64);
+            self.metrics
+                .anomalous_entities
+                .set(ents.anomalous_count() as i64);
             self.engine.on_tick(now, &ents, &model)
         };
         self.apply(decisions);
@@ -269,14 +383,21 @@ impl Node {
 
     fn update_score_gauges(&self, cache: &Cache) {
         // Bounded label set: only the highest-scoring series get a gauge.
-        let mut top: Vec<(f32, String)> = cache.entries().iter().map(|e| (e.score, e.id.to_string())).collect();
+        let mut top: Vec<(f32, String)> = cache
+            .entries()
+            .iter()
+            .map(|e| (e.score, e.id.to_string()))
+            .collect();
         if top.len() > self.config.score_gauges_max {
             top.select_nth_unstable_by(self.config.score_gauges_max, |a, b| b.0.total_cmp(&a.0));
             top.truncate(self.config.score_gauges_max);
             self.metrics.anomaly_score.reset();
         }
         for (score, id) in top {
-            self.metrics.anomaly_score.with_label_values(&[id.as_str()]).set(score as f64);
+            self.metrics
+                .anomaly_score
+                .with_label_values(&[id.as_str()])
+                .set(score as f64);
         }
     }
 
@@ -284,7 +405,8 @@ impl Node {
         for (agent, cmd) in d.commands {
             info!(target_entity = %cmd.target, action = %cmd.action, %agent, id = %cmd.id, "Sending remediation command.");
             self.metrics.commands_sent.inc();
-            self.out.send(topic::commands(&self.config.site, &agent), &cmd, false);
+            self.out
+                .send(topic::commands(&self.config.site, &agent), &cmd, false);
         }
         for rec in d.audit {
             self.count_audit(&rec);
@@ -295,16 +417,29 @@ impl Node {
                     warn!(error = %e, path = %log.path().display(), "Could not write audit record.");
                 }
             }
-            self.out.send(topic::uplink(&self.config.site, "audit"), &rec, false);
+            self.out
+                .send(topic::uplink(&self.config.site, "audit"), &rec, false);
         }
     }
 
     fn count_audit(&self, rec: &AuditRecord) {
         match rec.kind {
             AuditKind::HeldBack => self.metrics.held_back.inc(),
-            AuditKind::Verified => self.metrics.verifications.with_label_values(&["verified"]).inc(),
-            AuditKind::VerifyFailed => self.metrics.verifications.with_label_values(&["failed"]).inc(),
-            AuditKind::ActionResult if rec.outcome.is_none() => self.metrics.action_results.with_label_values(&["no_result"]).inc(),
+            AuditKind::Verified => self
+                .metrics
+                .verifications
+                .with_label_values(&["verified"])
+                .inc(),
+            AuditKind::VerifyFailed => self
+                .metrics
+                .verifications
+                .with_label_values(&["failed"])
+                .inc(),
+            AuditKind::ActionResult if rec.outcome.is_none() => self
+                .metrics
+                .action_results
+                .with_label_values(&["no_result"])
+                .inc(),
             _ => {}
         }
     }
@@ -317,7 +452,13 @@ impl Node {
                 .entries()
                 .iter()
                 .filter_map(|e| e.points.back().filter(|p| p.ts_ms > since).map(|p| (e, p)))
-                .map(|(e, p)| ScoredSample { entity: e.id.entity.clone(), metric: e.id.metric.clone(), ts_ms: p.ts_ms, value: p.value, score: p.score as f64 })
+                .map(|(e, p)| ScoredSample {
+                    entity: e.id.entity.clone(),
+                    metric: e.id.metric.clone(),
+                    ts_ms: p.ts_ms,
+                    value: p.value,
+                    score: p.score as f64,
+                })
                 .collect()
         };
         if let Some(max) = samples.iter().map(|s| s.ts_ms).max() {
@@ -325,8 +466,12 @@ impl Node {
         }
         // Keep each message well under the broker's packet limit.
         for chunk in samples.chunks(2000) {
-            let batch = SampleBatch { site: self.config.site.clone(), samples: chunk.to_vec() };
-            self.out.send(topic::uplink(&self.config.site, "samples"), &batch, false);
+            let batch = SampleBatch {
+                site: self.config.site.clone(),
+                samples: chunk.to_vec(),
+            };
+            self.out
+                .send(topic::uplink(&self.config.site, "samples"), &batch, false);
         }
     }
 
@@ -339,8 +484,14 @@ impl Node {
             model_version: self.model_version(),
             series: self.shared.lock_cache().len() as u64,
             anomalous_entities: self.shared.lock_entities().anomalous_count() as u64,
-            agents_online: self.shared.agents.lock().map(|a| a.values().filter(|&&o| o).count() as u64).unwrap_or(0),
+            agents_online: self
+                .shared
+                .agents
+                .lock()
+                .map(|a| a.values().filter(|&&o| o).count() as u64)
+                .unwrap_or(0),
         };
-        self.out.send(topic::uplink(&self.config.site, "heartbeat"), &hb, false);
+        self.out
+            .send(topic::uplink(&self.config.site, "heartbeat"), &hb, false);
     }
 }

@@ -40,30 +40,50 @@ impl Entities {
     /// Rolls the cache's latest scores up per entity. Series without a point
     /// in the last `stale_ms` do not count (a dead process stops reporting
     /// its CPU; its last score must not linger). Returns the new anomalies.
-    pub fn update(&mut self, cache: &Cache, threshold: f64, now_ms: i64, stale_ms: i64, site: &str, model: &str) -> Vec<AnomalyEvent> {
+    pub fn update(
+        &mut self,
+        cache: &Cache,
+        threshold: f64,
+        now_ms: i64,
+        stale_ms: i64,
+        site: &str,
+        model: &str,
+    ) -> Vec<AnomalyEvent> {
         let mut rolled: BTreeMap<&EntityId, Vec<Contributor>> = BTreeMap::new();
         for e in cache.entries() {
-            let Some(last) = e.points.back() else { continue };
+            let Some(last) = e.points.back() else {
+                continue;
+            };
             let list = rolled.entry(&e.id.entity).or_default();
             if now_ms - last.ts_ms <= stale_ms {
-                list.push(Contributor { metric: e.id.metric.clone(), score: e.score as f64, value: last.value });
+                list.push(Contributor {
+                    metric: e.id.metric.clone(),
+                    score: e.score as f64,
+                    value: last.value,
+                });
             }
         }
         let mut events = Vec::new();
         for (entity, mut list) in rolled {
             list.sort_by(|a, b| b.score.total_cmp(&a.score));
             list.truncate(CONTRIBUTORS);
-            let (score, top) = list.first().map(|c| (c.score, c.metric.clone())).unwrap_or((0.0, String::new()));
+            let (score, top) = list
+                .first()
+                .map(|c| (c.score, c.metric.clone()))
+                .unwrap_or((0.0, String::new()));
             let anomalous = score >= threshold;
-            let st = self.map.entry(entity.clone()).or_insert_with(|| EntityState {
-                entity: entity.clone(),
-                score: 0.0,
-                top_metric: String::new(),
-                contributors: Vec::new(),
-                anomalous: false,
-                since_ms: now_ms,
-                anomaly_id: None,
-            });
+            let st = self
+                .map
+                .entry(entity.clone())
+                .or_insert_with(|| EntityState {
+                    entity: entity.clone(),
+                    score: 0.0,
+                    top_metric: String::new(),
+                    contributors: Vec::new(),
+                    anomalous: false,
+                    since_ms: now_ms,
+                    anomaly_id: None,
+                });
             if anomalous != st.anomalous {
                 st.anomalous = anomalous;
                 st.since_ms = now_ms;

@@ -1,10 +1,10 @@
 //! Classifies and decodes incoming MQTT messages by topic. Nothing here
 //! panics on bad input: every refusal comes back as a reason to count.
 
+use vigil_core::decode;
 use vigil_core::envelope::DecodeError;
 use vigil_core::message::{CommandResult, MetricBatch, Presence, PresenceState};
 use vigil_core::topic::{self, Route};
-use vigil_core::decode;
 
 /// A decoded incoming message.
 #[derive(Debug, PartialEq)]
@@ -34,28 +34,52 @@ pub enum Inbound {
 }
 
 /// Decodes a message; `Err` carries the message kind and why it was refused.
-pub fn classify(site: &str, topic_name: &str, payload: &[u8], max_bytes: usize, now_ms: i64) -> Result<Inbound, (&'static str, DecodeError)> {
-    let Some(route) = topic::parse(topic_name) else { return Ok(Inbound::Ignored) };
+pub fn classify(
+    site: &str,
+    topic_name: &str,
+    payload: &[u8],
+    max_bytes: usize,
+    now_ms: i64,
+) -> Result<Inbound, (&'static str, DecodeError)> {
+    let Some(route) = topic::parse(topic_name) else {
+        return Ok(Inbound::Ignored);
+    };
     match route {
         Route::Metrics { site: s, host } if s == site => {
             let mut batch: MetricBatch = decode(payload, max_bytes).map_err(|e| ("metrics", e))?;
             if batch.host != host {
-                return Err(("metrics", DecodeError::Malformed(format!("batch from {:?} on the topic of {host:?}", batch.host))));
+                return Err((
+                    "metrics",
+                    DecodeError::Malformed(format!(
+                        "batch from {:?} on the topic of {host:?}",
+                        batch.host
+                    )),
+                ));
             }
             // An agent speaks only for its own host's entities.
-            batch.samples.retain(|smp| smp.entity.host_name() == Some(host));
+            batch
+                .samples
+                .retain(|smp| smp.entity.host_name() == Some(host));
             Ok(Inbound::Batch(batch))
         }
-        Route::Results { site: s, .. } if s == site => {
-            decode::<CommandResult>(payload, max_bytes).map(Inbound::Result).map_err(|e| ("result", e))
-        }
+        Route::Results { site: s, .. } if s == site => decode::<CommandResult>(payload, max_bytes)
+            .map(Inbound::Result)
+            .map_err(|e| ("result", e)),
         Route::AgentPresence { site: s, host } if s == site => {
             let p: Presence = decode(payload, max_bytes).map_err(|e| ("presence", e))?;
-            Ok(Inbound::AgentPresence { host: host.to_string(), online: p.state == PresenceState::Online })
+            Ok(Inbound::AgentPresence {
+                host: host.to_string(),
+                online: p.state == PresenceState::Online,
+            })
         }
         Route::Sensor { site: s, sensor } if s == site => {
-            let (ts_ms, value) = parse_sensor(payload, now_ms, max_bytes).map_err(|e| ("sensor", e))?;
-            Ok(Inbound::Sensor { name: sensor.to_string(), ts_ms, value })
+            let (ts_ms, value) =
+                parse_sensor(payload, now_ms, max_bytes).map_err(|e| ("sensor", e))?;
+            Ok(Inbound::Sensor {
+                name: sensor.to_string(),
+                ts_ms,
+                value,
+            })
         }
         _ => Ok(Inbound::Ignored),
     }
@@ -64,11 +88,20 @@ pub fn classify(site: &str, topic_name: &str, payload: &[u8], max_bytes: usize, 
 /// A sensor payload: a plain number (`21.5`), or JSON
 /// `{"value": 21.5, "unit": "C", "timestamp": 1700000000}` where `unit` and
 /// `timestamp` are optional and the timestamp is Unix seconds or milliseconds.
-pub fn parse_sensor(payload: &[u8], now_ms: i64, max_bytes: usize) -> Result<(i64, f64), DecodeError> {
+pub fn parse_sensor(
+    payload: &[u8],
+    now_ms: i64,
+    max_bytes: usize,
+) -> Result<(i64, f64), DecodeError> {
     if payload.len() > max_bytes.min(4096) {
-        return Err(DecodeError::Oversized { len: payload.len(), max: max_bytes.min(4096) });
+        return Err(DecodeError::Oversized {
+            len: payload.len(),
+            max: max_bytes.min(4096),
+        });
     }
-    let text = std::str::from_utf8(payload).map_err(|_| DecodeError::Malformed("sensor payload is not UTF-8".into()))?.trim();
+    let text = std::str::from_utf8(payload)
+        .map_err(|_| DecodeError::Malformed("sensor payload is not UTF-8".into()))?
+        .trim();
     if let Ok(v) = text.parse::<f64>() {
         return finite(v).map(|v| (now_ms, v));
     }
@@ -82,18 +115,27 @@ pub fn parse_sensor(payload: &[u8], now_ms: i64, max_bytes: usize) -> Result<(i6
         #[serde(default)]
         timestamp: Option<f64>,
     }
-    let r: Reading = serde_json::from_str(text).map_err(|e| DecodeError::Malformed(format!("sensor payload: {e}")))?;
+    let r: Reading = serde_json::from_str(text)
+        .map_err(|e| DecodeError::Malformed(format!("sensor payload: {e}")))?;
     let ts = match r.timestamp {
         Some(t) if t.is_finite() && t > 1e11 => t as i64,
         Some(t) if t.is_finite() && t > 0.0 => (t * 1000.0) as i64,
-        Some(_) => return Err(DecodeError::Malformed("sensor timestamp must be positive".into())),
+        Some(_) => {
+            return Err(DecodeError::Malformed(
+                "sensor timestamp must be positive".into(),
+            ))
+        }
         None => now_ms,
     };
     finite(r.value).map(|v| (ts, v))
 }
 
 fn finite(v: f64) -> Result<f64, DecodeError> {
-    if v.is_finite() { Ok(v) } else { Err(DecodeError::Malformed("sensor value is not finite".into())) }
+    if v.is_finite() {
+        Ok(v)
+    } else {
+        Err(DecodeError::Malformed("sensor value is not finite".into()))
+    }
 }
 
 #[cfg(test)]
@@ -105,24 +147,63 @@ mod tests {
     #[test]
     fn sensor_payload_forms() {
         assert_eq!(parse_sensor(b" 21.5 ", 7, 1024).unwrap(), (7, 21.5));
-        assert_eq!(parse_sensor(br#"{"value":3,"unit":"C"}"#, 7, 1024).unwrap(), (7, 3.0));
-        assert_eq!(parse_sensor(br#"{"value":3,"timestamp":1700000000}"#, 7, 1024).unwrap(), (1_700_000_000_000, 3.0));
-        assert_eq!(parse_sensor(br#"{"value":3,"timestamp":1700000000123}"#, 7, 1024).unwrap().0, 1_700_000_000_123);
-        for bad in [&b"hot"[..], b"NaN", b"{\"value\":\"x\"}", b"{\"v\":1}", &[0xff, 0x00]] {
+        assert_eq!(
+            parse_sensor(br#"{"value":3,"unit":"C"}"#, 7, 1024).unwrap(),
+            (7, 3.0)
+        );
+        assert_eq!(
+            parse_sensor(br#"{"value":3,"timestamp":1700000000}"#, 7, 1024).unwrap(),
+            (1_700_000_000_000, 3.0)
+        );
+        assert_eq!(
+            parse_sensor(br#"{"value":3,"timestamp":1700000000123}"#, 7, 1024)
+                .unwrap()
+                .0,
+            1_700_000_000_123
+        );
+        for bad in [
+            &b"hot"[..],
+            b"NaN",
+            b"{\"value\":\"x\"}",
+            b"{\"v\":1}",
+            &[0xff, 0x00],
+        ] {
             assert!(parse_sensor(bad, 7, 1024).is_err(), "{bad:?}");
         }
     }
 
     #[test]
     fn batches_are_checked_against_their_topic() {
-        let sample = |host: &str| Sample { entity: EntityId::host(host), metric: "cpu_percent".into(), ts_ms: 1, value: 1.0 };
-        let batch = MetricBatch { host: "h1".into(), seq: 1, samples: vec![sample("h1"), sample("h2")] };
+        let sample = |host: &str| Sample {
+            entity: EntityId::host(host),
+            metric: "cpu_percent".into(),
+            ts_ms: 1,
+            value: 1.0,
+        };
+        let batch = MetricBatch {
+            host: "h1".into(),
+            seq: 1,
+            samples: vec![sample("h1"), sample("h2")],
+        };
         let got = classify("s", &topic::metrics("s", "h1"), &encode(&batch), 1 << 20, 0).unwrap();
-        let Inbound::Batch(b) = got else { panic!("{got:?}") };
+        let Inbound::Batch(b) = got else {
+            panic!("{got:?}")
+        };
         assert_eq!(b.samples.len(), 1, "a foreign entity must be dropped");
-        let err = classify("s", &topic::metrics("s", "h9"), &encode(&batch), 1 << 20, 0).unwrap_err();
+        let err =
+            classify("s", &topic::metrics("s", "h9"), &encode(&batch), 1 << 20, 0).unwrap_err();
         assert_eq!(err.0, "metrics");
-        assert_eq!(classify("other", &topic::metrics("s", "h1"), &encode(&batch), 1 << 20, 0).unwrap(), Inbound::Ignored);
+        assert_eq!(
+            classify(
+                "other",
+                &topic::metrics("s", "h1"),
+                &encode(&batch),
+                1 << 20,
+                0
+            )
+            .unwrap(),
+            Inbound::Ignored
+        );
         let err = classify("s", &topic::metrics("s", "h1"), b"{garbage", 1 << 20, 0).unwrap_err();
         assert_eq!(err.1.reason(), "malformed");
     }

@@ -33,7 +33,8 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     vigil_core::telemetry::init_tracing("info");
-    let mut config = load_validated(args.config.as_deref(), EdgeConfig::validate).unwrap_or_else(|p| exit_with(&p));
+    let mut config = load_validated(args.config.as_deref(), EdgeConfig::validate)
+        .unwrap_or_else(|p| exit_with(&p));
     if let Some(p) = args.policy {
         config.policy = p;
     }
@@ -46,7 +47,9 @@ async fn main() -> anyhow::Result<()> {
     } else {
         PolicySet::load(&config.policy).unwrap_or_else(|p| exit_with(&p))
     };
-    let listener = tokio::net::TcpListener::bind(&config.listen).await.with_context(|| format!("binding {}", config.listen))?;
+    let listener = tokio::net::TcpListener::bind(&config.listen)
+        .await
+        .with_context(|| format!("binding {}", config.listen))?;
     let metrics = EdgeMetrics::new()?;
     let shutdown = vigil_core::shutdown::on_signal();
     vigil_edge::run(config, policies, listener, metrics, shutdown).await

@@ -1,6 +1,8 @@
 //! The edge node's Prometheus metrics, in its own explicit registry.
 
-use prometheus::{GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{
+    GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+};
 use vigil_core::mqtt::LinkMetrics;
 
 /// Handles to every edge metric; cheap to clone.
@@ -44,32 +46,67 @@ impl EdgeMetrics {
         let m = Self {
             link,
             series: IntGauge::new("vigil_edge_series", "Series in the edge cache.")?,
-            samples: IntCounter::new("vigil_edge_samples_total", "Samples accepted into the edge cache.")?,
+            samples: IntCounter::new(
+                "vigil_edge_samples_total",
+                "Samples accepted into the edge cache.",
+            )?,
             samples_refused: IntCounterVec::new(
-                Opts::new("vigil_edge_samples_refused_total", "Samples refused by the edge, by reason."),
+                Opts::new(
+                    "vigil_edge_samples_refused_total",
+                    "Samples refused by the edge, by reason.",
+                ),
                 &["reason"],
             )?,
             anomaly_score: GaugeVec::new(
-                Opts::new("vigil_anomaly_score", "Latest anomaly score of a series, 0..1 (highest series only)."),
+                Opts::new(
+                    "vigil_anomaly_score",
+                    "Latest anomaly score of a series, 0..1 (highest series only).",
+                ),
                 &["series"],
             )?,
-            anomalies: IntCounter::new("vigil_anomalies_total", "Anomaly events opened (entity turned anomalous).")?,
-            anomalous_entities: IntGauge::new("vigil_edge_anomalous_entities", "Entities anomalous now.")?,
-            commands_sent: IntCounter::new("vigil_edge_commands_sent_total", "Remediation commands sent to agents.")?,
+            anomalies: IntCounter::new(
+                "vigil_anomalies_total",
+                "Anomaly events opened (entity turned anomalous).",
+            )?,
+            anomalous_entities: IntGauge::new(
+                "vigil_edge_anomalous_entities",
+                "Entities anomalous now.",
+            )?,
+            commands_sent: IntCounter::new(
+                "vigil_edge_commands_sent_total",
+                "Remediation commands sent to agents.",
+            )?,
             action_results: IntCounterVec::new(
-                Opts::new("vigil_edge_action_results_total", "Remediation results reported by agents, by outcome."),
+                Opts::new(
+                    "vigil_edge_action_results_total",
+                    "Remediation results reported by agents, by outcome.",
+                ),
                 &["outcome"],
             )?,
-            held_back: IntCounter::new("vigil_edge_actions_held_back_total", "Remediation decisions held back by a rail or mode.")?,
+            held_back: IntCounter::new(
+                "vigil_edge_actions_held_back_total",
+                "Remediation decisions held back by a rail or mode.",
+            )?,
             verifications: IntCounterVec::new(
-                Opts::new("vigil_edge_verifications_total", "Recovery checks after an action, by result."),
+                Opts::new(
+                    "vigil_edge_verifications_total",
+                    "Recovery checks after an action, by result.",
+                ),
                 &["result"],
             )?,
             tick_seconds: Histogram::with_opts(
-                HistogramOpts::new("vigil_edge_tick_duration_seconds", "Time to score every series in one tick.")
-                    .buckets(vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0]),
+                HistogramOpts::new(
+                    "vigil_edge_tick_duration_seconds",
+                    "Time to score every series in one tick.",
+                )
+                .buckets(vec![
+                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+                ]),
             )?,
-            audit_write_errors: IntCounter::new("vigil_edge_audit_write_errors_total", "Audit records that could not be written to disk.")?,
+            audit_write_errors: IntCounter::new(
+                "vigil_edge_audit_write_errors_total",
+                "Audit records that could not be written to disk.",
+            )?,
             registry,
         };
         let r = &m.registry;

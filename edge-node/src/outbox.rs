@@ -37,7 +37,12 @@ pub fn outbox(capacity: usize, publisher: Publisher, metrics: LinkMetrics) -> (O
 impl Outbox {
     /// Queues `body` for `topic`; false (and counted) if the queue is full.
     pub fn send<P: Payload>(&self, topic: String, body: &P, retain: bool) -> bool {
-        let out = Out { topic, kind: P::KIND, bytes: encode(body), retain };
+        let out = Out {
+            topic,
+            kind: P::KIND,
+            bytes: encode(body),
+            retain,
+        };
         match self.tx.try_send(out) {
             Ok(()) => true,
             Err(_) => {
@@ -57,11 +62,15 @@ impl OutboxTask {
                 _ = shutdown.cancelled() => break,
                 o = self.rx.recv() => match o { Some(o) => o, None => return },
             };
-            self.publisher.send_raw(&out.topic, out.kind, out.bytes, out.retain).await;
+            self.publisher
+                .send_raw(&out.topic, out.kind, out.bytes, out.retain)
+                .await;
         }
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(1);
         while let Ok(Some(out)) = tokio::time::timeout_at(deadline, self.rx.recv()).await {
-            self.publisher.send_raw(&out.topic, out.kind, out.bytes, out.retain).await;
+            self.publisher
+                .send_raw(&out.topic, out.kind, out.bytes, out.retain)
+                .await;
         }
     }
 }

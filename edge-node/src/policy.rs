@@ -95,7 +95,10 @@ pub struct Verify {
 
 impl Default for Verify {
     fn default() -> Self {
-        Self { within_secs: 60.0, healthy_for_secs: 5.0 }
+        Self {
+            within_secs: 60.0,
+            healthy_for_secs: 5.0,
+        }
     }
 }
 
@@ -106,7 +109,10 @@ pub fn glob(pattern: &str, text: &str) -> bool {
         return pattern == text;
     }
     let (first, last) = (parts[0], parts[parts.len() - 1]);
-    if !text.starts_with(first) || !text[first.len()..].ends_with(last) || text.len() < first.len() + last.len() {
+    if !text.starts_with(first)
+        || !text[first.len()..].ends_with(last)
+        || text.len() < first.len() + last.len()
+    {
         return false;
     }
     let mut rest = &text[first.len()..text.len() - last.len()];
@@ -123,13 +129,16 @@ impl Policy {
     /// Whether this policy applies to `entity` with this top metric and score.
     pub fn matches(&self, entity: &EntityId, top_metric: &str, score: f64) -> bool {
         glob(&self.matcher.entity, entity.as_str())
-            && (self.matcher.metrics.is_empty() || self.matcher.metrics.iter().any(|m| glob(m, top_metric)))
+            && (self.matcher.metrics.is_empty()
+                || self.matcher.metrics.iter().any(|m| glob(m, top_metric)))
             && score >= self.matcher.min_score
     }
 
     /// The agent that must run the action for `entity`.
     pub fn agent_for(&self, entity: &EntityId) -> Option<String> {
-        self.agent.clone().or_else(|| entity.host_name().map(str::to_string))
+        self.agent
+            .clone()
+            .or_else(|| entity.host_name().map(str::to_string))
     }
 }
 
@@ -146,19 +155,27 @@ impl PolicySet {
     /// Loads and validates a policy file; every problem is returned, each
     /// naming the file (and line and column for syntax errors).
     pub fn load(path: &Path) -> Result<Self, Vec<String>> {
-        let text = std::fs::read_to_string(path).map_err(|e| vec![format!("{}: {e}", path.display())])?;
+        let text =
+            std::fs::read_to_string(path).map_err(|e| vec![format!("{}: {e}", path.display())])?;
         Self::parse(&text, path)
     }
 
     /// Parses policy text; `path` is only used in messages.
     pub fn parse(text: &str, path: &Path) -> Result<Self, Vec<String>> {
-        let file: PolicyFile = serde_yaml_ng::from_str(text).map_err(|e| vec![yaml_error(path, &e)])?;
+        let file: PolicyFile =
+            serde_yaml_ng::from_str(text).map_err(|e| vec![yaml_error(path, &e)])?;
         let problems = validate(&file);
         if !problems.is_empty() {
             let lines = text.lines().collect::<Vec<_>>();
-            return Err(problems.into_iter().map(|(name, p)| locate(path, &lines, &name, &p)).collect());
+            return Err(problems
+                .into_iter()
+                .map(|(name, p)| locate(path, &lines, &name, &p))
+                .collect());
         }
-        Ok(Self { policies: file.policies, version: content_hash(text) })
+        Ok(Self {
+            policies: file.policies,
+            version: content_hash(text),
+        })
     }
 }
 
@@ -167,7 +184,12 @@ fn validate(file: &PolicyFile) -> Vec<(String, String)> {
     let mut out = Vec::new();
     let mut names = std::collections::HashSet::new();
     for (i, p) in file.policies.iter().enumerate() {
-        let mut bad = |msg: String| out.push((p.name.clone(), format!("policy {:?} (#{}): {msg}", p.name, i + 1)));
+        let mut bad = |msg: String| {
+            out.push((
+                p.name.clone(),
+                format!("policy {:?} (#{}): {msg}", p.name, i + 1),
+            ))
+        };
         if p.name.trim().is_empty() {
             bad("name must not be empty".into());
         }
@@ -181,17 +203,30 @@ fn validate(file: &PolicyFile) -> Vec<(String, String)> {
             bad("match.entity must not be empty".into());
         }
         if !(p.matcher.min_score > 0.0 && p.matcher.min_score <= 1.0) {
-            bad(format!("match.min_score {} is outside (0, 1]", p.matcher.min_score));
+            bad(format!(
+                "match.min_score {} is outside (0, 1]",
+                p.matcher.min_score
+            ));
         }
         if !(p.matcher.for_secs >= 0.0 && p.matcher.for_secs <= 86_400.0) {
-            bad(format!("match.for_secs {} is outside 0..=86400", p.matcher.for_secs));
+            bad(format!(
+                "match.for_secs {} is outside 0..=86400",
+                p.matcher.for_secs
+            ));
         }
-        if !(p.verify.within_secs > 0.0 && p.verify.healthy_for_secs >= 0.0 && p.verify.healthy_for_secs < p.verify.within_secs) {
+        if !(p.verify.within_secs > 0.0
+            && p.verify.healthy_for_secs >= 0.0
+            && p.verify.healthy_for_secs < p.verify.within_secs)
+        {
             bad("verify: within_secs must be positive and longer than healthy_for_secs".into());
         }
-        let host_bound = p.matcher.entity.starts_with("service/") || p.matcher.entity.starts_with("host/");
+        let host_bound =
+            p.matcher.entity.starts_with("service/") || p.matcher.entity.starts_with("host/");
         if p.agent.is_none() && !host_bound {
-            bad(format!("agent is required: entity pattern {:?} does not name a host", p.matcher.entity));
+            bad(format!(
+                "agent is required: entity pattern {:?} does not name a host",
+                p.matcher.entity
+            ));
         }
     }
     out
@@ -201,7 +236,10 @@ fn validate(file: &PolicyFile) -> Vec<(String, String)> {
 fn locate(path: &Path, lines: &[&str], name: &str, problem: &str) -> String {
     let needle = format!("name: {name}");
     let quoted = format!("name: \"{name}\"");
-    match lines.iter().position(|l| l.contains(&needle) || l.contains(&quoted)) {
+    match lines
+        .iter()
+        .position(|l| l.contains(&needle) || l.contains(&quoted))
+    {
         Some(i) if !name.is_empty() => format!("{}:{}: {problem}", path.display(), i + 1),
         _ => format!("{}: {problem}", path.display()),
     }
@@ -246,7 +284,10 @@ policies:
         assert_eq!(web.agent_for(&e).as_deref(), Some("h1"));
         let temp = &set.policies[1];
         assert_eq!(temp.mode, Mode::Shadow);
-        assert_eq!(temp.agent_for(&EntityId::sensor("temp-1")).as_deref(), Some("gw-1"));
+        assert_eq!(
+            temp.agent_for(&EntityId::sensor("temp-1")).as_deref(),
+            Some("gw-1")
+        );
         assert_eq!(set.version.len(), 16);
     }
 
@@ -262,7 +303,11 @@ policies:
 
     #[test]
     fn syntax_errors_carry_line_and_column() {
-        let errs = PolicySet::parse("policies:\n  - name: a\n    acton: x\n", Path::new("p.yaml")).unwrap_err();
+        let errs = PolicySet::parse(
+            "policies:\n  - name: a\n    acton: x\n",
+            Path::new("p.yaml"),
+        )
+        .unwrap_err();
         assert!(errs[0].starts_with("p.yaml:3:"), "{errs:?}");
         assert!(errs[0].contains("acton"), "{errs:?}");
     }

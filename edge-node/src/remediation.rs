@@ -3,7 +3,7 @@
 //! command at a time per target, and verifies recovery afterwards. Every
 //! decision becomes an audit record.
 
-use crate::entity::{EntityState, Entities};
+use crate::entity::{Entities, EntityState};
 use crate::policy::{Mode, Policy, PolicySet};
 use std::collections::HashMap;
 use vigil_core::message::{AuditKind, AuditRecord, Command, CommandResult, Outcome};
@@ -15,8 +15,15 @@ const RESULT_GRACE_MS: i64 = 5_000;
 #[derive(Debug, Clone)]
 enum Phase {
     Idle,
-    Awaiting { command: Command, sent_ms: i64 },
-    Verifying { command: Command, result_ms: i64, until_ms: i64 },
+    Awaiting {
+        command: Command,
+        sent_ms: i64,
+    },
+    Verifying {
+        command: Command,
+        result_ms: i64,
+        until_ms: i64,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -48,7 +55,12 @@ pub struct Engine {
 impl Engine {
     /// An engine for `site` with a policy set.
     pub fn new(site: String, policies: PolicySet, command_ttl_ms: i64) -> Self {
-        Self { site, policies, command_ttl_ms, targets: HashMap::new() }
+        Self {
+            site,
+            policies,
+            command_ttl_ms,
+            targets: HashMap::new(),
+        }
     }
 
     /// Replaces the policies (reload); in-flight actions finish as they were.
@@ -63,10 +75,21 @@ impl Engine {
 
     /// Targets with an action in flight or being verified.
     pub fn in_flight(&self) -> usize {
-        self.targets.values().filter(|t| !matches!(t.phase, Phase::Idle)).count()
+        self.targets
+            .values()
+            .filter(|t| !matches!(t.phase, Phase::Idle))
+            .count()
     }
 
-    fn record(&self, kind: AuditKind, policy: &str, cmd: &Command, model: &str, outcome: Option<Outcome>, detail: String) -> AuditRecord {
+    fn record(
+        &self,
+        kind: AuditKind,
+        policy: &str,
+        cmd: &Command,
+        model: &str,
+        outcome: Option<Outcome>,
+        detail: String,
+    ) -> AuditRecord {
         AuditRecord {
             ts_ms: vigil_core::clock::now_ms(),
             site: self.site.clone(),
@@ -105,7 +128,13 @@ impl Engine {
         let mut d = Decisions::default();
         self.advance_in_flight(now_ms, entities, model, &mut d);
         for e in entities.all().filter(|e| e.anomalous) {
-            let Some(p) = self.policies.policies.iter().find(|p| p.matches(&e.entity, &e.top_metric, e.score)).cloned() else {
+            let Some(p) = self
+                .policies
+                .policies
+                .iter()
+                .find(|p| p.matches(&e.entity, &e.top_metric, e.score))
+                .cloned()
+            else {
                 continue;
             };
             self.consider(&p, e, now_ms, model, &mut d);
@@ -113,14 +142,23 @@ impl Engine {
         d
     }
 
-    fn consider(&mut self, p: &Policy, e: &EntityState, now_ms: i64, model: &str, d: &mut Decisions) {
+    fn consider(
+        &mut self,
+        p: &Policy,
+        e: &EntityState,
+        now_ms: i64,
+        model: &str,
+        d: &mut Decisions,
+    ) {
         let t = self.targets.entry(e.entity.clone()).or_insert(Target {
             phase: Phase::Idle,
             policy: p.name.clone(),
             cooldown_until_ms: 0,
             held_for: None,
         });
-        if !matches!(t.phase, Phase::Idle) || (now_ms - e.since_ms) as f64 / 1000.0 < p.matcher.for_secs {
+        if !matches!(t.phase, Phase::Idle)
+            || (now_ms - e.since_ms) as f64 / 1000.0 < p.matcher.for_secs
+        {
             return;
         }
         let already_held = t.held_for.is_some() && t.held_for == e.anomaly_id;
@@ -129,7 +167,11 @@ impl Engine {
         let hold = if cooldown_left > 0 {
             Some(format!("cooldown: {} s left", (cooldown_left + 999) / 1000))
         } else if p.mode == Mode::Shadow {
-            Some(format!("shadow mode: would run {} on {}", p.action, agent.as_deref().unwrap_or("?")))
+            Some(format!(
+                "shadow mode: would run {} on {}",
+                p.action,
+                agent.as_deref().unwrap_or("?")
+            ))
         } else if agent.is_none() {
             Some("no agent owns this target".to_string())
         } else {
@@ -157,7 +199,10 @@ impl Engine {
             policy: p.name.clone(),
             anomaly_id: e.anomaly_id.clone(),
         };
-        t.phase = Phase::Awaiting { command: command.clone(), sent_ms: now_ms };
+        t.phase = Phase::Awaiting {
+            command: command.clone(),
+            sent_ms: now_ms,
+        };
         t.policy = p.name.clone();
         t.held_for = None;
         let detail = format!(
@@ -168,20 +213,46 @@ impl Engine {
             e.top_metric,
             p.action
         );
-        d.audit.push(self.record(AuditKind::ActionSent, &p.name, &command, model, None, detail));
+        d.audit.push(self.record(
+            AuditKind::ActionSent,
+            &p.name,
+            &command,
+            model,
+            None,
+            detail,
+        ));
         d.commands.push((agent, command));
     }
 
-    fn advance_in_flight(&mut self, now_ms: i64, entities: &Entities, model: &str, d: &mut Decisions) {
+    fn advance_in_flight(
+        &mut self,
+        now_ms: i64,
+        entities: &Entities,
+        model: &str,
+        d: &mut Decisions,
+    ) {
         let mut done = Vec::new();
         for (entity, t) in &self.targets {
             let cooldown = self.cooldown_ms(&t.policy);
             match &t.phase {
-                Phase::Awaiting { command, sent_ms } if now_ms > sent_ms + self.command_ttl_ms + RESULT_GRACE_MS => {
-                    let rec = self.record(AuditKind::ActionResult, &t.policy, command, model, None, "no result from the agent in time".into());
+                Phase::Awaiting { command, sent_ms }
+                    if now_ms > sent_ms + self.command_ttl_ms + RESULT_GRACE_MS =>
+                {
+                    let rec = self.record(
+                        AuditKind::ActionResult,
+                        &t.policy,
+                        command,
+                        model,
+                        None,
+                        "no result from the agent in time".into(),
+                    );
                     done.push((entity.clone(), now_ms + cooldown, rec));
                 }
-                Phase::Verifying { command, result_ms, until_ms } => {
+                Phase::Verifying {
+                    command,
+                    result_ms,
+                    until_ms,
+                } => {
                     let healthy_ms = entities
                         .get(entity)
                         .filter(|e| !e.anomalous)
@@ -189,12 +260,34 @@ impl Engine {
                         .unwrap_or(0);
                     let need = self.healthy_for_ms(&t.policy);
                     if healthy_ms >= need {
-                        let detail = format!("{entity} healthy for {:.1} s after {}", healthy_ms as f64 / 1000.0, command.action);
-                        let rec = self.record(AuditKind::Verified, &t.policy, command, model, None, detail);
+                        let detail = format!(
+                            "{entity} healthy for {:.1} s after {}",
+                            healthy_ms as f64 / 1000.0,
+                            command.action
+                        );
+                        let rec = self.record(
+                            AuditKind::Verified,
+                            &t.policy,
+                            command,
+                            model,
+                            None,
+                            detail,
+                        );
                         done.push((entity.clone(), now_ms + cooldown, rec));
                     } else if now_ms > *until_ms {
-                        let detail = format!("{entity} still unhealthy {:.0} s after {}", (now_ms - result_ms) as f64 / 1000.0, command.action);
-                        let rec = self.record(AuditKind::VerifyFailed, &t.policy, command, model, None, detail);
+                        let detail = format!(
+                            "{entity} still unhealthy {:.0} s after {}",
+                            (now_ms - result_ms) as f64 / 1000.0,
+                            command.action
+                        );
+                        let rec = self.record(
+                            AuditKind::VerifyFailed,
+                            &t.policy,
+                            command,
+                            model,
+                            None,
+                            detail,
+                        );
                         done.push((entity.clone(), now_ms + cooldown, rec));
                     }
                 }
@@ -215,27 +308,47 @@ impl Engine {
     }
 
     fn cooldown_ms(&self, policy: &str) -> i64 {
-        self.policy(policy).map(|p| p.cooldown_secs as i64 * 1000).unwrap_or(60_000)
+        self.policy(policy)
+            .map(|p| p.cooldown_secs as i64 * 1000)
+            .unwrap_or(60_000)
     }
 
     fn healthy_for_ms(&self, policy: &str) -> i64 {
-        self.policy(policy).map(|p| (p.verify.healthy_for_secs * 1000.0) as i64).unwrap_or(5_000)
+        self.policy(policy)
+            .map(|p| (p.verify.healthy_for_secs * 1000.0) as i64)
+            .unwrap_or(5_000)
     }
 
     /// Takes an agent's result. Unknown command ids return `None`.
     pub fn on_result(&mut self, r: &CommandResult, now_ms: i64, model: &str) -> Option<Decisions> {
         let (entity, command, policy) = self.targets.iter().find_map(|(e, t)| match &t.phase {
-            Phase::Awaiting { command, .. } if command.id == r.command_id => Some((e.clone(), command.clone(), t.policy.clone())),
+            Phase::Awaiting { command, .. } if command.id == r.command_id => {
+                Some((e.clone(), command.clone(), t.policy.clone()))
+            }
             _ => None,
         })?;
-        let within_ms = self.policy(&policy).map(|p| (p.verify.within_secs * 1000.0) as i64).unwrap_or(60_000);
+        let within_ms = self
+            .policy(&policy)
+            .map(|p| (p.verify.within_secs * 1000.0) as i64)
+            .unwrap_or(60_000);
         let cooldown = self.cooldown_ms(&policy);
         let mut d = Decisions::default();
         let detail = format!("{} on {}: {}", r.outcome.as_str(), r.host, r.detail);
-        d.audit.push(self.record(AuditKind::ActionResult, &policy, &command, model, Some(r.outcome), detail));
+        d.audit.push(self.record(
+            AuditKind::ActionResult,
+            &policy,
+            &command,
+            model,
+            Some(r.outcome),
+            detail,
+        ));
         let t = self.targets.get_mut(&entity)?;
         if r.outcome == Outcome::Succeeded {
-            t.phase = Phase::Verifying { command, result_ms: now_ms, until_ms: now_ms + within_ms };
+            t.phase = Phase::Verifying {
+                command,
+                result_ms: now_ms,
+                until_ms: now_ms + within_ms,
+            };
         } else {
             t.phase = Phase::Idle;
             t.cooldown_until_ms = now_ms + cooldown;

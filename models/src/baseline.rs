@@ -37,7 +37,9 @@ pub struct BaselineRates {
 impl Baseline {
     /// The spread used for scaling, never below the floor.
     pub fn scale(&self, r: &BaselineRates) -> f32 {
-        self.spread.max(r.floor_rel * self.mean.abs()).max(r.floor_abs)
+        self.spread
+            .max(r.floor_rel * self.mean.abs())
+            .max(r.floor_abs)
     }
 
     /// Deviation of `x` from the level in spreads (the level z-score).
@@ -67,7 +69,11 @@ impl Baseline {
         // Warm up with a running average so early values weigh as much as later ones.
         let warm = 1.0 / (self.count as f32 + 1.0);
         let base = r.alpha.max(warm);
-        let a = if anomalous { base * r.anomalous_factor } else { base };
+        let a = if anomalous {
+            base * r.anomalous_factor
+        } else {
+            base
+        };
         let dev = (x - self.mean).abs();
         self.mean += a * (x - self.mean);
         // The spread learns slower than the level: otherwise a steady drift
@@ -87,7 +93,12 @@ impl Baseline {
 mod tests {
     use super::*;
 
-    const R: BaselineRates = BaselineRates { alpha: 0.05, anomalous_factor: 0.05, floor_rel: 0.01, floor_abs: 1e-6 };
+    const R: BaselineRates = BaselineRates {
+        alpha: 0.05,
+        anomalous_factor: 0.05,
+        floor_rel: 0.01,
+        floor_abs: 1e-6,
+    };
 
     #[test]
     fn learns_level_and_spread() {

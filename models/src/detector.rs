@@ -78,10 +78,16 @@ impl DetectorConfig {
             e.push(format!("hidden: {} is outside 1..=1024", self.hidden));
         }
         if !(self.baseline_alpha > 0.0 && self.baseline_alpha <= 1.0) {
-            e.push(format!("baseline_alpha: {} is outside (0, 1]", self.baseline_alpha));
+            e.push(format!(
+                "baseline_alpha: {} is outside (0, 1]",
+                self.baseline_alpha
+            ));
         }
         if !(0.0..=1.0).contains(&self.anomalous_factor) {
-            e.push(format!("anomalous_factor: {} is outside [0, 1]", self.anomalous_factor));
+            e.push(format!(
+                "anomalous_factor: {} is outside [0, 1]",
+                self.anomalous_factor
+            ));
         }
         if self.z_scale.is_nan() || self.z_scale <= 0.0 {
             e.push(format!("z_scale: {} must be positive", self.z_scale));
@@ -90,7 +96,10 @@ impl DetectorConfig {
             e.push(format!("threshold: {} is outside (0, 1)", self.threshold));
         }
         if self.train_window < 2 {
-            e.push(format!("train_window: {} must be at least 2", self.train_window));
+            e.push(format!(
+                "train_window: {} must be at least 2",
+                self.train_window
+            ));
         }
         if self.train_batch == 0 {
             e.push("train_batch: must be at least 1".into());
@@ -150,11 +159,21 @@ impl Detector {
         let device = Device::Cpu;
         let varmap = VarMap::new();
         let vb = VarBuilder::from_varmap(&varmap, DType::F32, &device);
-        let model = Forecaster::new(ForecasterConfig { inputs: 1, hidden: cfg.hidden }, vb)?;
+        let model = Forecaster::new(
+            ForecasterConfig {
+                inputs: 1,
+                hidden: cfg.hidden,
+            },
+            vb,
+        )?;
         let mut rng = StdRng::seed_from_u64(cfg.seed);
         seed_weights(&varmap, cfg.hidden, &mut rng)?;
         let optimizer = if cfg.train_every_ticks > 0 {
-            let params = ParamsAdamW { lr: cfg.learning_rate, weight_decay: 0.0, ..Default::default() };
+            let params = ParamsAdamW {
+                lr: cfg.learning_rate,
+                weight_decay: 0.0,
+                ..Default::default()
+            };
             Some(AdamW::new(varmap.all_vars(), params)?)
         } else {
             None
@@ -216,7 +235,10 @@ impl Detector {
         let (h, c) = if self.slots.is_empty() {
             (zeros.h, zeros.c)
         } else {
-            (Tensor::cat(&[&self.state.h, &zeros.h], 0)?, Tensor::cat(&[&self.state.c, &zeros.c], 0)?)
+            (
+                Tensor::cat(&[&self.state.h, &zeros.h], 0)?,
+                Tensor::cat(&[&self.state.c, &zeros.c], 0)?,
+            )
         };
         self.state = LSTMState::new(h, c);
         self.forecast.resize(n, 0.0);
@@ -234,7 +256,11 @@ impl Detector {
     fn to_score(&self, z: f32) -> f32 {
         let r = z / self.cfg.z_scale;
         let s = 1.0 - (-(r * r)).exp();
-        if s.is_finite() { s } else { 1.0 }
+        if s.is_finite() {
+            s
+        } else {
+            1.0
+        }
     }
 
     /// Scores one tick. `values[i]` is series slot `i`'s new value, or `None`
@@ -249,13 +275,18 @@ impl Detector {
         for i in 0..n {
             let slot = &self.slots[i];
             inputs[i] = slot.last_input;
-            let Some(v) = values.get(i).copied().flatten().filter(|v| v.is_finite()) else { continue };
+            let Some(v) = values.get(i).copied().flatten().filter(|v| v.is_finite()) else {
+                continue;
+            };
             let x = v as f32;
             let u = slot.base.normalise(x, &self.rates);
             let err = (u - self.forecast[i]).abs();
             let warm = slot.base.count >= self.cfg.warmup_samples;
             let score = if warm {
-                let z = slot.base.level_z(x, &self.rates).max(slot.base.error_z(err));
+                let z = slot
+                    .base
+                    .level_z(x, &self.rates)
+                    .max(slot.base.error_z(err));
                 self.to_score(z)
             } else {
                 0.0
@@ -305,9 +336,13 @@ impl Detector {
     /// One AdamW step on windows sampled from the series' recent history.
     /// Returns the loss, or `None` when no series has a full window yet.
     pub fn train_step(&mut self) -> Result<Option<f32>, ModelError> {
-        let Some(opt) = self.optimizer.as_mut() else { return Ok(None) };
+        let Some(opt) = self.optimizer.as_mut() else {
+            return Ok(None);
+        };
         let w = self.cfg.train_window;
-        let ready: Vec<usize> = (0..self.slots.len()).filter(|&i| self.slots[i].history.len() > w).collect();
+        let ready: Vec<usize> = (0..self.slots.len())
+            .filter(|&i| self.slots[i].history.len() > w)
+            .collect();
         if ready.is_empty() {
             return Ok(None);
         }
@@ -336,8 +371,14 @@ impl Detector {
 /// PyTorch does), because candle's CPU generator cannot be seeded. Biases
 /// and the zero-initialised head are left alone.
 fn seed_weights(varmap: &VarMap, hidden: usize, rng: &mut StdRng) -> Result<(), ModelError> {
-    let data = varmap.data().lock().map_err(|_| ModelError::Config("variable map poisoned".into()))?;
-    let mut names: Vec<&String> = data.keys().filter(|k| k.starts_with("lstm.weight")).collect();
+    let data = varmap
+        .data()
+        .lock()
+        .map_err(|_| ModelError::Config("variable map poisoned".into()))?;
+    let mut names: Vec<&String> = data
+        .keys()
+        .filter(|k| k.starts_with("lstm.weight"))
+        .collect();
     names.sort();
     let k = 1.0 / (hidden as f32).sqrt();
     for name in names {
@@ -364,7 +405,11 @@ mod tests {
         for t in 0..200 {
             let s = d.tick(&[Some(100.0 + noisy(t)), Some(1.0)]).unwrap();
             if t > 30 {
-                assert!(s.scores.iter().all(|&x| x < 0.95), "false alarm at {t}: {:?}", s.scores);
+                assert!(
+                    s.scores.iter().all(|&x| x < 0.95),
+                    "false alarm at {t}: {:?}",
+                    s.scores
+                );
             }
         }
         // Series 1 (a health flag) drops to 0 and stays there.
@@ -393,17 +438,30 @@ mod tests {
 
     #[test]
     fn online_training_lowers_the_loss_and_is_deterministic() {
-        let cfg = DetectorConfig { train_every_ticks: 0, learning_rate: 1e-2, ..DetectorConfig::default() };
+        let cfg = DetectorConfig {
+            train_every_ticks: 0,
+            learning_rate: 1e-2,
+            ..DetectorConfig::default()
+        };
         let run = || {
             let mut d = Detector::new(cfg.clone()).unwrap();
             // Same shape as the running config, but training driven by hand.
             d.optimizer = Some(
-                AdamW::new(d.varmap.all_vars(), ParamsAdamW { lr: 1e-2, weight_decay: 0.0, ..Default::default() })
-                    .unwrap(),
+                AdamW::new(
+                    d.varmap.all_vars(),
+                    ParamsAdamW {
+                        lr: 1e-2,
+                        weight_decay: 0.0,
+                        ..Default::default()
+                    },
+                )
+                .unwrap(),
             );
             let mut losses = Vec::new();
             for t in 0..400 {
-                let v: Vec<Option<f64>> = (0..8).map(|k| Some(((t + k * 3) as f64 * 0.3).sin() * 10.0)).collect();
+                let v: Vec<Option<f64>> = (0..8)
+                    .map(|k| Some(((t + k * 3) as f64 * 0.3).sin() * 10.0))
+                    .collect();
                 d.tick(&v).unwrap();
                 if t >= 40 && t % 4 == 0 {
                     losses.push(d.train_step().unwrap().unwrap());
@@ -420,7 +478,12 @@ mod tests {
 
     #[test]
     fn rejects_bad_config_with_every_problem() {
-        let cfg = DetectorConfig { hidden: 0, threshold: 2.0, train_window: 1, ..DetectorConfig::default() };
+        let cfg = DetectorConfig {
+            hidden: 0,
+            threshold: 2.0,
+            train_window: 1,
+            ..DetectorConfig::default()
+        };
         let problems = cfg.validate();
         assert_eq!(problems.len(), 3, "{problems:?}");
         assert!(Detector::new(cfg).is_err());

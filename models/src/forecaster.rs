@@ -31,7 +31,11 @@ impl Forecaster {
         let hv = vb.pp("head");
         let w = hv.get_with_hints((1, cfg.hidden), "weight", Init::Const(0.0))?;
         let b = hv.get_with_hints(1, "bias", Init::Const(0.0))?;
-        Ok(Self { lstm, head: Linear::new(w, Some(b)), cfg })
+        Ok(Self {
+            lstm,
+            head: Linear::new(w, Some(b)),
+            cfg,
+        })
     }
 
     /// The layer shape.
@@ -74,7 +78,14 @@ mod tests {
     fn untrained_model_is_persistence() {
         let vm = VarMap::new();
         let vb = VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
-        let f = Forecaster::new(ForecasterConfig { inputs: 1, hidden: 8 }, vb).unwrap();
+        let f = Forecaster::new(
+            ForecasterConfig {
+                inputs: 1,
+                hidden: 8,
+            },
+            vb,
+        )
+        .unwrap();
         let x = Tensor::new(&[[0.5f32], [-1.0], [3.0]], &Device::Cpu).unwrap();
         let (pred, state) = f.step(&x, &f.zero_state(3).unwrap()).unwrap();
         assert_eq!(pred.to_vec1::<f32>().unwrap(), vec![0.5, -1.0, 3.0]);
@@ -87,20 +98,48 @@ mod tests {
         let dev = Device::Cpu;
         let mut map = std::collections::HashMap::new();
         let h = 2;
-        map.insert("lstm.weight_ih_l0".to_string(), Tensor::full(0.1f32, (4 * h, 1), &dev).unwrap());
-        map.insert("lstm.weight_hh_l0".to_string(), Tensor::full(0.1f32, (4 * h, h), &dev).unwrap());
-        map.insert("lstm.bias_ih_l0".to_string(), Tensor::zeros(4 * h, DType::F32, &dev).unwrap());
-        map.insert("lstm.bias_hh_l0".to_string(), Tensor::zeros(4 * h, DType::F32, &dev).unwrap());
-        map.insert("head.weight".to_string(), Tensor::ones((1, h), DType::F32, &dev).unwrap());
-        map.insert("head.bias".to_string(), Tensor::zeros(1, DType::F32, &dev).unwrap());
+        map.insert(
+            "lstm.weight_ih_l0".to_string(),
+            Tensor::full(0.1f32, (4 * h, 1), &dev).unwrap(),
+        );
+        map.insert(
+            "lstm.weight_hh_l0".to_string(),
+            Tensor::full(0.1f32, (4 * h, h), &dev).unwrap(),
+        );
+        map.insert(
+            "lstm.bias_ih_l0".to_string(),
+            Tensor::zeros(4 * h, DType::F32, &dev).unwrap(),
+        );
+        map.insert(
+            "lstm.bias_hh_l0".to_string(),
+            Tensor::zeros(4 * h, DType::F32, &dev).unwrap(),
+        );
+        map.insert(
+            "head.weight".to_string(),
+            Tensor::ones((1, h), DType::F32, &dev).unwrap(),
+        );
+        map.insert(
+            "head.bias".to_string(),
+            Tensor::zeros(1, DType::F32, &dev).unwrap(),
+        );
         let vb = VarBuilder::from_tensors(map, DType::F32, &dev);
-        let f = Forecaster::new(ForecasterConfig { inputs: 1, hidden: h }, vb).unwrap();
+        let f = Forecaster::new(
+            ForecasterConfig {
+                inputs: 1,
+                hidden: h,
+            },
+            vb,
+        )
+        .unwrap();
         let x = Tensor::new(&[[1.0f32]], &dev).unwrap();
         let (pred, _) = f.step(&x, &f.zero_state(1).unwrap()).unwrap();
         // gates: sigmoid(0.1) = 0.524979, g = tanh(0.1) = 0.099668;
         // c = 0.524979·0.099668 = 0.052324; h = 0.524979·tanh(c) = 0.027448 per unit.
         let expected = 1.0 + 2.0 * 0.027448;
         let got = pred.to_vec1::<f32>().unwrap()[0];
-        assert!((got - expected).abs() < 1e-5, "got {got}, expected {expected}");
+        assert!(
+            (got - expected).abs() < 1e-5,
+            "got {got}, expected {expected}"
+        );
     }
 }

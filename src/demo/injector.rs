@@ -71,7 +71,10 @@ impl Tracker {
 
     /// The latest fault on `target` injected at or before `ts_ms`.
     fn fault_for(&mut self, target: &EntityId, ts_ms: i64) -> Option<&mut FaultRecord> {
-        self.faults.iter_mut().rev().find(|f| &f.target == target && f.injected_at_ms <= ts_ms)
+        self.faults
+            .iter_mut()
+            .rev()
+            .find(|f| &f.target == target && f.injected_at_ms <= ts_ms)
     }
 
     /// Takes an anomaly event from the uplink.
@@ -87,7 +90,9 @@ impl Tracker {
 
     /// Takes an audit record from the uplink.
     pub fn audit(&mut self, rec: &AuditRecord) {
-        let Some(f) = self.fault_for(&rec.target, rec.ts_ms) else { return };
+        let Some(f) = self.fault_for(&rec.target, rec.ts_ms) else {
+            return;
+        };
         if f.healed_at_ms.is_some() {
             return;
         }
@@ -97,7 +102,11 @@ impl Tracker {
                 f.action_at_ms = Some(rec.ts_ms);
             }
             AuditKind::ActionResult => {
-                f.action_result = Some(rec.outcome.map(|o| o.as_str().to_string()).unwrap_or_else(|| "no result".into()));
+                f.action_result = Some(
+                    rec.outcome
+                        .map(|o| o.as_str().to_string())
+                        .unwrap_or_else(|| "no result".into()),
+                );
                 f.last_note = Some(rec.detail.clone());
             }
             AuditKind::Verified if f.action.is_some() => {
@@ -120,11 +129,17 @@ impl Tracker {
                     (None, _, _) => Some("not detected".into()),
                     (Some(_), None, _) => Some(format!(
                         "detected, but no action was sent{}",
-                        f.last_note.as_ref().map(|n| format!(" ({n})")).unwrap_or_default()
+                        f.last_note
+                            .as_ref()
+                            .map(|n| format!(" ({n})"))
+                            .unwrap_or_default()
                     )),
                     (Some(_), Some(a), None) => Some(format!(
                         "{a} sent, recovery not verified{}",
-                        f.last_note.as_ref().map(|n| format!(" ({n})")).unwrap_or_default()
+                        f.last_note
+                            .as_ref()
+                            .map(|n| format!(" ({n})"))
+                            .unwrap_or_default()
                     )),
                 };
                 f
@@ -204,7 +219,10 @@ mod tests {
         });
         t.audit(&audit(AuditKind::HeldBack, 3000, &web));
         let why = t.report()[0].why_not.clone().unwrap();
-        assert!(why.contains("no action") && why.contains("cooldown"), "{why}");
+        assert!(
+            why.contains("no action") && why.contains("cooldown"),
+            "{why}"
+        );
         // Events before the injection belong to no fault.
         t.audit(&audit(AuditKind::ActionSent, 500, &web));
         assert_eq!(t.report()[0].action, None);

@@ -26,7 +26,12 @@ pub enum FaultKind {
 
 impl FaultKind {
     /// The service faults, in the order the demo injects them.
-    pub const SERVICE_CYCLE: [FaultKind; 4] = [FaultKind::Latency, FaultKind::Hang, FaultKind::Crash, FaultKind::MemoryGrowth];
+    pub const SERVICE_CYCLE: [FaultKind; 4] = [
+        FaultKind::Latency,
+        FaultKind::Hang,
+        FaultKind::Crash,
+        FaultKind::MemoryGrowth,
+    ];
 
     /// Name used in URLs and summaries.
     pub fn as_str(self) -> &'static str {

@@ -52,8 +52,13 @@ pub async fn run(publisher: Publisher, topic: String, drift: Drift, shutdown: Ca
             _ = tick.tick() => {}
         }
         let now = now_ms();
-        let body = format!(r#"{{"value":{:.3},"unit":"C"}}"#, reading(now, drift.offset(now)));
-        publisher.send_raw(&topic, "sensor", body.into_bytes(), false).await;
+        let body = format!(
+            r#"{{"value":{:.3},"unit":"C"}}"#,
+            reading(now, drift.offset(now))
+        );
+        publisher
+            .send_raw(&topic, "sensor", body.into_bytes(), false)
+            .await;
     }
 }
 

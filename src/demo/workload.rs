@@ -33,13 +33,19 @@ pub struct WorkloadCounts {
 impl WorkloadStats {
     /// The current counts.
     pub fn snapshot(&self) -> WorkloadCounts {
-        WorkloadCounts { requests: self.requests.load(Ordering::Relaxed), errors: self.errors.load(Ordering::Relaxed) }
+        WorkloadCounts {
+            requests: self.requests.load(Ordering::Relaxed),
+            errors: self.errors.load(Ordering::Relaxed),
+        }
     }
 }
 
 /// Sends GET `url` about `rate` times a second until `shutdown`.
 pub async fn run(url: String, rate: u32, stats: Arc<WorkloadStats>, shutdown: CancellationToken) {
-    let client = match reqwest::Client::builder().timeout(Duration::from_secs(2)).build() {
+    let client = match reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()
+    {
         Ok(c) => c,
         Err(e) => {
             tracing::warn!(error = %e, "Demo workload could not build an HTTP client.");

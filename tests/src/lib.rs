@@ -33,7 +33,10 @@ where
         if let Some(v) = check().await {
             return Ok(v);
         }
-        anyhow::ensure!(tokio::time::Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
@@ -41,7 +44,10 @@ where
 /// The value of one sample on a `/metrics` page, e.g.
 /// `vigil_agent_actions_total{outcome="succeeded"}`; 0 when absent.
 pub async fn metric(base_url: &str, sample: &str) -> anyhow::Result<f64> {
-    let text = reqwest::get(format!("{base_url}/metrics")).await?.text().await?;
+    let text = reqwest::get(format!("{base_url}/metrics"))
+        .await?
+        .text()
+        .await?;
     Ok(parse_metric(&text, sample))
 }
 
@@ -57,7 +63,9 @@ pub fn parse_metric(text: &str, sample: &str) -> f64 {
 
 /// GETs JSON.
 pub async fn get_json(url: &str) -> anyhow::Result<serde_json::Value> {
-    let r = reqwest::get(url).await.with_context(|| format!("GET {url}"))?;
+    let r = reqwest::get(url)
+        .await
+        .with_context(|| format!("GET {url}"))?;
     anyhow::ensure!(r.status().is_success(), "GET {url}: {}", r.status());
     Ok(r.json().await?)
 }
@@ -79,21 +87,42 @@ impl Mosquitto {
     /// Starts `mosquitto` if it is installed; `Ok(None)` if it is not.
     pub fn start() -> anyhow::Result<Option<Self>> {
         let bin = ["mosquitto", "/usr/sbin/mosquitto"].into_iter().find(|b| {
-            Command::new(b).arg("-h").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok()
+            Command::new(b)
+                .arg("-h")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok()
         });
         let Some(bin) = bin else { return Ok(None) };
         let port = vigil::broker::free_port()?;
         let dir = tempfile::tempdir()?;
         let conf = dir.path().join("mosquitto.conf");
-        std::fs::write(&conf, format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"))?;
-        let child = Command::new(bin).arg("-c").arg(&conf).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().context("starting mosquitto")?;
+        std::fs::write(
+            &conf,
+            format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"),
+        )?;
+        let child = Command::new(bin)
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("starting mosquitto")?;
         let addr: SocketAddr = ([127, 0, 0, 1], port).into();
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
-            anyhow::ensure!(std::time::Instant::now() < deadline, "mosquitto did not listen on {addr}");
+            anyhow::ensure!(
+                std::time::Instant::now() < deadline,
+                "mosquitto did not listen on {addr}"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
-        Ok(Some(Self { child, addr, _dir: dir }))
+        Ok(Some(Self {
+            child,
+            addr,
+            _dir: dir,
+        }))
     }
 }
 
@@ -119,23 +148,40 @@ mod tests {
 
 /// The live PID of the demo service, from the agent's API.
 pub async fn service_pid(agent_url: &str) -> Option<u64> {
-    let v = get_json(&format!("{agent_url}/api/v1/services")).await.ok()?;
-    v.as_array()?.iter().find(|s| s["name"] == vigil::stack::SERVICE)?["pid"].as_u64()
+    let v = get_json(&format!("{agent_url}/api/v1/services"))
+        .await
+        .ok()?;
+    v.as_array()?
+        .iter()
+        .find(|s| s["name"] == vigil::stack::SERVICE)?["pid"]
+        .as_u64()
 }
 
 /// Points cached by the edge for one series.
 pub async fn cached_points(edge_url: &str, series: &str) -> usize {
-    let url = format!("{edge_url}/api/v1/series/points?id={}", series.replace('/', "%2F").replace(':', "%3A"));
-    get_json(&url).await.ok().and_then(|v| v.as_array().map(Vec::len)).unwrap_or(0)
+    let url = format!(
+        "{edge_url}/api/v1/series/points?id={}",
+        series.replace('/', "%2F").replace(':', "%3A")
+    );
+    get_json(&url)
+        .await
+        .ok()
+        .and_then(|v| v.as_array().map(Vec::len))
+        .unwrap_or(0)
 }
 
 /// Waits until the demo service runs and the detector has warmed up on it.
 pub async fn wait_until_warm(stack: &vigil::stack::Stack) -> anyhow::Result<u64> {
-    let pid = wait_for("the demo service to start", Duration::from_secs(30), || service_pid(&stack.agent_url)).await?;
-    let up = format!("{}:up", stack.target);
-    wait_for("the detector to warm up on the service", Duration::from_secs(60), || async {
-        (cached_points(&stack.edge_url, &up).await >= 25).then_some(())
+    let pid = wait_for("the demo service to start", Duration::from_secs(30), || {
+        service_pid(&stack.agent_url)
     })
+    .await?;
+    let up = format!("{}:up", stack.target);
+    wait_for(
+        "the detector to warm up on the service",
+        Duration::from_secs(60),
+        || async { (cached_points(&stack.edge_url, &up).await >= 25).then_some(()) },
+    )
     .await?;
     Ok(pid)
 }
@@ -145,7 +191,10 @@ pub async fn wait_until_warm(stack: &vigil::stack::Stack) -> anyhow::Result<u64>
 /// OK again), an audit record names the policy (at the edge and in the
 /// cloud), and the counters on /metrics moved. Then stops the stack and
 /// checks that nothing is left running.
-pub async fn heal_scenario(opts: StackOptions, faults: &[vigil::demo::FaultKind]) -> anyhow::Result<()> {
+pub async fn heal_scenario(
+    opts: StackOptions,
+    faults: &[vigil::demo::FaultKind],
+) -> anyhow::Result<()> {
     let stack = vigil::stack::Stack::start(opts).await?;
     let result = heal_each(&stack, faults).await;
     let last_pid = service_pid(&stack.agent_url).await;
@@ -154,15 +203,36 @@ pub async fn heal_scenario(opts: StackOptions, faults: &[vigil::demo::FaultKind]
     let started = std::time::Instant::now();
     let clean = stack.stop(Duration::from_secs(5)).await;
     result.with_context(|| format!("fault report: {report:#?}"))?;
-    anyhow::ensure!(clean && started.elapsed() < Duration::from_secs(5), "stack did not stop within 5 s");
+    anyhow::ensure!(
+        clean && started.elapsed() < Duration::from_secs(5),
+        "stack did not stop within 5 s"
+    );
     if let Some(pid) = last_pid {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        anyhow::ensure!(stat.is_empty() || stat.contains(") Z "), "demo service {pid} still running after stop");
+        anyhow::ensure!(
+            stat.is_empty() || stat.contains(") Z "),
+            "demo service {pid} still running after stop"
+        );
     }
     let parquet = walk(&data_dir.join("cloud/audit"));
-    anyhow::ensure!(!parquet.is_empty(), "no audit Parquet written under {}", data_dir.display());
-    let rows: usize = parquet.iter().map(|p| vigil_cloud::store::read(p).map(|df| df.height()).unwrap_or(0)).sum();
-    anyhow::ensure!(rows >= 3 * faults.len(), "only {rows} audit rows in Parquet for {} faults", faults.len());
+    anyhow::ensure!(
+        !parquet.is_empty(),
+        "no audit Parquet written under {}",
+        data_dir.display()
+    );
+    let rows: usize = parquet
+        .iter()
+        .map(|p| {
+            vigil_cloud::store::read(p)
+                .map(|df| df.height())
+                .unwrap_or(0)
+        })
+        .sum();
+    anyhow::ensure!(
+        rows >= 3 * faults.len(),
+        "only {rows} audit rows in Parquet for {} faults",
+        faults.len()
+    );
     Ok(())
 }
 
@@ -181,43 +251,114 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     out
 }
 
-async fn heal_each(stack: &vigil::stack::Stack, faults: &[vigil::demo::FaultKind]) -> anyhow::Result<()> {
+async fn heal_each(
+    stack: &vigil::stack::Stack,
+    faults: &[vigil::demo::FaultKind],
+) -> anyhow::Result<()> {
     let mut pid = wait_until_warm(stack).await?;
     for (i, &kind) in faults.iter().enumerate() {
         let name = kind.as_str();
         let anomalies = metric(&stack.edge_url, "vigil_anomalies_total").await?;
         let sent = metric(&stack.edge_url, "vigil_edge_commands_sent_total").await?;
-        let ok = metric(&stack.agent_url, "vigil_agent_actions_total{outcome=\"succeeded\"}").await?;
-        let cloud_in = metric(&stack.cloud_url, "vigil_messages_received_total{kind=\"audit\"}").await?;
+        let ok = metric(
+            &stack.agent_url,
+            "vigil_agent_actions_total{outcome=\"succeeded\"}",
+        )
+        .await?;
+        let cloud_in = metric(
+            &stack.cloud_url,
+            "vigil_messages_received_total{kind=\"audit\"}",
+        )
+        .await?;
         stack.inject(kind).await?;
-        let rec = wait_for(&format!("the {name} fault to be healed"), Duration::from_secs(90), || async {
-            stack.tracker.lock().ok()?.report().get(i).filter(|r| r.healed_at_ms.is_some()).cloned()
+        let rec = wait_for(
+            &format!("the {name} fault to be healed"),
+            Duration::from_secs(90),
+            || async {
+                stack
+                    .tracker
+                    .lock()
+                    .ok()?
+                    .report()
+                    .get(i)
+                    .filter(|r| r.healed_at_ms.is_some())
+                    .cloned()
+            },
+        )
+        .await?;
+        anyhow::ensure!(
+            rec.detected_at_ms.is_some(),
+            "{name}: healed without a detection"
+        );
+        anyhow::ensure!(
+            rec.action.as_deref() == Some("restart-demo-web"),
+            "{name}: action {:?}",
+            rec.action
+        );
+        let new_pid = wait_for("the restarted service", Duration::from_secs(10), || {
+            service_pid(&stack.agent_url)
         })
         .await?;
-        anyhow::ensure!(rec.detected_at_ms.is_some(), "{name}: healed without a detection");
-        anyhow::ensure!(rec.action.as_deref() == Some("restart-demo-web"), "{name}: action {:?}", rec.action);
-        let new_pid = wait_for("the restarted service", Duration::from_secs(10), || service_pid(&stack.agent_url)).await?;
-        anyhow::ensure!(new_pid != pid, "{name}: PID {pid} unchanged after the restart");
+        anyhow::ensure!(
+            new_pid != pid,
+            "{name}: PID {pid} unchanged after the restart"
+        );
         let health = reqwest::get(format!("{}/healthz", stack.service_url)).await?;
-        anyhow::ensure!(health.status().is_success(), "{name}: health {} after the restart", health.status());
+        anyhow::ensure!(
+            health.status().is_success(),
+            "{name}: health {} after the restart",
+            health.status()
+        );
         let audit = get_json(&format!("{}/api/v1/audit", stack.edge_url)).await?;
         let verified = audit.as_array().into_iter().flatten().any(|a| {
-            a["kind"] == "verified" && a["policy"] == "restart-demo-web" && a["ts_ms"].as_i64() >= Some(rec.injected_at_ms)
+            a["kind"] == "verified"
+                && a["policy"] == "restart-demo-web"
+                && a["ts_ms"].as_i64() >= Some(rec.injected_at_ms)
         });
-        anyhow::ensure!(verified, "{name}: no verified audit record naming the policy: {audit}");
-        wait_for("the audit records to reach the cloud API", Duration::from_secs(10), || async {
-            let v = get_json(&format!("{}/api/v1/audit?site=demo", stack.cloud_url)).await.ok()?;
-            v.as_array()?.iter().any(|a| a["kind"] == "verified" && a["ts_ms"].as_i64() >= Some(rec.injected_at_ms)).then_some(())
-        })
-        .await?;
-        anyhow::ensure!(metric(&stack.edge_url, "vigil_anomalies_total").await? > anomalies, "{name}: anomaly counter did not move");
-        anyhow::ensure!(metric(&stack.edge_url, "vigil_edge_commands_sent_total").await? > sent, "{name}: command counter did not move");
         anyhow::ensure!(
-            metric(&stack.agent_url, "vigil_agent_actions_total{outcome=\"succeeded\"}").await? > ok,
+            verified,
+            "{name}: no verified audit record naming the policy: {audit}"
+        );
+        wait_for(
+            "the audit records to reach the cloud API",
+            Duration::from_secs(10),
+            || async {
+                let v = get_json(&format!("{}/api/v1/audit?site=demo", stack.cloud_url))
+                    .await
+                    .ok()?;
+                v.as_array()?
+                    .iter()
+                    .any(|a| {
+                        a["kind"] == "verified" && a["ts_ms"].as_i64() >= Some(rec.injected_at_ms)
+                    })
+                    .then_some(())
+            },
+        )
+        .await?;
+        anyhow::ensure!(
+            metric(&stack.edge_url, "vigil_anomalies_total").await? > anomalies,
+            "{name}: anomaly counter did not move"
+        );
+        anyhow::ensure!(
+            metric(&stack.edge_url, "vigil_edge_commands_sent_total").await? > sent,
+            "{name}: command counter did not move"
+        );
+        anyhow::ensure!(
+            metric(
+                &stack.agent_url,
+                "vigil_agent_actions_total{outcome=\"succeeded\"}"
+            )
+            .await?
+                > ok,
             "{name}: agent action counter did not move"
         );
         anyhow::ensure!(
-            metric(&stack.cloud_url, "vigil_messages_received_total{kind=\"audit\"}").await? > cloud_in,
+            metric(
+                &stack.cloud_url,
+                "vigil_messages_received_total{kind=\"audit\"}"
+            )
+            .await?
+                > cloud_in,
             "{name}: cloud audit counter did not move"
         );
         pid = new_pid;

@@ -21,10 +21,16 @@ struct Raw {
 
 /// A plain MQTT client that can publish anything and hears agent results.
 async fn raw_client(stack: &Stack) -> anyhow::Result<Raw> {
-    let mut opts = MqttOptions::new("bad-actor", stack.broker.ip().to_string(), stack.broker.port());
+    let mut opts = MqttOptions::new(
+        "bad-actor",
+        stack.broker.ip().to_string(),
+        stack.broker.port(),
+    );
     opts.set_max_packet_size(1 << 20, 1 << 20);
     let (client, mut ev) = AsyncClient::new(opts, 64);
-    client.subscribe(topic::results("demo", "demo-host"), QoS::AtLeastOnce).await?;
+    client
+        .subscribe(topic::results("demo", "demo-host"), QoS::AtLeastOnce)
+        .await?;
     let (tx, results) = mpsc::channel(64);
     tokio::spawn(async move {
         while let Ok(e) = ev.poll().await {
@@ -60,16 +66,26 @@ async fn next_result(raw: &mut Raw, id: &str) -> anyhow::Result<CommandResult> {
         }
         None
     };
-    tokio::time::timeout(Duration::from_secs(15), fut).await?.ok_or_else(|| anyhow::anyhow!("no result for {id}"))
+    tokio::time::timeout(Duration::from_secs(15), fut)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("no result for {id}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn bad_messages_are_counted_and_refused_and_the_loop_goes_on() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let stack = Stack::start(test_options(BrokerChoice::Embedded(0), dir.path(), env!("CARGO_BIN_EXE_vigil-demo-service"))).await?;
+    let stack = Stack::start(test_options(
+        BrokerChoice::Embedded(0),
+        dir.path(),
+        env!("CARGO_BIN_EXE_vigil-demo-service"),
+    ))
+    .await?;
     let result = scenario(&stack).await;
     let report = stack.tracker.lock().map(|t| t.report()).unwrap_or_default();
-    assert!(stack.stop(Duration::from_secs(5)).await, "stack did not stop in time");
+    assert!(
+        stack.stop(Duration::from_secs(5)).await,
+        "stack did not stop in time"
+    );
     result.map_err(|e| e.context(format!("faults: {report:#?}")))
 }
 
@@ -81,53 +97,163 @@ async fn scenario(stack: &Stack) -> anyhow::Result<()> {
 
     // Malformed and unknown-version metric batches, and a garbage sensor reading.
     let metrics_topic = topic::metrics("demo", "demo-host");
-    raw.client.publish(&metrics_topic, QoS::AtLeastOnce, false, b"{not json".to_vec()).await?;
-    raw.client.publish(&metrics_topic, QoS::AtLeastOnce, false, br#"{"v":9,"kind":"metrics","body":{}}"#.to_vec()).await?;
-    raw.client.publish(topic::sensor("demo", "temp-1"), QoS::AtLeastOnce, false, b"hot".to_vec()).await?;
-    wait_for("the edge to count the malformed messages", Duration::from_secs(10), || async {
-        let malformed = metric(edge, "vigil_messages_malformed_total{reason=\"malformed\"}").await.ok()?;
-        let version = metric(edge, "vigil_messages_malformed_total{reason=\"unknown_version\"}").await.ok()?;
-        (malformed >= 2.0 && version >= 1.0).then_some(())
-    })
+    raw.client
+        .publish(
+            &metrics_topic,
+            QoS::AtLeastOnce,
+            false,
+            b"{not json".to_vec(),
+        )
+        .await?;
+    raw.client
+        .publish(
+            &metrics_topic,
+            QoS::AtLeastOnce,
+            false,
+            br#"{"v":9,"kind":"metrics","body":{}}"#.to_vec(),
+        )
+        .await?;
+    raw.client
+        .publish(
+            topic::sensor("demo", "temp-1"),
+            QoS::AtLeastOnce,
+            false,
+            b"hot".to_vec(),
+        )
+        .await?;
+    wait_for(
+        "the edge to count the malformed messages",
+        Duration::from_secs(10),
+        || async {
+            let malformed = metric(edge, "vigil_messages_malformed_total{reason=\"malformed\"}")
+                .await
+                .ok()?;
+            let version = metric(
+                edge,
+                "vigil_messages_malformed_total{reason=\"unknown_version\"}",
+            )
+            .await
+            .ok()?;
+            (malformed >= 2.0 && version >= 1.0).then_some(())
+        },
+    )
     .await?;
 
     // An action outside the catalog is rejected, and nothing is restarted.
     let unknown = command(stack, "c-unknown", "rm-rf", now_ms() + 30_000);
-    raw.client.publish(topic::commands("demo", "demo-host"), QoS::AtLeastOnce, false, encode(&unknown)).await?;
+    raw.client
+        .publish(
+            topic::commands("demo", "demo-host"),
+            QoS::AtLeastOnce,
+            false,
+            encode(&unknown),
+        )
+        .await?;
     let r = next_result(&mut raw, "c-unknown").await?;
     assert_eq!(r.outcome, Outcome::Rejected);
     assert!(r.detail.contains("unknown action"), "{}", r.detail);
-    assert_eq!(metric(agent, "vigil_agent_actions_total{outcome=\"rejected\"}").await?, 1.0);
+    assert_eq!(
+        metric(agent, "vigil_agent_actions_total{outcome=\"rejected\"}").await?,
+        1.0
+    );
     // Garbage on the command topic is counted by the agent.
-    raw.client.publish(topic::commands("demo", "demo-host"), QoS::AtLeastOnce, false, b"\xff\xfe".to_vec()).await?;
-    wait_for("the agent to count the malformed command", Duration::from_secs(10), || async {
-        (metric(agent, "vigil_messages_malformed_total{reason=\"malformed\"}").await.ok()? >= 1.0).then_some(())
-    })
+    raw.client
+        .publish(
+            topic::commands("demo", "demo-host"),
+            QoS::AtLeastOnce,
+            false,
+            b"\xff\xfe".to_vec(),
+        )
+        .await?;
+    wait_for(
+        "the agent to count the malformed command",
+        Duration::from_secs(10),
+        || async {
+            (metric(
+                agent,
+                "vigil_messages_malformed_total{reason=\"malformed\"}",
+            )
+            .await
+            .ok()?
+                >= 1.0)
+                .then_some(())
+        },
+    )
     .await?;
 
     // A valid command runs once; its replay (same id) and an expired one do nothing.
     let restart = command(stack, "c-once", "restart-demo-web", now_ms() + 30_000);
-    raw.client.publish(topic::commands("demo", "demo-host"), QoS::AtLeastOnce, false, encode(&restart)).await?;
-    assert_eq!(next_result(&mut raw, "c-once").await?.outcome, Outcome::Succeeded);
-    raw.client.publish(topic::commands("demo", "demo-host"), QoS::AtLeastOnce, false, encode(&restart)).await?;
-    assert_eq!(next_result(&mut raw, "c-once").await?.outcome, Outcome::Duplicate);
+    raw.client
+        .publish(
+            topic::commands("demo", "demo-host"),
+            QoS::AtLeastOnce,
+            false,
+            encode(&restart),
+        )
+        .await?;
+    assert_eq!(
+        next_result(&mut raw, "c-once").await?.outcome,
+        Outcome::Succeeded
+    );
+    raw.client
+        .publish(
+            topic::commands("demo", "demo-host"),
+            QoS::AtLeastOnce,
+            false,
+            encode(&restart),
+        )
+        .await?;
+    assert_eq!(
+        next_result(&mut raw, "c-once").await?.outcome,
+        Outcome::Duplicate
+    );
     let stale = command(stack, "c-stale", "restart-demo-web", now_ms() - 1);
-    raw.client.publish(topic::commands("demo", "demo-host"), QoS::AtLeastOnce, false, encode(&stale)).await?;
-    assert_eq!(next_result(&mut raw, "c-stale").await?.outcome, Outcome::Expired);
-    assert_eq!(metric(agent, "vigil_agent_actions_total{outcome=\"succeeded\"}").await?, 1.0, "the replay must not run twice");
+    raw.client
+        .publish(
+            topic::commands("demo", "demo-host"),
+            QoS::AtLeastOnce,
+            false,
+            encode(&stale),
+        )
+        .await?;
+    assert_eq!(
+        next_result(&mut raw, "c-stale").await?.outcome,
+        Outcome::Expired
+    );
+    assert_eq!(
+        metric(agent, "vigil_agent_actions_total{outcome=\"succeeded\"}").await?,
+        1.0,
+        "the replay must not run twice"
+    );
     let pid = vigil_tests::service_pid(agent).await;
-    assert!(pid.is_some() && pid != Some(first_pid), "the one restart gave a new PID");
+    assert!(
+        pid.is_some() && pid != Some(first_pid),
+        "the one restart gave a new PID"
+    );
 
     // The loop goes on: samples still flow and a crash is still healed.
     let samples = metric(edge, "vigil_edge_samples_total").await?;
-    wait_for("samples to keep flowing", Duration::from_secs(10), || async {
-        (metric(edge, "vigil_edge_samples_total").await.ok()? > samples).then_some(())
-    })
+    wait_for(
+        "samples to keep flowing",
+        Duration::from_secs(10),
+        || async { (metric(edge, "vigil_edge_samples_total").await.ok()? > samples).then_some(()) },
+    )
     .await?;
     stack.inject(FaultKind::Crash).await?;
-    wait_for("the crash to be healed", Duration::from_secs(90), || async {
-        stack.tracker.lock().ok()?.report().last().filter(|f| f.healed_at_ms.is_some()).map(|_| ())
-    })
+    wait_for(
+        "the crash to be healed",
+        Duration::from_secs(90),
+        || async {
+            stack
+                .tracker
+                .lock()
+                .ok()?
+                .report()
+                .last()
+                .filter(|f| f.healed_at_ms.is_some())
+                .map(|_| ())
+        },
+    )
     .await?;
     Ok(())
 }

@@ -9,6 +9,10 @@ use vigil_tests::{heal_scenario, test_options};
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn crash_and_latency_are_healed_on_the_embedded_broker() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let opts = test_options(BrokerChoice::Embedded(0), dir.path(), env!("CARGO_BIN_EXE_vigil-demo-service"));
+    let opts = test_options(
+        BrokerChoice::Embedded(0),
+        dir.path(),
+        env!("CARGO_BIN_EXE_vigil-demo-service"),
+    );
     heal_scenario(opts, &[FaultKind::Crash, FaultKind::Latency]).await
 }

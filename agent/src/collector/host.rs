@@ -45,7 +45,12 @@ impl HostCollector {
         let mut out = Vec::new();
         let mut push = |metric: String, value: f64| {
             if value.is_finite() {
-                out.push(Sample { entity: entity.clone(), metric, ts_ms, value });
+                out.push(Sample {
+                    entity: entity.clone(),
+                    metric,
+                    ts_ms,
+                    value,
+                });
             }
         };
         self.sys.refresh_cpu_usage();
@@ -66,13 +71,21 @@ impl HostCollector {
             let mount = d.mount_point().to_string_lossy();
             if self.mounts.iter().any(|m| *m == mount) && d.total_space() > 0 {
                 let ratio = 1.0 - d.available_space() as f64 / d.total_space() as f64;
-                let metric = if mount == "/" { "disk_used_ratio".to_string() } else { format!("disk_used_ratio[{mount}]") };
+                let metric = if mount == "/" {
+                    "disk_used_ratio".to_string()
+                } else {
+                    format!("disk_used_ratio[{mount}]")
+                };
                 push(metric, ratio);
             }
         }
         self.networks.refresh(true);
         let now = Instant::now();
-        let secs = self.last_net.map(|t| now.duration_since(t).as_secs_f64()).unwrap_or(1.0).max(1e-3);
+        let secs = self
+            .last_net
+            .map(|t| now.duration_since(t).as_secs_f64())
+            .unwrap_or(1.0)
+            .max(1e-3);
         self.last_net = Some(now);
         let (mut rx, mut tx) = (0u64, 0u64);
         for (name, data) in self.networks.iter() {
@@ -95,7 +108,10 @@ impl HostCollector {
             ProcessRefreshKind::nothing().with_cpu().with_memory(),
         );
         let p = self.sys.process(pid)?;
-        Some(ProcessStats { cpu_percent: p.cpu_usage() as f64, rss_bytes: p.memory() as f64 })
+        Some(ProcessStats {
+            cpu_percent: p.cpu_usage() as f64,
+            rss_bytes: p.memory() as f64,
+        })
     }
 }
 
@@ -108,7 +124,12 @@ mod tests {
         let mut c = HostCollector::new(vec!["/".into()]);
         let samples = c.collect("h1", 1);
         let names: Vec<&str> = samples.iter().map(|s| s.metric.as_str()).collect();
-        for m in ["cpu_percent", "memory_used_bytes", "load1", "network_receive_bytes_per_second"] {
+        for m in [
+            "cpu_percent",
+            "memory_used_bytes",
+            "load1",
+            "network_receive_bytes_per_second",
+        ] {
             assert!(names.contains(&m), "missing {m} in {names:?}");
         }
         assert!(samples.iter().all(|s| s.entity == EntityId::host("h1")));

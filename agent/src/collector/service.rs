@@ -25,7 +25,9 @@ pub struct ServiceChecker {
 impl ServiceChecker {
     /// A checker; per-probe timeouts come from each service's config.
     pub fn new() -> Result<Self, reqwest::Error> {
-        let client = reqwest::Client::builder().pool_max_idle_per_host(0).build()?;
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(0)
+            .build()?;
         Ok(Self { client })
     }
 
@@ -40,7 +42,11 @@ impl ServiceChecker {
                 status: r.status().as_u16() as f64,
                 latency_seconds,
             },
-            Err(_) => Probe { ok: 0.0, status: 0.0, latency_seconds },
+            Err(_) => Probe {
+                ok: 0.0,
+                status: 0.0,
+                latency_seconds,
+            },
         }
     }
 }
@@ -55,8 +61,20 @@ pub fn samples(
     probe: Option<Probe>,
 ) -> Vec<Sample> {
     let entity = EntityId::service(host, service);
-    let mut out = vec![Sample { entity: entity.clone(), metric: "up".into(), ts_ms, value: if alive { 1.0 } else { 0.0 } }];
-    let mut push = |metric: &str, value: f64| out.push(Sample { entity: entity.clone(), metric: metric.into(), ts_ms, value });
+    let mut out = vec![Sample {
+        entity: entity.clone(),
+        metric: "up".into(),
+        ts_ms,
+        value: if alive { 1.0 } else { 0.0 },
+    }];
+    let mut push = |metric: &str, value: f64| {
+        out.push(Sample {
+            entity: entity.clone(),
+            metric: metric.into(),
+            ts_ms,
+            value,
+        })
+    };
     if let Some(p) = process {
         push("cpu_percent", p.cpu_percent);
         push("rss_bytes", p.rss_bytes);
@@ -78,18 +96,28 @@ mod tests {
     async fn probe_reports_status_and_refusal() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let app = Router::new()
-            .route("/ok", get(|| async { "ok" }))
-            .route("/bad", get(|| async { (axum::http::StatusCode::SERVICE_UNAVAILABLE, "no") }));
+        let app = Router::new().route("/ok", get(|| async { "ok" })).route(
+            "/bad",
+            get(|| async { (axum::http::StatusCode::SERVICE_UNAVAILABLE, "no") }),
+        );
         tokio::spawn(async move { axum::serve(listener, app).await });
         let c = ServiceChecker::new().unwrap();
-        let ok = c.probe(&format!("http://{addr}/ok"), Duration::from_secs(2)).await;
+        let ok = c
+            .probe(&format!("http://{addr}/ok"), Duration::from_secs(2))
+            .await;
         assert_eq!((ok.ok, ok.status), (1.0, 200.0));
-        let bad = c.probe(&format!("http://{addr}/bad"), Duration::from_secs(2)).await;
+        let bad = c
+            .probe(&format!("http://{addr}/bad"), Duration::from_secs(2))
+            .await;
         assert_eq!((bad.ok, bad.status), (0.0, 503.0));
         // A port nobody listens on.
-        let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-        let refused = c.probe(&format!("http://{free}/"), Duration::from_secs(2)).await;
+        let free = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let refused = c
+            .probe(&format!("http://{free}/"), Duration::from_secs(2))
+            .await;
         assert_eq!((refused.ok, refused.status), (0.0, 0.0));
     }
 

@@ -25,7 +25,11 @@ struct World {
 impl World {
     fn new() -> Self {
         let set = PolicySet::parse(POLICY, Path::new("p.yaml")).unwrap();
-        Self { cache: Cache::new(10, 10), entities: Entities::default(), engine: Engine::new("s".into(), set, 10_000) }
+        Self {
+            cache: Cache::new(10, 10),
+            entities: Entities::default(),
+            engine: Engine::new("s".into(), set, 10_000),
+        }
     }
 
     /// One tick at `t` seconds in which `svc`'s only series scores `score`.
@@ -34,9 +38,13 @@ impl World {
         let id = SeriesId::new(EntityId::service("h1", svc), "up");
         self.cache.push(&id, now, 1.0, now, 0).unwrap();
         let pending = self.cache.take_pending();
-        let scores: Vec<f32> = pending.iter().map(|p| if p.is_some() { score } else { 0.0 }).collect();
+        let scores: Vec<f32> = pending
+            .iter()
+            .map(|p| if p.is_some() { score } else { 0.0 })
+            .collect();
         self.cache.set_scores(&pending, &scores);
-        self.entities.update(&self.cache, 0.95, now, 5_000, "s", "m1");
+        self.entities
+            .update(&self.cache, 0.95, now, 5_000, "s", "m1");
         self.engine.on_tick(now, &self.entities, "m1")
     }
 
@@ -59,7 +67,10 @@ impl World {
 fn acts_only_after_the_anomaly_persists() {
     let mut w = World::new();
     for t in 0..3 {
-        assert!(w.tick(t, "web", 0.99).commands.is_empty(), "acted too early at {t}");
+        assert!(
+            w.tick(t, "web", 0.99).commands.is_empty(),
+            "acted too early at {t}"
+        );
     }
     let d = w.tick(3, "web", 0.99);
     assert_eq!(d.commands.len(), 1);
@@ -97,7 +108,10 @@ fn success_then_health_verifies() {
     let d = w.result(4, &cmd, Outcome::Succeeded);
     assert_eq!(d.audit[0].outcome, Some(Outcome::Succeeded));
     for t in 5..10 {
-        assert!(w.tick(t, "web", 0.1).audit.is_empty(), "verified too early at {t}");
+        assert!(
+            w.tick(t, "web", 0.1).audit.is_empty(),
+            "verified too early at {t}"
+        );
     }
     let d = w.tick(10, "web", 0.1);
     assert_eq!(d.audit.len(), 1);
@@ -150,7 +164,13 @@ fn shadow_mode_records_but_never_sends() {
     }
     assert_eq!(audits.len(), 1);
     assert_eq!(audits[0].kind, AuditKind::HeldBack);
-    assert!(audits[0].detail.contains("shadow mode: would run restart-db on h1"), "{}", audits[0].detail);
+    assert!(
+        audits[0]
+            .detail
+            .contains("shadow mode: would run restart-db on h1"),
+        "{}",
+        audits[0].detail
+    );
 }
 
 #[test]

@@ -1,0 +1,116 @@
+//! The real `vigil` binary: `up --duration` writes its summary and exits 0;
+//! SIGINT stops the whole stack, demo service included, within 5 s.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const FREE_PORTS: [&str; 8] = [
+    "--mqtt-port",
+    "0",
+    "--agent-port",
+    "0",
+    "--edge-port",
+    "0",
+    "--cloud-port",
+    "0",
+];
+
+fn vigil() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_vigil"))
+}
+
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z "))
+}
+
+/// The demo service's PID, from the agent's log line.
+fn service_pid(log: &Path) -> Option<u32> {
+    let text = std::fs::read_to_string(log).ok()?;
+    let line = text
+        .lines()
+        .find(|l| l.contains("Started supervised service."))?;
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix("pid="))
+        .and_then(|p| p.parse().ok())
+}
+
+#[test]
+fn up_with_duration_writes_a_summary_and_exits_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let summary = dir.path().join("summary.json");
+    let status = vigil()
+        .arg("up")
+        .args(FREE_PORTS)
+        .args([
+            "--duration",
+            "12",
+            "--fault-interval-secs",
+            "5",
+            "--data-dir",
+        ])
+        .arg(dir.path().join("data"))
+        .arg("--summary")
+        .arg(&summary)
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "{status}");
+    let s: serde_json::Value = serde_json::from_slice(&std::fs::read(&summary).unwrap()).unwrap();
+    let faults = s["faults"].as_array().unwrap();
+    assert!(faults.len() >= 2, "{s:#}");
+    assert_eq!(faults[0]["kind"], "latency");
+    assert_eq!(faults[1]["kind"], "hang");
+    for f in faults {
+        assert!(f["injected_at_ms"].as_i64().unwrap() > 0);
+        // Healed, or a reason why not: never silent.
+        assert!(
+            f["healed_at_ms"].is_i64() || f["why_not"].is_string(),
+            "{f:#}"
+        );
+    }
+    assert_eq!(s["clean_shutdown"], true);
+    assert!(s["workload"]["requests"].as_u64().unwrap() > 0);
+}
+
+#[test]
+fn ctrl_c_stops_everything_within_five_seconds() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut child = vigil()
+        .arg("up")
+        .args(FREE_PORTS)
+        .arg("--data-dir")
+        .arg(&data)
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let log = data.join("vigil-up.log");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let pid = loop {
+        if let Some(pid) = service_pid(&log) {
+            break pid;
+        }
+        assert!(Instant::now() < deadline, "the demo service never started");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(alive(pid));
+    let sent = Instant::now();
+    let kill = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if sent.elapsed() > Duration::from_secs(5) {
+            let _ = child.kill();
+            panic!("vigil up did not stop within 5 s of SIGINT");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status}");
+    assert!(!alive(pid), "demo service {pid} left behind");
+}
