@@ -72,13 +72,8 @@ pub async fn run(
         let sup = sup.clone();
         async move { axum::Json(sup.lock().await.status()) }
     });
-    let http =
-        vigil_core::telemetry::router(metrics.registry.clone()).route("/api/v1/services", services);
-    tracker.spawn(vigil_core::telemetry::serve(
-        listener,
-        http,
-        shutdown.child_token(),
-    ));
+    let api = axum::Router::new().route("/api/v1/services", services);
+    vigil_core::telemetry::spawn_server(&tracker, listener, &metrics.registry, api, &shutdown);
     let executor = Executor::new(
         host.clone(),
         catalog,

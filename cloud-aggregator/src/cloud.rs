@@ -65,13 +65,13 @@ pub async fn run(
     let tracker = TaskTracker::new();
     let link_token = CancellationToken::new();
     tracker.spawn(link.run(link_token.clone()));
-    let http = vigil_core::telemetry::router(metrics.registry.clone())
-        .merge(crate::api::router(shared.clone()));
-    tracker.spawn(vigil_core::telemetry::serve(
+    vigil_core::telemetry::spawn_server(
+        &tracker,
         listener,
-        http,
-        shutdown.child_token(),
-    ));
+        &metrics.registry,
+        crate::api::router(shared.clone()),
+        &shutdown,
+    );
 
     let mut agg = Aggregator {
         store: Some(Store::new(&config.data_dir)),

@@ -40,6 +40,19 @@ pub fn router(registry: Registry) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
 }
 
+/// Spawns the role's HTTP server on `tracker`: `/metrics` and `/healthz`
+/// from `registry`, plus the role's own `api` routes, until `shutdown`.
+pub fn spawn_server(
+    tracker: &tokio_util::task::TaskTracker,
+    listener: TcpListener,
+    registry: &Registry,
+    api: Router,
+    shutdown: &CancellationToken,
+) {
+    let app = router(registry.clone()).merge(api);
+    tracker.spawn(serve(listener, app, shutdown.child_token()));
+}
+
 /// Serves `router` on `listener` until `shutdown` is cancelled.
 pub async fn serve(
     listener: TcpListener,

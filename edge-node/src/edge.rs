@@ -136,13 +136,13 @@ pub async fn run(
     tracker.spawn(link.run(link_token.clone()));
     let out_token = CancellationToken::new();
     tracker.spawn(out_task.run(out_token.clone()));
-    let http = vigil_core::telemetry::router(metrics.registry.clone())
-        .merge(crate::api::router(shared.clone()));
-    tracker.spawn(vigil_core::telemetry::serve(
+    vigil_core::telemetry::spawn_server(
+        &tracker,
         listener,
-        http,
-        shutdown.child_token(),
-    ));
+        &metrics.registry,
+        crate::api::router(shared.clone()),
+        &shutdown,
+    );
 
     let engine = Engine::new(
         site.clone(),

@@ -170,6 +170,26 @@ pub async fn cached_points(edge_url: &str, series: &str) -> usize {
         .unwrap_or(0)
 }
 
+/// Waits until fault number `index` (in injection order) is healed.
+pub async fn wait_healed(
+    stack: &vigil::stack::Stack,
+    index: usize,
+    name: &str,
+) -> anyhow::Result<vigil::demo::injector::FaultRecord> {
+    wait_for(
+        &format!("the {name} fault to be healed"),
+        Duration::from_secs(90),
+        || async {
+            let report = stack.tracker.lock().ok()?.report();
+            report
+                .get(index)
+                .filter(|r| r.healed_at_ms.is_some())
+                .cloned()
+        },
+    )
+    .await
+}
+
 /// Waits until the demo service runs and the detector has warmed up on it.
 pub async fn wait_until_warm(stack: &vigil::stack::Stack) -> anyhow::Result<u64> {
     let pid = wait_for("the demo service to start", Duration::from_secs(30), || {
@@ -271,21 +291,7 @@ async fn heal_each(
         )
         .await?;
         stack.inject(kind).await?;
-        let rec = wait_for(
-            &format!("the {name} fault to be healed"),
-            Duration::from_secs(90),
-            || async {
-                stack
-                    .tracker
-                    .lock()
-                    .ok()?
-                    .report()
-                    .get(i)
-                    .filter(|r| r.healed_at_ms.is_some())
-                    .cloned()
-            },
-        )
-        .await?;
+        let rec = wait_healed(stack, i, name).await?;
         anyhow::ensure!(
             rec.detected_at_ms.is_some(),
             "{name}: healed without a detection"

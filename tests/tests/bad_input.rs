@@ -12,7 +12,7 @@ use vigil::stack::{BrokerChoice, Stack};
 use vigil_core::clock::now_ms;
 use vigil_core::message::{Command, CommandResult, Outcome};
 use vigil_core::{decode, encode, topic};
-use vigil_tests::{metric, test_options, wait_for, wait_until_warm};
+use vigil_tests::{metric, test_options, wait_for, wait_healed, wait_until_warm};
 
 struct Raw {
     client: AsyncClient,
@@ -239,21 +239,8 @@ async fn scenario(stack: &Stack) -> anyhow::Result<()> {
         || async { (metric(edge, "vigil_edge_samples_total").await.ok()? > samples).then_some(()) },
     )
     .await?;
+    let index = stack.tracker.lock().map(|t| t.report().len()).unwrap_or(0);
     stack.inject(FaultKind::Crash).await?;
-    wait_for(
-        "the crash to be healed",
-        Duration::from_secs(90),
-        || async {
-            stack
-                .tracker
-                .lock()
-                .ok()?
-                .report()
-                .last()
-                .filter(|f| f.healed_at_ms.is_some())
-                .map(|_| ())
-        },
-    )
-    .await?;
+    wait_healed(stack, index, "crash").await?;
     Ok(())
 }
