@@ -281,6 +281,41 @@ actions:
     }
 
     #[tokio::test]
+    async fn systemd_restart_runs_systemctl_restart_unit() {
+        // systemd cannot run here: a stand-in systemctl records the argv it
+        // gets (the agent execs it directly; the script's shell is its own).
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("calls");
+        let fake = dir.path().join("systemctl");
+        std::fs::write(
+            &fake,
+            format!(
+                "#!/bin/sh\necho \"$@\" >> {}\n[ \"$2\" = nginx.service ]\n",
+                log.display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        let catalog = format!(
+            "actions:\n  restart-nginx: {{ kind: systemd_restart, unit: nginx.service, systemctl: {} }}\n  restart-bad: {{ kind: systemd_restart, unit: nope.service, systemctl: {} }}\n",
+            fake.display(),
+            fake.display()
+        );
+        let mut ex = executor(&catalog);
+        let r = ex.handle(&command("s1", "restart-nginx")).await;
+        assert_eq!(r.outcome, Outcome::Succeeded, "{}", r.detail);
+        assert_eq!(
+            ex.handle(&command("s2", "restart-bad")).await.outcome,
+            Outcome::Failed
+        );
+        assert_eq!(
+            std::fs::read_to_string(&log).unwrap(),
+            "restart nginx.service\nrestart nope.service\n"
+        );
+    }
+
+    #[tokio::test]
     async fn restart_must_target_its_own_service() {
         let mut ex = executor("actions:\n  restart-db: { kind: restart_process, service: db }\n");
         let r = ex.handle(&command("9", "restart-db")).await;
