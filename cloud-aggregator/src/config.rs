@@ -29,16 +29,15 @@ pub struct CloudConfig {
 impl Default for CloudConfig {
     fn default() -> Self {
         Self {
-            mqtt: MqttSettings {
-                max_packet_bytes: 4 * 1024 * 1024,
-                ..MqttSettings::default()
-            },
+            // The same packet limit as every other role, so a config that sets
+            // only `mqtt.port` stays consistent with max_message_bytes.
+            mqtt: MqttSettings::default(),
             listen: "127.0.0.1:9103".into(),
             data_dir: PathBuf::from("vigil-data/cloud"),
             flush_secs: 10,
             flush_rows: 50_000,
             node_ttl_secs: 30,
-            max_message_bytes: 4 * 1024 * 1024,
+            max_message_bytes: 1024 * 1024,
             recent: 1000,
         }
     }
@@ -81,6 +80,12 @@ mod tests {
         assert!(c.validate().is_empty(), "{:?}", c.validate());
         let text = serde_yaml_ng::to_string(&c).unwrap();
         assert_eq!(serde_yaml_ng::from_str::<CloudConfig>(&text).unwrap(), c);
+    }
+
+    #[test]
+    fn setting_only_the_port_is_valid() {
+        let c: CloudConfig = serde_yaml_ng::from_str("mqtt: { port: 18830 }\n").unwrap();
+        assert!(c.validate().is_empty(), "{:?}", c.validate());
     }
 
     #[test]

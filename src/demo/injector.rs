@@ -7,6 +7,9 @@ use serde::Serialize;
 use vigil_core::message::{AnomalyEvent, AuditKind, AuditRecord};
 use vigil_core::EntityId;
 
+/// How far before an injection an anomaly may open and still count (one tick).
+const ANOMALY_LEAD_MS: i64 = 1000;
+
 /// What happened to one injected fault.
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct FaultRecord {
@@ -71,17 +74,33 @@ impl Tracker {
 
     /// The latest fault on `target` injected at or before `ts_ms`.
     fn fault_for(&mut self, target: &EntityId, ts_ms: i64) -> Option<&mut FaultRecord> {
+        self.fault_within(target, ts_ms, 0)
+    }
+
+    /// Like `fault_for`, but also takes an anomaly that opened up to one
+    /// tick before the injection: a blip in the tick just before stays open
+    /// as the fault takes hold, and no new anomaly event follows.
+    fn fault_for_anomaly(&mut self, target: &EntityId, ts_ms: i64) -> Option<&mut FaultRecord> {
+        self.fault_within(target, ts_ms, ANOMALY_LEAD_MS)
+    }
+
+    fn fault_within(
+        &mut self,
+        target: &EntityId,
+        ts_ms: i64,
+        lead_ms: i64,
+    ) -> Option<&mut FaultRecord> {
         self.faults
             .iter_mut()
             .rev()
-            .find(|f| &f.target == target && f.injected_at_ms <= ts_ms)
+            .find(|f| &f.target == target && f.injected_at_ms - lead_ms <= ts_ms)
     }
 
     /// Takes an anomaly event from the uplink.
     pub fn anomaly(&mut self, ev: &AnomalyEvent) {
-        if let Some(f) = self.fault_for(&ev.entity, ev.ts_ms) {
+        if let Some(f) = self.fault_for_anomaly(&ev.entity, ev.ts_ms) {
             if f.detected_at_ms.is_none() {
-                f.detected_at_ms = Some(ev.ts_ms);
+                f.detected_at_ms = Some(ev.ts_ms.max(f.injected_at_ms));
                 f.detected_metric = Some(ev.top_metric.clone());
                 f.detect_secs = secs(f.injected_at_ms, f.detected_at_ms);
             }
@@ -223,8 +242,33 @@ mod tests {
             why.contains("no action") && why.contains("cooldown"),
             "{why}"
         );
-        // Events before the injection belong to no fault.
+        // Actions before the injection belong to no fault.
         t.audit(&audit(AuditKind::ActionSent, 500, &web));
         assert_eq!(t.report()[0].action, None);
+    }
+
+    #[test]
+    fn an_anomaly_open_just_before_injection_counts_as_detection_at_injection() {
+        let web = EntityId::service("h", "web");
+        let mut t = Tracker::default();
+        t.injected(FaultKind::Latency, web.clone(), 10_000);
+        let ev = |ts| AnomalyEvent {
+            id: "a".into(),
+            site: "s".into(),
+            entity: web.clone(),
+            score: 1.0,
+            top_metric: "http_latency_seconds".into(),
+            contributors: vec![],
+            ts_ms: ts,
+            model_version: "m".into(),
+        };
+        t.anomaly(&ev(8_000));
+        assert_eq!(
+            t.report()[0].detected_at_ms,
+            None,
+            "two ticks early is someone else's anomaly"
+        );
+        t.anomaly(&ev(9_997));
+        assert_eq!(t.report()[0].detect_secs, Some(0.0));
     }
 }

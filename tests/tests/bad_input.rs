@@ -19,6 +19,20 @@ struct Raw {
     results: mpsc::Receiver<CommandResult>,
 }
 
+impl Raw {
+    async fn send(
+        &self,
+        topic: impl Into<String>,
+        bytes: impl Into<Vec<u8>>,
+    ) -> anyhow::Result<()> {
+        let (topic, bytes) = (topic.into(), bytes.into());
+        self.client
+            .publish(topic, QoS::AtLeastOnce, false, bytes)
+            .await?;
+        Ok(())
+    }
+}
+
 /// A plain MQTT client that can publish anything and hears agent results.
 async fn raw_client(stack: &Stack) -> anyhow::Result<Raw> {
     let mut opts = MqttOptions::new(
@@ -97,29 +111,13 @@ async fn scenario(stack: &Stack) -> anyhow::Result<()> {
 
     // Malformed and unknown-version metric batches, and a garbage sensor reading.
     let metrics_topic = topic::metrics("demo", "demo-host");
-    raw.client
-        .publish(
-            &metrics_topic,
-            QoS::AtLeastOnce,
-            false,
-            b"{not json".to_vec(),
-        )
-        .await?;
-    raw.client
-        .publish(
-            &metrics_topic,
-            QoS::AtLeastOnce,
-            false,
-            br#"{"v":9,"kind":"metrics","body":{}}"#.to_vec(),
-        )
-        .await?;
-    raw.client
-        .publish(
-            topic::sensor("demo", "temp-1"),
-            QoS::AtLeastOnce,
-            false,
-            b"hot".to_vec(),
-        )
+    raw.send(&metrics_topic, b"{not json".to_vec()).await?;
+    raw.send(
+        &metrics_topic,
+        br#"{"v":9,"kind":"metrics","body":{}}"#.to_vec(),
+    )
+    .await?;
+    raw.send(topic::sensor("demo", "temp-1"), b"hot".to_vec())
         .await?;
     wait_for(
         "the edge to count the malformed messages",
@@ -141,13 +139,7 @@ async fn scenario(stack: &Stack) -> anyhow::Result<()> {
 
     // An action outside the catalog is rejected, and nothing is restarted.
     let unknown = command(stack, "c-unknown", "rm-rf", now_ms() + 30_000);
-    raw.client
-        .publish(
-            topic::commands("demo", "demo-host"),
-            QoS::AtLeastOnce,
-            false,
-            encode(&unknown),
-        )
+    raw.send(topic::commands("demo", "demo-host"), encode(&unknown))
         .await?;
     let r = next_result(&mut raw, "c-unknown").await?;
     assert_eq!(r.outcome, Outcome::Rejected);
@@ -157,13 +149,7 @@ async fn scenario(stack: &Stack) -> anyhow::Result<()> {
         1.0
     );
     // Garbage on the command topic is counted by the agent.
-    raw.client
-        .publish(
-            topic::commands("demo", "demo-host"),
-            QoS::AtLeastOnce,
-            false,
-            b"\xff\xfe".to_vec(),
-        )
+    raw.send(topic::commands("demo", "demo-host"), b"\xff\xfe".to_vec())
         .await?;
     wait_for(
         "the agent to count the malformed command",
@@ -183,38 +169,20 @@ async fn scenario(stack: &Stack) -> anyhow::Result<()> {
 
     // A valid command runs once; its replay (same id) and an expired one do nothing.
     let restart = command(stack, "c-once", "restart-demo-web", now_ms() + 30_000);
-    raw.client
-        .publish(
-            topic::commands("demo", "demo-host"),
-            QoS::AtLeastOnce,
-            false,
-            encode(&restart),
-        )
+    raw.send(topic::commands("demo", "demo-host"), encode(&restart))
         .await?;
     assert_eq!(
         next_result(&mut raw, "c-once").await?.outcome,
         Outcome::Succeeded
     );
-    raw.client
-        .publish(
-            topic::commands("demo", "demo-host"),
-            QoS::AtLeastOnce,
-            false,
-            encode(&restart),
-        )
+    raw.send(topic::commands("demo", "demo-host"), encode(&restart))
         .await?;
     assert_eq!(
         next_result(&mut raw, "c-once").await?.outcome,
         Outcome::Duplicate
     );
     let stale = command(stack, "c-stale", "restart-demo-web", now_ms() - 1);
-    raw.client
-        .publish(
-            topic::commands("demo", "demo-host"),
-            QoS::AtLeastOnce,
-            false,
-            encode(&stale),
-        )
+    raw.send(topic::commands("demo", "demo-host"), encode(&stale))
         .await?;
     assert_eq!(
         next_result(&mut raw, "c-stale").await?.outcome,
