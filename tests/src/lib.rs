@@ -133,19 +133,6 @@ impl Drop for Mosquitto {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_labelled_samples() {
-        let text = "# HELP x\nvigil_a_total 3\nvigil_b_total{outcome=\"ok\"} 5\nvigil_b_total{outcome=\"okay\"} 7\n";
-        assert_eq!(parse_metric(text, "vigil_a_total"), 3.0);
-        assert_eq!(parse_metric(text, "vigil_b_total{outcome=\"ok\"}"), 5.0);
-        assert_eq!(parse_metric(text, "vigil_missing"), 0.0);
-    }
-}
-
 /// The live PID of the demo service, from the agent's API.
 pub async fn service_pid(agent_url: &str) -> Option<u64> {
     let v = get_json(&format!("{agent_url}/api/v1/services"))
@@ -370,4 +357,17 @@ async fn heal_each(
         pid = new_pid;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_labelled_samples() {
+        let text = "# HELP x\nvigil_a_total 3\nvigil_b_total{outcome=\"ok\"} 5\nvigil_b_total{outcome=\"okay\"} 7\n";
+        assert_eq!(parse_metric(text, "vigil_a_total"), 3.0);
+        assert_eq!(parse_metric(text, "vigil_b_total{outcome=\"ok\"}"), 5.0);
+        assert_eq!(parse_metric(text, "vigil_missing"), 0.0);
+    }
 }
