@@ -65,8 +65,7 @@ pub async fn run(
     let (publisher, link) = mqtt::open(spec, inbox_tx, metrics.link.clone());
 
     let tracker = TaskTracker::new();
-    let link_token = CancellationToken::new();
-    tracker.spawn(link.run(link_token.clone()));
+    let link_token = link.spawn_on(&tracker);
     let sup = supervisor.clone();
     let services = axum::routing::get(move || {
         let sup = sup.clone();

@@ -1,10 +1,9 @@
 //! `vigil-agent`: the host agent as its own binary.
 
-use anyhow::Context;
 use clap::Parser;
 use std::path::PathBuf;
 use vigil_agent::{AgentConfig, AgentMetrics, Catalog};
-use vigil_core::config::{exit_with, load_validated};
+use vigil_core::config::{exit_with, prepare};
 
 /// Vigil host agent: publishes host and service metrics (CPU, memory, disk,
 /// network, load; per service: process alive, CPU, RSS, HTTP health and
@@ -32,23 +31,22 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     vigil_core::telemetry::init_tracing("info");
-    let mut config = load_validated(args.config.as_deref(), AgentConfig::validate)
-        .unwrap_or_else(|p| exit_with(&p));
-    if let Some(c) = args.catalog {
-        config.catalog = c;
-    }
-    if args.print_config {
-        print!("{}", serde_yaml_ng::to_string(&config)?);
+    let overrides =
+        |c: &mut AgentConfig| c.catalog = args.catalog.clone().unwrap_or(c.catalog.clone());
+    let Some(config) = prepare(
+        args.config.as_deref(),
+        AgentConfig::validate,
+        overrides,
+        args.print_config,
+    ) else {
         return Ok(());
-    }
+    };
     let catalog = if config.catalog.as_os_str().is_empty() {
         Catalog::default()
     } else {
         Catalog::load(&config.catalog).unwrap_or_else(|p| exit_with(&p))
     };
-    let listener = tokio::net::TcpListener::bind(&config.listen)
-        .await
-        .with_context(|| format!("binding {}", config.listen))?;
+    let listener = vigil_core::telemetry::bind(&config.listen).await?;
     let metrics = AgentMetrics::new()?;
     let shutdown = vigil_core::shutdown::on_signal();
     vigil_agent::run(config, catalog, listener, metrics, shutdown).await

@@ -63,8 +63,7 @@ pub async fn run(
     let (inbox_tx, inbox) = mpsc::channel(1024);
     let (_publisher, link) = mqtt::open(spec, inbox_tx, metrics.link.clone());
     let tracker = TaskTracker::new();
-    let link_token = CancellationToken::new();
-    tracker.spawn(link.run(link_token.clone()));
+    let link_token = link.spawn_on(&tracker);
     vigil_core::telemetry::spawn_server(
         &tracker,
         listener,

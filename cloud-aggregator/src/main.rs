@@ -1,10 +1,9 @@
 //! `vigil-cloud`: the cloud aggregator as its own binary.
 
-use anyhow::Context;
 use clap::Parser;
 use std::path::PathBuf;
 use vigil_cloud::{CloudConfig, CloudMetrics};
-use vigil_core::config::{exit_with, load_validated};
+use vigil_core::config::prepare;
 
 /// Vigil cloud aggregator: subscribes to every site's uplink over MQTT,
 /// writes samples, anomalies and the audit trail as Parquet partitioned by
@@ -29,15 +28,15 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     vigil_core::telemetry::init_tracing("info");
-    let config = load_validated(args.config.as_deref(), CloudConfig::validate)
-        .unwrap_or_else(|p| exit_with(&p));
-    if args.print_config {
-        print!("{}", serde_yaml_ng::to_string(&config)?);
+    let Some(config) = prepare(
+        args.config.as_deref(),
+        CloudConfig::validate,
+        |_| {},
+        args.print_config,
+    ) else {
         return Ok(());
-    }
-    let listener = tokio::net::TcpListener::bind(&config.listen)
-        .await
-        .with_context(|| format!("binding {}", config.listen))?;
+    };
+    let listener = vigil_core::telemetry::bind(&config.listen).await?;
     let metrics = CloudMetrics::new()?;
     let shutdown = vigil_core::shutdown::on_signal();
     vigil_cloud::run(config, listener, metrics, shutdown).await

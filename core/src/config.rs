@@ -42,12 +42,33 @@ pub fn load_validated<T: DeserializeOwned + Default>(
     }
 }
 
+/// The common start of a role binary: loads and validates `path` (printing
+/// every problem and exiting 2 on any), applies command-line overrides, and
+/// handles `--print-config`. Returns `None` when the config was printed.
+pub fn prepare<T: DeserializeOwned + Default + serde::Serialize>(
+    path: Option<&Path>,
+    validate: impl Fn(&T) -> Vec<String>,
+    overrides: impl FnOnce(&mut T),
+    print: bool,
+) -> Option<T> {
+    let mut config = load_validated(path, validate).unwrap_or_else(|p| exit_with(&p));
+    overrides(&mut config);
+    if print {
+        match serde_yaml_ng::to_string(&config) {
+            Ok(text) => print!("{text}"),
+            Err(e) => exit_with(&[format!("rendering the config: {e}")]),
+        }
+        return None;
+    }
+    Some(config)
+}
+
 /// Prints every problem as `error: …` and exits with status 2.
 pub fn exit_with(problems: &[String]) -> ! {
     for p in problems {
         eprintln!("error: {p}");
     }
-    eprintln!("{} problem(s); nothing was started.", problems.len());
+    eprintln!("{} problem(s).", problems.len());
     std::process::exit(2)
 }
 

@@ -283,6 +283,14 @@ pub fn open(
 }
 
 impl Link {
+    /// Spawns the link on `tracker` with its own stop token, to be cancelled
+    /// after the tasks that publish through it have stopped.
+    pub fn spawn_on(self, tracker: &tokio_util::task::TaskTracker) -> CancellationToken {
+        let token = CancellationToken::new();
+        tracker.spawn(self.run(token.clone()));
+        token
+    }
+
     /// Polls the event loop until `shutdown`, reconnecting with backoff.
     /// On shutdown it publishes the offline presence and disconnects cleanly.
     pub async fn run(mut self, shutdown: CancellationToken) {

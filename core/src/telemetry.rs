@@ -43,6 +43,14 @@ pub fn router(registry: Registry) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
 }
 
+/// Binds a role's HTTP address, naming it in the error.
+pub async fn bind(listen: &str) -> anyhow::Result<TcpListener> {
+    use anyhow::Context;
+    TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("binding {listen} (in use? set `listen` in the config)"))
+}
+
 /// Spawns the role's HTTP server on `tracker`: `/metrics` and `/healthz`
 /// from `registry`, plus the role's own `api` routes, until `shutdown`.
 pub fn spawn_server(

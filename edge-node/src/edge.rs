@@ -132,8 +132,7 @@ pub async fn run(
     let (out, out_task) = outbox(4096, publisher, metrics.link.clone());
 
     let tracker = TaskTracker::new();
-    let link_token = CancellationToken::new();
-    tracker.spawn(link.run(link_token.clone()));
+    let link_token = link.spawn_on(&tracker);
     let out_token = CancellationToken::new();
     tracker.spawn(out_task.run(out_token.clone()));
     vigil_core::telemetry::spawn_server(

@@ -1,9 +1,8 @@
 //! `vigil-edge`: the edge node as its own binary.
 
-use anyhow::Context;
 use clap::Parser;
 use std::path::PathBuf;
-use vigil_core::config::{exit_with, load_validated};
+use vigil_core::config::{exit_with, prepare};
 use vigil_edge::{EdgeConfig, EdgeMetrics, PolicySet};
 
 /// Vigil edge node: ingests agent metric batches and sensor readings for one
@@ -33,23 +32,21 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     vigil_core::telemetry::init_tracing("info");
-    let mut config = load_validated(args.config.as_deref(), EdgeConfig::validate)
-        .unwrap_or_else(|p| exit_with(&p));
-    if let Some(p) = args.policy {
-        config.policy = p;
-    }
-    if args.print_config {
-        print!("{}", serde_yaml_ng::to_string(&config)?);
+    let overrides = |c: &mut EdgeConfig| c.policy = args.policy.clone().unwrap_or(c.policy.clone());
+    let Some(config) = prepare(
+        args.config.as_deref(),
+        EdgeConfig::validate,
+        overrides,
+        args.print_config,
+    ) else {
         return Ok(());
-    }
+    };
     let policies = if config.policy.as_os_str().is_empty() {
         PolicySet::default()
     } else {
         PolicySet::load(&config.policy).unwrap_or_else(|p| exit_with(&p))
     };
-    let listener = tokio::net::TcpListener::bind(&config.listen)
-        .await
-        .with_context(|| format!("binding {}", config.listen))?;
+    let listener = vigil_core::telemetry::bind(&config.listen).await?;
     let metrics = EdgeMetrics::new()?;
     let shutdown = vigil_core::shutdown::on_signal();
     vigil_edge::run(config, policies, listener, metrics, shutdown).await
