@@ -5,6 +5,7 @@
 
 pub mod baseline;
 pub mod detector;
+pub mod eval;
 pub mod forecaster;
 
 pub use detector::{Detector, DetectorConfig, TickScores};

@@ -1,0 +1,3 @@
+//! Evaluation of detectors against labelled benchmarks.
+
+pub mod nab;
