@@ -4,5 +4,6 @@
 pub mod broker;
 pub mod console;
 pub mod demo;
+pub mod eval;
 pub mod policy_check;
 pub mod stack;

@@ -32,6 +32,11 @@ enum Cmd {
         #[command(subcommand)]
         command: PolicyCmd,
     },
+    /// Evaluate the detector on a labelled benchmark.
+    Eval {
+        #[command(subcommand)]
+        command: EvalCmd,
+    },
     /// The demo web service (started by `vigil up` through the agent).
     #[command(hide = true)]
     DemoService {
@@ -48,6 +53,31 @@ enum PolicyCmd {
         /// Files to check.
         #[arg(required = true)]
         files: Vec<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum EvalCmd {
+    /// Stream the detector over every series of a Numenta Anomaly Benchmark
+    /// corpus (causally, one setting for all series, no labels), write NAB's
+    /// result files to OUT/NAME/<category>/NAME_<file>.csv, and print the
+    /// normalised standard, low-FP and low-FN scores. Same seed, same result.
+    Nab {
+        /// NAB data folder (<category>/<file>.csv).
+        #[arg(long)]
+        data: PathBuf,
+        /// NAB labels file (combined_windows.json).
+        #[arg(long)]
+        labels: PathBuf,
+        /// Where the result files go.
+        #[arg(long)]
+        out: PathBuf,
+        /// Detector name in result paths.
+        #[arg(long, default_value = "vigil")]
+        detector: String,
+        /// NAB cost profiles (default: profiles.json beside the labels folder).
+        #[arg(long)]
+        profiles: Option<PathBuf>,
     },
 }
 
@@ -87,6 +117,36 @@ async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Cmd::Up(args) => up(args).await,
         Cmd::DemoService { port } => vigil::demo::service::run(port).await,
+        Cmd::Eval {
+            command:
+                EvalCmd::Nab {
+                    data,
+                    labels,
+                    out,
+                    detector,
+                    profiles,
+                },
+        } => {
+            let args = vigil::eval::NabArgs {
+                data,
+                labels,
+                profiles,
+                out,
+                detector,
+            };
+            let started = Instant::now();
+            let cfg = vigil_models::DetectorConfig::default();
+            let scores =
+                tokio::task::spawn_blocking(move || vigil::eval::nab(&args, &cfg)).await??;
+            println!("NAB scores ({:.1} s):", started.elapsed().as_secs_f64());
+            for (profile, s) in &scores {
+                println!(
+                    "  {profile:<20} {:6.2}   (threshold {:.4})",
+                    s.normalised, s.threshold
+                );
+            }
+            Ok(())
+        }
         Cmd::Policy {
             command: PolicyCmd::Check { files },
         } => {

@@ -114,3 +114,61 @@ fn ctrl_c_stops_everything_within_five_seconds() {
     assert!(status.success(), "{status}");
     assert!(!alive(pid), "demo service {pid} left behind");
 }
+
+#[test]
+fn eval_nab_writes_results_and_prints_three_scores() {
+    // A tiny corpus in NAB's layout: one file with a level jump inside its window.
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data/cat");
+    std::fs::create_dir_all(&data).unwrap();
+    let mut csv = String::from("timestamp,value\n");
+    for i in 0..400 {
+        let v = if (300..320).contains(&i) {
+            90.0
+        } else {
+            10.0 + (i % 5) as f64
+        };
+        csv.push_str(&format!("2020-01-01 {:02}:{:02}:00,{v}\n", i / 60, i % 60));
+    }
+    std::fs::write(data.join("f.csv"), csv).unwrap();
+    std::fs::create_dir_all(dir.path().join("labels")).unwrap();
+    let labels = dir.path().join("labels/combined_windows.json");
+    std::fs::write(
+        &labels,
+        r#"{"cat/f.csv": [["2020-01-01 04:55:00.000000", "2020-01-01 05:15:00.000000"]]}"#,
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("profiles.json"),
+        r#"{"standard": {"CostMatrix": {"tpWeight": 1.0, "fnWeight": 1.0, "fpWeight": 0.11, "tnWeight": 1.0}}}"#,
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    let output = vigil()
+        .args(["eval", "nab", "--data"])
+        .arg(dir.path().join("data"))
+        .arg("--labels")
+        .arg(&labels)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("standard"), "{stdout}");
+    let result = std::fs::read_to_string(out.join("vigil/cat/vigil_f.csv")).unwrap();
+    assert!(result.starts_with("timestamp,value,anomaly_score,label\n"));
+    assert_eq!(result.lines().count(), 401);
+    let scores: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("vigil/vigil_scores.json")).unwrap())
+            .unwrap();
+    // The jump sits inside the window and the file is otherwise quiet: a positive score.
+    assert!(
+        scores["standard"]["normalised"].as_f64().unwrap() > 0.0,
+        "{scores}"
+    );
+}

@@ -1,3 +1,4 @@
 //! Evaluation of detectors against labelled benchmarks.
 
 pub mod nab;
+pub mod stream;
