@@ -7,6 +7,7 @@ pub mod baseline;
 pub mod detector;
 pub mod eval;
 pub mod forecaster;
+pub mod fused;
 
 pub use detector::{Detector, DetectorConfig, TickScores};
 
