@@ -1,3 +1,4 @@
+#![allow(missing_docs)] // criterion's macros generate undocumented items
 //! One stateful LSTM step (input 1, hidden 32) over B series on one thread:
 //! candle's generic cell against the fused step. Samples/s = B / step time.
 //! Run: `cargo bench -p vigil-models --bench lstm_step`; compare with
@@ -42,7 +43,7 @@ fn bench(c: &mut Criterion) {
         VarBuilder::from_tensors(plain, DType::F32, &Device::Cpu).pp("lstm"),
     )
     .unwrap_or_else(|e| panic!("{e}"));
-    let fused = match (
+    let mut fused = match (
         tensor("weight_ih_l0"),
         tensor("weight_hh_l0"),
         tensor("bias_ih_l0"),

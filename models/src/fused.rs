@@ -6,15 +6,17 @@
 //! walking the buffer; at edge sizes that chain, not the product, is the cost.
 //! Numerically the same cell (gate order i, f, g, o, as PyTorch and candle).
 
-use candle_core::{Device, Result, Tensor};
+use candle_core::{Result, Tensor};
 
 /// Gate weights in fused layout, built from candle/PyTorch LSTM weights.
 #[derive(Clone, Debug)]
 pub struct FusedLstm {
-    /// `[in+H, 4H]`.
-    w: Tensor,
-    /// The same, row-major, for the small-batch path.
+    /// The same, row-major, as gemm and the small-batch loop read it.
     w_rows: Vec<f32>,
+    /// Reused `[B, in+H]` input buffer.
+    xh: Vec<f32>,
+    /// Reused `[B, 4H]` gate buffer.
+    gates: Vec<f32>,
     /// `b_ih + b_hh`, `[4H]`.
     bias: Vec<f32>,
     inputs: usize,
@@ -23,6 +25,40 @@ pub struct FusedLstm {
 
 /// Up to this many series a plain loop beats candle's per-call overhead.
 const SMALL_BATCH: usize = 32;
+
+/// `dst[b×n] += lhs[b×k] × rhs[k×n]`, all row-major, on the calling thread.
+#[allow(unsafe_code)]
+fn gemm_into(dst: &mut [f32], lhs: &[f32], rhs: &[f32], b: usize, k: usize, n: usize) {
+    assert!(
+        dst.len() == b * n && lhs.len() == b * k && rhs.len() == k * n,
+        "gemm shapes"
+    );
+    // SAFETY: the assert above guarantees every index the strides address is
+    // inside its slice; dst is a distinct &mut, so nothing aliases.
+    unsafe {
+        gemm::gemm(
+            b,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            true,
+            lhs.as_ptr(),
+            1,
+            k as isize,
+            rhs.as_ptr(),
+            1,
+            n as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
+    }
+}
 
 /// `e^x` without libm, branch-free so a loop over a slice vectorises:
 /// `2^round(x·log2 e)` from the exponent bits times a degree-6 polynomial for
@@ -54,15 +90,16 @@ impl FusedLstm {
     pub fn new(w_ih: &Tensor, w_hh: &Tensor, b_ih: &Tensor, b_hh: &Tensor) -> Result<Self> {
         let (four_h, inputs) = w_ih.dims2()?;
         let hidden = four_h / 4;
-        let w = Tensor::cat(&[w_ih, w_hh], 1)?.t()?.contiguous()?.detach();
+        let w = Tensor::cat(&[w_ih, w_hh], 1)?.t()?.contiguous()?;
         let w_rows = w.flatten_all()?.to_vec1::<f32>()?;
         let bias = (b_ih + b_hh)?.to_vec1::<f32>()?;
         Ok(Self {
-            w,
             w_rows,
             bias,
             inputs,
             hidden,
+            xh: Vec::new(),
+            gates: Vec::new(),
         })
     }
 
@@ -71,45 +108,52 @@ impl FusedLstm {
         self.hidden
     }
 
-    /// `[B, in+H] × [in+H, 4H]` as a plain loop (the inner loop vectorises).
-    fn small_matmul(&self, xh: &[f32], b: usize) -> Vec<f32> {
+    /// `gates = bias + xh × W` for `b` rows: a plain loop for a few rows
+    /// (its inner loop vectorises), gemm on one thread otherwise.
+    fn product(&mut self, b: usize) {
         let (k_dim, n) = (self.inputs + self.hidden, 4 * self.hidden);
-        let mut out = vec![0.0f32; b * n];
-        for r in 0..b {
-            let row = &mut out[r * n..(r + 1) * n];
-            for k in 0..k_dim {
-                let a = xh[r * k_dim + k];
-                for (o, w) in row.iter_mut().zip(&self.w_rows[k * n..(k + 1) * n]) {
-                    *o += a * w;
+        self.gates.clear();
+        for _ in 0..b {
+            self.gates.extend_from_slice(&self.bias);
+        }
+        if b <= SMALL_BATCH {
+            for r in 0..b {
+                let row = &mut self.gates[r * n..(r + 1) * n];
+                for k in 0..k_dim {
+                    let a = self.xh[r * k_dim + k];
+                    for (o, w) in row.iter_mut().zip(&self.w_rows[k * n..(k + 1) * n]) {
+                        *o += a * w;
+                    }
                 }
             }
+            return;
         }
-        out
+        gemm_into(&mut self.gates, &self.xh, &self.w_rows, b, k_dim, n);
     }
 
     /// One step for `B = h.len() / H` series. `x` is `[B, in]`, `h` and `c`
     /// are `[B, H]`, row-major; `h` and `c` are updated in place.
-    pub fn step(&self, x: &[f32], h: &mut [f32], c: &mut [f32]) -> Result<()> {
+    pub fn step(&mut self, x: &[f32], h: &mut [f32], c: &mut [f32]) -> Result<()> {
         let (n_in, n_h) = (self.inputs, self.hidden);
         let b = h.len() / n_h;
-        let mut xh = Vec::with_capacity(b * (n_in + n_h));
-        for r in 0..b {
-            xh.extend_from_slice(&x[r * n_in..(r + 1) * n_in]);
-            xh.extend_from_slice(&h[r * n_h..(r + 1) * n_h]);
+        if x.len() != b * n_in || c.len() != h.len() {
+            return Err(candle_core::Error::Msg(format!(
+                "fused LSTM step: x {} / h {} / c {} do not fit B×{n_in}, B×{n_h}",
+                x.len(),
+                h.len(),
+                c.len()
+            )));
         }
-        let gates = if b <= SMALL_BATCH {
-            self.small_matmul(&xh, b)
-        } else {
-            let xh = Tensor::from_vec(xh, (b, n_in + n_h), &Device::Cpu)?;
-            xh.matmul(&self.w)?.flatten_all()?.to_vec1::<f32>()?
-        };
-        let mut gates = gates;
+        self.xh.clear();
+        for r in 0..b {
+            self.xh.extend_from_slice(&x[r * n_in..(r + 1) * n_in]);
+            self.xh.extend_from_slice(&h[r * n_h..(r + 1) * n_h]);
+        }
+        self.product(b);
+        let mut gates = std::mem::take(&mut self.gates);
         // Bias, then the nonlinearities in contiguous passes that vectorise:
         // sigmoid on i, f, o; tanh on g (as 2·sigmoid(2x) − 1).
         for row in gates.chunks_exact_mut(4 * n_h) {
-            for (v, b) in row.iter_mut().zip(&self.bias) {
-                *v += b;
-            }
             let (ifg, o) = row.split_at_mut(3 * n_h);
             let (i_f, g) = ifg.split_at_mut(2 * n_h);
             sigmoid_in_place(i_f);
@@ -145,6 +189,7 @@ impl FusedLstm {
                 hr[k] = o[k] * (2.0 * hr[k] - 1.0);
             }
         }
+        self.gates = gates;
         Ok(())
     }
 }
@@ -152,7 +197,7 @@ impl FusedLstm {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::DType;
+    use candle_core::{DType, Device};
     use candle_nn::rnn::{LSTMConfig, LSTMState, RNN};
     use candle_nn::{VarBuilder, VarMap};
 
@@ -192,7 +237,7 @@ mod tests {
                 .as_tensor()
                 .clone()
         };
-        let fused = FusedLstm::new(
+        let mut fused = FusedLstm::new(
             &get("weight_ih_l0"),
             &get("weight_hh_l0"),
             &get("bias_ih_l0"),
