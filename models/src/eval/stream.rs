@@ -119,13 +119,14 @@ pub fn write_results(
         let labelled = label_rows(f, windows.get(&f.name).map(Vec::as_slice).unwrap_or(&[]));
         let mut w = std::io::BufWriter::new(std::fs::File::create(&path).map_err(io)?);
         writeln!(w, "timestamp,value,anomaly_score,label").map_err(io)?;
-        for i in 0..f.values.len() {
-            writeln!(
-                w,
-                "{},{},{},{}",
-                f.timestamps[i], f.values[i], s.scores[i], labelled[i] as u8
-            )
-            .map_err(io)?;
+        let rows = f
+            .timestamps
+            .iter()
+            .zip(&f.values)
+            .zip(&s.scores)
+            .zip(&labelled);
+        for (((ts, value), score), label) in rows {
+            writeln!(w, "{ts},{value},{score},{}", *label as u8).map_err(io)?;
         }
         w.flush().map_err(io)?;
     }
