@@ -11,9 +11,9 @@
 
 use crate::baseline::{Baseline, BaselineRates};
 use crate::forecaster::{Forecaster, ForecasterConfig};
+use crate::fused::FusedLstm;
 use crate::ModelError;
 use candle_core::{DType, Device, Tensor};
-use candle_nn::rnn::LSTMState;
 use candle_nn::{AdamW, Optimizer, ParamsAdamW, VarBuilder, VarMap};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use std::collections::VecDeque;
@@ -140,7 +140,13 @@ pub struct Detector {
     varmap: VarMap,
     model: Forecaster,
     optimizer: Option<AdamW>,
-    state: LSTMState,
+    /// Inference: the fused cell, refreshed from `varmap` after training.
+    cell: FusedLstm,
+    head_w: Vec<f32>,
+    head_b: f32,
+    /// Per-series LSTM state, `[N, H]` row-major.
+    h: Vec<f32>,
+    c: Vec<f32>,
     forecast: Vec<f32>,
     slots: Vec<Slot>,
     rng: StdRng,
@@ -178,7 +184,7 @@ impl Detector {
         } else {
             None
         };
-        let state = model.zero_state(0)?;
+        let (cell, head_w, head_b) = inference_cell(&varmap)?;
         Ok(Self {
             rates: cfg.rates(),
             rng,
@@ -187,7 +193,11 @@ impl Detector {
             varmap,
             model,
             optimizer,
-            state,
+            cell,
+            head_w,
+            head_b,
+            h: Vec::new(),
+            c: Vec::new(),
             forecast: Vec::new(),
             slots: Vec::new(),
             ticks: 0,
@@ -231,16 +241,8 @@ impl Detector {
             return Ok(());
         }
         let extra = n - self.slots.len();
-        let zeros = self.model.zero_state(extra)?;
-        let (h, c) = if self.slots.is_empty() {
-            (zeros.h, zeros.c)
-        } else {
-            (
-                Tensor::cat(&[&self.state.h, &zeros.h], 0)?,
-                Tensor::cat(&[&self.state.c, &zeros.c], 0)?,
-            )
-        };
-        self.state = LSTMState::new(h, c);
+        self.h.resize(n * self.cfg.hidden, 0.0);
+        self.c.resize(n * self.cfg.hidden, 0.0);
         self.forecast.resize(n, 0.0);
         for _ in 0..extra {
             self.slots.push(Slot {
@@ -315,19 +317,22 @@ impl Detector {
     }
 
     fn step_model(&mut self, inputs: &[f32], mask: &[f32]) -> Result<(), ModelError> {
-        let n = inputs.len();
-        let x = Tensor::from_slice(inputs, (n, 1), &self.device)?;
-        let m = Tensor::from_slice(mask, (n, 1), &self.device)?;
-        let (pred, next) = self.model.step(&x, &self.state)?;
+        let hd = self.cfg.hidden;
         // Series without a value this tick keep their old state.
-        let keep = (1.0 - &m)?;
-        let h = (next.h.broadcast_mul(&m)? + self.state.h.broadcast_mul(&keep)?)?;
-        let c = (next.c.broadcast_mul(&m)? + self.state.c.broadcast_mul(&keep)?)?;
-        self.state = LSTMState::new(h.detach(), c.detach());
-        let pred = pred.detach().to_vec1::<f32>()?;
-        for (i, p) in pred.into_iter().enumerate() {
-            if mask[i] > 0.0 {
-                self.forecast[i] = p;
+        let (old_h, old_c) = (self.h.clone(), self.c.clone());
+        self.cell.step(inputs, &mut self.h, &mut self.c)?;
+        for (i, &m) in mask.iter().enumerate() {
+            let rows = i * hd..(i + 1) * hd;
+            if m > 0.0 {
+                let delta: f32 = self.h[rows]
+                    .iter()
+                    .zip(&self.head_w)
+                    .map(|(a, b)| a * b)
+                    .sum();
+                self.forecast[i] = inputs[i] + delta + self.head_b;
+            } else {
+                self.h[rows.clone()].copy_from_slice(&old_h[rows.clone()]);
+                self.c[rows.clone()].copy_from_slice(&old_c[rows]);
             }
         }
         Ok(())
@@ -360,11 +365,39 @@ impl Detector {
         let pred = self.model.forward_seq(&x)?;
         let loss = candle_nn::loss::mse(&pred, &y)?;
         opt.backward_step(&loss)?;
+        (self.cell, self.head_w, self.head_b) = inference_cell(&self.varmap)?;
         let loss = loss.to_scalar::<f32>()?;
         self.train_steps += 1;
         self.last_loss = Some(loss);
         Ok(Some(loss))
     }
+}
+
+/// The fused inference cell and the head, from the current variables.
+fn inference_cell(varmap: &VarMap) -> Result<(FusedLstm, Vec<f32>, f32), ModelError> {
+    let data = varmap
+        .data()
+        .lock()
+        .map_err(|_| ModelError::Config("variable map poisoned".into()))?;
+    let get = |name: &str| {
+        data.get(name)
+            .map(|v| v.as_tensor().detach())
+            .ok_or_else(|| ModelError::Config(format!("model has no variable {name}")))
+    };
+    let cell = FusedLstm::new(
+        &get("lstm.weight_ih_l0")?,
+        &get("lstm.weight_hh_l0")?,
+        &get("lstm.bias_ih_l0")?,
+        &get("lstm.bias_hh_l0")?,
+    )?;
+    let head_w = get("head.weight")?.flatten_all()?.to_vec1::<f32>()?;
+    let head_b = get("head.bias")?
+        .flatten_all()?
+        .to_vec1::<f32>()?
+        .first()
+        .copied()
+        .unwrap_or(0.0);
+    Ok((cell, head_w, head_b))
 }
 
 /// Re-draws the LSTM weight matrices from `rng` (uniform ±1/√hidden, as
@@ -425,6 +458,61 @@ mod tests {
             s = d.tick(&[Some(100.0), Some(1.0)]).unwrap();
         }
         assert!(s.scores[1] < 0.5, "{:?}", s.scores);
+    }
+
+    #[test]
+    fn fused_inference_follows_the_trained_candle_model() {
+        let mut d = Detector::new(DetectorConfig {
+            train_every_ticks: 0,
+            ..DetectorConfig::default()
+        })
+        .unwrap();
+        d.optimizer = Some(
+            AdamW::new(
+                d.varmap.all_vars(),
+                ParamsAdamW {
+                    lr: 5e-2,
+                    weight_decay: 0.0,
+                    ..Default::default()
+                },
+            )
+            .unwrap(),
+        );
+        let series = |t: usize| ((t as f64) * 0.4).sin() * 5.0 + 20.0;
+        for t in 0..80 {
+            d.tick(&[Some(series(t))]).unwrap();
+        }
+        for _ in 0..5 {
+            d.train_step().unwrap();
+        }
+        // Replay the same normalised inputs through candle's cell from a zero state.
+        let mut fresh = Detector::new(DetectorConfig {
+            train_every_ticks: 0,
+            ..DetectorConfig::default()
+        })
+        .unwrap();
+        fresh.varmap = d.varmap.clone();
+        fresh.model = d.model.clone();
+        (fresh.cell, fresh.head_w, fresh.head_b) = inference_cell(&fresh.varmap).unwrap();
+        let mut state = d.model.zero_state(1).unwrap();
+        let mut want = 0.0f32;
+        for t in 0..40 {
+            fresh.tick(&[Some(series(t))]).unwrap();
+            let u = fresh.slots[0].last_input;
+            let x = Tensor::from_slice(&[u], (1, 1), &Device::Cpu).unwrap();
+            let (pred, next) = fresh.model.step(&x, &state).unwrap();
+            state = next;
+            want = pred.to_vec1::<f32>().unwrap()[0];
+        }
+        assert!(
+            fresh.head_w.iter().any(|w| *w != 0.0),
+            "training moved the head"
+        );
+        assert!(
+            (fresh.forecast[0] - want).abs() < 1e-4,
+            "fused {} vs candle {want}",
+            fresh.forecast[0]
+        );
     }
 
     #[test]
