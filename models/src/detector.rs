@@ -226,6 +226,23 @@ impl Detector {
         format!("lstm-h{}-online+{}", self.cfg.hidden, self.train_steps)
     }
 
+    /// Online training steps taken.
+    pub fn train_steps(&self) -> u64 {
+        self.train_steps
+    }
+
+    /// Loads saved weights (a bundle's safetensors) into this detector.
+    pub fn load_weights(
+        &mut self,
+        path: &std::path::Path,
+        train_steps: u64,
+    ) -> Result<(), ModelError> {
+        self.varmap.load(path)?;
+        (self.cell, self.head_w, self.head_b) = inference_cell(&self.varmap)?;
+        self.train_steps = train_steps;
+        Ok(())
+    }
+
     /// Training loss of the latest online step, if any ran.
     pub fn last_loss(&self) -> Option<f32> {
         self.last_loss

@@ -4,6 +4,7 @@
 //! scores in [0, 1]. Synchronous by design: callers run it off async threads.
 
 pub mod baseline;
+pub mod bundle;
 pub mod detector;
 pub mod eval;
 pub mod forecaster;
@@ -20,4 +21,12 @@ pub enum ModelError {
     /// The configuration is unusable.
     #[error("invalid detector config: {0}")]
     Config(String),
+    /// A model bundle could not be written or read.
+    #[error("model bundle {path}: {what}")]
+    Bundle {
+        /// The bundle directory.
+        path: std::path::PathBuf,
+        /// What went wrong.
+        what: String,
+    },
 }
