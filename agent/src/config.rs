@@ -162,11 +162,6 @@ impl AgentConfig {
         }
         e
     }
-
-    /// Loads a YAML file; parse errors name the file, line and column.
-    pub fn load(path: &std::path::Path) -> Result<Self, String> {
-        vigil_core::config::load_yaml(path)
-    }
 }
 
 #[cfg(test)]
@@ -207,7 +202,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("agent.yaml");
         std::fs::write(&p, "site: s1\nintervall_secs: 2\n").unwrap();
-        let err = AgentConfig::load(&p).unwrap_err();
+        let err = vigil_core::config::load_yaml::<AgentConfig>(&p).unwrap_err();
         assert!(err.contains("agent.yaml:2:"), "{err}");
         assert!(err.contains("intervall_secs"), "{err}");
     }

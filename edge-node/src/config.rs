@@ -2,7 +2,7 @@
 //! reports every problem at once.
 
 use serde::{Deserialize, Serialize};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use vigil_core::mqtt::MqttSettings;
 use vigil_core::topic;
 use vigil_models::DetectorConfig;
@@ -126,11 +126,6 @@ impl EdgeConfig {
             e.push("uplink_every_ticks and heartbeat_secs must be positive".into());
         }
         e
-    }
-
-    /// Loads a YAML file; parse errors name the file, line and column.
-    pub fn load(path: &Path) -> Result<Self, String> {
-        vigil_core::config::load_yaml(path)
     }
 }
 

@@ -165,11 +165,6 @@ impl Tracker {
             })
             .collect()
     }
-
-    /// The most recent fault.
-    pub fn last(&self) -> Option<FaultRecord> {
-        self.report().pop()
-    }
 }
 
 #[cfg(test)]
