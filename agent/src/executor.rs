@@ -302,6 +302,20 @@ actions:
             fake.display(),
             fake.display()
         );
+        // A test that forks concurrently can briefly hold the new file open for
+        // writing (ETXTBSY); wait until it executes, then start for real.
+        for _ in 0..100 {
+            if std::process::Command::new(&fake)
+                .args(["probe", "x"])
+                .output()
+                .is_ok()
+            {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        // The probe's own call is not part of what the agent did.
+        let _ = std::fs::remove_file(&log);
         let mut ex = executor(&catalog);
         let r = ex.handle(&command("s1", "restart-nginx")).await;
         assert_eq!(r.outcome, Outcome::Succeeded, "{}", r.detail);
