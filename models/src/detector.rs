@@ -335,21 +335,31 @@ impl Detector {
 
     fn step_model(&mut self, inputs: &[f32], mask: &[f32]) -> Result<(), ModelError> {
         let hd = self.cfg.hidden;
-        // Series without a value this tick keep their old state.
-        let (old_h, old_c) = (self.h.clone(), self.c.clone());
+        // Series without a value this tick keep their old state: save only
+        // those rows (usually none) rather than the whole state.
+        let idle: Vec<usize> = (0..mask.len()).filter(|&i| mask[i] <= 0.0).collect();
+        let saved: Vec<(Vec<f32>, Vec<f32>)> = idle
+            .iter()
+            .map(|&i| {
+                (
+                    self.h[i * hd..(i + 1) * hd].to_vec(),
+                    self.c[i * hd..(i + 1) * hd].to_vec(),
+                )
+            })
+            .collect();
         self.cell.step(inputs, &mut self.h, &mut self.c)?;
+        for (&i, (h, c)) in idle.iter().zip(&saved) {
+            self.h[i * hd..(i + 1) * hd].copy_from_slice(h);
+            self.c[i * hd..(i + 1) * hd].copy_from_slice(c);
+        }
         for (i, &m) in mask.iter().enumerate() {
-            let rows = i * hd..(i + 1) * hd;
             if m > 0.0 {
-                let delta: f32 = self.h[rows]
+                let delta: f32 = self.h[i * hd..(i + 1) * hd]
                     .iter()
                     .zip(&self.head_w)
                     .map(|(a, b)| a * b)
                     .sum();
                 self.forecast[i] = inputs[i] + delta + self.head_b;
-            } else {
-                self.h[rows.clone()].copy_from_slice(&old_h[rows.clone()]);
-                self.c[rows.clone()].copy_from_slice(&old_c[rows]);
             }
         }
         Ok(())
@@ -530,6 +540,27 @@ mod tests {
             "fused {} vs candle {want}",
             fresh.forecast[0]
         );
+    }
+
+    #[test]
+    fn a_series_without_a_value_keeps_its_lstm_state() {
+        let mut d = Detector::new(DetectorConfig {
+            train_every_ticks: 0,
+            ..DetectorConfig::default()
+        })
+        .unwrap();
+        for t in 0..5 {
+            d.tick(&[Some(t as f64), Some(10.0 - t as f64)]).unwrap();
+        }
+        let hd = d.cfg.hidden;
+        let (h1, c1) = (d.h[hd..2 * hd].to_vec(), d.c[hd..2 * hd].to_vec());
+        let h0 = d.h[..hd].to_vec();
+        d.tick(&[Some(7.0), None]).unwrap();
+        assert_eq!(
+            (&d.h[hd..2 * hd], &d.c[hd..2 * hd]),
+            (h1.as_slice(), c1.as_slice())
+        );
+        assert_ne!(&d.h[..hd], h0.as_slice(), "the series with a value stepped");
     }
 
     #[test]

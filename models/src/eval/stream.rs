@@ -133,13 +133,13 @@ pub fn write_results(
     Ok(())
 }
 
-/// 1 for rows inside a window (by canonical timestamp order, inclusive).
+/// 1 for rows inside a window (by canonical timestamp order, inclusive;
+/// canonical as the scorer reads them).
 fn label_rows(f: &DataFile, windows: &[(String, String)]) -> Vec<bool> {
-    let canon = |t: &str| t.split('.').next().unwrap_or(t).to_string();
     f.timestamps
         .iter()
         .map(|t| {
-            let t = canon(t);
+            let t = crate::eval::nab::canonical(t);
             windows
                 .iter()
                 .any(|(a, b)| t.as_str() >= a.as_str() && t.as_str() <= b.as_str())
