@@ -6,6 +6,9 @@
 /// Spread adapts at this share of the level's rate once warmed up.
 const SPREAD_SLOWDOWN: f32 = 0.25;
 
+/// Samples during which a baseline still adapts at its warm-up rate.
+pub const WARMING: u32 = 50;
+
 /// Running statistics of one series.
 #[derive(Clone, Debug, Default)]
 pub struct Baseline {
@@ -79,7 +82,7 @@ impl Baseline {
         // The spread learns slower than the level: otherwise a steady drift
         // inflates the spread as fast as it moves the level, the deviation
         // never stands out, and a drifting sensor is never flagged.
-        let warming = self.count < 50;
+        let warming = self.count < WARMING;
         let sa = if warming { a } else { a * SPREAD_SLOWDOWN };
         self.spread += sa * (dev - self.spread);
         let edev = (err - self.err_mean).abs();

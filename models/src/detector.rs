@@ -10,6 +10,7 @@
 //! The LSTM learns online from recent windows every `train_every_ticks`.
 
 use crate::baseline::{Baseline, BaselineRates};
+use crate::novelty::{Novelty, NoveltyRates};
 use crate::forecaster::{Forecaster, ForecasterConfig};
 use crate::fused::FusedLstm;
 use crate::ModelError;
@@ -48,6 +49,16 @@ pub struct DetectorConfig {
     pub learning_rate: f64,
     /// Seed for weights and window sampling (same seed, same scores).
     pub seed: u64,
+    /// Samples a series' ranges are learnt from before novelty scores.
+    pub novelty_learn: u32,
+    /// Per-sample decay of the forecast-error peak novelty compares against.
+    pub novelty_peak_decay: f32,
+    /// Deviation from the baseline (in spreads) that scores on its own,
+    /// however often the series has been there: a dead process or a hung
+    /// service must alarm every time, not only the first (0 = off).
+    pub level_z: f32,
+    /// Consecutive samples the deviation must last before it scores.
+    pub level_for: u32,
 }
 
 impl Default for DetectorConfig {
@@ -58,7 +69,7 @@ impl Default for DetectorConfig {
             baseline_alpha: 0.02,
             anomalous_factor: 0.05,
             z_scale: 8.0,
-            threshold: 0.95,
+            threshold: 0.75,
             spread_floor_rel: 0.01,
             spread_floor_abs: 1e-6,
             train_every_ticks: 60,
@@ -66,6 +77,10 @@ impl Default for DetectorConfig {
             train_window: 32,
             learning_rate: 1e-3,
             seed: 7,
+            novelty_learn: 50,
+            novelty_peak_decay: 0.9995,
+            level_z: 30.0,
+            level_for: 3,
         }
     }
 }
@@ -126,6 +141,9 @@ pub struct TickScores {
 
 struct Slot {
     base: Baseline,
+    novelty: Novelty,
+    /// Consecutive samples at or beyond `level_z`.
+    deviated: u32,
     /// Recent normalised values for training windows.
     history: VecDeque<f32>,
     last_input: f32,
@@ -264,22 +282,14 @@ impl Detector {
         for _ in 0..extra {
             self.slots.push(Slot {
                 base: Baseline::default(),
+                novelty: Novelty::default(),
+                deviated: 0,
                 history: VecDeque::with_capacity(self.cfg.train_window + 1),
                 last_input: 0.0,
                 anomalous: false,
             });
         }
         Ok(())
-    }
-
-    fn to_score(&self, z: f32) -> f32 {
-        let r = z / self.cfg.z_scale;
-        let s = 1.0 - (-(r * r)).exp();
-        if s.is_finite() {
-            s
-        } else {
-            1.0
-        }
     }
 
     /// Scores one tick. `values[i]` is series slot `i`'s new value, or `None`
@@ -301,17 +311,31 @@ impl Detector {
             let u = slot.base.normalise(x, &self.rates);
             let err = (u - self.forecast[i]).abs();
             let warm = slot.base.count >= self.cfg.warmup_samples;
+            let lz = slot.base.level_z(x, &self.rates);
+            // The forecast was made in the normalisation this baseline still holds.
+            let predicted = slot.base.mean + self.forecast[i] * slot.base.scale(&self.rates);
+            let nrates = NoveltyRates {
+                learn: self.cfg.novelty_learn,
+                peak_decay: self.cfg.novelty_peak_decay,
+            };
+            let slot = &mut self.slots[i];
+            let novelty = slot.novelty.update(x, (x - predicted).abs(), &nrates);
+            let far = self.cfg.level_z > 0.0 && lz >= self.cfg.level_z;
+            slot.deviated = if far { slot.deviated.saturating_add(1) } else { 0 };
             let score = if warm {
-                let z = slot
-                    .base
-                    .level_z(x, &self.rates)
-                    .max(slot.base.error_z(err));
-                self.to_score(z)
+                let level = if far && slot.deviated >= self.cfg.level_for {
+                    to_score(lz, self.cfg.z_scale)
+                } else {
+                    0.0
+                };
+                novelty.max(level)
             } else {
                 0.0
             };
-            let anomalous = score >= self.cfg.threshold;
-            let slot = &mut self.slots[i];
+            // While the baseline is young it adapts fast: a far deviation
+            // waiting out `level_for` must not become its normal meanwhile.
+            let young = slot.base.count < crate::baseline::WARMING;
+            let anomalous = score >= self.cfg.threshold || (far && young);
             slot.base.update(x, err, anomalous, &self.rates);
             slot.anomalous = anomalous;
             slot.last_input = u;
@@ -397,6 +421,17 @@ impl Detector {
         self.train_steps += 1;
         self.last_loss = Some(loss);
         Ok(Some(loss))
+    }
+}
+
+/// Maps a deviation in spreads to [0, 1]: `1 - exp(-(z / z_scale)²)`.
+fn to_score(z: f32, z_scale: f32) -> f32 {
+    let r = z / z_scale;
+    let s = 1.0 - (-(r * r)).exp();
+    if s.is_finite() {
+        s
+    } else {
+        1.0
     }
 }
 

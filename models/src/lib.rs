@@ -9,6 +9,7 @@ pub mod detector;
 pub mod eval;
 pub mod forecaster;
 pub mod fused;
+pub mod novelty;
 
 pub use detector::{Detector, DetectorConfig, TickScores};
 

@@ -1,4 +1,5 @@
 //! Evaluation of detectors against labelled benchmarks.
 
 pub mod nab;
+pub mod smd;
 pub mod stream;

@@ -99,7 +99,7 @@ pub fn load_windows(path: &Path) -> Result<Windows, NabError> {
 
 /// Timestamps without a fractional-seconds part, so `2014-04-10 07:15:00.000000`
 /// in the labels matches `2014-04-10 07:15:00` in the data.
-pub(crate) fn canonical(ts: &str) -> String {
+pub fn canonical(ts: &str) -> String {
     match ts.split_once('.') {
         Some((head, frac)) if frac.chars().all(|c| c.is_ascii_digit()) => head.to_string(),
         _ => ts.to_string(),

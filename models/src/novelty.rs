@@ -1,0 +1,186 @@
+//! Novelty: how far a series has just gone beyond anything it has done.
+//!
+//! Three cheap, scale-free evidences, each judged against the series' own
+//! history so one threshold means the same for every series:
+//! - the value leaves the range it has kept so far (a new high or low);
+//! - its smoothed value (an EWMA over about `SMOOTH` samples) does the same,
+//!   which catches level shifts that stay inside the old range of spikes;
+//! - the LSTM's forecast error beats the largest error of the recent past
+//!   (a record against a slowly forgotten peak), which catches changes of
+//!   pattern that stay inside the range.
+//!
+//! A deviation the series has shown before scores low, however large: noisy
+//! series do not alarm on their usual noise. The state is a handful of floats.
+
+/// Samples the smoothed value averages over.
+const SMOOTH: f32 = 24.0;
+/// Evidence weights: a new range is the strongest sign, a forecast record
+/// the weakest (forecasts miss for many harmless reasons).
+const W_SMOOTH: f32 = 0.95;
+const W_FORECAST: f32 = 0.9;
+/// How steeply a range excursion rises from 0.5 (just outside) towards 1
+/// (outside by a tenth of the range).
+const RANGE_SLOPE: f32 = 5.0;
+
+/// How novelty learns.
+#[derive(Clone, Copy, Debug)]
+pub struct NoveltyRates {
+    /// Samples seen before it scores (the ranges must be learnt first).
+    pub learn: u32,
+    /// Per-sample decay of the forecast-error peak, so a record of long ago
+    /// stops hiding new ones.
+    pub peak_decay: f32,
+}
+
+/// A running `[lo, hi]` range.
+#[derive(Clone, Copy, Debug, Default)]
+struct Range {
+    lo: f32,
+    hi: f32,
+}
+
+impl Range {
+    /// Excursion beyond the range as a share of its width, scored in [0, 1]:
+    /// 0 inside, 0.5 just outside, 1 once outside by 1/(2 × slope) of it.
+    fn score(&self, x: f32) -> f32 {
+        let width = (self.hi - self.lo).max(f32::EPSILON * self.hi.abs().max(1.0));
+        let r = (x - self.hi).max(self.lo - x) / width;
+        if r > 0.0 {
+            (0.5 + RANGE_SLOPE * r).min(1.0)
+        } else {
+            0.0
+        }
+    }
+
+    fn widen(&mut self, x: f32, first: bool) {
+        if first {
+            (self.lo, self.hi) = (x, x);
+        } else {
+            self.lo = self.lo.min(x);
+            self.hi = self.hi.max(x);
+        }
+    }
+}
+
+/// Per-series novelty state.
+#[derive(Clone, Debug, Default)]
+pub struct Novelty {
+    count: u32,
+    value: Range,
+    smooth: f32,
+    smooth_range: Range,
+    peak: f32,
+}
+
+impl Novelty {
+    /// Takes the next value and the absolute forecast error for it (both in
+    /// the series' own units) and returns the score in [0, 1] (0 while learning).
+    pub fn update(&mut self, x: f32, forecast_err: f32, r: &NoveltyRates) -> f32 {
+        let first = self.count == 0;
+        let a = (1.0 / (self.count as f32 + 1.0)).max(1.0 / SMOOTH);
+        let smooth = if first { x } else { self.smooth + a * (x - self.smooth) };
+        let err = if forecast_err.is_finite() { forecast_err.max(0.0) } else { 0.0 };
+        let score = if self.count >= r.learn {
+            let forecast = if self.peak > 0.0 {
+                let ratio = err / self.peak;
+                ratio / (1.0 + ratio)
+            } else {
+                0.0
+            };
+            // The smoothed range starts later: the EWMA needs time to settle.
+            let smoothed = if self.count >= 2 * r.learn {
+                self.smooth_range.score(smooth)
+            } else {
+                0.0
+            };
+            self.value
+                .score(x)
+                .max(W_SMOOTH * smoothed)
+                .max(W_FORECAST * forecast)
+        } else {
+            0.0
+        };
+        self.value.widen(x, first);
+        self.smooth = smooth;
+        if self.count >= r.learn {
+            self.smooth_range.widen(smooth, self.count == r.learn);
+        }
+        self.peak = (self.peak * r.peak_decay).max(err);
+        self.count = self.count.saturating_add(1);
+        score
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const R: NoveltyRates = NoveltyRates {
+        learn: 50,
+        peak_decay: 0.9995,
+    };
+
+    fn noise(i: usize) -> f32 {
+        ((i as f64 * 12.9898).sin() * 43758.5453).fract() as f32
+    }
+
+    #[test]
+    fn silent_while_learning_and_on_usual_noise() {
+        let mut n = Novelty::default();
+        let mut worst: f32 = 0.0;
+        for i in 0..2000 {
+            let x = 10.0 + noise(i);
+            let s = n.update(x, (x - 10.0).abs(), &R);
+            if i < 50 {
+                assert_eq!(s, 0.0, "scored while learning");
+            }
+            if i > 500 {
+                worst = worst.max(s);
+            }
+        }
+        assert!(worst < 0.6, "usual noise scored {worst}");
+    }
+
+    #[test]
+    fn a_new_high_scores_and_a_repeat_of_it_does_not() {
+        let mut n = Novelty::default();
+        let wave = |i: usize| if i % 2 == 0 { 9.0 } else { 11.0 };
+        for i in 0..300 {
+            n.update(wave(i), 0.5, &R);
+        }
+        let first = n.update(20.0, 10.0, &R);
+        assert!(first > 0.9, "new high scored {first}");
+        // Long enough for the smoothed value to settle back to the wave.
+        for i in 1..400 {
+            n.update(wave(i), 0.5, &R);
+        }
+        let again = n.update(20.0, 10.0, &R);
+        assert!(again < 0.6, "a repeat of a known high scored {again}");
+    }
+
+    #[test]
+    fn a_level_shift_inside_the_old_spike_range_is_caught_by_the_smoothed_value() {
+        let mut n = Novelty::default();
+        for i in 0..600 {
+            // Quiet around 10 with a spike to 30 every 50 samples.
+            let x = if i % 50 == 0 { 30.0 } else { 10.0 + noise(i) };
+            n.update(x, 0.5, &R);
+        }
+        // The level moves to 20: no new high, but the smoothed value leaves its range.
+        let best = (0..40)
+            .map(|i| n.update(20.0 + noise(i), 0.5, &R))
+            .fold(0.0, f32::max);
+        assert!(best > 0.6, "level shift scored {best}");
+    }
+
+    #[test]
+    fn a_forecast_error_record_scores_more_than_a_usual_error() {
+        let mut n = Novelty::default();
+        for i in 0..300 {
+            n.update(10.0 + noise(i), 1.0 + noise(i).abs(), &R);
+        }
+        let usual = n.update(10.0, 1.5, &R);
+        let record = n.update(10.0, 8.0, &R);
+        assert!(usual < 0.45 && record > 0.7, "usual {usual}, record {record}");
+    }
+}
