@@ -1,5 +1,6 @@
 //! The real `vigil` binary: `up --duration` writes its summary and exits 0;
-//! SIGINT stops the whole stack, demo service included, within 5 s.
+//! SIGINT stops the whole stack, demo service included, within 5 s; `eval nab`
+//! and `eval smd` run on tiny corpora and print their figures.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -18,6 +19,19 @@ const FREE_PORTS: [&str; 8] = [
 
 fn vigil() -> Command {
     Command::new(env!("CARGO_BIN_EXE_vigil"))
+}
+
+/// Runs the command, asserts it succeeded (showing its stderr if not) and returns its stdout.
+fn stdout_of_success(cmd: &mut Command) -> String {
+    let output = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("could not run {cmd:?}: {e}"));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
 fn alive(pid: u32) -> bool {
@@ -144,21 +158,15 @@ fn eval_nab_writes_results_and_prints_three_scores() {
     )
     .unwrap();
     let out = dir.path().join("out");
-    let output = vigil()
-        .args(["eval", "nab", "--data"])
-        .arg(dir.path().join("data"))
-        .arg("--labels")
-        .arg(&labels)
-        .arg("--out")
-        .arg(&out)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
+    let stdout = stdout_of_success(
+        vigil()
+            .args(["eval", "nab", "--data"])
+            .arg(dir.path().join("data"))
+            .arg("--labels")
+            .arg(&labels)
+            .arg("--out")
+            .arg(&out),
     );
-    let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(stdout.contains("standard"), "{stdout}");
     let result = std::fs::read_to_string(out.join("vigil/cat/vigil_f.csv")).unwrap();
     assert!(result.starts_with("timestamp,value,anomaly_score,label\n"));
@@ -171,4 +179,51 @@ fn eval_nab_writes_results_and_prints_three_scores() {
         scores["standard"]["normalised"].as_f64().unwrap() > 0.0,
         "{scores}"
     );
+}
+
+#[test]
+fn eval_smd_reads_parquet_and_reports_events_and_root_cause() {
+    use polars::prelude::{df, ParquetWriter};
+    // One machine, two metrics; in the test file metric 1 leaves its range for
+    // 10 minutes, labelled (as Int8, like the real files).
+    let dir = tempfile::tempdir().unwrap();
+    let wave = |t: usize, k: usize| ((t * (k + 2)) % 7) as f32 / 10.0;
+    let write = |name: &str, rows: std::ops::Range<usize>, labelled: bool| {
+        let m0: Vec<f32> = rows.clone().map(|t| wave(t, 0)).collect();
+        let mut m1: Vec<f32> = rows.clone().map(|t| wave(t, 1)).collect();
+        let mut label = vec![0i8; m0.len()];
+        if labelled {
+            for t in 200..210 {
+                m1[t] = 0.95;
+                label[t] = 1;
+            }
+        }
+        let mut frame = if labelled {
+            df!("m0" => m0, "m1" => m1, "label" => label)
+        } else {
+            df!("m0" => m0, "m1" => m1)
+        }
+        .unwrap();
+        let file = std::fs::File::create(dir.path().join(name)).unwrap();
+        ParquetWriter::new(file).finish(&mut frame).unwrap();
+    };
+    write("machine-9-9_train.parquet", 0..600, false);
+    write("machine-9-9_test.parquet", 600..1000, true);
+    let json = dir.path().join("smd.json");
+    let stdout = stdout_of_success(
+        vigil()
+            .args(["eval", "smd", "--data"])
+            .arg(dir.path())
+            .arg("--json")
+            .arg(&json),
+    );
+    assert!(
+        stdout.contains("machine-9-9") && stdout.contains("overall"),
+        "{stdout}"
+    );
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let c = &v[0]["counts"];
+    assert_eq!(c["events"], 1, "{v}");
+    assert_eq!(c["events_found"], 1, "{v}");
+    assert_eq!(c["root_cause_hits"], 1, "{v}");
 }
