@@ -151,7 +151,11 @@ fn read_rows(path: &Path, labelled: bool) -> anyhow::Result<(smd::Rows, Vec<bool
         let values = col
             .cast(&DataType::Float64)
             .with_context(|| format!("{}: column {} is not numeric", path.display(), col.name()))?;
-        let values = values.f64()?.iter().map(|v| v.unwrap_or(f64::NAN)).collect();
+        let values = values
+            .f64()?
+            .iter()
+            .map(|v| v.unwrap_or(f64::NAN))
+            .collect();
         metrics.push((k, values));
     }
     metrics.sort_by_key(|m| m.0);
@@ -197,7 +201,10 @@ impl Progress {
         }
         let bar = "#".repeat(pct / 4) + &".".repeat(25 - pct / 4);
         let end = if self.tty { "\r" } else { "\n" };
-        eprint!("{} [{bar}] {pct:3}% {done}/{} rows{end}", self.what, self.total);
+        eprint!(
+            "{} [{bar}] {pct:3}% {done}/{} rows{end}",
+            self.what, self.total
+        );
         let _ = std::io::stderr().flush();
     }
 

@@ -1,18 +1,21 @@
 //! The detector: scores every series each tick in one batched LSTM step.
 //!
-//! Per series it keeps a [`Baseline`]; the score is the larger of two
-//! evidences, mapped to [0, 1] by `1 - exp(-(z / z_scale)²)`:
-//! - level: how far the value is from the series' own baseline (catches
-//!   faults that persist: a hung service, a dead process, memory growth);
-//! - forecast: how far the LSTM's one-step forecast missed, against the
-//!   series' usual error (catches changes of pattern).
+//! Per series it keeps a [`Baseline`] (level and spread, which normalise the
+//! LSTM's input) and a [`Novelty`]; the score in [0, 1] is the larger of
+//! - novelty: the value or its smoothed value leaves the range the series
+//!   has kept, or the LSTM's forecast error beats its recent peak (judged
+//!   against the series' own past, so one threshold fits every series);
+//! - a sustained far deviation: at least `level_z` spreads from the
+//!   baseline for `level_for` samples, mapped by `1 - exp(-(z / z_scale)²)`
+//!   (a dead process or hung service alarms every time, not only the first).
 //!
+//! See docs/detector.md for why, and the NAB and SMD figures.
 //! The LSTM learns online from recent windows every `train_every_ticks`.
 
 use crate::baseline::{Baseline, BaselineRates};
-use crate::novelty::{Novelty, NoveltyRates};
 use crate::forecaster::{Forecaster, ForecasterConfig};
 use crate::fused::FusedLstm;
+use crate::novelty::{Novelty, NoveltyRates};
 use crate::ModelError;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW, VarBuilder, VarMap};
@@ -321,7 +324,11 @@ impl Detector {
             let slot = &mut self.slots[i];
             let novelty = slot.novelty.update(x, (x - predicted).abs(), &nrates);
             let far = self.cfg.level_z > 0.0 && lz >= self.cfg.level_z;
-            slot.deviated = if far { slot.deviated.saturating_add(1) } else { 0 };
+            slot.deviated = if far {
+                slot.deviated.saturating_add(1)
+            } else {
+                0
+            };
             let score = if warm {
                 let level = if far && slot.deviated >= self.cfg.level_for {
                     to_score(lz, self.cfg.z_scale)

@@ -78,8 +78,16 @@ impl Novelty {
     pub fn update(&mut self, x: f32, forecast_err: f32, r: &NoveltyRates) -> f32 {
         let first = self.count == 0;
         let a = (1.0 / (self.count as f32 + 1.0)).max(1.0 / SMOOTH);
-        let smooth = if first { x } else { self.smooth + a * (x - self.smooth) };
-        let err = if forecast_err.is_finite() { forecast_err.max(0.0) } else { 0.0 };
+        let smooth = if first {
+            x
+        } else {
+            self.smooth + a * (x - self.smooth)
+        };
+        let err = if forecast_err.is_finite() {
+            forecast_err.max(0.0)
+        } else {
+            0.0
+        };
         let score = if self.count >= r.learn {
             let forecast = if self.peak > 0.0 {
                 let ratio = err / self.peak;
@@ -181,6 +189,9 @@ mod tests {
         }
         let usual = n.update(10.0, 1.5, &R);
         let record = n.update(10.0, 8.0, &R);
-        assert!(usual < 0.45 && record > 0.7, "usual {usual}, record {record}");
+        assert!(
+            usual < 0.45 && record > 0.7,
+            "usual {usual}, record {record}"
+        );
     }
 }

@@ -102,7 +102,12 @@ impl Counts {
 
     /// Event-level figures without point-adjust.
     pub fn event(&self) -> Prf {
-        Prf::from_counts(self.alarms_correct, self.alarms, self.events_found, self.events)
+        Prf::from_counts(
+            self.alarms_correct,
+            self.alarms,
+            self.events_found,
+            self.events,
+        )
     }
 
     /// Point-adjusted point-wise figures.
