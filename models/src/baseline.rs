@@ -18,10 +18,6 @@ pub struct Baseline {
     pub mean: f32,
     /// Running mean absolute deviation around the level.
     pub spread: f32,
-    /// Running mean of the absolute forecast error (normalised units).
-    pub err_mean: f32,
-    /// Running mean absolute deviation of that error.
-    pub err_spread: f32,
 }
 
 /// How fast baselines adapt and where their spread bottoms out.
@@ -56,14 +52,8 @@ impl Baseline {
         ((x - self.mean) / self.scale(r)).clamp(-10.0, 10.0)
     }
 
-    /// Forecast error in spreads of the usual error (the error z-score).
-    pub fn error_z(&self, err: f32) -> f32 {
-        let scale = self.err_spread.max(0.05 * self.err_mean).max(0.05);
-        ((err - self.err_mean) / scale).max(0.0)
-    }
-
-    /// Learns from a new value and its forecast error.
-    pub fn update(&mut self, x: f32, err: f32, anomalous: bool, r: &BaselineRates) {
+    /// Learns from a new value.
+    pub fn update(&mut self, x: f32, anomalous: bool, r: &BaselineRates) {
         if self.count == 0 {
             self.mean = x;
             self.count = 1;
@@ -85,9 +75,6 @@ impl Baseline {
         let warming = self.count < WARMING;
         let sa = if warming { a } else { a * SPREAD_SLOWDOWN };
         self.spread += sa * (dev - self.spread);
-        let edev = (err - self.err_mean).abs();
-        self.err_mean += a * (err - self.err_mean);
-        self.err_spread += a * (edev - self.err_spread);
         self.count = self.count.saturating_add(1);
     }
 }
@@ -108,7 +95,7 @@ mod tests {
         let mut b = Baseline::default();
         for i in 0..500 {
             let x = 10.0 + if i % 2 == 0 { 1.0 } else { -1.0 };
-            b.update(x, 0.0, false, &R);
+            b.update(x, false, &R);
         }
         assert!((b.mean - 10.0).abs() < 0.2, "mean {}", b.mean);
         assert!((b.spread - 1.0).abs() < 0.2, "spread {}", b.spread);
@@ -120,7 +107,7 @@ mod tests {
     fn flat_series_uses_the_floor() {
         let mut b = Baseline::default();
         for _ in 0..100 {
-            b.update(1.0, 0.0, false, &R);
+            b.update(1.0, false, &R);
         }
         assert_eq!(b.scale(&R), 0.01);
         assert!(b.level_z(0.0, &R) > 99.0);
@@ -131,7 +118,7 @@ mod tests {
         let r = BaselineRates { alpha: 0.02, ..R };
         let mut b = Baseline::default();
         for i in 0..300 {
-            b.update(21.0 + if i % 2 == 0 { 0.05 } else { -0.05 }, 0.0, false, &r);
+            b.update(21.0 + if i % 2 == 0 { 0.05 } else { -0.05 }, false, &r);
         }
         // +0.3 per sample: within 15 samples it must be far outside the spread.
         let mut x = 21.0;
@@ -139,7 +126,7 @@ mod tests {
         for _ in 0..15 {
             x += 0.3;
             best = best.max(b.level_z(x, &r));
-            b.update(x, 0.0, false, &r);
+            b.update(x, false, &r);
         }
         assert!(best > 14.0, "drift reached only z = {best}");
     }
@@ -148,10 +135,10 @@ mod tests {
     fn anomalous_values_barely_move_the_level() {
         let mut b = Baseline::default();
         for _ in 0..100 {
-            b.update(1.0, 0.0, false, &R);
+            b.update(1.0, false, &R);
         }
         for _ in 0..20 {
-            b.update(100.0, 0.0, true, &R);
+            b.update(100.0, true, &R);
         }
         assert!(b.mean < 10.0, "level ran away to {}", b.mean);
     }

@@ -304,6 +304,10 @@ impl Detector {
         let mut scores = vec![0.0f32; n];
         let mut inputs = vec![0.0f32; n];
         let mut mask = vec![0.0f32; n];
+        let nrates = NoveltyRates {
+            learn: self.cfg.novelty_learn,
+            peak_decay: self.cfg.novelty_peak_decay,
+        };
         for i in 0..n {
             let slot = &self.slots[i];
             inputs[i] = slot.last_input;
@@ -312,15 +316,10 @@ impl Detector {
             };
             let x = v as f32;
             let u = slot.base.normalise(x, &self.rates);
-            let err = (u - self.forecast[i]).abs();
             let warm = slot.base.count >= self.cfg.warmup_samples;
             let lz = slot.base.level_z(x, &self.rates);
             // The forecast was made in the normalisation this baseline still holds.
             let predicted = slot.base.mean + self.forecast[i] * slot.base.scale(&self.rates);
-            let nrates = NoveltyRates {
-                learn: self.cfg.novelty_learn,
-                peak_decay: self.cfg.novelty_peak_decay,
-            };
             let slot = &mut self.slots[i];
             let novelty = slot.novelty.update(x, (x - predicted).abs(), &nrates);
             let far = self.cfg.level_z > 0.0 && lz >= self.cfg.level_z;
@@ -343,7 +342,7 @@ impl Detector {
             // waiting out `level_for` must not become its normal meanwhile.
             let young = slot.base.count < crate::baseline::WARMING;
             let anomalous = score >= self.cfg.threshold || (far && young);
-            slot.base.update(x, err, anomalous, &self.rates);
+            slot.base.update(x, anomalous, &self.rates);
             slot.anomalous = anomalous;
             slot.last_input = u;
             if slot.history.len() > self.cfg.train_window {
