@@ -1,7 +1,8 @@
-//! A fused LSTM step for streaming inference: one matrix product of the
-//! concatenated `[x, h]` (shape `[B, in+H]`) with the stacked gate weights
-//! (`[in+H, 4H]`), then every gate computed in one pass over the contiguous
-//! product, updating `h` and `c` in place. candle's generic cell runs a chain
+//! A fused LSTM step for streaming inference: one matrix product of `h`
+//! (`[B, H]`, read in place) with the stacked gate weights (`[H, 4H]`) on top
+//! of `bias + x·W_ih` (a few multiply-adds, the input is narrow), then every
+//! gate computed in one pass over the contiguous product, updating `h` and `c`
+//! in place. candle's generic cell runs a chain
 //! of separate element-wise tensor ops over `[B, 4H]`, each allocating and
 //! walking the buffer; at edge sizes that chain, not the product, is the cost.
 //! Numerically the same cell (gate order i, f, g, o, as PyTorch and candle).
@@ -11,10 +12,10 @@ use candle_core::{Result, Tensor};
 /// Gate weights in fused layout, built from candle/PyTorch LSTM weights.
 #[derive(Clone, Debug)]
 pub struct FusedLstm {
-    /// The same, row-major, as gemm and the small-batch loop read it.
-    w_rows: Vec<f32>,
-    /// Reused `[B, in+H]` input buffer.
-    xh: Vec<f32>,
+    /// `W_ih` transposed, `[in, 4H]` row-major.
+    w_in: Vec<f32>,
+    /// `W_hh` transposed, `[H, 4H]` row-major, as gemm reads it.
+    w_hid: Vec<f32>,
     /// Reused `[B, 4H]` gate buffer.
     gates: Vec<f32>,
     /// `b_ih + b_hh`, `[4H]`.
@@ -43,7 +44,7 @@ fn activate(gates: &mut [f32], h: &mut [f32], c: &mut [f32], n_h: usize) {
         };
         return;
     }
-    activate_rows(gates, h, c, n_h);
+    activate_rows::<false>(gates, h, c, n_h);
 }
 
 /// `activate_rows` compiled for AVX2 + FMA (the inlined code vectorises 8-wide).
@@ -51,11 +52,13 @@ fn activate(gates: &mut [f32], h: &mut [f32], c: &mut [f32], n_h: usize) {
 #[allow(unsafe_code)]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn activate_avx2(gates: &mut [f32], h: &mut [f32], c: &mut [f32], n_h: usize) {
-    activate_rows(gates, h, c, n_h);
+    activate_rows::<true>(gates, h, c, n_h);
 }
 
+/// `FMA`: use fused multiply-add (only where the caller enables the `fma`
+/// target feature; elsewhere `mul_add` would be a libm call).
 #[inline(always)]
-fn activate_rows(gates: &mut [f32], h: &mut [f32], c: &mut [f32], n_h: usize) {
+fn activate_rows<const FMA: bool>(gates: &mut [f32], h: &mut [f32], c: &mut [f32], n_h: usize) {
     let rows = gates
         .chunks_exact_mut(4 * n_h)
         .zip(h.chunks_exact_mut(n_h))
@@ -64,7 +67,7 @@ fn activate_rows(gates: &mut [f32], h: &mut [f32], c: &mut [f32], n_h: usize) {
         for v in row[2 * n_h..3 * n_h].iter_mut() {
             *v *= 2.0;
         }
-        sigmoid_in_place(row);
+        sigmoid_in_place::<FMA>(row);
         let (i, rest) = row.split_at(n_h);
         let (f, rest) = rest.split_at(n_h);
         let (g, o) = rest.split_at(n_h);
@@ -72,7 +75,7 @@ fn activate_rows(gates: &mut [f32], h: &mut [f32], c: &mut [f32], n_h: usize) {
             cr[k] = f[k] * cr[k] + i[k] * (2.0 * g[k] - 1.0);
             hr[k] = 2.0 * cr[k];
         }
-        sigmoid_in_place(hr);
+        sigmoid_in_place::<FMA>(hr);
         for k in 0..n_h {
             hr[k] = o[k] * (2.0 * hr[k] - 1.0);
         }
@@ -117,25 +120,31 @@ fn gemm_into(dst: &mut [f32], lhs: &[f32], rhs: &[f32], b: usize, k: usize, n: u
 /// `2^round(x·log2 e)` from the exponent bits times a degree-6 polynomial for
 /// `2^f`, `|f| ≤ 0.5` (relative error about 1e-7).
 #[inline(always)]
-fn fast_exp(x: f32) -> f32 {
+fn fast_exp<const FMA: bool>(x: f32) -> f32 {
+    let fma = |a: f32, b: f32, c: f32| if FMA { a.mul_add(b, c) } else { a * b + c };
     let t = x.clamp(-87.0, 87.0) * std::f32::consts::LOG2_E;
     // Round to nearest with the 1.5·2^23 trick: f32::round is a libm call on
     // the SSE2 baseline, this vectorises.
     const MAGIC: f32 = 12_582_912.0;
-    let n = (t + MAGIC) - MAGIC;
+    let shifted = t + MAGIC;
+    let n = shifted - MAGIC;
+    // The integer n sits in the low mantissa bits of `shifted`; reading it from
+    // the bits (not `n as i32`, whose saturating cast stays scalar) keeps the
+    // whole function in vector registers.
+    let n_int = shifted.to_bits().wrapping_sub(MAGIC.to_bits()) as i32;
     let f = (t - n) * std::f32::consts::LN_2;
-    let p = 1.0
-        + f * (1.0
-            + f * (0.5
-                + f * (1.0 / 6.0 + f * (1.0 / 24.0 + f * (1.0 / 120.0 + f * (1.0 / 720.0))))));
-    f32::from_bits(((n as i32 + 127) as u32) << 23) * p
+    let mut p = 1.0 / 720.0;
+    for coef in [1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0] {
+        p = fma(p, f, coef);
+    }
+    f32::from_bits((n_int.wrapping_add(127) as u32) << 23) * p
 }
 
 /// Logistic sigmoid over a slice, in place.
 #[inline(always)]
-fn sigmoid_in_place(v: &mut [f32]) {
+fn sigmoid_in_place<const FMA: bool>(v: &mut [f32]) {
     for x in v.iter_mut() {
-        *x = 1.0 / (1.0 + fast_exp(-*x));
+        *x = 1.0 / (1.0 + fast_exp::<FMA>(-*x));
     }
 }
 
@@ -144,15 +153,13 @@ impl FusedLstm {
     pub fn new(w_ih: &Tensor, w_hh: &Tensor, b_ih: &Tensor, b_hh: &Tensor) -> Result<Self> {
         let (four_h, inputs) = w_ih.dims2()?;
         let hidden = four_h / 4;
-        let w = Tensor::cat(&[w_ih, w_hh], 1)?.t()?.contiguous()?;
-        let w_rows = w.flatten_all()?.to_vec1::<f32>()?;
-        let bias = (b_ih + b_hh)?.to_vec1::<f32>()?;
+        let rows = |w: &Tensor| w.t()?.contiguous()?.flatten_all()?.to_vec1::<f32>();
         Ok(Self {
-            w_rows,
-            bias,
+            w_in: rows(w_ih)?,
+            w_hid: rows(w_hh)?,
+            bias: (b_ih + b_hh)?.to_vec1::<f32>()?,
             inputs,
             hidden,
-            xh: Vec::new(),
             gates: Vec::new(),
         })
     }
@@ -162,27 +169,24 @@ impl FusedLstm {
         self.hidden
     }
 
-    /// `gates = bias + xh × W` for `b` rows: a plain loop for a few rows
-    /// (its inner loop vectorises), gemm on one thread otherwise.
-    fn product(&mut self, b: usize) {
-        let (k_dim, n) = (self.inputs + self.hidden, 4 * self.hidden);
+    /// `gates = bias + x × W_ih + h × W_hh` for the `b` rows of `x` and `h`:
+    /// the narrow input part as row updates, the hidden part with a plain
+    /// loop for a few rows (its inner loop vectorises), gemm on one thread
+    /// otherwise.
+    fn product(&mut self, x: &[f32], h: &[f32], b: usize) {
+        let (n_in, n_h, n) = (self.inputs, self.hidden, 4 * self.hidden);
         self.gates.clear();
-        for _ in 0..b {
+        for r in 0..b {
             self.gates.extend_from_slice(&self.bias);
-        }
-        if b <= SMALL_BATCH {
-            for r in 0..b {
-                let row = &mut self.gates[r * n..(r + 1) * n];
-                for k in 0..k_dim {
-                    let a = self.xh[r * k_dim + k];
-                    for (o, w) in row.iter_mut().zip(&self.w_rows[k * n..(k + 1) * n]) {
-                        *o += a * w;
-                    }
-                }
+            let row = &mut self.gates[r * n..];
+            add_row_products(row, &x[r * n_in..(r + 1) * n_in], &self.w_in, n);
+            if b <= SMALL_BATCH {
+                add_row_products(row, &h[r * n_h..(r + 1) * n_h], &self.w_hid, n);
             }
-            return;
         }
-        gemm_into(&mut self.gates, &self.xh, &self.w_rows, b, k_dim, n);
+        if b > SMALL_BATCH {
+            gemm_into(&mut self.gates, h, &self.w_hid, b, n_h, n);
+        }
     }
 
     /// One step for `B = h.len() / H` series. `x` is `[B, in]`, `h` and `c`
@@ -190,7 +194,7 @@ impl FusedLstm {
     pub fn step(&mut self, x: &[f32], h: &mut [f32], c: &mut [f32]) -> Result<()> {
         let (n_in, n_h) = (self.inputs, self.hidden);
         let b = h.len() / n_h;
-        if x.len() != b * n_in || c.len() != h.len() {
+        if x.len() != b * n_in || c.len() != h.len() || h.len() != b * n_h {
             return Err(candle_core::Error::Msg(format!(
                 "fused LSTM step: x {} / h {} / c {} do not fit B×{n_in}, B×{n_h}",
                 x.len(),
@@ -201,22 +205,21 @@ impl FusedLstm {
         // Blocks of rows: each block's gates are activated while still in cache.
         for start in (0..b).step_by(BLOCK) {
             let end = (start + BLOCK).min(b);
-            self.xh.clear();
-            for r in start..end {
-                self.xh.extend_from_slice(&x[r * n_in..(r + 1) * n_in]);
-                self.xh.extend_from_slice(&h[r * n_h..(r + 1) * n_h]);
-            }
-            self.product(end - start);
-            let mut gates = std::mem::take(&mut self.gates);
-            activate(
-                &mut gates,
-                &mut h[start * n_h..end * n_h],
-                &mut c[start * n_h..end * n_h],
-                n_h,
-            );
-            self.gates = gates;
+            let (hb, cb) = (&mut h[start * n_h..end * n_h], &mut c[start * n_h..end * n_h]);
+            self.product(&x[start * n_in..end * n_in], hb, end - start);
+            activate(&mut self.gates, hb, cb, n_h);
         }
         Ok(())
+    }
+}
+
+/// `row[..n] += Σ_k a[k] · w[k·n..(k+1)·n]`.
+#[inline(always)]
+fn add_row_products(row: &mut [f32], a: &[f32], w: &[f32], n: usize) {
+    for (k, &ak) in a.iter().enumerate() {
+        for (o, wk) in row[..n].iter_mut().zip(&w[k * n..(k + 1) * n]) {
+            *o += ak * wk;
+        }
     }
 }
 
@@ -231,13 +234,13 @@ mod tests {
     fn fast_exp_is_accurate() {
         for i in -2000..2000 {
             let x = i as f32 * 0.04;
-            let (got, want) = (fast_exp(x), x.exp());
+            let (got, want) = (fast_exp::<false>(x), x.exp());
             assert!(
                 ((got - want) / want).abs() < 1e-5,
                 "exp({x}) = {got}, want {want}"
             );
         }
-        assert!(fast_exp(-200.0) >= 0.0 && fast_exp(-200.0) < 1e-37);
+        assert!(fast_exp::<false>(-200.0) >= 0.0 && fast_exp::<true>(-200.0) < 1e-37);
     }
 
     #[test]
