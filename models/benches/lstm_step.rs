@@ -1,8 +1,10 @@
 #![allow(missing_docs)] // criterion's macros generate undocumented items
-//! One stateful LSTM step (input 1, hidden 32) over B series on one thread:
-//! candle's generic cell against the fused step. Samples/s = B / step time.
-//! Run: `cargo bench -p vigil-models --bench lstm_step`; compare with
-//! `../shared/bench/peer_lstm_bench.py 32 1 100 10000 100000` in the same session.
+//! One stateful LSTM step (input 1) over B series on one thread: candle's
+//! generic cell against the fused step, at the detector's default hidden size
+//! (16) and at 32 (the size of the reference figures).
+//! Samples/s = B / step time. Run: `cargo bench -p vigil-models --bench
+//! lstm_step`; compare with `../shared/bench/peer_lstm_bench.py H 1 100 10000
+//! 100000` (H = 16 and 32) in the same session.
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::rnn::{LSTMConfig, LSTMState, RNN};
@@ -11,14 +13,18 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use std::time::Duration;
 use vigil_models::fused::FusedLstm;
 
-const HIDDEN: usize = 32;
-
 fn bench(c: &mut Criterion) {
+    for hidden in [16, 32] {
+        bench_size(c, hidden);
+    }
+}
+
+fn bench_size(c: &mut Criterion, hidden: usize) {
     // One thread, as the peer: gemm would otherwise fan out over rayon.
     std::env::set_var("RAYON_NUM_THREADS", "1");
     let vm = VarMap::new();
     let vb = VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
-    if let Err(e) = candle_nn::lstm(1, HIDDEN, LSTMConfig::default(), vb.pp("lstm")) {
+    if let Err(e) = candle_nn::lstm(1, hidden, LSTMConfig::default(), vb.pp("lstm")) {
         panic!("building the LSTM: {e}");
     }
     let tensor = |n: &str| {
@@ -38,7 +44,7 @@ fn bench(c: &mut Criterion) {
         .unwrap_or_default();
     let lstm = candle_nn::lstm(
         1,
-        HIDDEN,
+        hidden,
         LSTMConfig::default(),
         VarBuilder::from_tensors(plain, DType::F32, &Device::Cpu).pp("lstm"),
     )
@@ -54,7 +60,7 @@ fn bench(c: &mut Criterion) {
         }
         _ => panic!("variable map poisoned"),
     };
-    let mut group = c.benchmark_group("lstm_step_h32");
+    let mut group = c.benchmark_group(format!("lstm_step_h{hidden}"));
     group
         .sample_size(20)
         .measurement_time(Duration::from_secs(3))
@@ -69,7 +75,7 @@ fn bench(c: &mut Criterion) {
                 state = lstm.step(&x, &state).unwrap_or_else(|e| panic!("{e}"));
             })
         });
-        let (mut h, mut cell) = (vec![0.0f32; b * HIDDEN], vec![0.0f32; b * HIDDEN]);
+        let (mut h, mut cell) = (vec![0.0f32; b * hidden], vec![0.0f32; b * hidden]);
         group.bench_with_input(BenchmarkId::new("fused", b), &b, |bench, _| {
             bench.iter(|| {
                 fused

@@ -167,7 +167,9 @@ mod tests {
             let row = [Some(series(t))];
             let (sa, sb) = (a.tick(&row).unwrap(), b.tick(&row).unwrap());
             assert_eq!(sa.scores, sb.scores);
-            differs |= untrained.tick(&row).unwrap().scores != sa.scores;
+            assert_eq!(a.forecasts(), b.forecasts());
+            untrained.tick(&row).unwrap();
+            differs |= untrained.forecasts() != a.forecasts();
             sa_all.push(sa.scores[0]);
         }
         assert!(differs, "the loaded weights must be the trained ones");

@@ -81,7 +81,7 @@ impl Default for DetectorConfig {
             learning_rate: 1e-3,
             seed: 7,
             novelty_learn: 50,
-            novelty_peak_decay: 0.9995,
+            novelty_peak_decay: 0.9999,
             level_z: 30.0,
             level_for: 3,
         }
@@ -245,6 +245,12 @@ impl Detector {
     /// A version string naming the architecture and how far it has trained.
     pub fn model_version(&self) -> String {
         format!("lstm-h{}-online+{}", self.cfg.hidden, self.train_steps)
+    }
+
+    /// Each series' forecast of its next value, in its normalised units
+    /// (what the forecast-record evidence compares against).
+    pub fn forecasts(&self) -> &[f32] {
+        &self.forecast
     }
 
     /// Online training steps taken.

@@ -205,7 +205,10 @@ impl FusedLstm {
         // Blocks of rows: each block's gates are activated while still in cache.
         for start in (0..b).step_by(BLOCK) {
             let end = (start + BLOCK).min(b);
-            let (hb, cb) = (&mut h[start * n_h..end * n_h], &mut c[start * n_h..end * n_h]);
+            let (hb, cb) = (
+                &mut h[start * n_h..end * n_h],
+                &mut c[start * n_h..end * n_h],
+            );
             self.product(&x[start * n_in..end * n_in], hb, end - start);
             activate(&mut self.gates, hb, cb, n_h);
         }

@@ -18,8 +18,9 @@ const SMOOTH: f32 = 24.0;
 /// the weakest (forecasts miss for many harmless reasons).
 const W_SMOOTH: f32 = 0.95;
 const W_FORECAST: f32 = 0.9;
-/// How steeply a range excursion rises from 0.5 (just outside) towards 1
-/// (outside by a tenth of the range).
+/// How steeply an excursion rises from 0.5 (just beyond the old extreme)
+/// towards 1 (beyond it by a tenth of its scale: the range's width, or the
+/// error peak itself).
 const RANGE_SLOPE: f32 = 5.0;
 
 /// How novelty learns.
@@ -30,6 +31,17 @@ pub struct NoveltyRates {
     /// Per-sample decay of the forecast-error peak, so a record of long ago
     /// stops hiding new ones.
     pub peak_decay: f32,
+}
+
+/// Scores an excursion `r` beyond a past extreme, as a share of that
+/// extreme's scale: 0 within it, 0.5 just beyond, 1 once beyond by
+/// 1/(2 × slope). Every evidence uses this one mapping.
+fn excess(r: f32) -> f32 {
+    if r > 0.0 {
+        (0.5 + RANGE_SLOPE * r).min(1.0)
+    } else {
+        0.0
+    }
 }
 
 /// A running `[lo, hi]` range.
@@ -44,12 +56,7 @@ impl Range {
     /// 0 inside, 0.5 just outside, 1 once outside by 1/(2 × slope) of it.
     fn score(&self, x: f32) -> f32 {
         let width = (self.hi - self.lo).max(f32::EPSILON * self.hi.abs().max(1.0));
-        let r = (x - self.hi).max(self.lo - x) / width;
-        if r > 0.0 {
-            (0.5 + RANGE_SLOPE * r).min(1.0)
-        } else {
-            0.0
-        }
+        excess((x - self.hi).max(self.lo - x) / width)
     }
 
     fn widen(&mut self, x: f32, first: bool) {
@@ -90,8 +97,7 @@ impl Novelty {
         };
         let score = if self.count >= r.learn {
             let forecast = if self.peak > 0.0 {
-                let ratio = err / self.peak;
-                ratio / (1.0 + ratio)
+                excess(err / self.peak - 1.0)
             } else {
                 0.0
             };
@@ -125,7 +131,7 @@ mod tests {
 
     const R: NoveltyRates = NoveltyRates {
         learn: 50,
-        peak_decay: 0.9995,
+        peak_decay: 0.9999,
     };
 
     fn noise(i: usize) -> f32 {
@@ -163,7 +169,9 @@ mod tests {
             n.update(wave(i), 0.5, &R);
         }
         let again = n.update(20.0, 10.0, &R);
-        assert!(again < 0.6, "a repeat of a known high scored {again}");
+        // Below the default threshold (0.75): only the slightly forgotten
+        // forecast-error peak is beaten, not the range.
+        assert!(again < 0.7, "a repeat of a known high scored {again}");
     }
 
     #[test]
@@ -193,5 +201,7 @@ mod tests {
             usual < 0.45 && record > 0.7,
             "usual {usual}, record {record}"
         );
+        // Alone, a forecast record never reaches a policy's usual 0.95.
+        assert!(record <= W_FORECAST, "record {record}");
     }
 }
