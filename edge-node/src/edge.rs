@@ -85,6 +85,8 @@ pub async fn run(
     let audit_path = config.data_dir.join("audit.jsonl");
     let audit = AuditLog::open(&audit_path)
         .with_context(|| format!("opening audit log {}", audit_path.display()))?;
+    // Budgets live beside the audit log so a restarted edge keeps counting.
+    let budgets = crate::budget::Budgets::open(&config.data_dir.join("budgets.json"))?;
     let detector = Detector::new(config.detector.clone())?;
     let shared = Arc::new(Shared {
         site: site.clone(),
@@ -147,6 +149,7 @@ pub async fn run(
         site.clone(),
         policies,
         config.command_ttl_secs as i64 * 1000,
+        budgets,
     );
     let node = Node {
         config,

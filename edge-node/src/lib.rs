@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod audit;
+pub mod budget;
 pub mod cache;
 pub mod config;
 pub mod edge;

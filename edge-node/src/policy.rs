@@ -3,6 +3,7 @@
 //! recovery is verified.
 
 use serde::{Deserialize, Serialize};
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use vigil_core::config::yaml_error;
 use vigil_core::EntityId;
@@ -25,9 +26,10 @@ pub struct Policy {
     /// What it is for.
     #[serde(default)]
     pub description: String,
-    /// Which anomalies it applies to.
-    #[serde(rename = "match")]
-    pub matcher: Matcher,
+    /// Which anomalies it applies to. A policy without one acts only when
+    /// another policy escalates to it.
+    #[serde(rename = "match", default)]
+    pub matcher: Option<Matcher>,
     /// Catalog action the agent runs.
     pub action: String,
     /// Agent (host) that runs it; default: the host of the target entity.
@@ -36,9 +38,23 @@ pub struct Policy {
     /// `auto` acts; `shadow` only records what it would have done.
     #[serde(default)]
     pub mode: Mode,
-    /// Seconds after an action before the same policy acts on the target again.
+    /// Seconds after an action before the same action runs on the target again.
     #[serde(default = "default_cooldown_secs")]
     pub cooldown_secs: u64,
+    /// Each repeat inside the budget window multiplies the cooldown by this
+    /// (1 keeps it fixed).
+    #[serde(default = "default_cooldown_backoff")]
+    pub cooldown_backoff: f64,
+    /// Ceiling of the backed-off cooldown, seconds.
+    #[serde(default = "default_cooldown_max_secs")]
+    pub cooldown_max_secs: u64,
+    /// How often the action may run on one target.
+    #[serde(default)]
+    pub budget: Budget,
+    /// Policy to hand the target to when this one's budget is spent (for
+    /// example a page to a human after repeated restarts).
+    #[serde(default)]
+    pub escalate: Option<String>,
     /// How recovery is checked.
     #[serde(default)]
     pub verify: Verify,
@@ -46,6 +62,31 @@ pub struct Policy {
 
 fn default_cooldown_secs() -> u64 {
     60
+}
+fn default_cooldown_backoff() -> f64 {
+    2.0
+}
+fn default_cooldown_max_secs() -> u64 {
+    3600
+}
+
+/// At most `max` actions per target in any `per_secs` window.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Budget {
+    /// Actions allowed in the window.
+    pub max: u32,
+    /// The window, seconds.
+    pub per_secs: u64,
+}
+
+impl Default for Budget {
+    fn default() -> Self {
+        Self {
+            max: 3,
+            per_secs: 3600,
+        }
+    }
 }
 
 /// Which anomalies a policy applies to.
@@ -128,10 +169,24 @@ pub fn glob(pattern: &str, text: &str) -> bool {
 impl Policy {
     /// Whether this policy applies to `entity` with this top metric and score.
     pub fn matches(&self, entity: &EntityId, top_metric: &str, score: f64) -> bool {
-        glob(&self.matcher.entity, entity.as_str())
-            && (self.matcher.metrics.is_empty()
-                || self.matcher.metrics.iter().any(|m| glob(m, top_metric)))
-            && score >= self.matcher.min_score
+        let Some(m) = &self.matcher else {
+            return false;
+        };
+        glob(&m.entity, entity.as_str())
+            && (m.metrics.is_empty() || m.metrics.iter().any(|p| glob(p, top_metric)))
+            && score >= m.min_score
+    }
+
+    /// Seconds an anomaly must last before this policy acts (0 for a policy
+    /// reached only by escalation: the first policy already waited).
+    pub fn for_secs(&self) -> f64 {
+        self.matcher.as_ref().map(|m| m.for_secs).unwrap_or(0.0)
+    }
+
+    /// Cooldown after the `n`-th action (1-based) inside the budget window.
+    pub fn cooldown_ms(&self, n: usize) -> i64 {
+        let backed = self.cooldown_secs as f64 * self.cooldown_backoff.powi(n.max(1) as i32 - 1);
+        (backed.min(self.cooldown_max_secs.max(self.cooldown_secs) as f64) * 1000.0) as i64
     }
 
     /// The agent that must run the action for `entity`.
@@ -183,6 +238,13 @@ impl PolicySet {
 fn validate(file: &PolicyFile) -> Vec<(String, String)> {
     let mut out = Vec::new();
     let mut names = std::collections::HashSet::new();
+    let by_name: HashMap<&str, &Policy> =
+        file.policies.iter().map(|p| (p.name.as_str(), p)).collect();
+    let escalated_to: HashSet<&str> = file
+        .policies
+        .iter()
+        .filter_map(|p| p.escalate.as_deref())
+        .collect();
     for (i, p) in file.policies.iter().enumerate() {
         let mut bad = |msg: String| {
             out.push((
@@ -199,20 +261,44 @@ fn validate(file: &PolicyFile) -> Vec<(String, String)> {
         if !vigil_core::topic::valid_level(&p.action) {
             bad(format!("action {:?} is not a valid action name", p.action));
         }
-        if p.matcher.entity.is_empty() {
-            bad("match.entity must not be empty".into());
+        match &p.matcher {
+            Some(m) => {
+                if m.entity.is_empty() {
+                    bad("match.entity must not be empty".into());
+                }
+                if !(m.min_score > 0.0 && m.min_score <= 1.0) {
+                    bad(format!("match.min_score {} is outside (0, 1]", m.min_score));
+                }
+                if !(m.for_secs >= 0.0 && m.for_secs <= 86_400.0) {
+                    bad(format!(
+                        "match.for_secs {} is outside 0..=86400",
+                        m.for_secs
+                    ));
+                }
+            }
+            None if !escalated_to.contains(p.name.as_str()) => {
+                bad("has no match and no policy escalates to it, so it can never act".into())
+            }
+            None => {}
         }
-        if !(p.matcher.min_score > 0.0 && p.matcher.min_score <= 1.0) {
+        if p.budget.max == 0 || p.budget.per_secs == 0 {
+            bad("budget: max and per_secs must be at least 1".into());
+        }
+        if !(p.cooldown_backoff >= 1.0 && p.cooldown_backoff <= 100.0) {
             bad(format!(
-                "match.min_score {} is outside (0, 1]",
-                p.matcher.min_score
+                "cooldown_backoff {} is outside 1..=100",
+                p.cooldown_backoff
             ));
         }
-        if !(p.matcher.for_secs >= 0.0 && p.matcher.for_secs <= 86_400.0) {
-            bad(format!(
-                "match.for_secs {} is outside 0..=86400",
-                p.matcher.for_secs
-            ));
+        if let Some(next) = &p.escalate {
+            if !by_name.contains_key(next.as_str()) {
+                bad(format!("escalate: no policy is named {next:?}"));
+            } else if let Some(cycle) = escalation_cycle(&p.name, &by_name) {
+                bad(format!(
+                    "escalate: the chain loops ({})",
+                    cycle.join(" -> ")
+                ));
+            }
         }
         if !(p.verify.within_secs > 0.0
             && p.verify.healthy_for_secs >= 0.0
@@ -220,16 +306,35 @@ fn validate(file: &PolicyFile) -> Vec<(String, String)> {
         {
             bad("verify: within_secs must be positive and longer than healthy_for_secs".into());
         }
-        let host_bound =
-            p.matcher.entity.starts_with("service/") || p.matcher.entity.starts_with("host/");
-        if p.agent.is_none() && !host_bound {
-            bad(format!(
-                "agent is required: entity pattern {:?} does not name a host",
-                p.matcher.entity
-            ));
+        // Without a match the policy runs on the target of the policy that
+        // escalated, so its agent can come from that target's host.
+        if let (Some(m), None) = (&p.matcher, &p.agent) {
+            if !(m.entity.starts_with("service/") || m.entity.starts_with("host/")) {
+                bad(format!(
+                    "agent is required: entity pattern {:?} does not name a host",
+                    m.entity
+                ));
+            }
         }
     }
     out
+}
+
+/// The escalation chain from `start` when it comes back to `start`.
+fn escalation_cycle(start: &str, by_name: &HashMap<&str, &Policy>) -> Option<Vec<String>> {
+    let mut chain = vec![start.to_string()];
+    let mut at = by_name.get(start)?;
+    while let Some(next) = at.escalate.as_deref() {
+        chain.push(next.to_string());
+        if next == start {
+            return Some(chain);
+        }
+        if chain.len() > by_name.len() + 1 {
+            return None; // loops further down; reported at its own members
+        }
+        at = by_name.get(next)?;
+    }
+    None
 }
 
 /// Prefixes a semantic problem with the line where its policy is named.
@@ -310,6 +415,58 @@ policies:
         .unwrap_err();
         assert!(errs[0].starts_with("p.yaml:3:"), "{errs:?}");
         assert!(errs[0].contains("acton"), "{errs:?}");
+    }
+
+    #[test]
+    fn escalation_chains_are_checked() {
+        let text = "policies:
+  - name: a
+    match: { entity: \"service/*\" }
+    action: restart
+    escalate: b
+  - name: b
+    action: page
+    escalate: a
+  - name: c
+    match: { entity: \"service/*\" }
+    action: restart
+    escalate: nobody
+    budget: { max: 0 }
+    cooldown_backoff: 0.5
+  - name: orphan
+    action: page
+";
+        let errs = PolicySet::parse(text, Path::new("p.yaml")).unwrap_err();
+        let has =
+            |line: &str, what: &str| errs.iter().any(|e| e.starts_with(line) && e.contains(what));
+        assert!(
+            has("p.yaml:2:", "the chain loops (a -> b -> a)"),
+            "{errs:?}"
+        );
+        assert!(
+            has("p.yaml:6:", "the chain loops (b -> a -> b)"),
+            "{errs:?}"
+        );
+        assert!(
+            has("p.yaml:9:", "no policy is named \"nobody\""),
+            "{errs:?}"
+        );
+        assert!(has("p.yaml:9:", "budget: max and per_secs"), "{errs:?}");
+        assert!(has("p.yaml:9:", "cooldown_backoff 0.5"), "{errs:?}");
+        assert!(has("p.yaml:15:", "can never act"), "{errs:?}");
+        assert_eq!(errs.len(), 6, "{errs:?}");
+    }
+
+    #[test]
+    fn backed_off_cooldown_is_capped() {
+        let set = PolicySet::parse(
+            "policies:\n  - name: a\n    match: { entity: \"service/*\" }\n    action: r\n    cooldown_secs: 10\n    cooldown_max_secs: 35\n",
+            Path::new("p.yaml"),
+        )
+        .unwrap();
+        let p = &set.policies[0];
+        let got: Vec<i64> = (1..=4).map(|n| p.cooldown_ms(n)).collect();
+        assert_eq!(got, [10_000, 20_000, 35_000, 35_000]);
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! command at a time per target, and verifies recovery afterwards. Every
 //! decision becomes an audit record.
 
+use crate::budget::Budgets;
 use crate::entity::{Entities, EntityState};
 use crate::policy::{Mode, Policy, PolicySet};
 use std::collections::HashMap;
@@ -29,8 +30,10 @@ enum Phase {
 #[derive(Debug, Clone)]
 struct Target {
     phase: Phase,
+    /// The policy that acted last (after any escalation).
     policy: String,
-    cooldown_until_ms: i64,
+    /// Until when each action is cooling down on this target, Unix ms.
+    cooldowns: HashMap<String, i64>,
     /// Anomaly already audited as held back, so a rail logs once per episode.
     held_for: Option<String>,
 }
@@ -50,16 +53,33 @@ pub struct Engine {
     policies: PolicySet,
     command_ttl_ms: i64,
     targets: HashMap<EntityId, Target>,
+    budgets: Budgets,
+}
+
+/// A rail that held an action back, and why.
+struct Held {
+    policy: Policy,
+    rail: &'static str,
+    reason: String,
+}
+
+/// The policy that will act (after escalation), its agent, and how it was reached.
+struct Chosen {
+    policy: Policy,
+    agent: String,
+    note: String,
 }
 
 impl Engine {
     /// An engine for `site` with a policy set.
-    pub fn new(site: String, policies: PolicySet, command_ttl_ms: i64) -> Self {
+    /// `budgets` may be kept on disk so that they survive a restart.
+    pub fn new(site: String, policies: PolicySet, command_ttl_ms: i64, budgets: Budgets) -> Self {
         Self {
             site,
             policies,
             command_ttl_ms,
             targets: HashMap::new(),
+            budgets,
         }
     }
 
@@ -150,78 +170,161 @@ impl Engine {
         model: &str,
         d: &mut Decisions,
     ) {
-        let t = self.targets.entry(e.entity.clone()).or_insert(Target {
-            phase: Phase::Idle,
-            policy: p.name.clone(),
-            cooldown_until_ms: 0,
-            held_for: None,
-        });
-        if !matches!(t.phase, Phase::Idle)
-            || (now_ms - e.since_ms) as f64 / 1000.0 < p.matcher.for_secs
+        let state = self.targets.get(&e.entity);
+        if state.is_some_and(|t| !matches!(t.phase, Phase::Idle))
+            || ((now_ms - e.since_ms) as f64 / 1000.0) < p.for_secs()
         {
             return;
         }
-        let already_held = t.held_for.is_some() && t.held_for == e.anomaly_id;
-        let cooldown_left = t.cooldown_until_ms - now_ms;
-        let agent = p.agent_for(&e.entity);
-        let hold = if cooldown_left > 0 {
-            Some(format!("cooldown: {} s left", (cooldown_left + 999) / 1000))
-        } else if p.mode == Mode::Shadow {
-            Some(format!(
-                "shadow mode: would run {} on {}",
-                p.action,
-                agent.as_deref().unwrap_or("?")
-            ))
-        } else if agent.is_none() {
-            Some("no agent owns this target".to_string())
-        } else {
-            None
-        };
-        if let Some(reason) = hold {
-            if !already_held {
-                t.held_for = e.anomaly_id.clone();
-                if p.mode == Mode::Shadow {
-                    t.cooldown_until_ms = now_ms + p.cooldown_secs as i64 * 1000;
+        let already_held =
+            state.is_some_and(|t| t.held_for.is_some() && t.held_for == e.anomaly_id);
+        let verdict = self.choose(p, e, now_ms);
+        let t = self.targets.entry(e.entity.clone()).or_insert(Target {
+            phase: Phase::Idle,
+            policy: p.name.clone(),
+            cooldowns: HashMap::new(),
+            held_for: None,
+        });
+        let chosen = match verdict {
+            Ok(c) => c,
+            Err(held) => {
+                if !already_held {
+                    t.held_for = e.anomaly_id.clone();
+                    if held.rail == "shadow mode" {
+                        // Record a shadow decision once per cooldown, as if it had run.
+                        t.cooldowns.insert(
+                            held.policy.action.clone(),
+                            now_ms + held.policy.cooldown_ms(1),
+                        );
+                    }
+                    let rec = self.held(
+                        &held.policy,
+                        e,
+                        model,
+                        format!("{}: {}", held.rail, held.reason),
+                    );
+                    d.audit.push(rec);
                 }
-                let rec = self.held(p, e, model, reason);
-                d.audit.push(rec);
+                return;
             }
-            return;
-        }
-        let Some(agent) = agent else { return };
+        };
+        let (acting, agent) = (chosen.policy, chosen.agent);
         let command = Command {
             id: uuid::Uuid::new_v4().to_string(),
-            action: p.action.clone(),
+            action: acting.action.clone(),
             target: e.entity.clone(),
             params: Default::default(),
             issued_ms: now_ms,
             expires_ms: now_ms + self.command_ttl_ms,
-            policy: p.name.clone(),
+            policy: acting.name.clone(),
             anomaly_id: e.anomaly_id.clone(),
         };
         t.phase = Phase::Awaiting {
             command: command.clone(),
             sent_ms: now_ms,
         };
-        t.policy = p.name.clone();
+        t.policy = acting.name.clone();
         t.held_for = None;
+        if let Err(err) = self
+            .budgets
+            .spend(e.entity.as_str(), &acting.action, now_ms)
+        {
+            // The spend still counts in memory; only a restart could forget it.
+            tracing::warn!(error = %err, "Budget not saved.");
+        }
         let detail = format!(
-            "{} anomalous for {:.1} s (score {:.3}, top metric {}); sending {} to {agent}",
+            "{} anomalous for {:.1} s (score {:.3}, top metric {}); {}sending {} to {agent}",
             e.entity,
             (now_ms - e.since_ms) as f64 / 1000.0,
             e.score,
             e.top_metric,
-            p.action
+            chosen.note,
+            acting.action
         );
         d.audit.push(self.record(
             AuditKind::ActionSent,
-            &p.name,
+            &acting.name,
             &command,
             model,
             None,
             detail,
         ));
         d.commands.push((agent, command));
+    }
+
+    /// Walks the escalation chain from `p` past every policy whose budget on
+    /// this target is spent, then applies the cooldown, mode and agent rails.
+    fn choose(&self, p: &Policy, e: &EntityState, now_ms: i64) -> Result<Chosen, Held> {
+        let target = e.entity.as_str();
+        let mut acting = p.clone();
+        let mut note = String::new();
+        for _ in 0..=self.policies.policies.len() {
+            let b = &acting.budget;
+            let used = self
+                .budgets
+                .used(target, &acting.action, now_ms, b.per_secs as i64 * 1000);
+            if used < b.max as usize {
+                break;
+            }
+            let spent = format!(
+                "{} has run {used} times in {} s (budget {})",
+                acting.action, b.per_secs, b.max
+            );
+            match acting.escalate.as_deref().and_then(|n| self.policy(n)) {
+                Some(next) => {
+                    note.push_str(&format!("{spent}, escalated to {}; ", next.name));
+                    acting = next.clone();
+                }
+                None => {
+                    return Err(Held {
+                        policy: acting,
+                        rail: "budget",
+                        reason: format!("{spent}, and there is nothing to escalate to"),
+                    })
+                }
+            }
+        }
+        let cooling = self
+            .targets
+            .get(&e.entity)
+            .and_then(|t| t.cooldowns.get(&acting.action))
+            .map(|&until| until - now_ms)
+            .filter(|&left| left > 0);
+        let agent = acting.agent_for(&e.entity);
+        let reason = |rail, reason| Held {
+            policy: acting.clone(),
+            rail,
+            reason,
+        };
+        if let Some(left) = cooling {
+            return Err(reason(
+                "cooldown",
+                format!(
+                    "{}{} s left for {}",
+                    note,
+                    (left + 999) / 1000,
+                    acting.action
+                ),
+            ));
+        }
+        if acting.mode == Mode::Shadow {
+            return Err(reason(
+                "shadow mode",
+                format!(
+                    "{note}would run {} on {}",
+                    acting.action,
+                    agent.as_deref().unwrap_or("?")
+                ),
+            ));
+        }
+        match agent {
+            Some(agent) => Ok(Chosen {
+                policy: acting,
+                agent,
+                note,
+            }),
+            None => Err(reason("agent", format!("{note}no agent owns this target"))),
+        }
     }
 
     fn advance_in_flight(
@@ -233,7 +336,7 @@ impl Engine {
     ) {
         let mut done = Vec::new();
         for (entity, t) in &self.targets {
-            let cooldown = self.cooldown_ms(&t.policy);
+            let cooldown = self.cooldown_ms(&t.policy, entity, now_ms);
             match &t.phase {
                 Phase::Awaiting { command, sent_ms }
                     if now_ms > sent_ms + self.command_ttl_ms + RESULT_GRACE_MS =>
@@ -297,7 +400,7 @@ impl Engine {
         for (entity, cooldown_until, rec) in done {
             if let Some(t) = self.targets.get_mut(&entity) {
                 t.phase = Phase::Idle;
-                t.cooldown_until_ms = cooldown_until;
+                t.cooldowns.insert(rec.action.clone(), cooldown_until);
             }
             d.audit.push(rec);
         }
@@ -307,9 +410,17 @@ impl Engine {
         self.policies.policies.iter().find(|p| p.name == name)
     }
 
-    fn cooldown_ms(&self, policy: &str) -> i64 {
+    /// The cooldown after `policy` acted on `entity`: backed off by how often
+    /// its action ran there inside the budget window.
+    fn cooldown_ms(&self, policy: &str, entity: &EntityId, now_ms: i64) -> i64 {
         self.policy(policy)
-            .map(|p| p.cooldown_secs as i64 * 1000)
+            .map(|p| {
+                let window = p.budget.per_secs as i64 * 1000;
+                p.cooldown_ms(
+                    self.budgets
+                        .used(entity.as_str(), &p.action, now_ms, window),
+                )
+            })
             .unwrap_or(60_000)
     }
 
@@ -331,7 +442,7 @@ impl Engine {
             .policy(&policy)
             .map(|p| (p.verify.within_secs * 1000.0) as i64)
             .unwrap_or(60_000);
-        let cooldown = self.cooldown_ms(&policy);
+        let cooldown = self.cooldown_ms(&policy, &entity, now_ms);
         let mut d = Decisions::default();
         let detail = format!("{} on {}: {}", r.outcome.as_str(), r.host, r.detail);
         d.audit.push(self.record(
@@ -351,7 +462,8 @@ impl Engine {
             };
         } else {
             t.phase = Phase::Idle;
-            t.cooldown_until_ms = now_ms + cooldown;
+            t.cooldowns
+                .insert(command.action.clone(), now_ms + cooldown);
         }
         Some(d)
     }

@@ -1,4 +1,5 @@
 use super::*;
+use crate::budget::Budgets;
 use crate::cache::Cache;
 use std::path::Path;
 use vigil_core::SeriesId;
@@ -28,7 +29,7 @@ impl World {
         Self {
             cache: Cache::new(10, 10),
             entities: Entities::default(),
-            engine: Engine::new("s".into(), set, 10_000),
+            engine: Engine::new("s".into(), set, 10_000, Budgets::in_memory()),
         }
     }
 
@@ -187,4 +188,122 @@ fn unknown_results_are_ignored() {
         finished_ms: 0,
     };
     assert!(w.engine.on_result(&r, 0, "m1").is_none());
+}
+
+const CHAIN: &str = r#"
+policies:
+  - name: restart-worker
+    match: { entity: "service/*/worker", for_secs: 0 }
+    action: restart-worker
+    cooldown_secs: 10
+    cooldown_backoff: 2
+    budget: { max: 3, per_secs: 3600 }
+    escalate: page-oncall
+    verify: { within_secs: 5, healthy_for_secs: 2 }
+  - name: page-oncall
+    action: notify-oncall
+    cooldown_secs: 600
+    budget: { max: 1, per_secs: 3600 }
+    verify: { within_secs: 5, healthy_for_secs: 2 }
+"#;
+
+impl World {
+    fn with(policy: &str, budgets: Budgets) -> Self {
+        let set = PolicySet::parse(policy, Path::new("p.yaml")).unwrap();
+        Self {
+            cache: Cache::new(10, 10),
+            entities: Entities::default(),
+            engine: Engine::new("s".into(), set, 10_000, budgets),
+        }
+    }
+
+    /// Runs `svc` sick from `from` to `to` seconds, the agent answering every
+    /// command with success a second later. Returns (time, action) sent and
+    /// every audit record.
+    fn sick(&mut self, svc: &str, from: i64, to: i64) -> (Vec<(i64, String)>, Vec<AuditRecord>) {
+        let (mut sent, mut audit, mut pending) = (Vec::new(), Vec::new(), Vec::<Command>::new());
+        for t in from..to {
+            for cmd in pending.drain(..) {
+                audit.extend(self.result(t, &cmd, Outcome::Succeeded).audit);
+            }
+            let d = self.tick(t, svc, 0.99);
+            audit.extend(d.audit);
+            for (_, cmd) in d.commands {
+                sent.push((t, cmd.action.clone()));
+                pending.push(cmd);
+            }
+        }
+        (sent, audit)
+    }
+}
+
+#[test]
+fn a_crash_loop_ends_in_escalation_with_backed_off_cooldowns() {
+    let mut w = World::with(CHAIN, Budgets::in_memory());
+    let (sent, audit) = w.sick("worker", 0, 600);
+    let actions: Vec<&str> = sent.iter().map(|(_, a)| a.as_str()).collect();
+    assert_eq!(
+        actions,
+        [
+            "restart-worker",
+            "restart-worker",
+            "restart-worker",
+            "notify-oncall"
+        ],
+        "{sent:?}"
+    );
+    // Each restart fails verification 7 s after it was sent (result after
+    // 1 s, then the 5 s window); the cooldown after the n-th restart is
+    // 10 s × 2^(n-1). The page needs no wait: its cooldown is its own.
+    let gaps: Vec<i64> = sent.windows(2).map(|p| p[1].0 - p[0].0).collect();
+    assert_eq!(gaps, [7 + 10, 7 + 20, 7], "{sent:?}");
+    let escalated = audit
+        .iter()
+        .find(|a| a.kind == AuditKind::ActionSent && a.action == "notify-oncall")
+        .unwrap();
+    assert_eq!(escalated.policy, "page-oncall");
+    assert!(
+        escalated.detail.contains("restart-worker has run 3 times")
+            && escalated.detail.contains("escalated to page-oncall"),
+        "{}",
+        escalated.detail
+    );
+}
+
+#[test]
+fn a_spent_chain_holds_back_and_says_which_rail() {
+    let policy = CHAIN.replace("    escalate: page-oncall\n", "");
+    let policy = policy.replace(
+        "  - name: page-oncall\n    action",
+        "  - name: page-oncall\n    match: { entity: \"sensor/none\" }\n    agent: x\n    action",
+    );
+    let mut w = World::with(&policy, Budgets::in_memory());
+    let (sent, audit) = w.sick("worker", 0, 600);
+    assert_eq!(sent.len(), 3, "{sent:?}");
+    let held: Vec<&AuditRecord> = audit
+        .iter()
+        .filter(|a| a.kind == AuditKind::HeldBack)
+        .collect();
+    let last = held.last().unwrap();
+    assert!(
+        last.detail
+            .starts_with("budget: restart-worker has run 3 times in 3600 s (budget 3)"),
+        "{}",
+        last.detail
+    );
+}
+
+#[test]
+fn budgets_survive_a_restart_of_the_edge() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("budgets.json");
+    let mut w = World::with(CHAIN, Budgets::open(&path).unwrap());
+    let (sent, _) = w.sick("worker", 0, 40);
+    assert_eq!(sent.len(), 2, "{sent:?}");
+    // A new engine (the edge restarted) over the same file: one restart is
+    // left, then the page.
+    let mut w = World::with(CHAIN, Budgets::open(&path).unwrap());
+    let (sent, _) = w.sick("worker", 100, 400);
+    let actions: Vec<&str> = sent.iter().map(|(_, a)| a.as_str()).collect();
+    assert_eq!(actions, ["restart-worker", "notify-oncall"], "{sent:?}");
 }
