@@ -41,6 +41,8 @@ pub struct EdgeConfig {
     pub max_future_secs: u64,
     /// Publish the anomaly score of at most this many series as gauges (highest first).
     pub score_gauges_max: usize,
+    /// Site-wide remediation rails: rate limit and short-circuit.
+    pub rails: crate::rails::RailsConfig,
 }
 
 /// Bounds of the per-series ring cache.
@@ -80,6 +82,7 @@ impl Default for EdgeConfig {
             max_message_bytes: 1024 * 1024,
             max_future_secs: 300,
             score_gauges_max: 500,
+            rails: crate::rails::RailsConfig::default(),
         }
     }
 }
@@ -87,7 +90,7 @@ impl Default for EdgeConfig {
 impl EdgeConfig {
     /// Every problem with the settings.
     pub fn validate(&self) -> Vec<String> {
-        let mut e = Vec::new();
+        let mut e = self.rails.validate();
         if !topic::valid_level(&self.site) {
             e.push(format!(
                 "site: {:?} must be 1-64 of [A-Za-z0-9._-]",

@@ -150,7 +150,8 @@ pub async fn run(
         policies,
         config.command_ttl_secs as i64 * 1000,
         budgets,
-    );
+    )
+    .with_rails(config.rails.clone());
     let node = Node {
         config,
         shared,

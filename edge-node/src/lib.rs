@@ -14,6 +14,7 @@ pub mod ingest;
 pub mod metrics;
 pub mod outbox;
 pub mod policy;
+pub mod rails;
 pub mod remediation;
 
 pub use config::EdgeConfig;

@@ -6,9 +6,13 @@
 use crate::budget::Budgets;
 use crate::entity::{Entities, EntityState};
 use crate::policy::{Mode, Policy, PolicySet};
+use crate::rails::{fleet_sick, RailsConfig, RateLimit};
 use std::collections::HashMap;
 use vigil_core::message::{AuditKind, AuditRecord, Command, CommandResult, Outcome};
 use vigil_core::EntityId;
+
+/// The policy name audit records of the site-wide short-circuit carry.
+const SHORT_CIRCUIT: &str = "site-wide short-circuit";
 
 /// Extra time beyond a command's TTL to wait for its result.
 const RESULT_GRACE_MS: i64 = 5_000;
@@ -54,11 +58,17 @@ pub struct Engine {
     command_ttl_ms: i64,
     targets: HashMap<EntityId, Target>,
     budgets: Budgets,
+    rails: RailsConfig,
+    rate: RateLimit,
+    /// Why the site-wide short-circuit holds everything, while it does.
+    tripped: Option<String>,
+    /// Page commands sent by the short-circuit, awaiting their result.
+    pages: HashMap<String, Command>,
 }
 
 /// A rail that held an action back, and why.
 struct Held {
-    policy: Policy,
+    policy: Box<Policy>,
     rail: &'static str,
     reason: String,
 }
@@ -80,7 +90,22 @@ impl Engine {
             command_ttl_ms,
             targets: HashMap::new(),
             budgets,
+            rails: RailsConfig::default(),
+            rate: RateLimit::default(),
+            tripped: None,
+            pages: HashMap::new(),
         }
+    }
+
+    /// Sets the site-wide rails (rate limit, short-circuit).
+    pub fn with_rails(mut self, rails: RailsConfig) -> Self {
+        self.rails = rails;
+        self
+    }
+
+    /// Whether the site-wide short-circuit is holding every action.
+    pub fn short_circuited(&self) -> bool {
+        self.tripped.is_some()
     }
 
     /// Replaces the policies (reload); in-flight actions finish as they were.
@@ -147,6 +172,7 @@ impl Engine {
     pub fn on_tick(&mut self, now_ms: i64, entities: &Entities, model: &str) -> Decisions {
         let mut d = Decisions::default();
         self.advance_in_flight(now_ms, entities, model, &mut d);
+        self.short_circuit(now_ms, entities, model, &mut d);
         for e in entities.all().filter(|e| e.anomalous) {
             let Some(p) = self
                 .policies
@@ -208,6 +234,24 @@ impl Engine {
                 return;
             }
         };
+        let sent = self.rate.in_last_minute(now_ms);
+        if sent >= self.rails.max_actions_per_minute as usize {
+            let t = self.targets.get_mut(&e.entity);
+            if let Some(t) = t.filter(|t| !(t.held_for.is_some() && t.held_for == e.anomaly_id)) {
+                t.held_for = e.anomaly_id.clone();
+                let reason = format!(
+                    "rate limit: {sent} actions in the last minute (at most {})",
+                    self.rails.max_actions_per_minute
+                );
+                let rec = self.held(&chosen.policy, e, model, reason);
+                d.audit.push(rec);
+            }
+            return;
+        }
+        self.rate.record(now_ms);
+        let Some(t) = self.targets.get_mut(&e.entity) else {
+            return;
+        };
         let (acting, agent) = (chosen.policy, chosen.agent);
         let command = Command {
             id: uuid::Uuid::new_v4().to_string(),
@@ -252,9 +296,90 @@ impl Engine {
         d.commands.push((agent, command));
     }
 
+    /// Trips (once, with one page) or clears the site-wide short-circuit.
+    fn short_circuit(&mut self, now_ms: i64, entities: &Entities, model: &str, d: &mut Decisions) {
+        let (sick, total) = (entities.anomalous_count(), entities.all().count());
+        let why = format!(
+            "{sick} of {total} targets are anomalous, more than {:.0}%: a sick site is not a sick host; holding every action",
+            self.rails.short_circuit_share * 100.0
+        );
+        let sick_site = fleet_sick(&self.rails, sick, total);
+        let site_target = EntityId::host(&self.site);
+        let mut note = |kind, detail: String, command: Option<&Command>| {
+            let mut rec = AuditRecord {
+                ts_ms: vigil_core::clock::now_ms(),
+                site: self.site.clone(),
+                kind,
+                policy: SHORT_CIRCUIT.into(),
+                policy_version: self.policies.version.clone(),
+                target: site_target.clone(),
+                action: String::new(),
+                command_id: None,
+                anomaly_id: None,
+                model_version: model.to_string(),
+                outcome: None,
+                detail,
+            };
+            if let Some(c) = command {
+                rec.action = c.action.clone();
+                rec.command_id = Some(c.id.clone());
+            }
+            d.audit.push(rec);
+        };
+        match (&self.tripped, sick_site) {
+            (None, true) => {
+                tracing::error!(sick, total, "Site-wide short-circuit: remediation paused.");
+                note(AuditKind::HeldBack, format!("{SHORT_CIRCUIT}: {why}"), None);
+                if let (Some(action), Some(agent)) =
+                    (&self.rails.page_action, &self.rails.page_agent)
+                {
+                    let command = Command {
+                        id: uuid::Uuid::new_v4().to_string(),
+                        action: action.clone(),
+                        target: EntityId::host(agent),
+                        params: Default::default(),
+                        issued_ms: now_ms,
+                        expires_ms: now_ms + self.command_ttl_ms,
+                        policy: SHORT_CIRCUIT.into(),
+                        anomaly_id: None,
+                    };
+                    note(
+                        AuditKind::ActionSent,
+                        format!("paging: {why}"),
+                        Some(&command),
+                    );
+                    self.pages.insert(command.id.clone(), command.clone());
+                    d.commands.push((agent.clone(), command));
+                }
+                self.tripped = Some(why);
+            }
+            (Some(_), false) => {
+                tracing::warn!(
+                    sick,
+                    total,
+                    "Site-wide short-circuit cleared: remediation resumes."
+                );
+                note(
+                    AuditKind::Verified,
+                    format!("{SHORT_CIRCUIT} cleared: {sick} of {total} targets anomalous"),
+                    None,
+                );
+                self.tripped = None;
+            }
+            _ => {}
+        }
+    }
+
     /// Walks the escalation chain from `p` past every policy whose budget on
     /// this target is spent, then applies the cooldown, mode and agent rails.
     fn choose(&self, p: &Policy, e: &EntityState, now_ms: i64) -> Result<Chosen, Held> {
+        if let Some(why) = &self.tripped {
+            return Err(Held {
+                policy: Box::new(p.clone()),
+                rail: SHORT_CIRCUIT,
+                reason: why.clone(),
+            });
+        }
         let target = e.entity.as_str();
         let mut acting = p.clone();
         let mut note = String::new();
@@ -277,7 +402,7 @@ impl Engine {
                 }
                 None => {
                     return Err(Held {
-                        policy: acting,
+                        policy: Box::new(acting),
                         rail: "budget",
                         reason: format!("{spent}, and there is nothing to escalate to"),
                     })
@@ -292,7 +417,7 @@ impl Engine {
             .filter(|&left| left > 0);
         let agent = acting.agent_for(&e.entity);
         let reason = |rail, reason| Held {
-            policy: acting.clone(),
+            policy: Box::new(acting.clone()),
             rail,
             reason,
         };
@@ -432,6 +557,21 @@ impl Engine {
 
     /// Takes an agent's result. Unknown command ids return `None`.
     pub fn on_result(&mut self, r: &CommandResult, now_ms: i64, model: &str) -> Option<Decisions> {
+        if let Some(page) = self.pages.remove(&r.command_id) {
+            let detail = format!("{} on {}: {}", r.outcome.as_str(), r.host, r.detail);
+            let rec = self.record(
+                AuditKind::ActionResult,
+                SHORT_CIRCUIT,
+                &page,
+                model,
+                Some(r.outcome),
+                detail,
+            );
+            return Some(Decisions {
+                commands: Vec::new(),
+                audit: vec![rec],
+            });
+        }
         let (entity, command, policy) = self.targets.iter().find_map(|(e, t)| match &t.phase {
             Phase::Awaiting { command, .. } if command.id == r.command_id => {
                 Some((e.clone(), command.clone(), t.policy.clone()))

@@ -1,6 +1,8 @@
 use super::*;
 use crate::budget::Budgets;
 use crate::cache::Cache;
+use crate::rails::RailsConfig;
+use std::collections::HashMap;
 use std::path::Path;
 use vigil_core::SeriesId;
 
@@ -306,4 +308,118 @@ fn budgets_survive_a_restart_of_the_edge() {
     let (sent, _) = w.sick("worker", 100, 400);
     let actions: Vec<&str> = sent.iter().map(|(_, a)| a.as_str()).collect();
     assert_eq!(actions, ["restart-worker", "notify-oncall"], "{sent:?}");
+}
+
+const WORKERS: &str = r#"
+policies:
+  - name: restart-w
+    match: { entity: "service/*/w*", for_secs: 0 }
+    action: restart-w
+"#;
+
+/// Ticks once at `t` s with every service in `services` reporting `score`.
+fn tick_many(w: &mut World, t: i64, services: &[(String, f32)]) -> Decisions {
+    let now = t * 1000;
+    for (svc, _) in services {
+        let id = SeriesId::new(EntityId::service("h1", svc), "up");
+        w.cache.push(&id, now, 1.0, now, 0).unwrap();
+    }
+    let pending = w.cache.take_pending();
+    let by_name: HashMap<&str, f32> = services.iter().map(|(s, v)| (s.as_str(), *v)).collect();
+    // Entries are in slot order, as the pending values are.
+    let scores: Vec<f32> = w
+        .cache
+        .entries()
+        .iter()
+        .map(|e| {
+            let svc = e.id.entity.as_str().rsplit('/').next().unwrap_or("");
+            by_name.get(svc).copied().unwrap_or(0.0)
+        })
+        .collect();
+    w.cache.set_scores(&pending, &scores);
+    w.entities.update(&w.cache, 0.95, now, 5_000, "s", "m1");
+    w.engine.on_tick(now, &w.entities, "m1")
+}
+
+fn storm_world(rails: RailsConfig) -> World {
+    let set = PolicySet::parse(WORKERS, Path::new("p.yaml")).unwrap();
+    World {
+        cache: Cache::new(1000, 10),
+        entities: Entities::default(),
+        engine: Engine::new("s".into(), set, 10_000, Budgets::in_memory()).with_rails(rails),
+    }
+}
+
+/// 100 workers fall sick within 10 s (10 a second) beside `healthy` others.
+fn storm(w: &mut World, healthy: usize, secs: i64) -> (usize, Vec<AuditRecord>) {
+    let (mut sent, mut audit) = (0, Vec::new());
+    for t in 0..secs {
+        let mut services: Vec<(String, f32)> =
+            (0..healthy).map(|i| (format!("ok{i}"), 0.1)).collect();
+        let sick_now = ((t + 1) * 10).min(100) as usize;
+        services.extend((0..100).map(|i| (format!("w{i}"), if i < sick_now { 0.99 } else { 0.1 })));
+        let d = tick_many(w, t, &services);
+        sent += d.commands.len();
+        audit.extend(d.audit);
+    }
+    (sent, audit)
+}
+
+#[test]
+fn a_storm_on_a_small_share_is_capped_by_the_rate_limit() {
+    // 100 of 400 targets sick: not a sick site, so the rate limit decides.
+    let mut w = storm_world(RailsConfig::default());
+    let (sent, audit) = storm(&mut w, 300, 60);
+    assert_eq!(sent, 20, "at most 20 actions a minute");
+    let limited = audit
+        .iter()
+        .filter(|a| a.kind == AuditKind::HeldBack && a.detail.starts_with("rate limit:"))
+        .count();
+    assert_eq!(limited, 80, "every held target is audited once");
+    assert!(!w.engine.short_circuited());
+}
+
+#[test]
+fn a_storm_across_the_site_trips_the_short_circuit_and_pages_once() {
+    let rails = RailsConfig {
+        page_action: Some("page-ops".into()),
+        page_agent: Some("ops".into()),
+        ..RailsConfig::default()
+    };
+    let mut w = storm_world(rails);
+    // 100 of 120 targets sick within 10 s.
+    let (sent, audit) = storm(&mut w, 20, 60);
+    let pages: Vec<&AuditRecord> = audit
+        .iter()
+        .filter(|a| a.kind == AuditKind::ActionSent && a.policy == SHORT_CIRCUIT)
+        .collect();
+    assert_eq!(pages.len(), 1, "{pages:?}");
+    assert_eq!(pages[0].action, "page-ops");
+    assert!(pages[0].detail.contains("a sick site is not a sick host"));
+    assert!(
+        pages[0].detail.starts_with("paging: 70 of 120 targets"),
+        "{}",
+        pages[0].detail
+    );
+    // It trips at 70 of 120 (t = 6); before that the rate limit let 20 of
+    // the first 60 sick workers be restarted, and nothing runs after it.
+    assert_eq!(sent, 1 + 20, "one page plus the restarts before it tripped");
+    let held = audit
+        .iter()
+        .filter(|a| a.kind == AuditKind::HeldBack && a.detail.starts_with(SHORT_CIRCUIT))
+        .count();
+    // The trip itself; the 40 workers that fell sick after the rate limit
+    // filled (already audited as rate-limited) are not audited again; the
+    // 40 that fell sick after the trip are; and so are the 20 restarted
+    // ones once their commands time out unanswered and they are still sick.
+    assert_eq!(held, 1 + 40 + 20);
+    assert!(w.engine.short_circuited());
+    // The site recovers: the short-circuit clears and says so.
+    let services: Vec<(String, f32)> = (0..120).map(|i| (format!("w{i}"), 0.1)).collect();
+    let d = tick_many(&mut w, 61, &services);
+    assert!(!w.engine.short_circuited());
+    assert!(d
+        .audit
+        .iter()
+        .any(|a| a.detail.contains("short-circuit cleared")));
 }

@@ -1,0 +1,117 @@
+//! Site-wide rails over every policy: a global rate limit on actions, and a
+//! short-circuit that stops acting when too much of the site looks sick at
+//! once (a sick fleet is not a sick host: restarting everything amplifies
+//! an outage whose cause is elsewhere, a network or a shared database).
+
+use serde::{Deserialize, Serialize};
+use std::collections::VecDeque;
+
+/// Site-wide rail settings (the edge config's `rails:`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RailsConfig {
+    /// Most actions sent in any 60 s, all targets and policies together.
+    pub max_actions_per_minute: u32,
+    /// Stop acting while more than this share of targets is anomalous...
+    pub short_circuit_share: f64,
+    /// ...and at least this many targets are known (a site of two hosts with
+    /// one sick is not a sick fleet).
+    pub short_circuit_min_targets: usize,
+    /// Catalog action sent once when the short-circuit trips, to page a human.
+    pub page_action: Option<String>,
+    /// Agent that runs `page_action`.
+    pub page_agent: Option<String>,
+}
+
+impl Default for RailsConfig {
+    fn default() -> Self {
+        Self {
+            max_actions_per_minute: 20,
+            short_circuit_share: 0.5,
+            short_circuit_min_targets: 4,
+            page_action: None,
+            page_agent: None,
+        }
+    }
+}
+
+impl RailsConfig {
+    /// Every problem, prefixed `rails.`.
+    pub fn validate(&self) -> Vec<String> {
+        let mut e = Vec::new();
+        if self.max_actions_per_minute == 0 {
+            e.push("rails.max_actions_per_minute: must be at least 1".into());
+        }
+        if !(self.short_circuit_share > 0.0 && self.short_circuit_share <= 1.0) {
+            e.push(format!(
+                "rails.short_circuit_share: {} is outside (0, 1]",
+                self.short_circuit_share
+            ));
+        }
+        if self.page_action.is_some() != self.page_agent.is_some() {
+            e.push("rails.page_action and rails.page_agent go together".into());
+        }
+        e
+    }
+}
+
+/// Sent-action times for the rate limit.
+#[derive(Debug, Default)]
+pub struct RateLimit {
+    sent: VecDeque<i64>,
+}
+
+impl RateLimit {
+    /// Actions sent in the 60 s before `now_ms`.
+    pub fn in_last_minute(&mut self, now_ms: i64) -> usize {
+        while self.sent.front().is_some_and(|&t| now_ms - t >= 60_000) {
+            self.sent.pop_front();
+        }
+        self.sent.len()
+    }
+
+    /// Counts one action sent at `now_ms`.
+    pub fn record(&mut self, now_ms: i64) {
+        self.sent.push_back(now_ms);
+    }
+}
+
+/// Whether the site is sick as a whole: `sick` of `total` targets anomalous.
+pub fn fleet_sick(cfg: &RailsConfig, sick: usize, total: usize) -> bool {
+    total >= cfg.short_circuit_min_targets && sick as f64 > cfg.short_circuit_share * total as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rate_limit_forgets_after_a_minute() {
+        let mut r = RateLimit::default();
+        for t in [0, 10_000, 59_000] {
+            r.record(t);
+        }
+        assert_eq!(r.in_last_minute(59_500), 3);
+        assert_eq!(r.in_last_minute(60_000), 2);
+        assert_eq!(r.in_last_minute(119_000), 0);
+    }
+
+    #[test]
+    fn a_fleet_is_sick_only_above_the_share_and_the_size() {
+        let c = RailsConfig::default();
+        assert!(!fleet_sick(&c, 2, 3), "too few targets to judge");
+        assert!(!fleet_sick(&c, 2, 4), "half is not more than half");
+        assert!(fleet_sick(&c, 3, 4));
+    }
+
+    #[test]
+    fn validation_reports_everything() {
+        let c = RailsConfig {
+            max_actions_per_minute: 0,
+            short_circuit_share: 1.5,
+            page_action: Some("page".into()),
+            ..RailsConfig::default()
+        };
+        assert_eq!(c.validate().len(), 3, "{:?}", c.validate());
+    }
+}
