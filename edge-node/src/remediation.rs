@@ -126,6 +126,32 @@ impl Engine {
             .count()
     }
 
+    /// An audit record with what every decision has; callers add the
+    /// action, command, anomaly and outcome they know.
+    fn base(
+        &self,
+        kind: AuditKind,
+        policy: &str,
+        target: &EntityId,
+        model: &str,
+        detail: String,
+    ) -> AuditRecord {
+        AuditRecord {
+            ts_ms: vigil_core::clock::now_ms(),
+            site: self.site.clone(),
+            kind,
+            policy: policy.to_string(),
+            policy_version: self.policies.version.clone(),
+            target: target.clone(),
+            action: String::new(),
+            command_id: None,
+            anomaly_id: None,
+            model_version: model.to_string(),
+            outcome: None,
+            detail,
+        }
+    }
+
     fn record(
         &self,
         kind: AuditKind,
@@ -136,35 +162,19 @@ impl Engine {
         detail: String,
     ) -> AuditRecord {
         AuditRecord {
-            ts_ms: vigil_core::clock::now_ms(),
-            site: self.site.clone(),
-            kind,
-            policy: policy.to_string(),
-            policy_version: self.policies.version.clone(),
-            target: cmd.target.clone(),
             action: cmd.action.clone(),
             command_id: Some(cmd.id.clone()),
             anomaly_id: cmd.anomaly_id.clone(),
-            model_version: model.to_string(),
             outcome,
-            detail,
+            ..self.base(kind, policy, &cmd.target, model, detail)
         }
     }
 
     fn held(&self, p: &Policy, e: &EntityState, model: &str, detail: String) -> AuditRecord {
         AuditRecord {
-            ts_ms: vigil_core::clock::now_ms(),
-            site: self.site.clone(),
-            kind: AuditKind::HeldBack,
-            policy: p.name.clone(),
-            policy_version: self.policies.version.clone(),
-            target: e.entity.clone(),
             action: p.action.clone(),
-            command_id: None,
             anomaly_id: e.anomaly_id.clone(),
-            model_version: model.to_string(),
-            outcome: None,
-            detail,
+            ..self.base(AuditKind::HeldBack, &p.name, &e.entity, model, detail)
         }
     }
 
@@ -305,31 +315,16 @@ impl Engine {
         );
         let sick_site = fleet_sick(&self.rails, sick, total);
         let site_target = EntityId::host(&self.site);
-        let mut note = |kind, detail: String, command: Option<&Command>| {
-            let mut rec = AuditRecord {
-                ts_ms: vigil_core::clock::now_ms(),
-                site: self.site.clone(),
-                kind,
-                policy: SHORT_CIRCUIT.into(),
-                policy_version: self.policies.version.clone(),
-                target: site_target.clone(),
-                action: String::new(),
-                command_id: None,
-                anomaly_id: None,
-                model_version: model.to_string(),
-                outcome: None,
-                detail,
-            };
-            if let Some(c) = command {
-                rec.action = c.action.clone();
-                rec.command_id = Some(c.id.clone());
-            }
-            d.audit.push(rec);
-        };
         match (&self.tripped, sick_site) {
             (None, true) => {
                 tracing::error!(sick, total, "Site-wide short-circuit: remediation paused.");
-                note(AuditKind::HeldBack, format!("{SHORT_CIRCUIT}: {why}"), None);
+                d.audit.push(self.base(
+                    AuditKind::HeldBack,
+                    SHORT_CIRCUIT,
+                    &site_target,
+                    model,
+                    format!("{SHORT_CIRCUIT}: {why}"),
+                ));
                 if let (Some(action), Some(agent)) =
                     (&self.rails.page_action, &self.rails.page_agent)
                 {
@@ -343,11 +338,17 @@ impl Engine {
                         policy: SHORT_CIRCUIT.into(),
                         anomaly_id: None,
                     };
-                    note(
-                        AuditKind::ActionSent,
-                        format!("paging: {why}"),
-                        Some(&command),
-                    );
+                    d.audit.push(AuditRecord {
+                        action: command.action.clone(),
+                        command_id: Some(command.id.clone()),
+                        ..self.base(
+                            AuditKind::ActionSent,
+                            SHORT_CIRCUIT,
+                            &site_target,
+                            model,
+                            format!("paging: {why}"),
+                        )
+                    });
                     self.pages.insert(command.id.clone(), command.clone());
                     d.commands.push((agent.clone(), command));
                 }
@@ -359,11 +360,13 @@ impl Engine {
                     total,
                     "Site-wide short-circuit cleared: remediation resumes."
                 );
-                note(
+                d.audit.push(self.base(
                     AuditKind::Verified,
+                    SHORT_CIRCUIT,
+                    &site_target,
+                    model,
                     format!("{SHORT_CIRCUIT} cleared: {sick} of {total} targets anomalous"),
-                    None,
-                );
+                ));
                 self.tripped = None;
             }
             _ => {}
@@ -487,35 +490,29 @@ impl Engine {
                         .map(|e| now_ms - e.since_ms.max(*result_ms))
                         .unwrap_or(0);
                     let need = self.healthy_for_ms(&t.policy);
-                    if healthy_ms >= need {
-                        let detail = format!(
-                            "{entity} healthy for {:.1} s after {}",
-                            healthy_ms as f64 / 1000.0,
-                            command.action
-                        );
-                        let rec = self.record(
+                    let verdict = if healthy_ms >= need {
+                        Some((
                             AuditKind::Verified,
-                            &t.policy,
-                            command,
-                            model,
-                            None,
-                            detail,
-                        );
-                        done.push((entity.clone(), now_ms + cooldown, rec));
+                            format!(
+                                "{entity} healthy for {:.1} s after {}",
+                                healthy_ms as f64 / 1000.0,
+                                command.action
+                            ),
+                        ))
                     } else if now_ms > *until_ms {
-                        let detail = format!(
-                            "{entity} still unhealthy {:.0} s after {}",
-                            (now_ms - result_ms) as f64 / 1000.0,
-                            command.action
-                        );
-                        let rec = self.record(
+                        Some((
                             AuditKind::VerifyFailed,
-                            &t.policy,
-                            command,
-                            model,
-                            None,
-                            detail,
-                        );
+                            format!(
+                                "{entity} still unhealthy {:.0} s after {}",
+                                (now_ms - result_ms) as f64 / 1000.0,
+                                command.action
+                            ),
+                        ))
+                    } else {
+                        None
+                    };
+                    if let Some((kind, detail)) = verdict {
+                        let rec = self.record(kind, &t.policy, command, model, None, detail);
                         done.push((entity.clone(), now_ms + cooldown, rec));
                     }
                 }
