@@ -349,7 +349,7 @@ impl Node {
             self.update_score_gauges(&cache);
             self.shared.lock_entities().update(
                 &cache,
-                threshold,
+                self.config.rails.levels(threshold),
                 now,
                 stale_ms,
                 &self.config.site,

@@ -28,6 +28,35 @@ pub struct EntityState {
     pub since_ms: i64,
     /// Id of the open anomaly, while anomalous.
     pub anomaly_id: Option<String>,
+    /// While anomalous: since when the score has stayed below the recovery
+    /// level (the episode closes once that lasts long enough).
+    #[serde(skip)]
+    below_since_ms: Option<i64>,
+}
+
+/// When an entity turns anomalous and when it counts as recovered. The gap
+/// between the two levels and the hold time are the hysteresis: a score that
+/// flickers around the threshold keeps one episode open instead of opening
+/// a new one (and resetting `for`) on every crossing.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Levels {
+    /// Anomalous at or above this score (the detector threshold).
+    pub enter: f64,
+    /// Recovered only below this score...
+    pub exit: f64,
+    /// ...held this long, ms.
+    pub exit_hold_ms: i64,
+}
+
+impl Levels {
+    /// One level, no hold: anomalous exactly while at or above `threshold`.
+    pub fn plain(threshold: f64) -> Self {
+        Self {
+            enter: threshold,
+            exit: threshold,
+            exit_hold_ms: 0,
+        }
+    }
 }
 
 /// Every entity the edge has seen.
@@ -43,7 +72,7 @@ impl Entities {
     pub fn update(
         &mut self,
         cache: &Cache,
-        threshold: f64,
+        levels: Levels,
         now_ms: i64,
         stale_ms: i64,
         site: &str,
@@ -71,7 +100,6 @@ impl Entities {
                 .first()
                 .map(|c| (c.score, c.metric.clone()))
                 .unwrap_or((0.0, String::new()));
-            let anomalous = score >= threshold;
             let st = self
                 .map
                 .entry(entity.clone())
@@ -83,25 +111,35 @@ impl Entities {
                     anomalous: false,
                     since_ms: now_ms,
                     anomaly_id: None,
+                    below_since_ms: None,
                 });
-            if anomalous != st.anomalous {
-                st.anomalous = anomalous;
+            if !st.anomalous && score >= levels.enter {
+                let id = uuid::Uuid::new_v4().to_string();
+                st.anomalous = true;
                 st.since_ms = now_ms;
-                st.anomaly_id = None;
-                if anomalous {
-                    let id = uuid::Uuid::new_v4().to_string();
-                    st.anomaly_id = Some(id.clone());
-                    events.push(AnomalyEvent {
-                        id,
-                        site: site.to_string(),
-                        entity: entity.clone(),
-                        score,
-                        top_metric: top.clone(),
-                        contributors: list.clone(),
-                        ts_ms: now_ms,
-                        model_version: model.to_string(),
-                    });
+                st.anomaly_id = Some(id.clone());
+                st.below_since_ms = None;
+                events.push(AnomalyEvent {
+                    id,
+                    site: site.to_string(),
+                    entity: entity.clone(),
+                    score,
+                    top_metric: top.clone(),
+                    contributors: list.clone(),
+                    ts_ms: now_ms,
+                    model_version: model.to_string(),
+                });
+            } else if st.anomalous && score < levels.exit {
+                let below = *st.below_since_ms.get_or_insert(now_ms);
+                if now_ms - below >= levels.exit_hold_ms {
+                    // Healthy since the score first went below the exit level.
+                    st.anomalous = false;
+                    st.since_ms = below;
+                    st.anomaly_id = None;
+                    st.below_since_ms = None;
                 }
+            } else if st.anomalous {
+                st.below_since_ms = None;
             }
             st.score = score;
             st.top_metric = top;
@@ -142,21 +180,75 @@ mod tests {
         let pending = cache.take_pending();
         cache.set_scores(&pending, &[0.2, 0.99]);
         let mut ents = Entities::default();
-        let ev = ents.update(&cache, 0.95, 1000, 5000, "s", "m1");
+        let ev = ents.update(&cache, Levels::plain(0.95), 1000, 5000, "s", "m1");
         assert_eq!(ev.len(), 1);
         assert_eq!(ev[0].top_metric, "http_latency_seconds");
         assert_eq!(ev[0].contributors.len(), 2);
         // Still anomalous: no second event.
-        assert!(ents.update(&cache, 0.95, 2000, 5000, "s", "m1").is_empty());
+        assert!(ents.update(&cache, Levels::plain(0.95), 2000, 5000, "s", "m1").is_empty());
         assert!(ents.get(&web).unwrap().anomalous);
         // The anomalous series goes stale: the entity is healthy again.
         cache.push(&up, 9000, 1.0, 9000, 0).unwrap();
         let p = cache.take_pending();
         cache.set_scores(&p, &[0.1, 0.0]);
-        assert!(ents.update(&cache, 0.95, 9000, 5000, "s", "m1").is_empty());
+        assert!(ents.update(&cache, Levels::plain(0.95), 9000, 5000, "s", "m1").is_empty());
         let st = ents.get(&web).unwrap();
         assert!(!st.anomalous);
         assert_eq!(st.since_ms, 9000);
         assert_eq!(ents.anomalous_count(), 0);
+    }
+
+    #[test]
+    fn hysteresis_keeps_one_episode_through_flicker() {
+        let web = EntityId::service("h", "web");
+        let lat = SeriesId::new(web.clone(), "http_latency_seconds");
+        let mut cache = Cache::new(10, 5);
+        let mut ents = Entities::default();
+        let levels = Levels {
+            enter: 0.95,
+            exit: 0.76,
+            exit_hold_ms: 3_000,
+        };
+        let mut step = |ents: &mut Entities, t: i64, score: f32| {
+            cache.push(&lat, t, 1.0, t, 0).unwrap();
+            let p = cache.take_pending();
+            cache.set_scores(&p, &[score]);
+            ents.update(&cache, levels, t, 5_000, "s", "m1").len()
+        };
+        // Flicker around the threshold: one event, one episode since t=1000.
+        let mut events = 0;
+        for (i, s) in [0.96, 0.90, 0.97, 0.80, 0.96, 0.93].into_iter().enumerate() {
+            events += step(&mut ents, 1000 * (i as i64 + 1), s);
+        }
+        assert_eq!(events, 1);
+        let st = ents.get(&web).unwrap();
+        assert!(st.anomalous);
+        assert_eq!(st.since_ms, 1000);
+        // Below the exit level, but not for long enough; a rise resets the hold.
+        step(&mut ents, 7000, 0.5);
+        step(&mut ents, 9000, 0.5);
+        step(&mut ents, 9500, 0.8);
+        step(&mut ents, 10_000, 0.5);
+        step(&mut ents, 12_000, 0.5);
+        assert!(ents.get(&web).unwrap().anomalous);
+        // Held below for 3 s: recovered, healthy since it went below.
+        step(&mut ents, 13_000, 0.5);
+        let st = ents.get(&web).unwrap();
+        assert!(!st.anomalous);
+        assert_eq!(st.since_ms, 10_000);
+        // With one plain level the same flicker is many episodes.
+        let mut plain = Entities::default();
+        let mut cache = Cache::new(10, 5);
+        let mut n = 0;
+        for (i, s) in [0.96, 0.90, 0.97, 0.80, 0.96].into_iter().enumerate() {
+            let t = 1000 * (i as i64 + 1);
+            cache.push(&lat, t, 1.0, t, 0).unwrap();
+            let p = cache.take_pending();
+            cache.set_scores(&p, &[s]);
+            n += plain
+                .update(&cache, Levels::plain(0.95), t, 5_000, "s", "m1")
+                .len();
+        }
+        assert_eq!(n, 3);
     }
 }

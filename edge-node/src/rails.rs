@@ -21,6 +21,11 @@ pub struct RailsConfig {
     pub page_action: Option<String>,
     /// Agent that runs `page_action`.
     pub page_agent: Option<String>,
+    /// Hysteresis: an anomalous target counts as recovered only once its
+    /// score stays below this share of the detector threshold...
+    pub recover_ratio: f64,
+    /// ...for this many seconds.
+    pub recover_secs: f64,
 }
 
 impl Default for RailsConfig {
@@ -31,11 +36,22 @@ impl Default for RailsConfig {
             short_circuit_min_targets: 4,
             page_action: None,
             page_agent: None,
+            recover_ratio: 0.8,
+            recover_secs: 5.0,
         }
     }
 }
 
 impl RailsConfig {
+    /// The entity levels for a detector `threshold`.
+    pub fn levels(&self, threshold: f64) -> crate::entity::Levels {
+        crate::entity::Levels {
+            enter: threshold,
+            exit: threshold * self.recover_ratio,
+            exit_hold_ms: (self.recover_secs * 1000.0) as i64,
+        }
+    }
+
     /// Every problem, prefixed `rails.`.
     pub fn validate(&self) -> Vec<String> {
         let mut e = Vec::new();
@@ -46,6 +62,18 @@ impl RailsConfig {
             e.push(format!(
                 "rails.short_circuit_share: {} is outside (0, 1]",
                 self.short_circuit_share
+            ));
+        }
+        if !(self.recover_ratio > 0.0 && self.recover_ratio <= 1.0) {
+            e.push(format!(
+                "rails.recover_ratio: {} is outside (0, 1]",
+                self.recover_ratio
+            ));
+        }
+        if !(0.0..=3600.0).contains(&self.recover_secs) {
+            e.push(format!(
+                "rails.recover_secs: {} is outside 0..=3600",
+                self.recover_secs
             ));
         }
         if self.page_action.is_some() != self.page_agent.is_some() {
@@ -110,8 +138,9 @@ mod tests {
             max_actions_per_minute: 0,
             short_circuit_share: 1.5,
             page_action: Some("page".into()),
+            recover_ratio: 0.0,
             ..RailsConfig::default()
         };
-        assert_eq!(c.validate().len(), 3, "{:?}", c.validate());
+        assert_eq!(c.validate().len(), 4, "{:?}", c.validate());
     }
 }

@@ -1,6 +1,7 @@
 use super::*;
 use crate::budget::Budgets;
 use crate::cache::Cache;
+use crate::entity::Levels;
 use crate::rails::RailsConfig;
 use std::collections::HashMap;
 use std::path::Path;
@@ -47,7 +48,7 @@ impl World {
             .collect();
         self.cache.set_scores(&pending, &scores);
         self.entities
-            .update(&self.cache, 0.95, now, 5_000, "s", "m1");
+            .update(&self.cache, Levels::plain(0.95), now, 5_000, "s", "m1");
         self.engine.on_tick(now, &self.entities, "m1")
     }
 
@@ -337,7 +338,7 @@ fn tick_many(w: &mut World, t: i64, services: &[(String, f32)]) -> Decisions {
         })
         .collect();
     w.cache.set_scores(&pending, &scores);
-    w.entities.update(&w.cache, 0.95, now, 5_000, "s", "m1");
+    w.entities.update(&w.cache, Levels::plain(0.95), now, 5_000, "s", "m1");
     w.engine.on_tick(now, &w.entities, "m1")
 }
 
