@@ -210,6 +210,7 @@ impl Stack {
             mqtt: mqtt.clone(),
             tick_ms: opts.tick_ms,
             data_dir: opts.data_dir.join("edge"),
+            policy: policy_path.clone(),
             max_message_bytes: MAX_PACKET_BYTES,
             ..EdgeConfig::default()
         };
@@ -233,6 +234,7 @@ impl Stack {
             interval_secs: opts.interval_secs,
             mqtt: mqtt.clone(),
             catalog: catalog_path,
+            data_dir: opts.data_dir.join("agent"),
             services: vec![ServiceConfig {
                 name: SERVICE.into(),
                 argv,

@@ -5,6 +5,7 @@ use crate::catalog::Catalog;
 use crate::collector::{service, HostCollector, ServiceChecker};
 use crate::config::AgentConfig;
 use crate::executor::Executor;
+use crate::ledger::Ledger;
 use crate::metrics::AgentMetrics;
 use crate::supervisor::Supervisor;
 use anyhow::Context;
@@ -19,6 +20,7 @@ use tracing::{info, warn};
 use vigil_core::clock::now_ms;
 use vigil_core::message::{Command, MetricBatch, Presence, PresenceState};
 use vigil_core::mqtt::{self, LinkSpec, PresenceSpec, Publisher};
+use vigil_core::watch::{Change, FileWatch};
 use vigil_core::{decode, encode, topic};
 
 /// Runs the agent until `shutdown` is cancelled, then stops its supervised
@@ -73,18 +75,29 @@ pub async fn run(
     });
     let api = axum::Router::new().route("/api/v1/services", services);
     vigil_core::telemetry::spawn_server(&tracker, listener, &metrics.registry, api, &shutdown);
+    let ledger_path = config.data_dir.join("ledger.json");
+    let ledger = Ledger::open(&ledger_path).map_err(anyhow::Error::msg)?;
     let executor = Executor::new(
         host.clone(),
         catalog,
         supervisor.clone(),
         Duration::from_secs(config.max_action_secs),
+        ledger,
+        config.breaker.clone(),
     );
+    let catalog_watch = (!config.catalog.as_os_str().is_empty()).then(|| {
+        let text = std::fs::read_to_string(&config.catalog).ok();
+        FileWatch::new(&config.catalog, text)
+    });
     let commands = CommandLoop {
         executor,
         publisher: publisher.clone(),
         metrics: metrics.clone(),
         site: site.clone(),
         max_bytes: config.max_command_bytes,
+        catalog_watch,
+        services: supervisor.lock().await.names(),
+        reload: Duration::from_secs_f64(config.reload_secs),
     };
     tracker.spawn(commands.run(inbox, shutdown.child_token()));
     let collect = CollectLoop::new(
@@ -112,13 +125,19 @@ struct CommandLoop {
     metrics: AgentMetrics,
     site: String,
     max_bytes: usize,
+    catalog_watch: Option<FileWatch>,
+    services: Vec<String>,
+    reload: Duration,
 }
 
 impl CommandLoop {
     async fn run(mut self, mut inbox: mpsc::Receiver<Publish>, shutdown: CancellationToken) {
+        let mut reload = tokio::time::interval(self.reload);
+        reload.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
             let msg = tokio::select! {
                 _ = shutdown.cancelled() => break,
+                _ = reload.tick() => { self.reload_catalog(); continue }
                 m = inbox.recv() => match m { Some(m) => m, None => break },
             };
             self.metrics
@@ -148,6 +167,45 @@ impl CommandLoop {
             self.publisher
                 .send(&topic::results(&self.site, &result.host), &result, false)
                 .await;
+        }
+    }
+}
+
+impl CommandLoop {
+    /// Takes an edited catalog; a broken edit is refused with every error and
+    /// counted, and the catalog in force stays.
+    fn reload_catalog(&mut self) {
+        let Some(watch) = &mut self.catalog_watch else {
+            return;
+        };
+        let text = match watch.poll() {
+            None => return,
+            Some(Change::Changed(text)) => text,
+            Some(Change::Unreadable(e)) => {
+                self.metrics
+                    .catalog_reloads
+                    .with_label_values(&["failed"])
+                    .inc();
+                warn!(error = %e, "Catalog file unreadable; the catalog in force stays.");
+                return;
+            }
+        };
+        match Catalog::parse(&text, watch.path(), &self.services) {
+            Ok(c) => {
+                info!(path = %watch.path().display(), actions = c.actions.len(), "Catalog reloaded.");
+                self.metrics
+                    .catalog_reloads
+                    .with_label_values(&["ok"])
+                    .inc();
+                self.executor.set_catalog(c);
+            }
+            Err(errors) => {
+                self.metrics
+                    .catalog_reloads
+                    .with_label_values(&["failed"])
+                    .inc();
+                warn!(errors = %errors.join("\n"), "Catalog edit refused; the catalog in force stays.");
+            }
         }
     }
 }

@@ -24,13 +24,49 @@ pub struct Action {
     /// Parameters a command may fill (`{name}` in argv).
     #[serde(default)]
     pub params: Vec<String>,
-    /// Timeout in seconds.
+    /// Timeout of one attempt, seconds.
     #[serde(default = "default_timeout_secs")]
     pub timeout_secs: u64,
+    /// Attempts after a failed first one (0..=3).
+    #[serde(default = "default_retries")]
+    pub retries: u32,
+    /// First retry delay, ms; each next one doubles (1 s, 2 s, 4 s), each
+    /// drawn from its upper half so that agents do not retry in lockstep.
+    #[serde(default = "default_retry_backoff_ms")]
+    pub retry_backoff_ms: u64,
 }
 
 fn default_timeout_secs() -> u64 {
     30
+}
+fn default_retries() -> u32 {
+    3
+}
+fn default_retry_backoff_ms() -> u64 {
+    1000
+}
+
+/// Scale a Kubernetes Deployment through its scale subresource.
+#[derive(Clone, Debug, PartialEq)]
+pub struct K8sScale {
+    /// API server URL; default: the in-cluster one
+    /// (`https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT`).
+    pub api_server: Option<String>,
+    /// Namespace of the Deployment.
+    pub namespace: String,
+    /// Deployment name.
+    pub deployment: String,
+    /// Bearer token file; default: the in-cluster service account's.
+    pub token_file: Option<std::path::PathBuf>,
+    /// CA bundle (PEM) that signs the API server's certificate; default: the
+    /// in-cluster service account's, when present.
+    pub ca_file: Option<std::path::PathBuf>,
+    /// Never scale below this many replicas.
+    pub min_replicas: u32,
+    /// Never scale above this many replicas.
+    pub max_replicas: u32,
+    /// Replicas added per action (negative scales down).
+    pub step: i32,
 }
 
 /// The kinds of action an agent knows.
@@ -58,6 +94,31 @@ pub enum ActionKind {
         /// Message; `{target}` is replaced by the command's target.
         message: String,
     },
+    /// An HTTP call: a generic JSON webhook, a load balancer's or DNS API's
+    /// failover endpoint, a scale webhook. A 2xx status is success.
+    Http {
+        /// Method (default POST).
+        method: String,
+        /// URL; `{param}` and `{target}` are filled, percent-encoded.
+        url: String,
+        /// Extra headers (e.g. `Authorization`).
+        headers: BTreeMap<String, String>,
+        /// Body template; `{param}` and `{target}` are filled, JSON-escaped.
+        /// Default: a JSON object describing the command.
+        body: Option<String>,
+    },
+    /// Scale a Kubernetes Deployment.
+    K8sScale(K8sScale),
+    /// Post an alert to Alertmanager's v2 API (`POST /api/v2/alerts`).
+    Alertmanager {
+        /// Alertmanager's base URL, e.g. `http://alertmanager:9093`.
+        url: String,
+        /// Alert labels; `alertname` defaults to `VigilRemediation`, and
+        /// `target`, `policy` and `host` are added.
+        labels: BTreeMap<String, String>,
+        /// Annotations (`summary`, `description`, ...); `{target}` is filled.
+        annotations: BTreeMap<String, String>,
+    },
 }
 
 /// The file form of an action: one flat map, so unknown fields are refused.
@@ -75,10 +136,42 @@ struct RawAction {
     argv: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     message: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    method: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    headers: Option<BTreeMap<String, String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    body: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    api_server: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    namespace: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    deployment: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    token_file: Option<std::path::PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    ca_file: Option<std::path::PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    min_replicas: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    max_replicas: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    step: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    labels: Option<BTreeMap<String, String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    annotations: Option<BTreeMap<String, String>>,
     #[serde(default)]
     params: Vec<String>,
     #[serde(default = "default_timeout_secs")]
     timeout_secs: u64,
+    #[serde(default = "default_retries")]
+    retries: u32,
+    #[serde(default = "default_retry_backoff_ms")]
+    retry_backoff_ms: u64,
 }
 
 impl TryFrom<RawAction> for Action {
@@ -97,9 +190,39 @@ impl TryFrom<RawAction> for Action {
             ),
             "exec" => (&["argv"], ActionKind::Exec { argv: r.argv.clone().ok_or("kind exec needs `argv`")? }),
             "log" => (&["message"], ActionKind::Log { message: need(r.message.clone(), "message")? }),
+            "http" => (
+                &["method", "url", "headers", "body"],
+                ActionKind::Http {
+                    method: r.method.clone().unwrap_or_else(|| "POST".into()),
+                    url: need(r.url.clone(), "url")?,
+                    headers: r.headers.clone().unwrap_or_default(),
+                    body: r.body.clone(),
+                },
+            ),
+            "k8s_scale" => (
+                &["api_server", "namespace", "deployment", "token_file", "ca_file", "min_replicas", "max_replicas", "step"],
+                ActionKind::K8sScale(K8sScale {
+                    api_server: r.api_server.clone(),
+                    namespace: need(r.namespace.clone(), "namespace")?,
+                    deployment: need(r.deployment.clone(), "deployment")?,
+                    token_file: r.token_file.clone(),
+                    ca_file: r.ca_file.clone(),
+                    min_replicas: r.min_replicas.unwrap_or(1),
+                    max_replicas: r.max_replicas.ok_or("kind k8s_scale needs `max_replicas`")?,
+                    step: r.step.unwrap_or(1),
+                }),
+            ),
+            "alertmanager" => (
+                &["url", "labels", "annotations"],
+                ActionKind::Alertmanager {
+                    url: need(r.url.clone(), "url")?,
+                    labels: r.labels.clone().unwrap_or_default(),
+                    annotations: r.annotations.clone().unwrap_or_default(),
+                },
+            ),
             other => {
                 return Err(format!(
-                    "unknown action kind {other:?}; expected restart_process, systemd_restart, exec or log"
+                    "unknown action kind {other:?}; expected restart_process, systemd_restart, exec, log, http, k8s_scale or alertmanager"
                 ))
             }
         };
@@ -109,6 +232,20 @@ impl TryFrom<RawAction> for Action {
             ("systemctl", r.systemctl.is_some()),
             ("argv", r.argv.is_some()),
             ("message", r.message.is_some()),
+            ("method", r.method.is_some()),
+            ("url", r.url.is_some()),
+            ("headers", r.headers.is_some()),
+            ("body", r.body.is_some()),
+            ("api_server", r.api_server.is_some()),
+            ("namespace", r.namespace.is_some()),
+            ("deployment", r.deployment.is_some()),
+            ("token_file", r.token_file.is_some()),
+            ("ca_file", r.ca_file.is_some()),
+            ("min_replicas", r.min_replicas.is_some()),
+            ("max_replicas", r.max_replicas.is_some()),
+            ("step", r.step.is_some()),
+            ("labels", r.labels.is_some()),
+            ("annotations", r.annotations.is_some()),
         ];
         if let Some((field, _)) = given.iter().find(|(f, set)| *set && !allowed.contains(f)) {
             return Err(format!(
@@ -120,6 +257,8 @@ impl TryFrom<RawAction> for Action {
             kind,
             params: r.params,
             timeout_secs: r.timeout_secs,
+            retries: r.retries,
+            retry_backoff_ms: r.retry_backoff_ms,
         })
     }
 }
@@ -129,6 +268,8 @@ impl From<Action> for RawAction {
         let mut r = RawAction {
             params: a.params,
             timeout_secs: a.timeout_secs,
+            retries: a.retries,
+            retry_backoff_ms: a.retry_backoff_ms,
             ..Default::default()
         };
         match a.kind {
@@ -141,20 +282,50 @@ impl From<Action> for RawAction {
             }
             ActionKind::Exec { argv } => (r.kind, r.argv) = ("exec".into(), Some(argv)),
             ActionKind::Log { message } => (r.kind, r.message) = ("log".into(), Some(message)),
+            ActionKind::Http {
+                method,
+                url,
+                headers,
+                body,
+            } => {
+                (r.kind, r.method, r.url, r.body) = ("http".into(), Some(method), Some(url), body);
+                r.headers = Some(headers);
+            }
+            ActionKind::K8sScale(k) => {
+                r.kind = "k8s_scale".into();
+                (r.api_server, r.namespace, r.deployment) =
+                    (k.api_server, Some(k.namespace), Some(k.deployment));
+                (r.token_file, r.ca_file) = (k.token_file, k.ca_file);
+                (r.min_replicas, r.max_replicas, r.step) =
+                    (Some(k.min_replicas), Some(k.max_replicas), Some(k.step));
+            }
+            ActionKind::Alertmanager {
+                url,
+                labels,
+                annotations,
+            } => {
+                (r.kind, r.url) = ("alertmanager".into(), Some(url));
+                (r.labels, r.annotations) = (Some(labels), Some(annotations));
+            }
         }
         r
     }
 }
 
 impl Catalog {
-    /// Parses a catalog; YAML errors carry file, line and column.
+    /// Loads a catalog; YAML errors carry file, line and column.
     pub fn load(path: &Path) -> Result<Self, Vec<String>> {
         let text =
             std::fs::read_to_string(path).map_err(|e| vec![format!("{}: {e}", path.display())])?;
-        let cat: Catalog =
-            serde_yaml_ng::from_str(&text).map_err(|e| vec![yaml_error(path, &e)])?;
+        Self::parse(&text, path, &[])
+    }
+
+    /// Parses catalog text and checks it against the supervised `services`;
+    /// `path` is only used in messages.
+    pub fn parse(text: &str, path: &Path, services: &[String]) -> Result<Self, Vec<String>> {
+        let cat: Catalog = serde_yaml_ng::from_str(text).map_err(|e| vec![yaml_error(path, &e)])?;
         let problems: Vec<String> = cat
-            .validate(&[])
+            .validate(services)
             .into_iter()
             .map(|p| format!("{}: {p}", path.display()))
             .collect();
@@ -175,6 +346,18 @@ impl Catalog {
                     "action {name:?}: name must be 1-64 of [A-Za-z0-9._-]"
                 ));
             }
+            if a.retries > 3 {
+                e.push(format!(
+                    "action {name:?}: retries {} is more than 3",
+                    a.retries
+                ));
+            }
+            if a.retry_backoff_ms == 0 || a.retry_backoff_ms > 60_000 {
+                e.push(format!(
+                    "action {name:?}: retry_backoff_ms {} is outside 1..=60000",
+                    a.retry_backoff_ms
+                ));
+            }
             if a.timeout_secs == 0 || a.timeout_secs > 3600 {
                 e.push(format!(
                     "action {name:?}: timeout_secs {} is outside 1..=3600",
@@ -190,17 +373,37 @@ impl Catalog {
                 ActionKind::Exec { argv } if argv.is_empty() => {
                     e.push(format!("action {name:?}: argv must not be empty"));
                 }
-                ActionKind::Exec { argv } => {
-                    for p in placeholders(argv) {
-                        if !a.params.contains(&p) {
-                            e.push(format!(
-                                "action {name:?}: argv uses {{{p}}} but params does not declare it"
-                            ));
-                        }
-                    }
-                }
+                ActionKind::Exec { argv } => check_placeholders(name, argv, &a.params, &mut e),
                 ActionKind::SystemdRestart { unit, .. } if unit.is_empty() => {
                     e.push(format!("action {name:?}: unit must not be empty"));
+                }
+                ActionKind::Http {
+                    url, body, method, ..
+                } => {
+                    let mut texts = vec![url.clone()];
+                    texts.extend(body.clone());
+                    check_placeholders(name, &texts, &a.params, &mut e);
+                    check_url(name, url, &mut e);
+                    if reqwest::Method::from_bytes(method.as_bytes()).is_err() {
+                        e.push(format!(
+                            "action {name:?}: method {method:?} is not an HTTP method"
+                        ));
+                    }
+                }
+                ActionKind::Alertmanager { url, .. } => check_url(name, url, &mut e),
+                ActionKind::K8sScale(k) => {
+                    if k.min_replicas > k.max_replicas {
+                        e.push(format!(
+                            "action {name:?}: min_replicas {} is above max_replicas {}",
+                            k.min_replicas, k.max_replicas
+                        ));
+                    }
+                    if k.step == 0 {
+                        e.push(format!("action {name:?}: step must not be 0"));
+                    }
+                    if let Some(url) = &k.api_server {
+                        check_url(name, url, &mut e);
+                    }
                 }
                 _ => {}
             }
@@ -209,16 +412,39 @@ impl Catalog {
     }
 }
 
-fn placeholders(argv: &[String]) -> Vec<String> {
+/// Every `{name}` a template uses must be a declared parameter (or `target`).
+fn check_placeholders(name: &str, texts: &[String], params: &[String], e: &mut Vec<String>) {
+    for p in placeholders(texts) {
+        if p != "target" && !params.contains(&p) {
+            e.push(format!(
+                "action {name:?}: uses {{{p}}} but params does not declare it"
+            ));
+        }
+    }
+}
+
+fn check_url(name: &str, url: &str, e: &mut Vec<String>) {
+    if !(url.starts_with("http://") || url.starts_with("https://")) {
+        e.push(format!(
+            "action {name:?}: url {url:?} must start with http:// or https://"
+        ));
+    }
+}
+
+/// The `{name}` placeholders in templates: a name of letters, digits, `_`
+/// or `-` between braces (other braces, as in a JSON body, are text).
+fn placeholders(texts: &[String]) -> Vec<String> {
     let mut out = Vec::new();
-    for arg in argv {
-        let mut rest = arg.as_str();
+    for text in texts {
+        let mut rest = text.as_str();
         while let Some(start) = rest.find('{') {
-            let Some(len) = rest[start..].find('}') else {
-                break;
-            };
-            out.push(rest[start + 1..start + len].to_string());
-            rest = &rest[start + len + 1..];
+            rest = &rest[start + 1..];
+            let len = rest
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '-'))
+                .unwrap_or(rest.len());
+            if len > 0 && rest[len..].starts_with('}') {
+                out.push(rest[..len].to_string());
+            }
         }
     }
     out

@@ -30,6 +30,12 @@ pub struct AgentConfig {
     pub max_command_bytes: usize,
     /// Longest any action may run before it is cancelled, in seconds.
     pub max_action_secs: u64,
+    /// Where the command ledger (commands that ran, leases) is kept.
+    pub data_dir: PathBuf,
+    /// Circuit breaker per target.
+    pub breaker: crate::breaker::BreakerConfig,
+    /// Seconds between checks of the catalog file for changes (hot reload).
+    pub reload_secs: f64,
 }
 
 /// One watched service.
@@ -72,6 +78,9 @@ impl Default for AgentConfig {
             services: Vec::new(),
             max_command_bytes: 64 * 1024,
             max_action_secs: 60,
+            data_dir: PathBuf::from("vigil-data/agent"),
+            breaker: crate::breaker::BreakerConfig::default(),
+            reload_secs: 2.0,
         }
     }
 }
@@ -96,7 +105,13 @@ impl AgentConfig {
 
     /// Every problem with the settings.
     pub fn validate(&self) -> Vec<String> {
-        let mut e = Vec::new();
+        let mut e = self.breaker.validate();
+        if !(self.reload_secs >= 0.1 && self.reload_secs <= 3600.0) {
+            e.push(format!(
+                "reload_secs: {} is outside 0.1..=3600",
+                self.reload_secs
+            ));
+        }
         if !topic::valid_level(&self.site) {
             e.push(format!(
                 "site: {:?} must be 1-64 of [A-Za-z0-9._-]",

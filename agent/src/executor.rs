@@ -2,19 +2,19 @@
 //! expired, names a catalog action, fills only declared parameters and, for
 //! a restart, targets the service the action is bound to.
 
+use crate::breaker::{BreakerConfig, Breakers};
 use crate::catalog::{Action, ActionKind, Catalog};
+use crate::ledger::{Ledger, Refusal};
+use crate::remote::{self, Fail};
 use crate::supervisor::Supervisor;
-use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Mutex;
 use tracing::{info, warn};
+use vigil_core::backoff::Backoff;
 use vigil_core::clock::now_ms;
 use vigil_core::message::{Command, CommandResult, Outcome};
 use vigil_core::EntityId;
-
-/// Remembers this many command ids to refuse replays.
-const SEEN_IDS: usize = 4096;
 
 /// Validates and runs commands against the catalog.
 pub struct Executor {
@@ -22,25 +22,34 @@ pub struct Executor {
     catalog: Catalog,
     supervisor: Arc<Mutex<Supervisor>>,
     max_action: Duration,
-    seen: HashSet<String>,
-    order: VecDeque<String>,
+    ledger: Ledger,
+    breakers: Breakers,
+    http: reqwest::Client,
 }
 
 impl Executor {
-    /// An executor for `host` with its catalog and supervised services.
+    /// An executor for `host` with its catalog, supervised services and the
+    /// ledger of commands that ran and leases taken.
     pub fn new(
         host: String,
         catalog: Catalog,
         supervisor: Arc<Mutex<Supervisor>>,
         max_action: Duration,
+        ledger: Ledger,
+        breaker: BreakerConfig,
     ) -> Self {
         Self {
             host,
             catalog,
             supervisor,
             max_action,
-            seen: HashSet::new(),
-            order: VecDeque::new(),
+            ledger,
+            breakers: Breakers::new(breaker),
+            // Per-attempt timeouts wrap every call; this one bounds a hung connect.
+            http: reqwest::Client::builder()
+                .connect_timeout(Duration::from_secs(10))
+                .build()
+                .unwrap_or_default(),
         }
     }
 
@@ -52,7 +61,13 @@ impl Executor {
     /// Handles one command and says how it ended.
     pub async fn handle(&mut self, cmd: &Command) -> CommandResult {
         let started_ms = now_ms();
-        let (outcome, detail) = self.decide_and_run(cmd, started_ms).await;
+        let (outcome, detail, lease_token) = match self.admit(cmd, started_ms) {
+            Ok((action, token)) => {
+                let (outcome, detail) = self.run_guarded(&action, cmd).await;
+                (outcome, detail, Some(token))
+            }
+            Err((outcome, detail)) => (outcome, detail, None),
+        };
         match outcome {
             Outcome::Succeeded => {
                 info!(id = %cmd.id, action = %cmd.action, target = %cmd.target, %detail, "Action succeeded.")
@@ -70,105 +85,182 @@ impl Executor {
             detail,
             started_ms,
             finished_ms: now_ms(),
+            lease_token,
         }
     }
 
-    async fn decide_and_run(&mut self, cmd: &Command, now: i64) -> (Outcome, String) {
-        if self.seen.contains(&cmd.id) {
-            return (Outcome::Duplicate, "this command id already ran".into());
+    /// Every check a command must pass; on success the command is recorded
+    /// as run and its lease taken, and the action and token come back.
+    fn admit(&mut self, cmd: &Command, now: i64) -> Result<(Action, u64), (Outcome, String)> {
+        let action = self.check(cmd, now)?;
+        let token = self.ledger.admit(cmd, now).map_err(|r| match r {
+            Refusal::Duplicate => (Outcome::Duplicate, "this command id already ran".into()),
+            Refusal::Fenced(why) => (Outcome::Fenced, why),
+        })?;
+        if let Err(e) = self.ledger.save() {
+            // Run anyway: refusing would stop every repair on a full disk;
+            // the command's expiry still bounds a replay after a restart.
+            warn!(error = %e, "Could not save the command ledger.");
+        }
+        Ok((action, token))
+    }
+
+    fn check(&self, cmd: &Command, now: i64) -> Result<Action, (Outcome, String)> {
+        if self.ledger.ran(&cmd.id) {
+            return Err((Outcome::Duplicate, "this command id already ran".into()));
         }
         if now > cmd.expires_ms {
-            return (
+            return Err((
                 Outcome::Expired,
                 format!("expired {} ms ago", now - cmd.expires_ms),
-            );
+            ));
         }
+        let reject = |why: String| Err((Outcome::Rejected, why));
         let Some(action) = self.catalog.actions.get(&cmd.action).cloned() else {
-            return (
-                Outcome::Rejected,
-                format!(
-                    "unknown action {:?}: not in this agent's catalog",
-                    cmd.action
-                ),
-            );
+            return reject(format!(
+                "unknown action {:?}: not in this agent's catalog",
+                cmd.action
+            ));
         };
         if let Some(bad) = cmd.params.keys().find(|k| !action.params.contains(k)) {
-            return (
-                Outcome::Rejected,
-                format!(
-                    "parameter {bad:?} is not declared by action {:?}",
-                    cmd.action
-                ),
-            );
+            return reject(format!(
+                "parameter {bad:?} is not declared by action {:?}",
+                cmd.action
+            ));
         }
         if let Some((k, _)) = cmd
             .params
             .iter()
             .find(|(_, v)| v.len() > 256 || v.chars().any(char::is_control))
         {
-            return (
-                Outcome::Rejected,
-                format!("parameter {k:?} is too long or has control characters"),
-            );
+            return reject(format!(
+                "parameter {k:?} is too long or has control characters"
+            ));
         }
         if let ActionKind::RestartProcess { service } = &action.kind {
             let expected = EntityId::service(&self.host, service);
             if cmd.target != expected {
-                return (
-                    Outcome::Rejected,
-                    format!(
-                        "action {:?} restarts {expected}, not {}",
-                        cmd.action, cmd.target
-                    ),
-                );
+                return reject(format!(
+                    "action {:?} restarts {expected}, not {}",
+                    cmd.action, cmd.target
+                ));
             }
         }
-        self.remember(&cmd.id);
+        Ok(action)
+    }
+
+    /// Runs an admitted action behind its target's circuit breaker, each
+    /// attempt under the timeout, retrying with backoff and jitter.
+    async fn run_guarded(&mut self, action: &Action, cmd: &Command) -> (Outcome, String) {
+        let target = cmd.target.as_str();
+        if let Err(why) = self.breakers.allow(target, now_ms()) {
+            return (Outcome::Failed, why);
+        }
         let limit = Duration::from_secs(action.timeout_secs).min(self.max_action);
-        match tokio::time::timeout(limit, self.run(&action, cmd)).await {
-            Ok(Ok(detail)) => (Outcome::Succeeded, detail),
-            Ok(Err(e)) => (Outcome::Failed, e),
-            Err(_) => (
+        let base = Duration::from_millis(action.retry_backoff_ms);
+        let mut backoff = Backoff::new(base, base * 4);
+        let mut tries = Vec::new();
+        let result = loop {
+            let attempt = match tokio::time::timeout(limit, self.run(action, cmd)).await {
+                Ok(r) => r,
+                Err(_) => Err(Fail::Retry(format!(
+                    "timed out after {} s",
+                    limit.as_secs()
+                ))),
+            };
+            match attempt {
+                Ok(detail) => break Ok(detail),
+                Err(Fail::Retry(m)) if tries.len() < action.retries as usize => {
+                    let wait = backoff.next_delay();
+                    warn!(id = %cmd.id, action = %cmd.action, attempt = tries.len() + 1, error = %m, wait_ms = wait.as_millis() as u64, "Action attempt failed; retrying.");
+                    tries.push(m);
+                    tokio::time::sleep(wait).await;
+                }
+                Err(f) => {
+                    tries.push(f.message().to_string());
+                    break Err(());
+                }
+            }
+        };
+        self.breakers.record(target, result.is_ok(), now_ms());
+        match result {
+            Ok(detail) if tries.is_empty() => (Outcome::Succeeded, detail),
+            Ok(detail) => (
+                Outcome::Succeeded,
+                format!("{detail} (after {} failed attempts)", tries.len()),
+            ),
+            Err(()) => (
                 Outcome::Failed,
-                format!("timed out after {} s", limit.as_secs()),
+                format!("{} attempts failed: {}", tries.len(), tries.join("; ")),
             ),
         }
     }
 
-    fn remember(&mut self, id: &str) {
-        if self.order.len() >= SEEN_IDS {
-            if let Some(old) = self.order.pop_front() {
-                self.seen.remove(&old);
-            }
-        }
-        self.seen.insert(id.to_string());
-        self.order.push_back(id.to_string());
-    }
-
-    async fn run(&self, action: &Action, cmd: &Command) -> Result<String, String> {
+    async fn run(&self, action: &Action, cmd: &Command) -> Result<String, Fail> {
+        let retry = Fail::Retry;
         match &action.kind {
             ActionKind::RestartProcess { service } => {
-                let pid = self.supervisor.lock().await.restart(service).await?;
+                let pid = self
+                    .supervisor
+                    .lock()
+                    .await
+                    .restart(service)
+                    .await
+                    .map_err(retry)?;
                 Ok(format!("restarted {service}, new pid {pid}"))
             }
             ActionKind::SystemdRestart { unit, systemctl } => {
-                run_argv(&[systemctl.clone(), "restart".into(), unit.clone()]).await
+                run_argv(&[systemctl.clone(), "restart".into(), unit.clone()])
+                    .await
+                    .map_err(retry)
             }
             ActionKind::Exec { argv } => {
                 let argv: Vec<String> = argv
                     .iter()
-                    .map(|a| {
-                        cmd.params
-                            .iter()
-                            .fold(a.clone(), |s, (k, v)| s.replace(&format!("{{{k}}}"), v))
-                    })
+                    .map(|a| remote::fill(a, cmd, str::to_string))
                     .collect();
-                run_argv(&argv).await
+                run_argv(&argv).await.map_err(retry)
             }
             ActionKind::Log { message } => {
-                let text = message.replace("{target}", cmd.target.as_str());
+                let text = remote::fill(message, cmd, str::to_string);
                 warn!(target_entity = %cmd.target, policy = %cmd.policy, "NOTIFY: {text}");
                 Ok(text)
+            }
+            ActionKind::Http {
+                method,
+                url,
+                headers,
+                body,
+            } => {
+                remote::http(
+                    &self.http,
+                    method,
+                    url,
+                    headers,
+                    body.as_deref(),
+                    cmd,
+                    &self.host,
+                )
+                .await
+            }
+            ActionKind::K8sScale(k) => {
+                remote::k8s_scale(k, Duration::from_secs(action.timeout_secs)).await
+            }
+            ActionKind::Alertmanager {
+                url,
+                labels,
+                annotations,
+            } => {
+                remote::alertmanager(
+                    &self.http,
+                    url,
+                    labels,
+                    annotations,
+                    cmd,
+                    &self.host,
+                    now_ms(),
+                )
+                .await
             }
         }
     }
@@ -206,6 +298,8 @@ mod tests {
             catalog,
             Arc::new(Mutex::new(Supervisor::default())),
             Duration::from_secs(5),
+            Ledger::in_memory(),
+            BreakerConfig::default(),
         )
     }
 
@@ -219,15 +313,18 @@ mod tests {
             expires_ms: now_ms() + 10_000,
             policy: "p".into(),
             anomaly_id: None,
+            holder: "s/edge-1".into(),
+            lease_token: None,
+            lease_ms: 1000,
         }
     }
 
     const CATALOG: &str = r#"
 actions:
   ok: { kind: exec, argv: ["true"] }
-  fails: { kind: exec, argv: ["false"] }
-  slow: { kind: exec, argv: ["sleep", "5"], timeout_secs: 1 }
-  echo: { kind: exec, argv: ["test", "{zone}", "=", "eu-1"], params: [zone] }
+  fails: { kind: exec, argv: ["false"], retries: 0 }
+  slow: { kind: exec, argv: ["sleep", "5"], timeout_secs: 1, retries: 0 }
+  echo: { kind: exec, argv: ["test", "{zone}", "=", "eu-1"], params: [zone], retries: 0 }
 "#;
 
     #[tokio::test]
@@ -298,7 +395,7 @@ actions:
         std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755))
             .unwrap();
         let catalog = format!(
-            "actions:\n  restart-nginx: {{ kind: systemd_restart, unit: nginx.service, systemctl: {} }}\n  restart-bad: {{ kind: systemd_restart, unit: nope.service, systemctl: {} }}\n",
+            "actions:\n  restart-nginx: {{ kind: systemd_restart, unit: nginx.service, systemctl: {} }}\n  restart-bad: {{ kind: systemd_restart, unit: nope.service, systemctl: {}, retries: 0 }}\n",
             fake.display(),
             fake.display()
         );
@@ -334,5 +431,69 @@ actions:
         let mut ex = executor("actions:\n  restart-db: { kind: restart_process, service: db }\n");
         let r = ex.handle(&command("9", "restart-db")).await;
         assert_eq!(r.outcome, Outcome::Rejected, "{}", r.detail);
+    }
+
+    #[tokio::test]
+    async fn retries_with_backoff_then_succeeds() {
+        // Fails twice, then succeeds: a counter file the argv bumps.
+        let dir = tempfile::tempdir().unwrap();
+        let n = dir.path().join("n");
+        let script = format!(
+            "n=$(cat {0} 2>/dev/null || echo 0); echo $((n+1)) > {0}; [ $n -ge 2 ]",
+            n.display()
+        );
+        let catalog = format!(
+            "actions:\n  flaky: {{ kind: exec, argv: [sh, -c, {script:?}], retry_backoff_ms: 20 }}\n  dead: {{ kind: exec, argv: [\"false\"], retry_backoff_ms: 20 }}\n"
+        );
+        let mut ex = executor(&catalog);
+        let started = std::time::Instant::now();
+        let r = ex.handle(&command("r1", "flaky")).await;
+        assert_eq!(r.outcome, Outcome::Succeeded, "{}", r.detail);
+        assert!(r.detail.contains("after 2 failed attempts"), "{}", r.detail);
+        // Backoff 20 ms then 40 ms, each from its upper half: at least 30 ms.
+        assert!(started.elapsed() >= Duration::from_millis(30));
+        assert_eq!(std::fs::read_to_string(&n).unwrap().trim(), "3");
+        // Always failing: 1 try + 3 retries, then a failure naming each.
+        let r = ex.handle(&command("r2", "dead")).await;
+        assert_eq!(r.outcome, Outcome::Failed);
+        assert!(r.detail.starts_with("4 attempts failed"), "{}", r.detail);
+    }
+
+    #[tokio::test]
+    async fn the_circuit_opens_per_target_after_repeated_failures() {
+        let mut ex = executor(CATALOG);
+        for i in 0..3 {
+            let r = ex.handle(&command(&format!("f{i}"), "fails")).await;
+            assert!(
+                r.detail.contains("exited") || r.detail.contains("failed"),
+                "{}",
+                r.detail
+            );
+        }
+        // Open: the next command on this target does not run at all.
+        let r = ex.handle(&command("f3", "ok")).await;
+        assert_eq!(r.outcome, Outcome::Failed);
+        assert!(r.detail.contains("circuit breaker open"), "{}", r.detail);
+        // Another target is unaffected.
+        let mut other = command("f4", "ok");
+        other.target = EntityId::service("h1", "db");
+        assert_eq!(ex.handle(&other).await.outcome, Outcome::Succeeded);
+    }
+
+    #[tokio::test]
+    async fn a_second_holder_is_fenced_and_a_stale_token_refused() {
+        let mut ex = executor(CATALOG);
+        let a = ex.handle(&command("a", "ok")).await;
+        assert_eq!((a.outcome, a.lease_token), (Outcome::Succeeded, Some(1)));
+        let mut b = command("b", "ok");
+        b.holder = "s/edge-2".into();
+        let r = ex.handle(&b).await;
+        assert_eq!(r.outcome, Outcome::Fenced, "{}", r.detail);
+        assert!(r.detail.contains("leased to s/edge-1"), "{}", r.detail);
+        // The fenced id did not run, so it is not a duplicate later.
+        assert!(!ex.ledger.ran("b"));
+        let mut stale = command("c", "ok");
+        stale.lease_token = Some(0);
+        assert_eq!(ex.handle(&stale).await.outcome, Outcome::Fenced);
     }
 }

@@ -3,11 +3,14 @@
 //! that name an action in its local catalog, and reports the result.
 
 pub mod agent;
+pub mod breaker;
 pub mod catalog;
 pub mod collector;
 pub mod config;
 pub mod executor;
+pub mod ledger;
 pub mod metrics;
+pub mod remote;
 pub mod supervisor;
 
 pub use agent::run;

@@ -20,6 +20,8 @@ pub struct AgentMetrics {
     pub action_seconds: Histogram,
     /// 1 if the service's process is alive, by service (bounded by config).
     pub service_up: IntGaugeVec,
+    /// Catalog reloads, by result (`ok`, `failed`).
+    pub catalog_reloads: IntCounterVec,
 }
 
 impl AgentMetrics {
@@ -52,6 +54,14 @@ impl AgentMetrics {
             ),
             &["service"],
         )?;
+        let catalog_reloads = IntCounterVec::new(
+            Opts::new(
+                "vigil_agent_catalog_reloads_total",
+                "Catalog file reloads, by result; a failed one leaves the catalog in force.",
+            ),
+            &["result"],
+        )?;
+        registry.register(Box::new(catalog_reloads.clone()))?;
         registry.register(Box::new(collections.clone()))?;
         registry.register(Box::new(actions.clone()))?;
         registry.register(Box::new(action_seconds.clone()))?;
@@ -63,6 +73,7 @@ impl AgentMetrics {
             actions,
             action_seconds,
             service_up,
+            catalog_reloads,
         })
     }
 }

@@ -1,5 +1,6 @@
 //! The cloud's HTTP API (JSON): the fleet's nodes, recent anomalies and the
-//! action audit trail, newest last. `?site=` filters, `?limit=` bounds.
+//! action audit trail, newest last. `?site=` filters, `?limit=` bounds; the
+//! audit trail also filters by `?target=`, `?policy=`, `?kind=` and `?rail=`.
 
 use crate::cloud::Shared;
 use axum::extract::{Query, State};
@@ -21,6 +22,32 @@ pub fn router(shared: Arc<Shared>) -> Router {
 struct Filter {
     site: Option<String>,
     limit: Option<usize>,
+}
+
+#[derive(Deserialize)]
+struct AuditFilter {
+    // Not a flattened Filter: serde_urlencoded cannot read numbers through
+    // `flatten`.
+    site: Option<String>,
+    limit: Option<usize>,
+    target: Option<String>,
+    policy: Option<String>,
+    kind: Option<String>,
+    rail: Option<String>,
+}
+
+impl AuditFilter {
+    fn keeps(&self, a: &vigil_core::message::AuditRecord) -> bool {
+        let is = |want: &Option<String>, have: &str| want.as_deref().is_none_or(|w| w == have);
+        let kind = serde_json::to_value(a.kind)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
+        is(&self.target, a.target.as_str())
+            && is(&self.policy, &a.policy)
+            && is(&self.kind, &kind)
+            && is(&self.rail, a.rail.as_deref().unwrap_or(""))
+    }
 }
 
 impl Filter {
@@ -62,12 +89,20 @@ async fn anomalies(
 
 async fn audit(
     State(s): State<Arc<Shared>>,
-    Query(f): Query<Filter>,
+    Query(f): Query<AuditFilter>,
 ) -> Json<Vec<vigil_core::message::AuditRecord>> {
     let list = s
         .audit
         .lock()
-        .map(|a| f.apply(a.iter().cloned(), |x| x.site.as_str()))
+        .map(|a| {
+            let common = Filter {
+                site: f.site.clone(),
+                limit: f.limit,
+            };
+            common.apply(a.iter().filter(|r| f.keeps(r)).cloned(), |x| {
+                x.site.as_str()
+            })
+        })
         .unwrap_or_default();
     Json(list)
 }

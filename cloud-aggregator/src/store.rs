@@ -33,8 +33,8 @@ impl Table {
 #[derive(Debug, Default)]
 struct Rows {
     text: BTreeMap<&'static str, Vec<Option<String>>>,
-    int: BTreeMap<&'static str, Vec<i64>>,
-    float: BTreeMap<&'static str, Vec<f64>>,
+    int: BTreeMap<&'static str, Vec<Option<i64>>>,
+    float: BTreeMap<&'static str, Vec<Option<f64>>>,
     len: usize,
 }
 
@@ -43,9 +43,15 @@ impl Rows {
         self.text.entry(col).or_default().push(v);
     }
     fn i(&mut self, col: &'static str, v: i64) {
-        self.int.entry(col).or_default().push(v);
+        self.opt_i(col, Some(v));
     }
     fn f(&mut self, col: &'static str, v: f64) {
+        self.opt_f(col, Some(v));
+    }
+    fn opt_i(&mut self, col: &'static str, v: Option<i64>) {
+        self.int.entry(col).or_default().push(v);
+    }
+    fn opt_f(&mut self, col: &'static str, v: Option<f64>) {
         self.float.entry(col).or_default().push(v);
     }
 
@@ -87,20 +93,7 @@ pub struct Flushed {
 
 /// `YYYY-MM-DDTHH` (UTC) of a Unix-ms instant.
 pub fn hour_of(ts_ms: i64) -> String {
-    let secs = ts_ms.div_euclid(1000);
-    let days = secs.div_euclid(86_400);
-    let hour = secs.rem_euclid(86_400) / 3600;
-    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + if m <= 2 { 1 } else { 0 };
-    format!("{y:04}-{m:02}-{d:02}T{hour:02}")
+    vigil_core::clock::rfc3339(ts_ms)[..13].to_string()
 }
 
 impl Store {
@@ -161,7 +154,12 @@ impl Store {
         r.s("command_id", a.command_id.clone());
         r.s("anomaly_id", a.anomaly_id.clone());
         r.s("model_version", Some(a.model_version.clone()));
+        r.opt_f("score", a.score);
+        r.s("top_metric", Some(a.top_metric.clone()));
+        r.s("mode", Some(a.mode.clone()));
+        r.opt_i("lease_token", a.lease_token.map(|t| t as i64));
         r.s("outcome", a.outcome.map(|o| o.as_str().to_string()));
+        r.s("rail", a.rail.clone());
         r.s("detail", Some(a.detail.clone()));
         r.len += 1;
     }

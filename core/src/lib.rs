@@ -12,6 +12,7 @@ pub mod series;
 pub mod shutdown;
 pub mod telemetry;
 pub mod topic;
+pub mod watch;
 
 pub use envelope::{decode, encode, DecodeError, Payload, SCHEMA_VERSION};
 pub use series::{EntityId, SeriesId};

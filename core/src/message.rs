@@ -55,6 +55,18 @@ pub struct Command {
     /// Anomaly that triggered it, if any.
     #[serde(default)]
     pub anomaly_id: Option<String>,
+    /// Who sends it (`<site>/<edge node>`): the lease on the target is taken
+    /// in this name, and only this holder may act on the target until it ends.
+    #[serde(default)]
+    pub holder: String,
+    /// Fencing token of the lease the sender holds on the target, if it holds
+    /// one; the agent refuses a token older than the target's newest lease.
+    #[serde(default)]
+    pub lease_token: Option<u64>,
+    /// How long the lease on the target lasts from when the agent takes the
+    /// command, ms (long enough to cover the action and its verification).
+    #[serde(default)]
+    pub lease_ms: i64,
 }
 impl Payload for Command {
     const KIND: &'static str = "command";
@@ -74,6 +86,8 @@ pub enum Outcome {
     Expired,
     /// Ignored: this id already ran.
     Duplicate,
+    /// Refused: another holder leases the target, or the lease token is stale.
+    Fenced,
 }
 
 impl Outcome {
@@ -85,6 +99,7 @@ impl Outcome {
             Outcome::Rejected => "rejected",
             Outcome::Expired => "expired",
             Outcome::Duplicate => "duplicate",
+            Outcome::Fenced => "fenced",
         }
     }
 }
@@ -108,6 +123,9 @@ pub struct CommandResult {
     pub started_ms: i64,
     /// When it finished, Unix ms.
     pub finished_ms: i64,
+    /// The lease token the command ran under (new or renewed), when it ran.
+    #[serde(default)]
+    pub lease_token: Option<u64>,
 }
 impl Payload for CommandResult {
     const KIND: &'static str = "result";
@@ -182,6 +200,8 @@ pub enum AuditKind {
     ActionSent,
     /// A policy matched but a rail (cooldown, budget, in flight, mode) held back.
     HeldBack,
+    /// An `approve` policy asked a human; the decision waits on the HTTP API.
+    AwaitingApproval,
     /// The agent reported a result.
     ActionResult,
     /// The target recovered within the verify window.
@@ -215,9 +235,25 @@ pub struct AuditRecord {
     pub anomaly_id: Option<String>,
     /// Model that flagged the anomaly.
     pub model_version: String,
+    /// Entity score when decided.
+    #[serde(default)]
+    pub score: Option<f64>,
+    /// The metric that contributed most to that score.
+    #[serde(default)]
+    pub top_metric: String,
+    /// The policy's mode: `auto`, `shadow` or `approve`.
+    #[serde(default)]
+    pub mode: String,
+    /// Lease fencing token the command carried or was granted.
+    #[serde(default)]
+    pub lease_token: Option<u64>,
     /// Result, when one is known.
     #[serde(default)]
     pub outcome: Option<Outcome>,
+    /// The rail that held the action back, when one did (`budget`,
+    /// `cooldown`, `rate limit`, `lease`, `approval`, ...).
+    #[serde(default)]
+    pub rail: Option<String>,
     /// Human-readable detail.
     pub detail: String,
 }

@@ -1,12 +1,14 @@
-//! The edge's HTTP API (JSON, read-only): status, series and their cached
-//! points, entities, recent anomalies and the audit trail. Served beside
-//! `/metrics` and `/healthz`.
+//! The edge's HTTP API (JSON): status, series and their cached points,
+//! entities, recent anomalies, the audit trail, and the approvals of
+//! `approve`-mode policies (the only writes). Served beside `/metrics` and
+//! `/healthz`.
 
 use crate::edge::Shared;
-use axum::extract::{Query, State};
+use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -21,6 +23,8 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/api/v1/entities", get(entities))
         .route("/api/v1/anomalies", get(anomalies))
         .route("/api/v1/audit", get(audit))
+        .route("/api/v1/approvals", get(approvals))
+        .route("/api/v1/approvals/{id}/{verb}", post(answer))
         .with_state(shared)
 }
 
@@ -107,4 +111,80 @@ async fn anomalies(State(s): State<Arc<Shared>>) -> Json<Vec<vigil_core::message
 
 async fn audit(State(s): State<Arc<Shared>>) -> Json<Vec<vigil_core::message::AuditRecord>> {
     Json(s.audit.lock().map(|a| a.recent()).unwrap_or_default())
+}
+
+#[derive(Deserialize)]
+struct ApprovalQuery {
+    /// Only requests in this state (`pending`, `approved`, ...).
+    state: Option<String>,
+}
+
+async fn approvals(
+    State(s): State<Arc<Shared>>,
+    Query(q): Query<ApprovalQuery>,
+) -> Json<Vec<crate::approval::Approval>> {
+    let now = vigil_core::clock::now_ms();
+    let list = s
+        .approvals
+        .lock()
+        .map(|mut a| {
+            a.expire(now);
+            a.all()
+        })
+        .unwrap_or_default();
+    let wanted = |a: &crate::approval::Approval| {
+        q.state.as_deref().is_none_or(|st| {
+            serde_json::to_value(a.state)
+                .ok()
+                .and_then(|v| v.as_str().map(|x| x == st))
+                == Some(true)
+        })
+    };
+    Json(list.into_iter().filter(wanted).collect())
+}
+
+#[derive(Deserialize, Default)]
+struct Answer {
+    /// Who answers (recorded in the request and the audit trail).
+    #[serde(default)]
+    by: Option<String>,
+}
+
+/// `POST /api/v1/approvals/{id}/approve` or `.../reject`, with an optional
+/// JSON body `{"by": "alice"}`.
+async fn answer(
+    State(s): State<Arc<Shared>>,
+    Path((id, verb)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Option<Json<Answer>>,
+) -> Response {
+    if let Some(token) = &s.api_token {
+        let given = headers.get("authorization").and_then(|v| v.to_str().ok());
+        if given != Some(format!("Bearer {token}").as_str()) {
+            return (StatusCode::UNAUTHORIZED, "a bearer token is required\n").into_response();
+        }
+    }
+    let approve = match verb.as_str() {
+        "approve" => true,
+        "reject" => false,
+        _ => return (StatusCode::NOT_FOUND, "use .../approve or .../reject\n").into_response(),
+    };
+    let by = body
+        .and_then(|Json(a)| a.by)
+        .filter(|b| !b.trim().is_empty() && b.len() <= 64)
+        .unwrap_or_else(|| "api".into());
+    let result = match s.approvals.lock() {
+        Ok(mut q) => q.answer(&id, approve, &by, vigil_core::clock::now_ms()),
+        Err(_) => return StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    };
+    match result {
+        Ok(a) => {
+            tracing::info!(id = %a.id, policy = %a.policy, target_entity = %a.target, approve, %by, "Approval answered.");
+            Json(a).into_response()
+        }
+        Err(e @ crate::approval::AnswerError::Unknown(_)) => {
+            (StatusCode::NOT_FOUND, format!("{e}\n")).into_response()
+        }
+        Err(e) => (StatusCode::CONFLICT, format!("{e}\n")).into_response(),
+    }
 }

@@ -43,6 +43,11 @@ pub struct EdgeConfig {
     pub score_gauges_max: usize,
     /// Site-wide remediation rails: rate limit and short-circuit.
     pub rails: crate::rails::RailsConfig,
+    /// Seconds between checks of the policy file for changes (hot reload).
+    pub reload_secs: f64,
+    /// Bearer token the API's approval endpoints require; unset means no
+    /// token (keep `listen` on a trusted address then).
+    pub api_token: Option<String>,
 }
 
 /// Bounds of the per-series ring cache.
@@ -83,6 +88,8 @@ impl Default for EdgeConfig {
             max_future_secs: 300,
             score_gauges_max: 500,
             rails: crate::rails::RailsConfig::default(),
+            reload_secs: 2.0,
+            api_token: None,
         }
     }
 }
@@ -122,6 +129,15 @@ impl EdgeConfig {
                 .into_iter()
                 .map(|p| format!("detector.{p}")),
         );
+        if !(self.reload_secs >= 0.1 && self.reload_secs <= 3600.0) {
+            e.push(format!(
+                "reload_secs: {} is outside 0.1..=3600",
+                self.reload_secs
+            ));
+        }
+        if self.api_token.as_deref().is_some_and(|t| t.len() < 16) {
+            e.push("api_token: use at least 16 characters".into());
+        }
         if self.command_ttl_secs == 0 {
             e.push("command_ttl_secs: must be positive".into());
         }

@@ -2,6 +2,7 @@
 //! it takes messages from the MQTT link, scores on a fixed tick (the tensor
 //! work on a blocking thread), acts through the outbox, and stops cleanly.
 
+use crate::approval::SharedApprovals;
 use crate::audit::AuditLog;
 use crate::cache::Cache;
 use crate::config::EdgeConfig;
@@ -27,6 +28,7 @@ use vigil_core::message::{
     ScoredSample,
 };
 use vigil_core::mqtt::{self, LinkSpec, PresenceSpec};
+use vigil_core::watch::{Change, FileWatch};
 use vigil_core::{encode, topic, EntityId, SeriesId};
 use vigil_models::Detector;
 
@@ -60,6 +62,10 @@ pub struct Shared {
     pub agents: Mutex<BTreeMap<String, bool>>,
     /// Versions in force.
     pub info: Mutex<Info>,
+    /// Approval requests of `approve`-mode policies.
+    pub approvals: SharedApprovals,
+    /// Bearer token the API's approval endpoints require, when set.
+    pub api_token: Option<String>,
 }
 
 impl Shared {
@@ -103,6 +109,8 @@ pub async fn run(
             model_version: detector.model_version(),
             policy_version: policies.version.clone(),
         }),
+        approvals: SharedApprovals::default(),
+        api_token: config.api_token.clone(),
     });
 
     let presence = |state| {
@@ -151,7 +159,13 @@ pub async fn run(
         config.command_ttl_secs as i64 * 1000,
         budgets,
     )
-    .with_rails(config.rails.clone());
+    .with_rails(config.rails.clone())
+    .with_node(&config.node)
+    .with_approvals(shared.approvals.clone());
+    let policy_watch = (!config.policy.as_os_str().is_empty()).then(|| {
+        let text = std::fs::read_to_string(&config.policy).ok();
+        FileWatch::new(&config.policy, text)
+    });
     let node = Node {
         config,
         shared,
@@ -161,6 +175,7 @@ pub async fn run(
         detector: Some(detector),
         ticks: 0,
         last_uplink_ms: 0,
+        policy_watch,
     };
     info!(%site, "Edge node running.");
     node.run(inbox, shutdown).await;
@@ -183,6 +198,7 @@ struct Node {
     detector: Option<Detector>,
     ticks: u64,
     last_uplink_ms: i64,
+    policy_watch: Option<FileWatch>,
 }
 
 impl Node {
@@ -190,12 +206,45 @@ impl Node {
         let mut tick = tokio::time::interval(Duration::from_millis(self.config.tick_ms));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         let mut heartbeat = tokio::time::interval(Duration::from_secs(self.config.heartbeat_secs));
+        let mut reload = tokio::time::interval(Duration::from_secs_f64(self.config.reload_secs));
+        reload.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 m = inbox.recv() => match m { Some(m) => self.on_message(&m), None => break },
                 _ = tick.tick() => self.tick().await,
                 _ = heartbeat.tick() => self.heartbeat(),
+                _ = reload.tick() => self.reload_policy(),
+            }
+        }
+    }
+
+    /// Takes an edited policy file; a broken edit is refused with every
+    /// error, counted, and the policies in force stay.
+    fn reload_policy(&mut self) {
+        let Some(watch) = &mut self.policy_watch else {
+            return;
+        };
+        let result = match watch.poll() {
+            None => return,
+            Some(Change::Unreadable(e)) => Err(vec![e]),
+            Some(Change::Changed(text)) => PolicySet::parse(&text, watch.path()),
+        };
+        match result {
+            Ok(set) => {
+                info!(path = %watch.path().display(), version = %set.version, policies = set.policies.len(), "Policy reloaded.");
+                self.metrics.policy_reloads.with_label_values(&["ok"]).inc();
+                if let Ok(mut i) = self.shared.info.lock() {
+                    i.policy_version = set.version.clone();
+                }
+                self.engine.set_policies(set);
+            }
+            Err(errors) => {
+                self.metrics
+                    .policy_reloads
+                    .with_label_values(&["failed"])
+                    .inc();
+                warn!(errors = %errors.join("\n"), version = %self.engine.policy_version(), "Policy edit refused; the policies in force stay.");
             }
         }
     }
@@ -426,6 +475,10 @@ impl Node {
     }
 
     fn count_audit(&self, rec: &AuditRecord) {
+        if matches!(rec.kind, AuditKind::Verified | AuditKind::VerifyFailed) {
+            self.metrics
+                .policy_outcome(&rec.policy, rec.kind == AuditKind::Verified);
+        }
         match rec.kind {
             AuditKind::HeldBack => self.metrics.held_back.inc(),
             AuditKind::Verified => self

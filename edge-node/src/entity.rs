@@ -185,13 +185,17 @@ mod tests {
         assert_eq!(ev[0].top_metric, "http_latency_seconds");
         assert_eq!(ev[0].contributors.len(), 2);
         // Still anomalous: no second event.
-        assert!(ents.update(&cache, Levels::plain(0.95), 2000, 5000, "s", "m1").is_empty());
+        assert!(ents
+            .update(&cache, Levels::plain(0.95), 2000, 5000, "s", "m1")
+            .is_empty());
         assert!(ents.get(&web).unwrap().anomalous);
         // The anomalous series goes stale: the entity is healthy again.
         cache.push(&up, 9000, 1.0, 9000, 0).unwrap();
         let p = cache.take_pending();
         cache.set_scores(&p, &[0.1, 0.0]);
-        assert!(ents.update(&cache, Levels::plain(0.95), 9000, 5000, "s", "m1").is_empty());
+        assert!(ents
+            .update(&cache, Levels::plain(0.95), 9000, 5000, "s", "m1")
+            .is_empty());
         let st = ents.get(&web).unwrap();
         assert!(!st.anomalous);
         assert_eq!(st.since_ms, 9000);

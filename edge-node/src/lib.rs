@@ -4,6 +4,7 @@
 //! recovery, and forwards samples, events and the audit trail to the cloud.
 
 pub mod api;
+pub mod approval;
 pub mod audit;
 pub mod budget;
 pub mod cache;

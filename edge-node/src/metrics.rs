@@ -36,6 +36,12 @@ pub struct EdgeMetrics {
     pub tick_seconds: Histogram,
     /// Audit records that could not be written to disk.
     pub audit_write_errors: IntCounter,
+    /// Policy file reloads, by result (`ok`, `failed`).
+    pub policy_reloads: IntCounterVec,
+    /// Verified and failed recoveries per policy.
+    pub policy_verifications: IntCounterVec,
+    /// Share of each policy's verified actions that fixed the target.
+    pub policy_fix_ratio: GaugeVec,
 }
 
 impl EdgeMetrics {
@@ -107,6 +113,27 @@ impl EdgeMetrics {
                 "vigil_edge_audit_write_errors_total",
                 "Audit records that could not be written to disk.",
             )?,
+            policy_reloads: IntCounterVec::new(
+                Opts::new(
+                    "vigil_edge_policy_reloads_total",
+                    "Policy file reloads, by result; a failed one leaves the policies in force.",
+                ),
+                &["result"],
+            )?,
+            policy_verifications: IntCounterVec::new(
+                Opts::new(
+                    "vigil_edge_policy_verifications_total",
+                    "Recovery checks after an action, by policy and result.",
+                ),
+                &["policy", "result"],
+            )?,
+            policy_fix_ratio: GaugeVec::new(
+                Opts::new(
+                    "vigil_edge_policy_fix_ratio",
+                    "Share of a policy's actions after which the target recovered (verified / checked).",
+                ),
+                &["policy"],
+            )?,
             registry,
         };
         let r = &m.registry;
@@ -122,6 +149,20 @@ impl EdgeMetrics {
         r.register(Box::new(m.verifications.clone()))?;
         r.register(Box::new(m.tick_seconds.clone()))?;
         r.register(Box::new(m.audit_write_errors.clone()))?;
+        r.register(Box::new(m.policy_reloads.clone()))?;
+        r.register(Box::new(m.policy_verifications.clone()))?;
+        r.register(Box::new(m.policy_fix_ratio.clone()))?;
         Ok(m)
+    }
+
+    /// Counts one recovery check of `policy` and updates its fix ratio.
+    /// (Label values are policy names: bounded by the policy file.)
+    pub fn policy_outcome(&self, policy: &str, fixed: bool) {
+        let count = |r| self.policy_verifications.with_label_values(&[policy, r]);
+        count(if fixed { "verified" } else { "failed" }).inc();
+        let (ok, bad) = (count("verified").get(), count("failed").get());
+        self.policy_fix_ratio
+            .with_label_values(&[policy])
+            .set(ok as f64 / (ok + bad).max(1) as f64);
     }
 }

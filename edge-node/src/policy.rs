@@ -35,9 +35,14 @@ pub struct Policy {
     /// Agent (host) that runs it; default: the host of the target entity.
     #[serde(default)]
     pub agent: Option<String>,
-    /// `auto` acts; `shadow` only records what it would have done.
+    /// `auto` acts; `shadow` only records what it would have done;
+    /// `approve` asks through the HTTP API and acts once approved.
     #[serde(default)]
     pub mode: Mode,
+    /// In `approve` mode: seconds a request waits for an answer before it
+    /// expires (and nothing runs).
+    #[serde(default = "default_approval_ttl_secs")]
+    pub approval_ttl_secs: u64,
     /// Seconds after an action before the same action runs on the target again.
     #[serde(default = "default_cooldown_secs")]
     pub cooldown_secs: u64,
@@ -60,6 +65,9 @@ pub struct Policy {
     pub verify: Verify,
 }
 
+fn default_approval_ttl_secs() -> u64 {
+    900
+}
 fn default_cooldown_secs() -> u64 {
     60
 }
@@ -122,6 +130,19 @@ pub enum Mode {
     Auto,
     /// Record and count what would have been done; do nothing.
     Shadow,
+    /// Ask a human through the HTTP API; act once approved, before expiry.
+    Approve,
+}
+
+impl Mode {
+    /// The mode's name, as written in policy files and audit records.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Auto => "auto",
+            Mode::Shadow => "shadow",
+            Mode::Approve => "approve",
+        }
+    }
 }
 
 /// Recovery check after an action.
@@ -280,6 +301,12 @@ fn validate(file: &PolicyFile) -> Vec<(String, String)> {
                 bad("has no match and no policy escalates to it, so it can never act".into())
             }
             None => {}
+        }
+        if p.approval_ttl_secs == 0 || p.approval_ttl_secs > 86_400 {
+            bad(format!(
+                "approval_ttl_secs {} is outside 1..=86400",
+                p.approval_ttl_secs
+            ));
         }
         if p.budget.max == 0 || p.budget.per_secs == 0 {
             bad("budget: max and per_secs must be at least 1".into());

@@ -3,6 +3,7 @@
 //! command at a time per target, and verifies recovery afterwards. Every
 //! decision becomes an audit record.
 
+use crate::approval::{Approval, SharedApprovals, State};
 use crate::budget::Budgets;
 use crate::entity::{Entities, EntityState};
 use crate::policy::{Mode, Policy, PolicySet};
@@ -38,8 +39,26 @@ struct Target {
     policy: String,
     /// Until when each action is cooling down on this target, Unix ms.
     cooldowns: HashMap<String, i64>,
-    /// Anomaly already audited as held back, so a rail logs once per episode.
-    held_for: Option<String>,
+    /// Anomaly and rail already audited as held back, so a rail logs once
+    /// per episode.
+    held_for: Option<(Option<String>, &'static str)>,
+    /// Fencing token of the lease the agent granted us on this target.
+    lease: Option<u64>,
+    /// Score and top metric when the last action was decided.
+    trigger: (f64, String),
+}
+
+impl Target {
+    fn new(policy: &str) -> Self {
+        Self {
+            phase: Phase::Idle,
+            policy: policy.to_string(),
+            cooldowns: HashMap::new(),
+            held_for: None,
+            lease: None,
+            trigger: (0.0, String::new()),
+        }
+    }
 }
 
 /// What the engine wants done.
@@ -54,6 +73,9 @@ pub struct Decisions {
 /// Remediation state per target entity (one actor per target).
 pub struct Engine {
     site: String,
+    /// Name the leases are taken in: `<site>/<node>`.
+    holder: String,
+    approvals: SharedApprovals,
     policies: PolicySet,
     command_ttl_ms: i64,
     targets: HashMap<EntityId, Target>,
@@ -73,6 +95,16 @@ struct Held {
     reason: String,
 }
 
+/// What the approval gate says.
+enum Gate {
+    /// Approved (this request id, by whom): act.
+    Go(String, String),
+    /// A new request was filed.
+    Asked(Approval),
+    /// Pending, rejected or expired.
+    Wait(Held),
+}
+
 /// The policy that will act (after escalation), its agent, and how it was reached.
 struct Chosen {
     policy: Policy,
@@ -85,6 +117,8 @@ impl Engine {
     /// `budgets` may be kept on disk so that they survive a restart.
     pub fn new(site: String, policies: PolicySet, command_ttl_ms: i64, budgets: Budgets) -> Self {
         Self {
+            holder: format!("{site}/edge"),
+            approvals: SharedApprovals::default(),
             site,
             policies,
             command_ttl_ms,
@@ -95,6 +129,18 @@ impl Engine {
             tripped: None,
             pages: HashMap::new(),
         }
+    }
+
+    /// Names this edge node: leases on targets are taken as `<site>/<node>`.
+    pub fn with_node(mut self, node: &str) -> Self {
+        self.holder = format!("{}/{node}", self.site);
+        self
+    }
+
+    /// Shares the approval queue with the HTTP API.
+    pub fn with_approvals(mut self, approvals: SharedApprovals) -> Self {
+        self.approvals = approvals;
+        self
     }
 
     /// Sets the site-wide rails (rate limit, short-circuit).
@@ -147,7 +193,15 @@ impl Engine {
             command_id: None,
             anomaly_id: None,
             model_version: model.to_string(),
+            score: None,
+            top_metric: String::new(),
+            mode: self
+                .policy(policy)
+                .map(|p| p.mode.as_str().to_string())
+                .unwrap_or_default(),
+            lease_token: None,
             outcome: None,
+            rail: None,
             detail,
         }
     }
@@ -161,21 +215,65 @@ impl Engine {
         outcome: Option<Outcome>,
         detail: String,
     ) -> AuditRecord {
+        let (score, top_metric) = self
+            .targets
+            .get(&cmd.target)
+            .map(|t| (Some(t.trigger.0), t.trigger.1.clone()))
+            .unwrap_or_default();
         AuditRecord {
             action: cmd.action.clone(),
             command_id: Some(cmd.id.clone()),
             anomaly_id: cmd.anomaly_id.clone(),
+            lease_token: cmd.lease_token,
+            score,
+            top_metric,
             outcome,
             ..self.base(kind, policy, &cmd.target, model, detail)
         }
     }
 
-    fn held(&self, p: &Policy, e: &EntityState, model: &str, detail: String) -> AuditRecord {
+    /// A decision about `e` that sent nothing: held back, or awaiting approval.
+    fn noted(
+        &self,
+        kind: AuditKind,
+        p: &Policy,
+        e: &EntityState,
+        model: &str,
+        rail: Option<&str>,
+        detail: String,
+    ) -> AuditRecord {
         AuditRecord {
             action: p.action.clone(),
             anomaly_id: e.anomaly_id.clone(),
-            ..self.base(AuditKind::HeldBack, &p.name, &e.entity, model, detail)
+            score: Some(e.score),
+            top_metric: e.top_metric.clone(),
+            mode: p.mode.as_str().to_string(),
+            lease_token: self.targets.get(&e.entity).and_then(|t| t.lease),
+            rail: rail.map(str::to_string),
+            ..self.base(kind, &p.name, &e.entity, model, detail)
         }
+    }
+
+    /// Audits a held-back decision once per anomaly and rail.
+    fn hold(&mut self, held: Held, e: &EntityState, model: &str, d: &mut Decisions) {
+        let key = (e.anomaly_id.clone(), held.rail);
+        let Some(t) = self.targets.get_mut(&e.entity) else {
+            return;
+        };
+        if t.held_for.as_ref() == Some(&key) {
+            return;
+        }
+        t.held_for = Some(key);
+        let detail = format!("{}: {}", held.rail, held.reason);
+        let rec = self.noted(
+            AuditKind::HeldBack,
+            &held.policy,
+            e,
+            model,
+            Some(held.rail),
+            detail,
+        );
+        d.audit.push(rec);
     }
 
     /// Advances every target after a scoring tick.
@@ -212,57 +310,64 @@ impl Engine {
         {
             return;
         }
-        let already_held =
-            state.is_some_and(|t| t.held_for.is_some() && t.held_for == e.anomaly_id);
         let verdict = self.choose(p, e, now_ms);
-        let t = self.targets.entry(e.entity.clone()).or_insert(Target {
-            phase: Phase::Idle,
-            policy: p.name.clone(),
-            cooldowns: HashMap::new(),
-            held_for: None,
-        });
+        self.targets
+            .entry(e.entity.clone())
+            .or_insert_with(|| Target::new(&p.name));
         let chosen = match verdict {
             Ok(c) => c,
-            Err(held) => {
-                if !already_held {
-                    t.held_for = e.anomaly_id.clone();
-                    if held.rail == "shadow mode" {
-                        // Record a shadow decision once per cooldown, as if it had run.
-                        t.cooldowns.insert(
-                            held.policy.action.clone(),
-                            now_ms + held.policy.cooldown_ms(1),
-                        );
-                    }
-                    let rec = self.held(
-                        &held.policy,
+            Err(held) => return self.hold(held, e, model, d),
+        };
+        let approval = if chosen.policy.mode == Mode::Approve {
+            match self.approval(&chosen, e, now_ms) {
+                Gate::Go(id, by) => Some((id, by)),
+                Gate::Asked(a) => {
+                    let detail = format!(
+                        "approval: asked for approval {} to run {} on {} (expires in {} s); approve with POST /api/v1/approvals/{}/approve",
+                        a.id, a.action, a.agent, chosen.policy.approval_ttl_secs, a.id
+                    );
+                    let rec = self.noted(
+                        AuditKind::AwaitingApproval,
+                        &chosen.policy,
                         e,
                         model,
-                        format!("{}: {}", held.rail, held.reason),
+                        Some("approval"),
+                        detail,
                     );
                     d.audit.push(rec);
+                    return;
                 }
-                return;
+                Gate::Wait(held) => return self.hold(held, e, model, d),
             }
+        } else {
+            None
         };
         let sent = self.rate.in_last_minute(now_ms);
         if sent >= self.rails.max_actions_per_minute as usize {
-            let t = self.targets.get_mut(&e.entity);
-            if let Some(t) = t.filter(|t| !(t.held_for.is_some() && t.held_for == e.anomaly_id)) {
-                t.held_for = e.anomaly_id.clone();
-                let reason = format!(
-                    "rate limit: {sent} actions in the last minute (at most {})",
-                    self.rails.max_actions_per_minute
-                );
-                let rec = self.held(&chosen.policy, e, model, reason);
-                d.audit.push(rec);
-            }
-            return;
+            let reason = format!(
+                "{sent} actions in the last minute (at most {})",
+                self.rails.max_actions_per_minute
+            );
+            let held = Held {
+                policy: Box::new(chosen.policy),
+                rail: "rate limit",
+                reason,
+            };
+            return self.hold(held, e, model, d);
         }
         self.rate.record(now_ms);
+        let mut note = chosen.note;
+        if let Some((id, by)) = approval {
+            if let Ok(mut q) = self.approvals.lock() {
+                q.mark_used(&id);
+            }
+            note = format!("{note}approved by {by} ({id}); ");
+        }
+        let (acting, agent) = (chosen.policy, chosen.agent);
+        let within_ms = (acting.verify.within_secs * 1000.0) as i64;
         let Some(t) = self.targets.get_mut(&e.entity) else {
             return;
         };
-        let (acting, agent) = (chosen.policy, chosen.agent);
         let command = Command {
             id: uuid::Uuid::new_v4().to_string(),
             action: acting.action.clone(),
@@ -272,6 +377,10 @@ impl Engine {
             expires_ms: now_ms + self.command_ttl_ms,
             policy: acting.name.clone(),
             anomaly_id: e.anomaly_id.clone(),
+            holder: self.holder.clone(),
+            lease_token: t.lease,
+            // Covers the action, its result and the verify window after it.
+            lease_ms: self.command_ttl_ms + RESULT_GRACE_MS + within_ms,
         };
         t.phase = Phase::Awaiting {
             command: command.clone(),
@@ -279,6 +388,7 @@ impl Engine {
         };
         t.policy = acting.name.clone();
         t.held_for = None;
+        t.trigger = (e.score, e.top_metric.clone());
         if let Err(err) = self
             .budgets
             .spend(e.entity.as_str(), &acting.action, now_ms)
@@ -292,7 +402,7 @@ impl Engine {
             (now_ms - e.since_ms) as f64 / 1000.0,
             e.score,
             e.top_metric,
-            chosen.note,
+            note,
             acting.action
         );
         d.audit.push(self.record(
@@ -304,6 +414,76 @@ impl Engine {
             detail,
         ));
         d.commands.push((agent, command));
+    }
+
+    /// The approval gate of an `approve` policy: go on an approval (once),
+    /// ask when nobody was asked for this anomaly, wait otherwise.
+    fn approval(&self, c: &Chosen, e: &EntityState, now_ms: i64) -> Gate {
+        let Ok(mut q) = self.approvals.lock() else {
+            return Gate::Wait(Held {
+                policy: Box::new(c.policy.clone()),
+                rail: "approval",
+                reason: "the approval queue is unavailable".into(),
+            });
+        };
+        q.expire(now_ms);
+        let held = |rail, reason| {
+            Gate::Wait(Held {
+                policy: Box::new(c.policy.clone()),
+                rail,
+                reason,
+            })
+        };
+        match q.find(&c.policy.name, &e.entity, &e.anomaly_id) {
+            Some(a) if a.state == State::Approved => {
+                Gate::Go(a.id.clone(), a.decided_by.clone().unwrap_or_default())
+            }
+            Some(a) if a.state == State::Pending => held(
+                "approval",
+                format!(
+                    "waiting for approval {} ({} s left)",
+                    a.id,
+                    (a.expires_ms - now_ms + 999) / 1000
+                ),
+            ),
+            Some(a) if a.state == State::Rejected => held(
+                "approval rejected",
+                format!(
+                    "approval {} rejected by {}",
+                    a.id,
+                    a.decided_by.as_deref().unwrap_or("?")
+                ),
+            ),
+            Some(a) if a.state == State::Expired => held(
+                "approval expired",
+                format!(
+                    "approval {} expired unanswered after {} s; nothing ran",
+                    a.id, c.policy.approval_ttl_secs
+                ),
+            ),
+            // Nobody asked yet for this anomaly, or the approved action ran
+            // and is needed again: ask (again).
+            _ => Gate::Asked(q.request(Approval {
+                id: String::new(),
+                policy: c.policy.name.clone(),
+                target: e.entity.clone(),
+                action: c.policy.action.clone(),
+                agent: c.agent.clone(),
+                anomaly_id: e.anomaly_id.clone(),
+                reason: format!(
+                    "score {:.3} (top metric {}) for {:.0} s; {}",
+                    e.score,
+                    e.top_metric,
+                    (now_ms - e.since_ms) as f64 / 1000.0,
+                    c.note
+                ),
+                requested_ms: now_ms,
+                expires_ms: now_ms + c.policy.approval_ttl_secs as i64 * 1000,
+                state: State::Pending,
+                decided_by: None,
+                decided_ms: None,
+            })),
+        }
     }
 
     /// Trips (once, with one page) or clears the site-wide short-circuit.
@@ -337,6 +517,9 @@ impl Engine {
                         expires_ms: now_ms + self.command_ttl_ms,
                         policy: SHORT_CIRCUIT.into(),
                         anomaly_id: None,
+                        holder: self.holder.clone(),
+                        lease_token: None,
+                        lease_ms: 0,
                     };
                     d.audit.push(AuditRecord {
                         action: command.action.clone(),
@@ -582,15 +765,25 @@ impl Engine {
         let cooldown = self.cooldown_ms(&policy, &entity, now_ms);
         let mut d = Decisions::default();
         let detail = format!("{} on {}: {}", r.outcome.as_str(), r.host, r.detail);
-        d.audit.push(self.record(
+        let mut rec = self.record(
             AuditKind::ActionResult,
             &policy,
             &command,
             model,
             Some(r.outcome),
             detail,
-        ));
+        );
+        if r.outcome == Outcome::Fenced {
+            // Another edge holds the target, or ours is stale: stand back.
+            rec.rail = Some("lease".into());
+        }
+        rec.lease_token = r.lease_token.or(rec.lease_token);
+        d.audit.push(rec);
         let t = self.targets.get_mut(&entity)?;
+        t.lease = match r.outcome {
+            Outcome::Fenced => None,
+            _ => r.lease_token.or(t.lease),
+        };
         if r.outcome == Outcome::Succeeded {
             t.phase = Phase::Verifying {
                 command,

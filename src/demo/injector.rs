@@ -184,6 +184,11 @@ mod tests {
             command_id: Some("c".into()),
             anomaly_id: None,
             model_version: "m".into(),
+            score: Some(0.97),
+            top_metric: "up".into(),
+            mode: "auto".into(),
+            lease_token: Some(3),
+            rail: None,
             outcome: Some(Outcome::Succeeded),
             detail: "held: cooldown".into(),
         }

@@ -316,13 +316,19 @@ async fn heal_each(
             "the audit records to reach the cloud API",
             Duration::from_secs(10),
             || async {
-                let v = get_json(&format!("{}/api/v1/audit?site=demo", stack.cloud_url))
-                    .await
-                    .ok()?;
+                // Queried by the fields the cloud API filters on.
+                let v = get_json(&format!(
+                    "{}/api/v1/audit?site=demo&kind=verified&policy=restart-demo-web&target={}",
+                    stack.cloud_url, stack.target
+                ))
+                .await
+                .ok()?;
                 v.as_array()?
                     .iter()
                     .any(|a| {
-                        a["kind"] == "verified" && a["ts_ms"].as_i64() >= Some(rec.injected_at_ms)
+                        a["kind"] == "verified"
+                            && a["policy"] == "restart-demo-web"
+                            && a["ts_ms"].as_i64() >= Some(rec.injected_at_ms)
                     })
                     .then_some(())
             },

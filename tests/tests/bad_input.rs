@@ -68,6 +68,9 @@ fn command(stack: &Stack, id: &str, action: &str, expires_ms: i64) -> Command {
         expires_ms,
         policy: "test".into(),
         anomaly_id: None,
+        holder: "test/raw".into(),
+        lease_token: None,
+        lease_ms: 0,
     }
 }
 

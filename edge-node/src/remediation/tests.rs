@@ -62,6 +62,7 @@ impl World {
             detail: String::new(),
             started_ms: t * 1000,
             finished_ms: t * 1000,
+            lease_token: (outcome != Outcome::Fenced).then_some(1),
         };
         self.engine.on_result(&r, t * 1000, "m1").unwrap()
     }
@@ -189,6 +190,7 @@ fn unknown_results_are_ignored() {
         detail: String::new(),
         started_ms: 0,
         finished_ms: 0,
+        lease_token: None,
     };
     assert!(w.engine.on_result(&r, 0, "m1").is_none());
 }
@@ -338,7 +340,8 @@ fn tick_many(w: &mut World, t: i64, services: &[(String, f32)]) -> Decisions {
         })
         .collect();
     w.cache.set_scores(&pending, &scores);
-    w.entities.update(&w.cache, Levels::plain(0.95), now, 5_000, "s", "m1");
+    w.entities
+        .update(&w.cache, Levels::plain(0.95), now, 5_000, "s", "m1");
     w.engine.on_tick(now, &w.entities, "m1")
 }
 
@@ -409,11 +412,12 @@ fn a_storm_across_the_site_trips_the_short_circuit_and_pages_once() {
         .iter()
         .filter(|a| a.kind == AuditKind::HeldBack && a.detail.starts_with(SHORT_CIRCUIT))
         .count();
-    // The trip itself; the 40 workers that fell sick after the rate limit
-    // filled (already audited as rate-limited) are not audited again; the
-    // 40 that fell sick after the trip are; and so are the 20 restarted
-    // ones once their commands time out unanswered and they are still sick.
-    assert_eq!(held, 1 + 40 + 20);
+    // A held decision is audited once per anomaly and rail: the trip
+    // itself; the 40 workers that fell sick after the rate limit filled
+    // (audited as rate-limited, now again as short-circuited); the 40 that
+    // fell sick after the trip; and the 20 restarted ones once their
+    // commands time out unanswered and they are still sick.
+    assert_eq!(held, 1 + 40 + 40 + 20);
     assert!(w.engine.short_circuited());
     // The site recovers: the short-circuit clears and says so.
     let services: Vec<(String, f32)> = (0..120).map(|i| (format!("w{i}"), 0.1)).collect();
@@ -423,4 +427,128 @@ fn a_storm_across_the_site_trips_the_short_circuit_and_pages_once() {
         .audit
         .iter()
         .any(|a| a.detail.contains("short-circuit cleared")));
+}
+
+const APPROVE: &str = r#"
+policies:
+  - name: failover-zone
+    match: { entity: "service/*/web", for_secs: 0 }
+    action: failover
+    mode: approve
+    approval_ttl_secs: 60
+"#;
+
+fn approve_world() -> (World, crate::approval::SharedApprovals) {
+    let set = PolicySet::parse(APPROVE, Path::new("p.yaml")).unwrap();
+    let approvals = crate::approval::SharedApprovals::default();
+    let engine = Engine::new("s".into(), set, 10_000, Budgets::in_memory())
+        .with_approvals(approvals.clone());
+    let w = World {
+        cache: Cache::new(10, 10),
+        entities: Entities::default(),
+        engine,
+    };
+    (w, approvals)
+}
+
+#[test]
+fn approve_mode_waits_for_an_answer_and_acts_once() {
+    let (mut w, approvals) = approve_world();
+    let d = w.tick(0, "web", 0.99);
+    assert!(d.commands.is_empty());
+    assert_eq!(d.audit.len(), 1);
+    assert_eq!(d.audit[0].kind, AuditKind::AwaitingApproval);
+    assert_eq!(d.audit[0].mode, "approve");
+    let id = approvals.lock().unwrap().all()[0].id.clone();
+    assert!(d.audit[0].detail.contains(&id), "{}", d.audit[0].detail);
+    // Waiting: held (audited once), nothing sent.
+    let d = w.tick(1, "web", 0.99);
+    assert!(d.commands.is_empty());
+    assert_eq!(d.audit[0].rail.as_deref(), Some("approval"));
+    assert!(w.tick(2, "web", 0.99).audit.is_empty());
+    approvals
+        .lock()
+        .unwrap()
+        .answer(&id, true, "alice", 2_500)
+        .unwrap();
+    let d = w.tick(3, "web", 0.99);
+    assert_eq!(d.commands.len(), 1);
+    assert!(
+        d.audit[0].detail.contains("approved by alice"),
+        "{}",
+        d.audit[0].detail
+    );
+    assert_eq!(
+        approvals.lock().unwrap().all()[0].state,
+        crate::approval::State::Used
+    );
+}
+
+#[test]
+fn an_unanswered_approval_expires_and_nothing_runs() {
+    let (mut w, approvals) = approve_world();
+    w.tick(0, "web", 0.99);
+    let mut audit = Vec::new();
+    for t in 1..=70 {
+        let d = w.tick(t, "web", 0.99);
+        assert!(d.commands.is_empty(), "acted without approval at {t}");
+        audit.extend(d.audit);
+    }
+    assert!(audit
+        .iter()
+        .any(|a| a.rail.as_deref() == Some("approval expired")));
+    let id = approvals.lock().unwrap().all()[0].id.clone();
+    // A late answer is refused.
+    assert!(approvals
+        .lock()
+        .unwrap()
+        .answer(&id, true, "bob", 71_000)
+        .is_err());
+    // A rejection holds too.
+    let (mut w, approvals) = approve_world();
+    w.tick(0, "web", 0.99);
+    let id = approvals.lock().unwrap().all()[0].id.clone();
+    approvals
+        .lock()
+        .unwrap()
+        .answer(&id, false, "carol", 500)
+        .unwrap();
+    let d = w.tick(1, "web", 0.99);
+    assert!(d.commands.is_empty());
+    assert!(
+        d.audit[0].detail.contains("rejected by carol"),
+        "{}",
+        d.audit[0].detail
+    );
+}
+
+#[test]
+fn commands_carry_the_lease_and_a_fenced_result_stands_back() {
+    let mut w = World::new();
+    for t in 0..3 {
+        w.tick(t, "web", 0.99);
+    }
+    let cmd = w.tick(3, "web", 0.99).commands.remove(0).1;
+    assert_eq!(cmd.holder, "s/edge");
+    assert_eq!(cmd.lease_token, None, "no lease yet: ask for one");
+    // The verify window (20 s), the TTL (10 s) and the result grace (5 s).
+    assert_eq!(cmd.lease_ms, 35_000);
+    // The agent granted token 1; the action failed; after the cooldown the
+    // next command presents token 1.
+    w.result(4, &cmd, Outcome::Failed);
+    let next = (5..60)
+        .find_map(|t| w.tick(t, "web", 0.99).commands.pop())
+        .expect("acts again after the cooldown")
+        .1;
+    assert_eq!(next.lease_token, Some(1));
+    // Another edge holds the target: audited with the lease rail, no retry
+    // until the cooldown is over, and the stale token is dropped.
+    let d = w.result(40, &next, Outcome::Fenced);
+    assert_eq!(d.audit[0].rail.as_deref(), Some("lease"));
+    assert!(w.tick(41, "web", 0.99).commands.is_empty());
+    let again = (42..200)
+        .find_map(|t| w.tick(t, "web", 0.99).commands.pop())
+        .expect("acts again after the cooldown")
+        .1;
+    assert_eq!(again.lease_token, None);
 }
