@@ -1,12 +1,17 @@
 //! `vigil policy check FILE...`: validates policy files (top-level
 //! `policies:`) and action catalogs (top-level `actions:`), printing every
-//! problem with file and line.
+//! problem with file and line. When catalogs are given too, every action a
+//! policy names must be in one of them.
 
-use std::path::Path;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
 
 /// Checks each file; returns every problem found (empty when all are good).
 pub fn check(files: &[impl AsRef<Path>]) -> Vec<String> {
     let mut problems = Vec::new();
+    let mut policies: Vec<(PathBuf, String, vigil_edge::PolicySet)> = Vec::new();
+    let mut actions = BTreeSet::new();
+    let mut catalogs = Vec::new();
     for f in files {
         let path = f.as_ref();
         let text = match std::fs::read_to_string(path) {
@@ -24,12 +29,15 @@ pub fn check(files: &[impl AsRef<Path>]) -> Vec<String> {
             }
         };
         if value.get("policies").is_some() {
-            if let Err(p) = vigil_edge::PolicySet::parse(&text, path) {
-                problems.extend(p);
+            match vigil_edge::PolicySet::parse(&text, path) {
+                Ok(set) => policies.push((path.to_path_buf(), text, set)),
+                Err(p) => problems.extend(p),
             }
         } else if value.get("actions").is_some() {
-            if let Err(p) = vigil_agent::Catalog::load(path) {
-                problems.extend(p);
+            catalogs.push(path.display().to_string());
+            match vigil_agent::Catalog::parse(&text, path, &[]) {
+                Ok(c) => actions.extend(c.actions.into_keys()),
+                Err(p) => problems.extend(p),
             }
         } else {
             problems.push(format!(
@@ -38,7 +46,46 @@ pub fn check(files: &[impl AsRef<Path>]) -> Vec<String> {
             ));
         }
     }
+    if !catalogs.is_empty() {
+        for (path, text, set) in &policies {
+            problems.extend(unknown_actions(path, text, set, &actions, &catalogs));
+        }
+    }
     problems
+}
+
+/// Policies whose action is in none of the catalogs, located at the
+/// policy's `action:` line.
+fn unknown_actions(
+    path: &Path,
+    text: &str,
+    set: &vigil_edge::PolicySet,
+    actions: &BTreeSet<String>,
+    catalogs: &[String],
+) -> Vec<String> {
+    let lines: Vec<&str> = text.lines().collect();
+    let mut out = Vec::new();
+    for p in set.policies.iter().filter(|p| !actions.contains(&p.action)) {
+        let named = lines
+            .iter()
+            .position(|l| l.contains(&format!("name: {}", p.name)))
+            .unwrap_or(0);
+        let at = lines
+            .iter()
+            .enumerate()
+            .skip(named)
+            .find(|(_, l)| l.trim_start().starts_with("action:") && l.contains(p.action.as_str()))
+            .map(|(i, l)| format!("{}:{}", i + 1, l.find("action:").unwrap_or(0) + 1));
+        out.push(format!(
+            "{}:{}: policy {:?}: unknown action {:?}: not in {}",
+            path.display(),
+            at.unwrap_or_else(|| format!("{}", named + 1)),
+            p.name,
+            p.action,
+            catalogs.join(", ")
+        ));
+    }
+    out
 }
 
 #[cfg(test)]
@@ -78,5 +125,62 @@ mod tests {
             problems[1].contains("c.yaml:2:") && problems[1].contains("argv"),
             "{problems:?}"
         );
+    }
+
+    fn examples() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("config/examples")
+    }
+
+    #[test]
+    fn each_shipped_example_is_valid_against_the_example_catalog() {
+        let catalog = examples().join("catalog.yaml");
+        for name in [
+            "hung-api.yaml",
+            "crashing-worker.yaml",
+            "pool-exhausted.yaml",
+            "zone-lost.yaml",
+            "graded-chain.yaml",
+        ] {
+            let policy = examples().join(name);
+            let problems = check(&[&policy, &catalog]);
+            assert!(problems.is_empty(), "{name}: {problems:?}");
+            let set = vigil_edge::PolicySet::load(&policy).unwrap();
+            assert!(set.policies.len() >= 2, "{name}");
+        }
+    }
+
+    #[test]
+    fn unknown_actions_and_catalog_problems_carry_their_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("p.yaml");
+        let c = dir.path().join("c.yaml");
+        std::fs::write(
+            &p,
+            "policies:\n  - name: restart\n    match: { entity: \"service/*/api\" }\n    action: restart-apii\n",
+        )
+        .unwrap();
+        std::fs::write(
+            &c,
+            "actions:\n  restart-api: { kind: systemd_restart, unit: api.service }\n  scale:\n    kind: k8s_scale\n    namespace: shop\n    deployment: api\n    min_replicas: 5\n    max_replicas: 2\n  hook: { kind: http, url: \"ftp://x/{zone}\", retries: 9 }\n",
+        )
+        .unwrap();
+        let problems = check(&[&p, &c]);
+        let has =
+            |at: &str, what: &str| problems.iter().any(|e| e.contains(at) && e.contains(what));
+        assert!(
+            has("p.yaml:4:5:", "unknown action \"restart-apii\""),
+            "{problems:?}"
+        );
+        assert!(
+            has("c.yaml:3:", "min_replicas 5 is above max_replicas 2"),
+            "{problems:?}"
+        );
+        assert!(has("c.yaml:9:", "retries 9 is more than 3"), "{problems:?}");
+        assert!(
+            has("c.yaml:9:", "uses {zone} but params does not declare it"),
+            "{problems:?}"
+        );
+        assert!(has("c.yaml:9:", "must start with http://"), "{problems:?}");
+        assert_eq!(problems.len(), 5, "{problems:?}");
     }
 }

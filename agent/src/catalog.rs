@@ -324,10 +324,11 @@ impl Catalog {
     /// `path` is only used in messages.
     pub fn parse(text: &str, path: &Path, services: &[String]) -> Result<Self, Vec<String>> {
         let cat: Catalog = serde_yaml_ng::from_str(text).map_err(|e| vec![yaml_error(path, &e)])?;
+        let lines: Vec<&str> = text.lines().collect();
         let problems: Vec<String> = cat
             .validate(services)
             .into_iter()
-            .map(|p| format!("{}: {p}", path.display()))
+            .map(|p| locate(path, &lines, &p))
             .collect();
         if problems.is_empty() {
             Ok(cat)
@@ -409,6 +410,24 @@ impl Catalog {
             }
         }
         e
+    }
+}
+
+/// Prefixes a problem (`action "name": ...`) with the line where that action
+/// is defined.
+fn locate(path: &Path, lines: &[&str], problem: &str) -> String {
+    let name = problem
+        .strip_prefix("action \"")
+        .and_then(|rest| rest.split('"').next());
+    let line = name.and_then(|n| {
+        let keys = [format!("{n}:"), format!("\"{n}\":")];
+        lines
+            .iter()
+            .position(|l| keys.iter().any(|k| l.trim_start().starts_with(k.as_str())))
+    });
+    match line {
+        Some(i) => format!("{}:{}: {problem}", path.display(), i + 1),
+        None => format!("{}: {problem}", path.display()),
     }
 }
 

@@ -3,6 +3,7 @@
 //! {name}/scale`, a `Scale` object with a resourceVersion, bearer auth, 409 on
 //! a stale write) and Alertmanager's `POST /api/v2/alerts`. No cluster and no
 //! Alertmanager run here; the stand-ins check what the real ones check.
+#![cfg(test)]
 
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};

@@ -56,6 +56,11 @@ pub struct Policy {
     /// How often the action may run on one target.
     #[serde(default)]
     pub budget: Budget,
+    /// An action meant for a sick site (failover): this policy, and the
+    /// chain it escalates along, still act while the site-wide short-circuit
+    /// holds every other policy.
+    #[serde(default)]
+    pub site_wide: bool,
     /// Policy to hand the target to when this one's budget is spent (for
     /// example a page to a human after repeated restarts).
     #[serde(default)]
@@ -238,11 +243,30 @@ impl PolicySet {
 
     /// Parses policy text; `path` is only used in messages.
     pub fn parse(text: &str, path: &Path) -> Result<Self, Vec<String>> {
-        let file: PolicyFile =
-            serde_yaml_ng::from_str(text).map_err(|e| vec![yaml_error(path, &e)])?;
+        let lines = text.lines().collect::<Vec<_>>();
+        let file: PolicyFile = match serde_yaml_ng::from_str(text) {
+            Ok(f) => f,
+            Err(e) => {
+                // serde stops at the first bad field: parse policy by policy
+                // to report every one, then check the ones that parsed.
+                let (partial, mut errors) = parse_each(&lines, path);
+                if errors.is_empty() {
+                    return Err(vec![yaml_error(path, &e)]);
+                }
+                errors.extend(
+                    validate(&partial)
+                        .into_iter()
+                        // These depend on the policies that did not parse.
+                        .filter(|(_, p)| {
+                            !p.contains("no policy is named") && !p.contains("can never act")
+                        })
+                        .map(|(name, p)| locate(path, &lines, &name, &p)),
+                );
+                return Err(errors);
+            }
+        };
         let problems = validate(&file);
         if !problems.is_empty() {
-            let lines = text.lines().collect::<Vec<_>>();
             return Err(problems
                 .into_iter()
                 .map(|(name, p)| locate(path, &lines, &name, &p))
@@ -253,6 +277,55 @@ impl PolicySet {
             version: content_hash(text),
         })
     }
+}
+
+/// Parses each item of a block-style `policies:` list on its own: the
+/// policies that parse, and every error of those that do not, with the
+/// file's line and column. No errors when the list cannot be split.
+fn parse_each(lines: &[&str], path: &Path) -> (PolicyFile, Vec<String>) {
+    let mut out = (PolicyFile::default(), Vec::new());
+    let Some(start) = lines.iter().position(|l| l.starts_with("policies:")) else {
+        return out;
+    };
+    let (mut items, mut indent, mut end) = (Vec::new(), None, lines.len());
+    for (i, l) in lines.iter().enumerate().skip(start + 1) {
+        let t = l.trim_start();
+        if t.is_empty() || t.starts_with('#') {
+            continue;
+        }
+        let ind = l.len() - t.len();
+        if ind == 0 {
+            end = i;
+            break;
+        }
+        if t.starts_with("- ") && *indent.get_or_insert(ind) == ind {
+            items.push(i);
+        }
+    }
+    for (k, &a) in items.iter().enumerate() {
+        let b = items.get(k + 1).copied().unwrap_or(end);
+        let doc = format!("policies:\n{}", lines[a..b].join("\n"));
+        match serde_yaml_ng::from_str::<PolicyFile>(&doc) {
+            Ok(f) => out.0.policies.extend(f.policies),
+            Err(e) => {
+                let msg = e.to_string();
+                let msg = msg
+                    .rsplit_once(" at line ")
+                    .map_or(msg.as_str(), |(m, _)| m);
+                let msg = msg.replacen("policies[0]", &format!("policies[{k}]"), 1);
+                out.1.push(match e.location() {
+                    Some(l) => format!(
+                        "{}:{}:{}: {msg}",
+                        path.display(),
+                        a + l.line() - 1,
+                        l.column()
+                    ),
+                    None => format!("{}:{}: {msg}", path.display(), a + 1),
+                });
+            }
+        }
+    }
+    out
 }
 
 /// Problems as (policy name, message).
@@ -442,6 +515,39 @@ policies:
         .unwrap_err();
         assert!(errs[0].starts_with("p.yaml:3:"), "{errs:?}");
         assert!(errs[0].contains("acton"), "{errs:?}");
+    }
+
+    #[test]
+    fn every_bad_policy_is_reported_not_only_the_first() {
+        let text = "policies:
+  - name: a
+    match: { entity: \"service/*\" }
+    acton: restart
+  - name: b
+    match: { entity: \"service/*\", for_secs: ten }
+    action: restart
+  - name: c
+    match: { entity: \"service/*\" }
+    action: restart
+    escalate: d
+  - name: d
+    action: page
+    escalate: c
+";
+        let errs = PolicySet::parse(text, Path::new("p.yaml")).unwrap_err();
+        let has =
+            |line: &str, what: &str| errs.iter().any(|e| e.starts_with(line) && e.contains(what));
+        assert!(has("p.yaml:4:5:", "unknown field `acton`"), "{errs:?}");
+        assert!(has("p.yaml:6:", "for_secs"), "{errs:?}");
+        assert!(
+            has("p.yaml:8:", "the chain loops (c -> d -> c)"),
+            "{errs:?}"
+        );
+        assert!(
+            has("p.yaml:12:", "the chain loops (d -> c -> d)"),
+            "{errs:?}"
+        );
+        assert_eq!(errs.len(), 4, "{errs:?}");
     }
 
     #[test]

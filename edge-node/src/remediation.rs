@@ -559,7 +559,7 @@ impl Engine {
     /// Walks the escalation chain from `p` past every policy whose budget on
     /// this target is spent, then applies the cooldown, mode and agent rails.
     fn choose(&self, p: &Policy, e: &EntityState, now_ms: i64) -> Result<Chosen, Held> {
-        if let Some(why) = &self.tripped {
+        if let Some(why) = self.tripped.as_ref().filter(|_| !p.site_wide) {
             return Err(Held {
                 policy: Box::new(p.clone()),
                 rail: SHORT_CIRCUIT,

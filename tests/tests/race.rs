@@ -4,6 +4,7 @@
 //! rail and stands back. Real engines, a real agent executor and a real child
 //! process for the action; the two commands are handed over directly rather
 //! than through a broker, in both orders, so that the order is controlled.
+#![cfg(test)]
 
 use std::path::Path;
 use std::sync::Arc;
@@ -67,7 +68,10 @@ async fn race(first_is_a: bool) {
     let (mut a, mut b) = (edge("edge-a"), edge("edge-b"));
     let now = now_ms();
     let (ca, cb) = (decide(&mut a, now), decide(&mut b, now));
-    assert_eq!((ca.holder.as_str(), cb.holder.as_str()), ("site-1/edge-a", "site-1/edge-b"));
+    assert_eq!(
+        (ca.holder.as_str(), cb.holder.as_str()),
+        ("site-1/edge-a", "site-1/edge-b")
+    );
     let (ra, rb) = if first_is_a {
         let ra = agent.handle(&ca).await;
         (ra, agent.handle(&cb).await)
@@ -80,19 +84,33 @@ async fn race(first_is_a: bool) {
     assert_eq!(winner.lease_token, Some(1));
     assert_eq!(loser.outcome, Outcome::Fenced, "{}", loser.detail);
     // The action ran once.
-    assert_eq!(std::fs::read_to_string(&ran).expect("ran").lines().count(), 1);
+    assert_eq!(
+        std::fs::read_to_string(&ran).expect("ran").lines().count(),
+        1
+    );
     // The loser's edge records why it stood back.
-    let (loser_engine, loser_result) = if first_is_a { (&mut b, &rb) } else { (&mut a, &ra) };
+    let (loser_engine, loser_result) = if first_is_a {
+        (&mut b, &rb)
+    } else {
+        (&mut a, &ra)
+    };
     let d = loser_engine
         .on_result(loser_result, now_ms(), "m1")
         .expect("result for a command in flight");
     assert_eq!(d.audit[0].kind, AuditKind::ActionResult);
     assert_eq!(d.audit[0].rail.as_deref(), Some("lease"));
-    assert!(d.audit[0].detail.contains("leased to site-1/edge-"), "{}", d.audit[0].detail);
+    assert!(
+        d.audit[0].detail.contains("leased to site-1/edge-"),
+        "{}",
+        d.audit[0].detail
+    );
     // A replay of the winner's command (a reconnect redelivers it) does not run.
     let winner_cmd = if first_is_a { &ca } else { &cb };
     assert_eq!(agent.handle(winner_cmd).await.outcome, Outcome::Duplicate);
-    assert_eq!(std::fs::read_to_string(&ran).expect("ran").lines().count(), 1);
+    assert_eq!(
+        std::fs::read_to_string(&ran).expect("ran").lines().count(),
+        1
+    );
 }
 
 #[tokio::test]

@@ -28,12 +28,19 @@ async fn edits_are_picked_up_and_broken_ones_refused() -> anyhow::Result<()> {
     // A broken edit: refused, counted, the policies in force stay.
     let policy = dir.path().join("policy.yaml");
     std::fs::write(&policy, original.replace("action:", "acton:"))?;
-    wait_for("the failed reload to be counted", Duration::from_secs(10), || async {
-        let failed = metric(&stack.edge_url, "vigil_edge_policy_reloads_total{result=\"failed\"}")
+    wait_for(
+        "the failed reload to be counted",
+        Duration::from_secs(10),
+        || async {
+            let failed = metric(
+                &stack.edge_url,
+                "vigil_edge_policy_reloads_total{result=\"failed\"}",
+            )
             .await
             .ok()?;
-        (failed >= 1.0).then_some(())
-    })
+            (failed >= 1.0).then_some(())
+        },
+    )
     .await?;
     assert_eq!(
         version(get_json(&status).await?),
@@ -44,28 +51,42 @@ async fn edits_are_picked_up_and_broken_ones_refused() -> anyhow::Result<()> {
     let edited = original.replace("cooldown_secs: 3", "cooldown_secs: 4");
     assert_ne!(edited, original);
     std::fs::write(&policy, &edited)?;
-    wait_for("the edited policy to be in force", Duration::from_secs(10), || async {
-        let v = version(get_json(&status).await.ok()?)?;
-        (v == content_hash(&edited)).then_some(())
-    })
+    wait_for(
+        "the edited policy to be in force",
+        Duration::from_secs(10),
+        || async {
+            let v = version(get_json(&status).await.ok()?)?;
+            (v == content_hash(&edited)).then_some(())
+        },
+    )
     .await?;
 
     // The agent's catalog: a broken edit is refused and counted.
     let catalog = dir.path().join("catalog.yaml");
     let text = std::fs::read_to_string(&catalog)?;
     std::fs::write(&catalog, text.replace("kind:", "knd:"))?;
-    wait_for("the failed catalog reload", Duration::from_secs(10), || async {
-        let failed = metric(&stack.agent_url, "vigil_agent_catalog_reloads_total{result=\"failed\"}")
+    wait_for(
+        "the failed catalog reload",
+        Duration::from_secs(10),
+        || async {
+            let failed = metric(
+                &stack.agent_url,
+                "vigil_agent_catalog_reloads_total{result=\"failed\"}",
+            )
             .await
             .ok()?;
-        (failed >= 1.0).then_some(())
-    })
+            (failed >= 1.0).then_some(())
+        },
+    )
     .await?;
     std::fs::write(&catalog, &text)?;
     wait_for("the restored catalog", Duration::from_secs(10), || async {
-        let ok = metric(&stack.agent_url, "vigil_agent_catalog_reloads_total{result=\"ok\"}")
-            .await
-            .ok()?;
+        let ok = metric(
+            &stack.agent_url,
+            "vigil_agent_catalog_reloads_total{result=\"ok\"}",
+        )
+        .await
+        .ok()?;
         (ok >= 1.0).then_some(())
     })
     .await?;

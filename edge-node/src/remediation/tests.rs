@@ -552,3 +552,22 @@ fn commands_carry_the_lease_and_a_fenced_result_stands_back() {
         .1;
     assert_eq!(again.lease_token, None);
 }
+
+#[test]
+fn a_site_wide_policy_still_acts_while_the_short_circuit_holds() {
+    let text = format!(
+        "{WORKERS}  - name: failover\n    match: {{ entity: \"service/*/lb\", for_secs: 0 }}\n    action: failover-zone\n    site_wide: true\n"
+    );
+    let set = PolicySet::parse(&text, Path::new("p.yaml")).unwrap();
+    let mut w = World {
+        cache: Cache::new(100, 10),
+        entities: Entities::default(),
+        engine: Engine::new("s".into(), set, 10_000, Budgets::in_memory()),
+    };
+    let mut services: Vec<(String, f32)> = (0..9).map(|i| (format!("w{i}"), 0.99)).collect();
+    services.push(("lb".into(), 0.99));
+    let d = tick_many(&mut w, 0, &services);
+    assert!(w.engine.short_circuited());
+    let actions: Vec<&str> = d.commands.iter().map(|(_, c)| c.action.as_str()).collect();
+    assert_eq!(actions, ["failover-zone"], "{:?}", d.audit);
+}
