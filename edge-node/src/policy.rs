@@ -158,6 +158,9 @@ pub struct Verify {
     pub within_secs: f64,
     /// And stay healthy (score below the detector threshold) this long.
     pub healthy_for_secs: f64,
+    /// When the target did not recover, hand it to the `escalate` policy at
+    /// once instead of repeating this action until its budget is spent.
+    pub escalate_on_failure: bool,
 }
 
 impl Default for Verify {
@@ -165,6 +168,7 @@ impl Default for Verify {
         Self {
             within_secs: 60.0,
             healthy_for_secs: 5.0,
+            escalate_on_failure: false,
         }
     }
 }

@@ -46,6 +46,9 @@ struct Target {
     lease: Option<u64>,
     /// Score and top metric when the last action was decided.
     trigger: (f64, String),
+    /// After a failed verification with `escalate_on_failure`: the anomaly
+    /// and the policy that takes over for it.
+    escalated: Option<(Option<String>, String)>,
 }
 
 impl Target {
@@ -57,6 +60,7 @@ impl Target {
             held_for: None,
             lease: None,
             trigger: (0.0, String::new()),
+            escalated: None,
         }
     }
 }
@@ -310,7 +314,22 @@ impl Engine {
         {
             return;
         }
-        let verdict = self.choose(p, e, now_ms);
+        // A failed verification may have handed this anomaly down the chain.
+        let escalated = state
+            .and_then(|t| t.escalated.as_ref())
+            .filter(|(anomaly, _)| anomaly == &e.anomaly_id)
+            .and_then(|(_, next)| self.policy(next))
+            .cloned();
+        let verdict = match &escalated {
+            Some(next) => self.choose(next, e, now_ms).map(|mut c| {
+                c.note = format!(
+                    "{} did not recover after {}, escalated to {}; {}",
+                    e.entity, p.action, next.name, c.note
+                );
+                c
+            }),
+            None => self.choose(p, e, now_ms),
+        };
         self.targets
             .entry(e.entity.clone())
             .or_insert_with(|| Target::new(&p.name));
@@ -646,6 +665,7 @@ impl Engine {
         d: &mut Decisions,
     ) {
         let mut done = Vec::new();
+        let mut escalations = Vec::new();
         for (entity, t) in &self.targets {
             let cooldown = self.cooldown_ms(&t.policy, entity, now_ms);
             match &t.phase {
@@ -696,10 +716,23 @@ impl Engine {
                     };
                     if let Some((kind, detail)) = verdict {
                         let rec = self.record(kind, &t.policy, command, model, None, detail);
+                        let next = self
+                            .policy(&t.policy)
+                            .filter(|p| {
+                                kind == AuditKind::VerifyFailed && p.verify.escalate_on_failure
+                            })
+                            .and_then(|p| p.escalate.clone())
+                            .map(|next| (command.anomaly_id.clone(), next));
+                        escalations.extend(next.map(|n| (entity.clone(), n)));
                         done.push((entity.clone(), now_ms + cooldown, rec));
                     }
                 }
                 _ => {}
+            }
+        }
+        for (entity, next) in escalations {
+            if let Some(t) = self.targets.get_mut(&entity) {
+                t.escalated = Some(next);
             }
         }
         for (entity, cooldown_until, rec) in done {

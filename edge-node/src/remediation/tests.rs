@@ -571,3 +571,28 @@ fn a_site_wide_policy_still_acts_while_the_short_circuit_holds() {
     let actions: Vec<&str> = d.commands.iter().map(|(_, c)| c.action.as_str()).collect();
     assert_eq!(actions, ["failover-zone"], "{:?}", d.audit);
 }
+
+#[test]
+fn a_failed_verification_escalates_at_once_when_asked_to() {
+    let chain = CHAIN.replace(
+        "verify: { within_secs: 5, healthy_for_secs: 2 }\n  - name: page-oncall",
+        "verify: { within_secs: 5, healthy_for_secs: 2, escalate_on_failure: true }\n  - name: page-oncall",
+    );
+    assert_ne!(chain, CHAIN);
+    let mut w = World::with(&chain, Budgets::in_memory());
+    let (sent, audit) = w.sick("worker", 0, 120);
+    let actions: Vec<&str> = sent.iter().map(|(_, a)| a.as_str()).collect();
+    assert_eq!(actions, ["restart-worker", "notify-oncall"], "{sent:?}");
+    let page = audit
+        .iter()
+        .find(|a| a.kind == AuditKind::ActionSent && a.action == "notify-oncall")
+        .unwrap();
+    assert_eq!(page.policy, "page-oncall");
+    assert!(
+        page.detail.contains("did not recover after restart-worker"),
+        "{}",
+        page.detail
+    );
+    // The page went out right after the failed check, not after a cooldown.
+    assert_eq!(sent[1].0 - sent[0].0, 7, "{sent:?}");
+}
