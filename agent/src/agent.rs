@@ -20,7 +20,7 @@ use tracing::{info, warn};
 use vigil_core::clock::now_ms;
 use vigil_core::message::{Command, MetricBatch, Presence, PresenceState};
 use vigil_core::mqtt::{self, LinkSpec, PresenceSpec, Publisher};
-use vigil_core::watch::{Change, FileWatch};
+use vigil_core::watch::FileWatch;
 use vigil_core::{decode, encode, topic};
 
 /// Runs the agent until `shutdown` is cancelled, then stops its supervised
@@ -178,20 +178,10 @@ impl CommandLoop {
         let Some(watch) = &mut self.catalog_watch else {
             return;
         };
-        let text = match watch.poll() {
-            None => return,
-            Some(Change::Changed(text)) => text,
-            Some(Change::Unreadable(e)) => {
-                self.metrics
-                    .catalog_reloads
-                    .with_label_values(&["failed"])
-                    .inc();
-                warn!(error = %e, "Catalog file unreadable; the catalog in force stays.");
-                return;
-            }
-        };
-        match Catalog::parse(&text, watch.path(), &self.services) {
-            Ok(c) => {
+        let services = &self.services;
+        match watch.reload(|text, path| Catalog::parse(text, path, services)) {
+            None => {}
+            Some(Ok(c)) => {
                 info!(path = %watch.path().display(), actions = c.actions.len(), "Catalog reloaded.");
                 self.metrics
                     .catalog_reloads
@@ -199,7 +189,7 @@ impl CommandLoop {
                     .inc();
                 self.executor.set_catalog(c);
             }
-            Err(errors) => {
+            Some(Err(errors)) => {
                 self.metrics
                     .catalog_reloads
                     .with_label_values(&["failed"])

@@ -39,13 +39,9 @@ struct AuditFilter {
 impl AuditFilter {
     fn keeps(&self, a: &vigil_core::message::AuditRecord) -> bool {
         let is = |want: &Option<String>, have: &str| want.as_deref().is_none_or(|w| w == have);
-        let kind = serde_json::to_value(a.kind)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_string))
-            .unwrap_or_default();
         is(&self.target, a.target.as_str())
             && is(&self.policy, &a.policy)
-            && is(&self.kind, &kind)
+            && is(&self.kind, a.kind.as_str())
             && is(&self.rail, a.rail.as_deref().unwrap_or(""))
     }
 }

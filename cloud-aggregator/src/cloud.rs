@@ -150,13 +150,9 @@ impl Aggregator {
                 Route::Uplink { kind: "audit", .. } => {
                     let a: AuditRecord = decode(&m.payload, max).map_err(|e| ("audit", e))?;
                     self.count("audit");
-                    let kind = serde_json::to_value(a.kind)
-                        .ok()
-                        .and_then(|v| v.as_str().map(str::to_string))
-                        .unwrap_or_default();
                     self.metrics
                         .audit_records
-                        .with_label_values(&[kind.as_str()])
+                        .with_label_values(&[a.kind.as_str()])
                         .inc();
                     if let Some(s) = self.store.as_mut() {
                         s.add_audit(&a);

@@ -141,12 +141,7 @@ impl Store {
     pub fn add_audit(&mut self, a: &AuditRecord) {
         let r = self.rows(Table::Audit, &a.site, a.ts_ms);
         r.i("ts_ms", a.ts_ms);
-        r.s(
-            "kind",
-            serde_json::to_value(a.kind)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_string)),
-        );
+        r.s("kind", Some(a.kind.as_str().to_string()));
         r.s("policy", Some(a.policy.clone()));
         r.s("policy_version", Some(a.policy_version.clone()));
         r.s("target", Some(a.target.to_string()));

@@ -210,6 +210,20 @@ pub enum AuditKind {
     VerifyFailed,
 }
 
+impl AuditKind {
+    /// The kind as written in JSON, for metric labels and columns.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuditKind::ActionSent => "action_sent",
+            AuditKind::HeldBack => "held_back",
+            AuditKind::AwaitingApproval => "awaiting_approval",
+            AuditKind::ActionResult => "action_result",
+            AuditKind::Verified => "verified",
+            AuditKind::VerifyFailed => "verify_failed",
+        }
+    }
+}
+
 /// One line of the append-only audit trail.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct AuditRecord {
@@ -310,4 +324,24 @@ pub struct Heartbeat {
 }
 impl Payload for Heartbeat {
     const KIND: &'static str = "heartbeat";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn audit_kind_names_match_their_json() {
+        use AuditKind::*;
+        for k in [
+            ActionSent,
+            HeldBack,
+            AwaitingApproval,
+            ActionResult,
+            Verified,
+            VerifyFailed,
+        ] {
+            assert_eq!(serde_json::to_value(k).unwrap(), k.as_str());
+        }
+    }
 }

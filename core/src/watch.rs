@@ -34,6 +34,18 @@ impl FileWatch {
         &self.path
     }
 
+    /// A changed file parsed with `parse`; an unreadable one is an error
+    /// too. `None` when nothing changed.
+    pub fn reload<T>(
+        &mut self,
+        parse: impl FnOnce(&str, &Path) -> Result<T, Vec<String>>,
+    ) -> Option<Result<T, Vec<String>>> {
+        match self.poll()? {
+            Change::Changed(text) => Some(parse(&text, &self.path)),
+            Change::Unreadable(e) => Some(Err(vec![e])),
+        }
+    }
+
     /// The file's text if it differs from the last text seen. A read error
     /// is reported once until the file is readable again.
     pub fn poll(&mut self) -> Option<Change> {

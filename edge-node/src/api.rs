@@ -132,14 +132,8 @@ async fn approvals(
             a.all()
         })
         .unwrap_or_default();
-    let wanted = |a: &crate::approval::Approval| {
-        q.state.as_deref().is_none_or(|st| {
-            serde_json::to_value(a.state)
-                .ok()
-                .and_then(|v| v.as_str().map(|x| x == st))
-                == Some(true)
-        })
-    };
+    let wanted =
+        |a: &crate::approval::Approval| q.state.as_deref().is_none_or(|st| st == a.state.as_str());
     Json(list.into_iter().filter(wanted).collect())
 }
 

@@ -26,6 +26,19 @@ pub enum State {
     Used,
 }
 
+impl State {
+    /// The state as written in JSON (and in `?state=`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Pending => "pending",
+            State::Approved => "approved",
+            State::Rejected => "rejected",
+            State::Expired => "expired",
+            State::Used => "used",
+        }
+    }
+}
+
 /// One request for approval.
 #[derive(Clone, Debug, Serialize)]
 pub struct Approval {
@@ -172,6 +185,14 @@ mod tests {
             decided_by: None,
             decided_ms: None,
         })
+    }
+
+    #[test]
+    fn state_names_match_their_json() {
+        use State::*;
+        for st in [Pending, Approved, Rejected, Expired, Used] {
+            assert_eq!(serde_json::to_value(st).unwrap(), st.as_str());
+        }
     }
 
     #[test]

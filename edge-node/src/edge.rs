@@ -28,7 +28,7 @@ use vigil_core::message::{
     ScoredSample,
 };
 use vigil_core::mqtt::{self, LinkSpec, PresenceSpec};
-use vigil_core::watch::{Change, FileWatch};
+use vigil_core::watch::FileWatch;
 use vigil_core::{encode, topic, EntityId, SeriesId};
 use vigil_models::Detector;
 
@@ -225,10 +225,8 @@ impl Node {
         let Some(watch) = &mut self.policy_watch else {
             return;
         };
-        let result = match watch.poll() {
-            None => return,
-            Some(Change::Unreadable(e)) => Err(vec![e]),
-            Some(Change::Changed(text)) => PolicySet::parse(&text, watch.path()),
+        let Some(result) = watch.reload(PolicySet::parse) else {
+            return;
         };
         match result {
             Ok(set) => {
