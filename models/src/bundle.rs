@@ -1,19 +1,28 @@
-//! The model bundle: a directory with `weights.safetensors` (the LSTM and
-//! head, keys as in the model's struct tree) and `manifest.json`
-//! (architecture, detector settings including normalisation and threshold
-//! parameters, version, training summary, and the sha256 of every file).
-//! Signing and transfer come with the model lifecycle.
+//! The model bundle: one file, a plain tar archive (so `tar tf` lists it)
+//! holding `manifest.json` (family, version, architecture, detector settings
+//! with normalisation and threshold parameters, training-data summary, and
+//! the sha256 of every other file), `weights.safetensors` (keys as in the
+//! model's struct tree), any further listed files, and `signature.json`: an
+//! ed25519 signature over the exact bytes of `manifest.json`. Since the
+//! manifest names every file's hash, the one signature covers the bundle.
 
+use crate::signing::{Keyring, SecretKey, SignError, Signature};
 use crate::{Detector, DetectorConfig, ModelError};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::io::Read;
 
 /// Format tag written into every manifest.
-pub const FORMAT: &str = "vigil-model-bundle/1";
-const WEIGHTS: &str = "weights.safetensors";
-const MANIFEST: &str = "manifest.json";
+pub const FORMAT: &str = "vigil-model-bundle/2";
+/// The weights file.
+pub const WEIGHTS: &str = "weights.safetensors";
+/// The manifest file.
+pub const MANIFEST: &str = "manifest.json";
+/// The signature file.
+pub const SIGNATURE: &str = "signature.json";
+/// Most files a bundle may hold.
+const MAX_FILES: usize = 64;
 
 /// What the manifest says.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -21,15 +30,21 @@ const MANIFEST: &str = "manifest.json";
 pub struct Manifest {
     /// Always [`FORMAT`].
     pub format: String,
-    /// Model version.
-    pub version: String,
+    /// Model family: edges follow the releases of one family.
+    pub family: String,
+    /// Release number, increasing within the family.
+    pub version: u64,
+    /// When the bundle was made, Unix ms.
+    pub created_ms: i64,
     /// Layer shapes.
     pub architecture: Architecture,
-    /// Detector settings: normalisation, scoring and threshold parameters.
+    /// How values are normalised before the LSTM sees them.
+    pub normalisation: Normalisation,
+    /// Detector settings: normalisation rates, scoring and threshold.
     pub detector: DetectorConfig,
-    /// How the weights were trained.
+    /// How the weights were trained, and on what.
     pub training: Training,
-    /// sha256 (hex) of each file in the bundle.
+    /// sha256 (hex) of each file in the bundle but this manifest and the signature.
     pub files: BTreeMap<String, String>,
 }
 
@@ -45,88 +60,327 @@ pub struct Architecture {
     pub hidden: usize,
 }
 
-/// Training summary.
+/// The normalisation scheme, for readers of the manifest; its rates and
+/// floors are the detector settings.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub struct Normalisation {
+    /// What is computed.
+    pub scheme: String,
+    /// Normalised values are clipped to ±this.
+    pub clip: f32,
+}
+
+impl Default for Normalisation {
+    fn default() -> Self {
+        Self {
+            scheme: "per series: (value - level) / mean absolute deviation; online at the edge, \
+                     from the training window in the cloud"
+                .into(),
+            clip: 10.0,
+        }
+    }
+}
+
+/// Training summary.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct Training {
     /// Optimiser steps taken.
     pub steps: u64,
     /// Loss of the last step.
     pub last_loss: Option<f32>,
+    /// Forecast loss on the held-back window.
+    pub holdout_loss: Option<f32>,
+    /// Samples trained on.
+    pub samples: u64,
+    /// Series trained on.
+    pub series: u64,
+    /// Sites the data came from.
+    pub sites: Vec<String>,
+    /// First and last sample time, Unix ms.
+    pub from_ms: Option<i64>,
+    /// Last sample time, Unix ms.
+    pub to_ms: Option<i64>,
+    /// Release the training started from.
+    pub base_version: Option<u64>,
 }
 
-fn err(path: &Path, what: impl Into<String>) -> ModelError {
-    ModelError::Bundle {
-        path: path.to_path_buf(),
-        what: what.into(),
-    }
+/// Why a bundle was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum BundleError {
+    /// Not a readable bundle.
+    #[error("malformed bundle: {0}")]
+    Malformed(String),
+    /// A listed file is missing.
+    #[error("the manifest lists {0}, which the bundle lacks")]
+    MissingFile(String),
+    /// A file's content does not match its hash, or is not listed.
+    #[error("{0}")]
+    Tampered(String),
+    /// The signature is absent, unknown or wrong.
+    #[error("signature: {0}")]
+    Signature(#[from] SignError),
+    /// The weights do not build the model.
+    #[error("model: {0}")]
+    Model(#[from] ModelError),
 }
 
-fn sha256_file(path: &Path) -> Result<String, ModelError> {
-    let bytes = std::fs::read(path).map_err(|e| err(path, e.to_string()))?;
-    Ok(hex::encode(Sha256::digest(&bytes)))
-}
-
-/// Writes `detector`'s model to the directory `dir` (created if needed).
-pub fn save(detector: &Detector, dir: &Path) -> Result<Manifest, ModelError> {
-    std::fs::create_dir_all(dir).map_err(|e| err(dir, e.to_string()))?;
-    let weights = dir.join(WEIGHTS);
-    detector.varmap().save(&weights)?;
-    let manifest = Manifest {
-        format: FORMAT.into(),
-        version: detector.model_version(),
-        architecture: Architecture {
-            kind: "lstm-forecaster".into(),
-            inputs: 1,
-            hidden: detector.config().hidden,
-        },
-        detector: detector.config().clone(),
-        training: Training {
-            steps: detector.train_steps(),
-            last_loss: detector.last_loss(),
-        },
-        files: BTreeMap::from([(WEIGHTS.to_string(), sha256_file(&weights)?)]),
-    };
-    let text = serde_json::to_vec_pretty(&manifest).map_err(|e| err(dir, e.to_string()))?;
-    std::fs::write(dir.join(MANIFEST), text).map_err(|e| err(dir, e.to_string()))?;
-    Ok(manifest)
-}
-
-/// Reads a bundle, checks every file's sha256, and builds a detector with
-/// its settings and weights (fresh per-series state).
-pub fn load(dir: &Path) -> Result<(Detector, Manifest), ModelError> {
-    let text =
-        std::fs::read(dir.join(MANIFEST)).map_err(|e| err(dir, format!("{MANIFEST}: {e}")))?;
-    let manifest: Manifest =
-        serde_json::from_slice(&text).map_err(|e| err(dir, format!("{MANIFEST}: {e}")))?;
-    if manifest.format != FORMAT {
-        return Err(err(
-            dir,
-            format!("format {:?}, expected {FORMAT:?}", manifest.format),
-        ));
-    }
-    if manifest.architecture.hidden != manifest.detector.hidden || manifest.architecture.inputs != 1
-    {
-        return Err(err(
-            dir,
-            "architecture does not match the detector settings",
-        ));
-    }
-    for (file, want) in &manifest.files {
-        let got = sha256_file(&dir.join(file))?;
-        if &got != want {
-            return Err(err(
-                dir,
-                format!("{file}: sha256 {got} does not match the manifest's {want}"),
-            ));
+impl BundleError {
+    /// A short, bounded label for metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            BundleError::Malformed(_) => "malformed",
+            BundleError::MissingFile(_) => "missing_file",
+            BundleError::Tampered(_) => "tampered",
+            BundleError::Signature(SignError::Unsigned) => "unsigned",
+            BundleError::Signature(SignError::UnknownKey(_)) => "unknown_key",
+            BundleError::Signature(_) => "bad_signature",
+            BundleError::Model(_) => "model",
         }
     }
-    if !manifest.files.contains_key(WEIGHTS) {
-        return Err(err(dir, format!("the manifest lists no {WEIGHTS}")));
+}
+
+/// sha256 of `bytes`, hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// A bundle in memory.
+#[derive(Clone, Debug)]
+pub struct Bundle {
+    manifest: Manifest,
+    manifest_bytes: Vec<u8>,
+    files: BTreeMap<String, Vec<u8>>,
+    signature: Option<Signature>,
+}
+
+impl Bundle {
+    /// An unsigned bundle of `detector`'s weights and settings.
+    pub fn of(
+        detector: &Detector,
+        family: &str,
+        version: u64,
+        created_ms: i64,
+        mut training: Training,
+    ) -> Result<Self, BundleError> {
+        training.steps = detector.train_steps();
+        training.last_loss = training.last_loss.or(detector.last_loss());
+        let manifest = Manifest {
+            format: FORMAT.into(),
+            family: family.into(),
+            version,
+            created_ms,
+            architecture: Architecture {
+                kind: "lstm-forecaster".into(),
+                inputs: 1,
+                hidden: detector.config().hidden,
+            },
+            normalisation: Normalisation::default(),
+            detector: detector.config().clone(),
+            training,
+            files: BTreeMap::new(),
+        };
+        let mut b = Self {
+            manifest,
+            manifest_bytes: Vec::new(),
+            files: BTreeMap::new(),
+            signature: None,
+        };
+        b.put(WEIGHTS, detector.weights_bytes()?)?;
+        Ok(b)
     }
-    let mut detector = Detector::new(manifest.detector.clone())?;
-    detector.load_weights(&dir.join(WEIGHTS), manifest.training.steps)?;
-    Ok((detector, manifest))
+
+    /// Adds (or replaces) a file, lists its hash and drops any signature.
+    pub fn put(&mut self, name: &str, bytes: Vec<u8>) -> Result<(), BundleError> {
+        if !plain_name(name) || name == MANIFEST || name == SIGNATURE {
+            return Err(BundleError::Malformed(format!("bad file name {name:?}")));
+        }
+        self.manifest
+            .files
+            .insert(name.to_string(), sha256_hex(&bytes));
+        self.files.insert(name.to_string(), bytes);
+        self.reseal()
+    }
+
+    /// Changes the release number (drops any signature).
+    pub fn set_version(&mut self, version: u64) -> Result<(), BundleError> {
+        self.manifest.version = version;
+        self.reseal()
+    }
+
+    fn reseal(&mut self) -> Result<(), BundleError> {
+        self.manifest_bytes = serde_json::to_vec_pretty(&self.manifest)
+            .map_err(|e| BundleError::Malformed(e.to_string()))?;
+        self.signature = None;
+        Ok(())
+    }
+
+    /// The manifest.
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// The signature, if signed.
+    pub fn signature(&self) -> Option<&Signature> {
+        self.signature.as_ref()
+    }
+
+    /// Names and sizes of the files (manifest and signature included).
+    pub fn listing(&self) -> Vec<(String, usize)> {
+        let mut v = vec![(MANIFEST.to_string(), self.manifest_bytes.len())];
+        v.extend(self.files.iter().map(|(k, b)| (k.clone(), b.len())));
+        v
+    }
+
+    /// Signs the manifest with `key`.
+    pub fn sign(&mut self, key: &SecretKey) {
+        self.signature = Some(key.sign(&self.manifest_bytes));
+    }
+
+    /// The bundle file's bytes.
+    pub fn to_bytes(&self) -> Result<Vec<u8>, BundleError> {
+        let io = |e: std::io::Error| BundleError::Malformed(e.to_string());
+        let mut tar = tar::Builder::new(Vec::new());
+        let mut add = |name: &str, bytes: &[u8]| {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(bytes.len() as u64);
+            h.set_mode(0o644);
+            h.set_mtime(0);
+            tar.append_data(&mut h, name, bytes)
+        };
+        add(MANIFEST, &self.manifest_bytes).map_err(io)?;
+        for (name, bytes) in &self.files {
+            add(name, bytes).map_err(io)?;
+        }
+        if let Some(sig) = &self.signature {
+            let text =
+                serde_json::to_vec(sig).map_err(|e| BundleError::Malformed(e.to_string()))?;
+            add(SIGNATURE, &text).map_err(io)?;
+        }
+        tar.into_inner().map_err(io)
+    }
+
+    /// Reads a bundle file's structure: the manifest must parse and name this
+    /// format; hashes and signature are checked by [`Self::verify`].
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, BundleError> {
+        let bad = |what: String| BundleError::Malformed(what);
+        let mut archive = tar::Archive::new(bytes);
+        let mut files: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+        for entry in archive.entries().map_err(|e| bad(e.to_string()))? {
+            let mut entry = entry.map_err(|e| bad(e.to_string()))?;
+            if !entry.header().entry_type().is_file() {
+                return Err(bad("an entry is not a plain file".into()));
+            }
+            let name = entry
+                .path()
+                .map_err(|e| bad(e.to_string()))?
+                .to_string_lossy()
+                .into_owned();
+            if !plain_name(&name) {
+                return Err(bad(format!("bad file name {name:?}")));
+            }
+            if files.len() >= MAX_FILES {
+                return Err(bad(format!("more than {MAX_FILES} files")));
+            }
+            let mut data = Vec::new();
+            entry
+                .read_to_end(&mut data)
+                .map_err(|e| bad(format!("{name}: {e}")))?;
+            if files.insert(name.clone(), data).is_some() {
+                return Err(bad(format!("{name} appears twice")));
+            }
+        }
+        let manifest_bytes = files
+            .remove(MANIFEST)
+            .ok_or_else(|| BundleError::MissingFile(MANIFEST.into()))?;
+        let manifest: Manifest = serde_json::from_slice(&manifest_bytes)
+            .map_err(|e| bad(format!("{MANIFEST}: {e}")))?;
+        if manifest.format != FORMAT {
+            return Err(bad(format!(
+                "format {:?}, expected {FORMAT:?}",
+                manifest.format
+            )));
+        }
+        let signature = match files.remove(SIGNATURE) {
+            Some(s) => Some(
+                serde_json::from_slice(&s).map_err(|e| bad(format!("{SIGNATURE}: {e}")))?,
+            ),
+            None => None,
+        };
+        Ok(Self {
+            manifest,
+            manifest_bytes,
+            files,
+            signature,
+        })
+    }
+
+    /// Checks that every listed file is there with its hash, that nothing
+    /// unlisted rides along, and that the architecture matches the settings.
+    pub fn check_files(&self) -> Result<(), BundleError> {
+        for (name, want) in &self.manifest.files {
+            let bytes = self
+                .files
+                .get(name)
+                .ok_or_else(|| BundleError::MissingFile(name.clone()))?;
+            let got = sha256_hex(bytes);
+            if &got != want {
+                return Err(BundleError::Tampered(format!(
+                    "{name}: sha256 {got} does not match the manifest's {want}"
+                )));
+            }
+        }
+        if let Some(extra) = self
+            .files
+            .keys()
+            .find(|k| !self.manifest.files.contains_key(*k))
+        {
+            return Err(BundleError::Tampered(format!(
+                "{extra} is not listed in the manifest"
+            )));
+        }
+        if !self.manifest.files.contains_key(WEIGHTS) {
+            return Err(BundleError::MissingFile(WEIGHTS.into()));
+        }
+        let a = &self.manifest.architecture;
+        if a.hidden != self.manifest.detector.hidden || a.inputs != 1 {
+            return Err(BundleError::Malformed(
+                "architecture does not match the detector settings".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Checks files and signature against `keys`; returns the signing key's id.
+    pub fn verify(&self, keys: &Keyring) -> Result<String, BundleError> {
+        self.check_files()?;
+        let sig = self.signature.as_ref().ok_or(SignError::Unsigned)?;
+        Ok(keys.verify(&self.manifest_bytes, sig)?)
+    }
+
+    /// Builds a detector with the bundle's settings and weights (fresh
+    /// per-series state), named by its family and version. Call
+    /// [`Self::verify`] first.
+    pub fn detector(&self) -> Result<Detector, BundleError> {
+        let weights = self
+            .files
+            .get(WEIGHTS)
+            .ok_or_else(|| BundleError::MissingFile(WEIGHTS.into()))?;
+        let mut d = Detector::new(self.manifest.detector.clone())?;
+        d.load_weights_bytes(weights, self.manifest.training.steps)?;
+        d.set_release(&self.manifest.family, self.manifest.version);
+        Ok(d)
+    }
+}
+
+fn plain_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 100
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        && !name.starts_with('.')
 }
 
 #[cfg(test)]
@@ -137,58 +391,106 @@ mod tests {
         ((t as f64) * 0.3).sin() * 4.0 + 10.0 + if t == 150 { 30.0 } else { 0.0 }
     }
 
-    #[test]
-    fn save_then_load_scores_identically() {
+    fn trained() -> Detector {
         let cfg = DetectorConfig {
             train_every_ticks: 10,
             learning_rate: 1e-2,
             ..DetectorConfig::default()
         };
-        let mut trained = Detector::new(cfg).unwrap();
+        let mut d = Detector::new(cfg).unwrap();
         for t in 0..200 {
-            trained
-                .tick(&[Some(series(t)), Some(series(t + 7))])
-                .unwrap();
+            d.tick(&[Some(series(t)), Some(series(t + 7))]).unwrap();
         }
-        assert!(trained.train_steps() > 0);
-        let dir = tempfile::tempdir().unwrap();
-        let manifest = save(&trained, dir.path()).unwrap();
-        assert_eq!(manifest.version, trained.model_version());
-        let (mut a, _) = load(dir.path()).unwrap();
-        let (mut b, back) = load(dir.path()).unwrap();
-        assert_eq!(back, manifest);
-        assert_eq!(a.model_version(), trained.model_version());
-        // Same weights and settings, fresh per-series state: identical scores,
-        // and they differ from an untrained model's.
-        // Same settings and seed, so only the loaded weights can differ.
-        let mut untrained = Detector::new(manifest.detector.clone()).unwrap();
-        let (mut differs, mut sa_all) = (false, Vec::new());
-        for t in 0..200 {
-            let row = [Some(series(t))];
-            let (sa, sb) = (a.tick(&row).unwrap(), b.tick(&row).unwrap());
-            assert_eq!(sa.scores, sb.scores);
-            assert_eq!(a.forecasts(), b.forecasts());
-            untrained.tick(&row).unwrap();
-            differs |= untrained.forecasts() != a.forecasts();
-            sa_all.push(sa.scores[0]);
-        }
-        assert!(differs, "the loaded weights must be the trained ones");
-        assert!(sa_all[150] > 0.95, "the spike is still flagged");
+        assert!(d.train_steps() > 0);
+        d
+    }
+
+    fn signed(key: &SecretKey) -> Vec<u8> {
+        let mut b = Bundle::of(&trained(), "default", 3, 1, Training::default()).unwrap();
+        b.sign(key);
+        b.to_bytes().unwrap()
     }
 
     #[test]
-    fn a_changed_byte_is_refused() {
-        let d = Detector::new(DetectorConfig::default()).unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        save(&d, dir.path()).unwrap();
-        let w = dir.path().join(WEIGHTS);
-        let mut bytes = std::fs::read(&w).unwrap();
-        let last = bytes.len() - 1;
-        bytes[last] ^= 1;
-        std::fs::write(&w, bytes).unwrap();
-        let e = load(dir.path()).err().unwrap().to_string();
-        assert!(e.contains("sha256"), "{e}");
-        std::fs::remove_file(&w).unwrap();
-        assert!(load(dir.path()).is_err());
+    fn round_trip_scores_identically() {
+        let key = SecretKey::generate().unwrap();
+        let ring = Keyring::new(vec![key.public()]);
+        let bytes = signed(&key);
+        let b = Bundle::from_bytes(&bytes).unwrap();
+        assert_eq!(b.verify(&ring).unwrap(), key.public().id());
+        assert_eq!(b.manifest().version, 3);
+        let (mut a, mut c) = (b.detector().unwrap(), b.detector().unwrap());
+        assert_eq!(a.model_version(), "default-v3");
+        assert_eq!(a.release(), Some(("default", 3)));
+        // Same settings and seed, so only the loaded weights can differ.
+        let mut untrained = Detector::new(b.manifest().detector.clone()).unwrap();
+        let (mut differs, mut scores) = (false, Vec::new());
+        for t in 0..200 {
+            let row = [Some(series(t))];
+            let (sa, sc) = (a.tick(&row).unwrap(), c.tick(&row).unwrap());
+            assert_eq!(sa.scores, sc.scores);
+            untrained.tick(&row).unwrap();
+            differs |= untrained.forecasts() != a.forecasts();
+            scores.push(sa.scores[0]);
+        }
+        assert!(differs, "the loaded weights must be the trained ones");
+        assert!(scores[150] > 0.95, "the spike is still flagged");
+        // Writing it again gives the same bytes (deterministic archive).
+        assert_eq!(b.to_bytes().unwrap(), bytes);
+    }
+
+    #[test]
+    fn tampering_is_refused_with_its_reason() {
+        let key = SecretKey::generate().unwrap();
+        let ring = Keyring::new(vec![key.public()]);
+        let bytes = signed(&key);
+        let reason = |bytes: &[u8]| match Bundle::from_bytes(bytes) {
+            Ok(b) => b.verify(&ring).err().map(|e| e.reason()),
+            Err(e) => Some(e.reason()),
+        };
+        assert_eq!(reason(&bytes), None);
+        // One byte of the weights changed (tar pads files to 512 bytes, so
+        // find the weights' own bytes).
+        let weights = Bundle::from_bytes(&bytes).unwrap().files[WEIGHTS].clone();
+        let at = bytes
+            .windows(weights.len())
+            .position(|w| w == weights.as_slice())
+            .unwrap();
+        let mut changed = bytes.clone();
+        changed[at + weights.len() - 1] ^= 1;
+        assert_eq!(reason(&changed), Some("tampered"));
+        // One byte of the manifest changed: still valid JSON, signature fails.
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        let at = text.find("\"version\": 3").unwrap() + 11;
+        let mut changed = bytes.clone();
+        changed[at] = b'9';
+        assert_eq!(reason(&changed), Some("bad_signature"));
+        // Signed by a key the verifier does not trust.
+        let other = SecretKey::generate().unwrap();
+        assert_eq!(reason(&signed(&other)), Some("unknown_key"));
+        // A missing file.
+        let mut b = Bundle::from_bytes(&bytes).unwrap();
+        b.files.remove(WEIGHTS);
+        assert_eq!(reason(&b.to_bytes().unwrap()), Some("missing_file"));
+        // Unsigned.
+        let mut b = Bundle::from_bytes(&bytes).unwrap();
+        b.signature = None;
+        assert_eq!(reason(&b.to_bytes().unwrap()), Some("unsigned"));
+        // Not a bundle at all.
+        assert_eq!(reason(b"hello"), Some("malformed"));
+        assert_eq!(reason(&bytes[..bytes.len() / 2]), Some("malformed"));
+    }
+
+    #[test]
+    fn extra_files_are_listed_and_covered() {
+        let key = SecretKey::generate().unwrap();
+        let ring = Keyring::new(vec![key.public()]);
+        let mut b = Bundle::of(&trained(), "default", 1, 1, Training::default()).unwrap();
+        b.put("notes.txt", b"hello".to_vec()).unwrap();
+        assert!(b.put("../x", vec![]).is_err());
+        b.sign(&key);
+        let back = Bundle::from_bytes(&b.to_bytes().unwrap()).unwrap();
+        back.verify(&ring).unwrap();
+        assert!(back.manifest().files.contains_key("notes.txt"));
     }
 }

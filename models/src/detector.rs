@@ -174,6 +174,8 @@ pub struct Detector {
     ticks: u64,
     train_steps: u64,
     last_loss: Option<f32>,
+    /// The release these weights came from, and training steps at load.
+    release: Option<(String, u64, u64)>,
 }
 
 impl Detector {
@@ -224,6 +226,7 @@ impl Detector {
             ticks: 0,
             train_steps: 0,
             last_loss: None,
+            release: None,
         })
     }
 
@@ -242,9 +245,100 @@ impl Detector {
         &self.cfg
     }
 
-    /// A version string naming the architecture and how far it has trained.
+    /// A version string: the release (`family-vN`) or the architecture,
+    /// and how many online training steps it has taken since.
     pub fn model_version(&self) -> String {
-        format!("lstm-h{}-online+{}", self.cfg.hidden, self.train_steps)
+        match &self.release {
+            Some((family, v, at)) if self.train_steps > *at => {
+                format!("{family}-v{v}+{}", self.train_steps - at)
+            }
+            Some((family, v, _)) => format!("{family}-v{v}"),
+            None => format!("lstm-h{}-online+{}", self.cfg.hidden, self.train_steps),
+        }
+    }
+
+    /// The release (family, version) the weights were loaded from, if any.
+    pub fn release(&self) -> Option<(&str, u64)> {
+        self.release.as_ref().map(|(f, v, _)| (f.as_str(), *v))
+    }
+
+    /// Names the release these weights are (set when a bundle is loaded).
+    pub fn set_release(&mut self, family: &str, version: u64) {
+        self.release = Some((family.to_string(), version, self.train_steps));
+    }
+
+    /// Takes over `old`'s per-series state (baselines, novelty, history and,
+    /// when the hidden size matches, the LSTM state), so a swapped-in model
+    /// scores from its first tick instead of warming up again.
+    pub fn adopt_state(&mut self, old: &mut Detector) {
+        self.slots = std::mem::take(&mut old.slots);
+        self.forecast = std::mem::take(&mut old.forecast);
+        let n = self.slots.len();
+        if old.cfg.hidden == self.cfg.hidden {
+            self.h = std::mem::take(&mut old.h);
+            self.c = std::mem::take(&mut old.c);
+        } else {
+            self.h = vec![0.0; n * self.cfg.hidden];
+            self.c = vec![0.0; n * self.cfg.hidden];
+        }
+    }
+
+    /// A detector with these settings and weights and fresh per-series
+    /// state; without online training when `online` is false (to judge a
+    /// model as it stands).
+    pub fn replica(&self, online: bool) -> Result<Detector, ModelError> {
+        let mut cfg = self.cfg.clone();
+        if !online {
+            cfg.train_every_ticks = 0;
+        }
+        let mut d = Detector::new(cfg)?;
+        d.load_weights_bytes(&self.weights_bytes()?, self.train_steps)?;
+        d.release = self.release.clone();
+        Ok(d)
+    }
+
+    /// The weights as safetensors bytes.
+    pub fn weights_bytes(&self) -> Result<Vec<u8>, ModelError> {
+        let data = self
+            .varmap
+            .data()
+            .lock()
+            .map_err(|_| ModelError::Config("variable map poisoned".into()))?;
+        let tensors: Vec<(String, Tensor)> = data
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
+            .collect();
+        safetensors::serialize(tensors, None)
+            .map_err(|e| ModelError::Config(format!("serialising weights: {e}")))
+    }
+
+    /// Loads weights from safetensors bytes; every variable must be there
+    /// with its shape.
+    pub fn load_weights_bytes(&mut self, bytes: &[u8], train_steps: u64) -> Result<(), ModelError> {
+        let loaded = candle_core::safetensors::load_buffer(bytes, &self.device)?;
+        {
+            let data = self
+                .varmap
+                .data()
+                .lock()
+                .map_err(|_| ModelError::Config("variable map poisoned".into()))?;
+            for (name, var) in data.iter() {
+                let t = loaded
+                    .get(name)
+                    .ok_or_else(|| ModelError::Config(format!("weights lack {name}")))?;
+                if t.shape() != var.shape() {
+                    return Err(ModelError::Config(format!(
+                        "{name}: shape {:?}, the model needs {:?}",
+                        t.shape(),
+                        var.shape()
+                    )));
+                }
+                var.set(&t.to_dtype(DType::F32)?)?;
+            }
+        }
+        (self.cell, self.head_w, self.head_b) = inference_cell(&self.varmap)?;
+        self.train_steps = train_steps;
+        Ok(())
     }
 
     /// Each series' forecast of its next value, in its normalised units
@@ -258,26 +352,9 @@ impl Detector {
         self.train_steps
     }
 
-    /// Loads saved weights (a bundle's safetensors) into this detector.
-    pub fn load_weights(
-        &mut self,
-        path: &std::path::Path,
-        train_steps: u64,
-    ) -> Result<(), ModelError> {
-        self.varmap.load(path)?;
-        (self.cell, self.head_w, self.head_b) = inference_cell(&self.varmap)?;
-        self.train_steps = train_steps;
-        Ok(())
-    }
-
     /// Training loss of the latest online step, if any ran.
     pub fn last_loss(&self) -> Option<f32> {
         self.last_loss
-    }
-
-    /// The underlying variables (for saving as safetensors).
-    pub fn varmap(&self) -> &VarMap {
-        &self.varmap
     }
 
     fn grow(&mut self, n: usize) -> Result<(), ModelError> {
@@ -399,6 +476,52 @@ impl Detector {
             }
         }
         Ok(())
+    }
+
+    /// One AdamW step on `batch` windows of `window` normalised values
+    /// (`xs`) and the values that follow each (`ys`), both `[batch, window]`
+    /// row-major. For training away from the stream (the cloud).
+    pub fn fit_windows(
+        &mut self,
+        xs: Vec<f32>,
+        ys: Vec<f32>,
+        batch: usize,
+        window: usize,
+    ) -> Result<f32, ModelError> {
+        if self.optimizer.is_none() {
+            let params = ParamsAdamW {
+                lr: self.cfg.learning_rate,
+                weight_decay: 0.0,
+                ..Default::default()
+            };
+            self.optimizer = Some(AdamW::new(self.varmap.all_vars(), params)?);
+        }
+        let x = Tensor::from_vec(xs, (batch, window, 1), &self.device)?;
+        let y = Tensor::from_vec(ys, (batch, window), &self.device)?;
+        let loss = candle_nn::loss::mse(&self.model.forward_seq(&x)?, &y)?;
+        if let Some(opt) = self.optimizer.as_mut() {
+            opt.backward_step(&loss)?;
+        }
+        (self.cell, self.head_w, self.head_b) = inference_cell(&self.varmap)?;
+        let loss = loss.to_scalar::<f32>()?;
+        self.train_steps += 1;
+        self.last_loss = Some(loss);
+        Ok(loss)
+    }
+
+    /// Mean squared forecast error on windows laid out as in [`Self::fit_windows`],
+    /// without learning.
+    pub fn windows_loss(
+        &self,
+        xs: Vec<f32>,
+        ys: Vec<f32>,
+        batch: usize,
+        window: usize,
+    ) -> Result<f32, ModelError> {
+        let x = Tensor::from_vec(xs, (batch, window, 1), &self.device)?;
+        let y = Tensor::from_vec(ys, (batch, window), &self.device)?;
+        let loss = candle_nn::loss::mse(&self.model.forward_seq(&x)?.detach(), &y)?;
+        Ok(loss.to_scalar::<f32>()?)
     }
 
     /// One AdamW step on windows sampled from the series' recent history.

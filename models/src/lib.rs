@@ -8,8 +8,11 @@ pub mod bundle;
 pub mod detector;
 pub mod eval;
 pub mod forecaster;
+pub mod gate;
 pub mod fused;
 pub mod novelty;
+pub mod signing;
+pub mod training;
 
 pub use detector::{Detector, DetectorConfig, TickScores};
 
