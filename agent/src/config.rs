@@ -112,9 +112,9 @@ impl AgentConfig {
                 self.reload_secs
             ));
         }
-        if !topic::valid_level(&self.site) {
+        if !topic::valid_site(&self.site) {
             e.push(format!(
-                "site: {:?} must be 1-64 of [A-Za-z0-9._-]",
+                "site: {:?} must be 1-64 of [A-Za-z0-9._-] and not `models`",
                 self.site
             ));
         }

@@ -8,7 +8,7 @@ use crate::envelope::{encode, Payload};
 use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 use rumqttc::{AsyncClient, Event, EventLoop, LastWill, MqttOptions, Packet, Publish, QoS};
 use serde::{Deserialize, Serialize};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -187,6 +187,7 @@ pub struct Publisher {
     client: AsyncClient,
     metrics: LinkMetrics,
     connected: Arc<AtomicBool>,
+    connections: Arc<AtomicU64>,
 }
 
 impl Publisher {
@@ -222,6 +223,12 @@ impl Publisher {
     pub fn is_connected(&self) -> bool {
         self.connected.load(Ordering::Relaxed)
     }
+
+    /// Connections made so far; a change means the broker may have lost
+    /// what was retained (a restarted broker without persistence).
+    pub fn connections(&self) -> u64 {
+        self.connections.load(Ordering::Relaxed)
+    }
 }
 
 /// The task that owns the event loop.
@@ -232,6 +239,7 @@ pub struct Link {
     inbox: mpsc::Sender<Publish>,
     metrics: LinkMetrics,
     connected: Arc<AtomicBool>,
+    connections: Arc<AtomicU64>,
 }
 
 /// Creates the client and the link task; spawn `link.run(token)` and publish
@@ -264,10 +272,12 @@ pub fn open(
     }
     let (client, eventloop) = AsyncClient::new(opts, 256);
     let connected = Arc::new(AtomicBool::new(false));
+    let connections = Arc::new(AtomicU64::new(0));
     let publisher = Publisher {
         client: client.clone(),
         metrics: metrics.clone(),
         connected: connected.clone(),
+        connections: connections.clone(),
     };
     (
         publisher,
@@ -278,6 +288,7 @@ pub fn open(
             inbox,
             metrics,
             connected,
+            connections,
         },
     )
 }
@@ -340,6 +351,7 @@ impl Link {
 
     fn on_connected(&mut self) {
         self.connected.store(true, Ordering::Relaxed);
+        self.connections.fetch_add(1, Ordering::Relaxed);
         self.metrics.connected.set(1);
         // try_* because awaiting the request channel from the task that drains
         // it would deadlock when it is full.

@@ -8,10 +8,31 @@
 //! vigil/v1/{site}/sensors/{sensor}    device → edge  a number or {"value":…}
 //! vigil/v1/{site}/edge/presence       edge, retained, last will offline
 //! vigil/v1/{site}/uplink/{kind}       edge → cloud   samples|anomaly|audit|heartbeat
+//! vigil/v1/models/{family}/release    cloud, retained SignedRelease
+//! vigil/v1/models/{family}/chunk/{version}/{index}   cloud → edges, raw bytes
+//! vigil/v1/models/{family}/request    edge → cloud   ChunkRequest
 //! ```
+//!
+//! `models` is therefore not a usable site name.
 
 /// Prefix of every topic.
 pub const PREFIX: &str = "vigil/v1";
+
+/// The site level under which model releases travel.
+pub const MODELS: &str = "models";
+
+/// The retained release of a model family.
+pub fn model_release(family: &str) -> String {
+    format!("{PREFIX}/{MODELS}/{family}/release")
+}
+/// One chunk of a release's bundle.
+pub fn model_chunk(family: &str, version: u64, index: u32) -> String {
+    format!("{PREFIX}/{MODELS}/{family}/chunk/{version}/{index}")
+}
+/// Chunk requests of a family.
+pub fn model_request(family: &str) -> String {
+    format!("{PREFIX}/{MODELS}/{family}/request")
+}
 
 /// Host names that would collide with the fixed topic levels.
 pub const RESERVED_HOSTS: [&str; 3] = ["sensors", "edge", "uplink"];
@@ -88,6 +109,25 @@ pub enum Route<'a> {
         /// Sensor name.
         sensor: &'a str,
     },
+    /// A model family's release.
+    ModelRelease {
+        /// Family.
+        family: &'a str,
+    },
+    /// A chunk of a release's bundle.
+    ModelChunk {
+        /// Family.
+        family: &'a str,
+        /// Release number.
+        version: u64,
+        /// Chunk index.
+        index: u32,
+    },
+    /// A chunk request.
+    ModelRequest {
+        /// Family.
+        family: &'a str,
+    },
     /// An uplink message.
     Uplink {
         /// Site.
@@ -102,6 +142,14 @@ pub fn parse(topic: &str) -> Option<Route<'_>> {
     let rest = topic.strip_prefix(PREFIX)?.strip_prefix('/')?;
     let parts: Vec<&str> = rest.split('/').collect();
     match parts.as_slice() {
+        [MODELS, family, "release"] => Some(Route::ModelRelease { family }),
+        [MODELS, family, "request"] => Some(Route::ModelRequest { family }),
+        [MODELS, family, "chunk", version, index] => Some(Route::ModelChunk {
+            family,
+            version: version.parse().ok()?,
+            index: index.parse().ok()?,
+        }),
+        [MODELS, ..] => None,
         [site, "sensors", sensor] => Some(Route::Sensor { site, sensor }),
         [site, "edge", "presence"] => Some(Route::EdgePresence { site }),
         [site, "uplink", kind] => Some(Route::Uplink { site, kind }),
@@ -120,6 +168,11 @@ pub fn valid_level(name: &str) -> bool {
         && name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+}
+
+/// Checks a site name: a topic level that is not the reserved `models`.
+pub fn valid_site(name: &str) -> bool {
+    valid_level(name) && name != MODELS
 }
 
 #[cfg(test)]
@@ -174,6 +227,24 @@ mod tests {
                 kind: "audit"
             })
         );
+        assert_eq!(
+            parse(&model_release("f")),
+            Some(Route::ModelRelease { family: "f" })
+        );
+        assert_eq!(
+            parse(&model_request("f")),
+            Some(Route::ModelRequest { family: "f" })
+        );
+        assert_eq!(
+            parse(&model_chunk("f", 7, 12)),
+            Some(Route::ModelChunk {
+                family: "f",
+                version: 7,
+                index: 12
+            })
+        );
+        assert_eq!(parse("vigil/v1/models/f/chunk/x/1"), None);
+        assert_eq!(parse("vigil/v1/models/f/presence"), None);
         assert_eq!(parse("vigil/v2/s/h/metrics"), None);
         assert_eq!(parse("vigil/v1/s/h/other"), None);
     }

@@ -48,6 +48,8 @@ pub struct EdgeConfig {
     /// Bearer token the API's approval endpoints require; unset means no
     /// token (keep `listen` on a trusted address then).
     pub api_token: Option<String>,
+    /// Model updates from the cloud: family, trusted keys, transfer.
+    pub model: crate::model::ModelConfig,
 }
 
 /// Bounds of the per-series ring cache.
@@ -90,6 +92,7 @@ impl Default for EdgeConfig {
             rails: crate::rails::RailsConfig::default(),
             reload_secs: 2.0,
             api_token: None,
+            model: crate::model::ModelConfig::default(),
         }
     }
 }
@@ -98,9 +101,9 @@ impl EdgeConfig {
     /// Every problem with the settings.
     pub fn validate(&self) -> Vec<String> {
         let mut e = self.rails.validate();
-        if !topic::valid_level(&self.site) {
+        if !topic::valid_site(&self.site) {
             e.push(format!(
-                "site: {:?} must be 1-64 of [A-Za-z0-9._-]",
+                "site: {:?} must be 1-64 of [A-Za-z0-9._-] and not `models`",
                 self.site
             ));
         }
@@ -138,6 +141,7 @@ impl EdgeConfig {
         if self.api_token.as_deref().is_some_and(|t| t.len() < 16) {
             e.push("api_token: use at least 16 characters".into());
         }
+        self.model.validate(&mut e);
         if self.command_ttl_secs == 0 {
             e.push("command_ttl_secs: must be positive".into());
         }

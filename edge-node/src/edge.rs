@@ -9,6 +9,7 @@ use crate::config::EdgeConfig;
 use crate::entity::Entities;
 use crate::ingest::{classify, Inbound};
 use crate::metrics::EdgeMetrics;
+use crate::model::{Models, Next};
 use crate::outbox::{outbox, Outbox};
 use crate::policy::PolicySet;
 use crate::remediation::{Decisions, Engine};
@@ -24,12 +25,14 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 use vigil_core::clock::now_ms;
 use vigil_core::message::{
-    AnomalyEvent, AuditKind, AuditRecord, Heartbeat, Presence, PresenceState, SampleBatch,
-    ScoredSample,
+    AnomalyEvent, AuditKind, AuditRecord, Heartbeat, ModelHealth, Presence, PresenceState,
+    Release, SampleBatch, ScoredSample,
 };
 use vigil_core::mqtt::{self, LinkSpec, PresenceSpec};
 use vigil_core::watch::FileWatch;
 use vigil_core::{encode, topic, EntityId, SeriesId};
+use vigil_models::bundle::Bundle;
+use vigil_models::signing::Keyring;
 use vigil_models::Detector;
 
 /// Anomaly events kept for the API.
@@ -40,6 +43,8 @@ const RECENT_ANOMALIES: usize = 500;
 pub struct Info {
     /// Model scoring now.
     pub model_version: String,
+    /// Its release number, when it came from the cloud.
+    pub model_release: Option<u64>,
     /// Policy file in force.
     pub policy_version: String,
 }
@@ -93,7 +98,31 @@ pub async fn run(
         .with_context(|| format!("opening audit log {}", audit_path.display()))?;
     // Budgets live beside the audit log so a restarted edge keeps counting.
     let budgets = crate::budget::Budgets::open(&config.data_dir.join("budgets.json"))?;
-    let detector = Detector::new(config.detector.clone())?;
+    let keys = Keyring::load(&config.model.trusted_keys)
+        .map_err(|e| anyhow::anyhow!("model.trusted_keys: {}", e.join("; ")))?;
+    let node_id = format!("{site}/{}", config.node);
+    let (mut models, installed) = Models::open(
+        config.model.clone(),
+        keys.clone(),
+        &node_id,
+        &config.data_dir.join("models"),
+    );
+    // The model installed before a restart, verified again before it scores.
+    let detector = match installed.map(|b| verify_bundle(&b, &keys, None)) {
+        Some(Ok(d)) => {
+            if let Some((_, v)) = d.release() {
+                models.resumed(v);
+                metrics.model_release.set(v as i64);
+            }
+            info!(model = %d.model_version(), "Loaded the installed model.");
+            d
+        }
+        Some(Err(e)) => {
+            warn!(error = %e.0, "The installed model does not verify; starting the default model.");
+            Detector::new(config.detector.clone())?
+        }
+        None => Detector::new(config.detector.clone())?,
+    };
     let shared = Arc::new(Shared {
         site: site.clone(),
         node: config.node.clone(),
@@ -107,6 +136,7 @@ pub async fn run(
         agents: Mutex::new(BTreeMap::new()),
         info: Mutex::new(Info {
             model_version: detector.model_version(),
+            model_release: detector.release().map(|(_, v)| v),
             policy_version: policies.version.clone(),
         }),
         approvals: SharedApprovals::default(),
@@ -130,6 +160,8 @@ pub async fn run(
             format!("{p}/{site}/+/results"),
             format!("{p}/{site}/+/presence"),
             format!("{p}/{site}/sensors/+"),
+            topic::model_release(&config.model.family),
+            format!("{p}/{}/{}/chunk/+/+", topic::MODELS, config.model.family),
         ],
         presence: Some(PresenceSpec {
             topic: topic::edge_presence(&site),
@@ -166,6 +198,7 @@ pub async fn run(
         let text = std::fs::read_to_string(&config.policy).ok();
         FileWatch::new(&config.policy, text)
     });
+    let (installs_tx, installs) = mpsc::channel(4);
     let node = Node {
         config,
         shared,
@@ -176,9 +209,13 @@ pub async fn run(
         ticks: 0,
         last_uplink_ms: 0,
         policy_watch,
+        models,
+        keys,
+        installs_tx,
+        health: HealthWindow::default(),
     };
     info!(%site, "Edge node running.");
-    node.run(inbox, shutdown).await;
+    node.run(inbox, installs, shutdown).await;
 
     out_token.cancel();
     link_token.cancel();
@@ -199,15 +236,105 @@ struct Node {
     ticks: u64,
     last_uplink_ms: i64,
     policy_watch: Option<FileWatch>,
+    models: Models,
+    keys: Keyring,
+    installs_tx: mpsc::Sender<Install>,
+    health: HealthWindow,
+}
+
+/// A verified model ready to swap in, or why it was refused.
+type Install = (Release, Vec<u8>, Result<Detector, (String, &'static str)>);
+
+/// The model's behaviour since the last heartbeat.
+#[derive(Default)]
+struct HealthWindow {
+    h: ModelHealth,
+    scores: Vec<f32>,
+}
+
+/// Scores kept per heartbeat window for the quantiles.
+const HEALTH_SCORES: usize = 20_000;
+
+impl HealthWindow {
+    /// Adds this tick to the model-health window: values scored and
+    /// flagged, and `up` series at 0 the model did not flag (missed incidents).
+    fn observe(
+        &mut self,
+        cache: &Cache,
+        values: &[Option<f64>],
+        scores: &[f32],
+        threshold: f32,
+    ) {
+        let entries = cache.entries();
+        for (i, v) in values.iter().enumerate() {
+            let (Some(v), Some(&s)) = (v, scores.get(i)) else {
+                continue;
+            };
+            let h = &mut *self;
+            h.h.scored += 1;
+            if s >= threshold {
+                h.h.flagged += 1;
+            } else if *v == 0.0 && entries.get(i).is_some_and(|e| e.id.metric == "up") {
+                h.h.missed += 1;
+            }
+            if h.scores.len() < HEALTH_SCORES {
+                h.scores.push(s);
+            }
+        }
+    }
+
+    fn take(&mut self) -> ModelHealth {
+        let mut h = std::mem::take(&mut self.h);
+        let mut s = std::mem::take(&mut self.scores);
+        if !s.is_empty() {
+            s.sort_by(f32::total_cmp);
+            let q = |p: f64| s[((s.len() - 1) as f64 * p).round() as usize];
+            h.score_p50 = q(0.5);
+            h.score_p99 = q(0.99);
+        }
+        h
+    }
+}
+
+/// Checks a bundle file (format, every hash, signature) and builds its
+/// detector; when `release` is given, the bundle must be that release.
+fn verify_bundle(
+    bytes: &[u8],
+    keys: &Keyring,
+    release: Option<&Release>,
+) -> Result<Detector, (String, &'static str)> {
+    let refuse = |e: vigil_models::bundle::BundleError| (e.to_string(), e.reason());
+    let b = Bundle::from_bytes(bytes).map_err(refuse)?;
+    b.verify(keys).map_err(refuse)?;
+    let m = b.manifest();
+    if let Some(r) = release {
+        if m.family != r.family || m.version != r.version {
+            return Err((
+                format!(
+                    "bundle is {}-v{}, the release names {}-v{}",
+                    m.family, m.version, r.family, r.version
+                ),
+                "mismatch",
+            ));
+        }
+    }
+    b.detector().map_err(refuse)
 }
 
 impl Node {
-    async fn run(mut self, mut inbox: mpsc::Receiver<Publish>, shutdown: CancellationToken) {
+    async fn run(
+        mut self,
+        mut inbox: mpsc::Receiver<Publish>,
+        mut installs: mpsc::Receiver<Install>,
+        shutdown: CancellationToken,
+    ) {
         let mut tick = tokio::time::interval(Duration::from_millis(self.config.tick_ms));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         let mut heartbeat = tokio::time::interval(Duration::from_secs(self.config.heartbeat_secs));
         let mut reload = tokio::time::interval(Duration::from_secs_f64(self.config.reload_secs));
         reload.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let mut transfer = tokio::time::interval(Duration::from_millis(250));
+        transfer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -215,7 +342,83 @@ impl Node {
                 _ = tick.tick() => self.tick().await,
                 _ = heartbeat.tick() => self.heartbeat(),
                 _ = reload.tick() => self.reload_policy(),
+                _ = transfer.tick() => {
+                    let next = self.models.poll(now_ms());
+                    self.model_next(next);
+                }
+                Some(i) = installs.recv() => self.swap(i),
             }
+        }
+    }
+
+    /// Acts on what the model updater asks: a chunk request goes out; a
+    /// complete bundle is verified and built on a blocking thread, and comes
+    /// back through `installs` to be swapped in between two ticks.
+    fn model_next(&mut self, next: Next) {
+        match next {
+            Next::Idle => {}
+            Next::Ask(req) => {
+                let t = topic::model_request(self.models.family());
+                self.out.send(t, &req, false);
+            }
+            Next::Install { release, bytes } => {
+                let (keys, tx) = (self.keys.clone(), self.installs_tx.clone());
+                tokio::task::spawn_blocking(move || {
+                    let built = verify_bundle(&bytes, &keys, Some(&release));
+                    let _ = tx.blocking_send((release, bytes, built));
+                });
+            }
+        }
+    }
+
+    /// Swaps in a verified model: it takes over the per-series state, so
+    /// scoring goes on from the next tick with no warm-up; a refused one
+    /// leaves the running model scoring.
+    fn swap(&mut self, (release, bytes, built): Install) {
+        let mut new = match built {
+            Ok(d) => d,
+            Err((e, reason)) => {
+                self.models.abandon();
+                self.metrics.model_refusals.with_label_values(&[reason]).inc();
+                self.metrics.model_updates.with_label_values(&["refused"]).inc();
+                warn!(version = release.version, reason, error = %e, "Model bundle refused; the running model keeps scoring.");
+                return;
+            }
+        };
+        let started = self.models.transfer_started_ms();
+        if let Some(old) = self.detector.as_mut() {
+            new.adopt_state(old);
+        }
+        let was = self.model_version();
+        let now = new.model_version();
+        self.detector = Some(new);
+        if let Err(e) = self.models.installed(release.version, &bytes) {
+            warn!(error = %e, "Could not keep the model bundle on disk; it scores until restart.");
+        }
+        if let Ok(mut i) = self.shared.info.lock() {
+            i.model_version = now.clone();
+            i.model_release = Some(release.version);
+        }
+        self.metrics.model_release.set(release.version as i64);
+        self.metrics.model_updates.with_label_values(&["installed"]).inc();
+        if let Some(t) = started {
+            self.metrics
+                .model_transfer_seconds
+                .observe((now_ms() - t).max(0) as f64 / 1000.0);
+        }
+        info!(from = %was, to = %now, stage = release.stage.as_str(), bytes = bytes.len(), "Model swapped in.");
+    }
+
+    fn count_chunks(&self) {
+        let c = self.models.counts;
+        for (label, n) in [
+            ("stored", c.stored),
+            ("duplicate", c.duplicate),
+            ("bad", c.bad),
+            ("unexpected", c.unexpected),
+        ] {
+            let m = self.metrics.model_chunks.with_label_values(&[label]);
+            m.inc_by(n.saturating_sub(m.get()));
         }
     }
 
@@ -319,7 +522,29 @@ impl Node {
                     a.insert(host, online);
                 }
             }
-            Ok(Inbound::Ignored) => {}
+            Ok(Inbound::Release { family, signed }) if family == self.models.family() => {
+                self.metrics.link.received.with_label_values(&["release"]).inc();
+                match self.models.on_release(&signed, now) {
+                    Ok(next) => self.model_next(next),
+                    Err(r) => {
+                        self.metrics.model_refusals.with_label_values(&[r.reason()]).inc();
+                        self.metrics.model_updates.with_label_values(&["refused"]).inc();
+                        warn!(reason = r.reason(), error = %r, "Model release refused; the running model keeps scoring.");
+                    }
+                }
+            }
+            Ok(Inbound::Chunk {
+                family,
+                version,
+                index,
+                bytes,
+            }) if family == self.models.family() => {
+                self.metrics.link.received.with_label_values(&["chunk"]).inc();
+                let next = self.models.on_chunk(version, index, &bytes, now);
+                self.count_chunks();
+                self.model_next(next);
+            }
+            Ok(Inbound::Release { .. } | Inbound::Chunk { .. } | Inbound::Ignored) => {}
             Err((kind, e)) => {
                 self.metrics.link.received.with_label_values(&[kind]).inc();
                 self.metrics
@@ -393,6 +618,8 @@ impl Node {
         let events = {
             let mut cache = self.shared.lock_cache();
             cache.set_scores(&values, &scores.scores);
+            self.health
+                .observe(&cache, &values, &scores.scores, threshold as f32);
             self.update_score_gauges(&cache);
             self.shared.lock_entities().update(
                 &cache,
@@ -406,6 +633,7 @@ impl Node {
         if let Ok(mut i) = self.shared.info.lock() {
             i.model_version = model.clone();
         }
+        self.health.h.anomalies += events.len() as u64;
         for ev in events {
             self.metrics.anomalies.inc();
             info!(entity = %ev.entity, score = ev.score, top_metric = %ev.top_metric, "Anomaly detected.");
@@ -455,6 +683,7 @@ impl Node {
         for (agent, cmd) in d.commands {
             info!(target_entity = %cmd.target, action = %cmd.action, %agent, id = %cmd.id, "Sending remediation command.");
             self.metrics.commands_sent.inc();
+            self.health.h.actions += 1;
             self.out
                 .send(topic::commands(&self.config.site, &agent), &cmd, false);
         }
@@ -529,8 +758,13 @@ impl Node {
         }
     }
 
-    fn heartbeat(&self) {
+    fn heartbeat(&mut self) {
+        let health = self.health.take();
+        let model_release = self.shared.info.lock().ok().and_then(|i| i.model_release);
         let hb = Heartbeat {
+            model_family: self.models.family().to_string(),
+            model_release,
+            health,
             site: self.config.site.clone(),
             node: self.config.node.clone(),
             ts_ms: now_ms(),

@@ -3,7 +3,7 @@
 
 use vigil_core::decode;
 use vigil_core::envelope::DecodeError;
-use vigil_core::message::{CommandResult, MetricBatch, Presence, PresenceState};
+use vigil_core::message::{CommandResult, MetricBatch, Presence, PresenceState, SignedRelease};
 use vigil_core::topic::{self, Route};
 
 /// A decoded incoming message.
@@ -28,6 +28,24 @@ pub enum Inbound {
         host: String,
         /// Online or not.
         online: bool,
+    },
+    /// A model family's signed release (checked by `model`).
+    Release {
+        /// Family from the topic.
+        family: String,
+        /// The release as signed.
+        signed: SignedRelease,
+    },
+    /// A chunk of a release's bundle.
+    Chunk {
+        /// Family from the topic.
+        family: String,
+        /// Release number.
+        version: u64,
+        /// Chunk index.
+        index: u32,
+        /// The bytes (checked against the release's hash by `model`).
+        bytes: Vec<u8>,
     },
     /// Not for this edge (other site, own echo, unknown topic).
     Ignored,
@@ -79,6 +97,33 @@ pub fn classify(
                 name: sensor.to_string(),
                 ts_ms,
                 value,
+            })
+        }
+        Route::ModelRelease { family } => decode::<SignedRelease>(payload, max_bytes)
+            .map(|signed| Inbound::Release {
+                family: family.to_string(),
+                signed,
+            })
+            .map_err(|e| ("release", e)),
+        Route::ModelChunk {
+            family,
+            version,
+            index,
+        } => {
+            if payload.len() > max_bytes {
+                return Err((
+                    "chunk",
+                    DecodeError::Oversized {
+                        len: payload.len(),
+                        max: max_bytes,
+                    },
+                ));
+            }
+            Ok(Inbound::Chunk {
+                family: family.to_string(),
+                version,
+                index,
+                bytes: payload.to_vec(),
             })
         }
         _ => Ok(Inbound::Ignored),

@@ -13,6 +13,7 @@ pub mod edge;
 pub mod entity;
 pub mod ingest;
 pub mod metrics;
+pub mod model;
 pub mod outbox;
 pub mod policy;
 pub mod rails;

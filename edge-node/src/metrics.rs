@@ -42,6 +42,16 @@ pub struct EdgeMetrics {
     pub policy_verifications: IntCounterVec,
     /// Share of each policy's verified actions that fixed the target.
     pub policy_fix_ratio: GaugeVec,
+    /// Release number scoring now (0: the edge's own online model).
+    pub model_release: IntGauge,
+    /// Model updates, by result (`installed`, `refused`).
+    pub model_updates: IntCounterVec,
+    /// Refused releases and bundles, by reason.
+    pub model_refusals: IntCounterVec,
+    /// Bundle chunks received, by result (`stored`, `duplicate`, `bad`, `unexpected`).
+    pub model_chunks: IntCounterVec,
+    /// From the first chunk request to the model scoring.
+    pub model_transfer_seconds: Histogram,
 }
 
 impl EdgeMetrics {
@@ -134,9 +144,46 @@ impl EdgeMetrics {
                 ),
                 &["policy"],
             )?,
+            model_release: IntGauge::new(
+                "vigil_edge_model_release",
+                "Release number of the model scoring now (0: the edge's own online-trained model).",
+            )?,
+            model_updates: IntCounterVec::new(
+                Opts::new(
+                    "vigil_edge_model_updates_total",
+                    "Model updates, by result (installed, refused).",
+                ),
+                &["result"],
+            )?,
+            model_refusals: IntCounterVec::new(
+                Opts::new(
+                    "vigil_edge_model_refusals_total",
+                    "Releases and bundles refused, by reason; the running model stays.",
+                ),
+                &["reason"],
+            )?,
+            model_chunks: IntCounterVec::new(
+                Opts::new(
+                    "vigil_edge_model_chunks_total",
+                    "Model bundle chunks received, by result.",
+                ),
+                &["result"],
+            )?,
+            model_transfer_seconds: Histogram::with_opts(
+                HistogramOpts::new(
+                    "vigil_edge_model_transfer_seconds",
+                    "Time from the first chunk request to the new model scoring.",
+                )
+                .buckets(vec![0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0]),
+            )?,
             registry,
         };
         let r = &m.registry;
+        r.register(Box::new(m.model_release.clone()))?;
+        r.register(Box::new(m.model_updates.clone()))?;
+        r.register(Box::new(m.model_refusals.clone()))?;
+        r.register(Box::new(m.model_chunks.clone()))?;
+        r.register(Box::new(m.model_transfer_seconds.clone()))?;
         r.register(Box::new(m.series.clone()))?;
         r.register(Box::new(m.samples.clone()))?;
         r.register(Box::new(m.samples_refused.clone()))?;
