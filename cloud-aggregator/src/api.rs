@@ -1,11 +1,20 @@
 //! The cloud's HTTP API (JSON): the fleet's nodes, recent anomalies and the
 //! action audit trail, newest last. `?site=` filters, `?limit=` bounds; the
 //! audit trail also filters by `?target=`, `?policy=`, `?kind=` and `?rail=`.
+//!
+//! Models: `GET /api/v1/models` (releases, canary and its tallies, every
+//! transition, training progress); `POST /api/v1/models/train`,
+//! `/promote`, `/rollback`, and `/bundles` (a bundle file as the body).
+//! Writes need `Authorization: Bearer <api_token>` when one is configured.
 
 use crate::cloud::Shared;
-use axum::extract::{Query, State};
-use axum::routing::get;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
 use axum::{Json, Router};
+use vigil_core::clock::now_ms;
 use serde::Deserialize;
 use std::sync::Arc;
 
@@ -15,6 +24,14 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/api/v1/nodes", get(nodes))
         .route("/api/v1/anomalies", get(anomalies))
         .route("/api/v1/audit", get(audit))
+        .route("/api/v1/models", get(models))
+        .route("/api/v1/models/train", post(train))
+        .route("/api/v1/models/promote", post(promote))
+        .route("/api/v1/models/rollback", post(rollback))
+        .route(
+            "/api/v1/models/bundles",
+            post(upload).layer(DefaultBodyLimit::max(512 * 1024 * 1024)),
+        )
         .with_state(shared)
 }
 
@@ -101,4 +118,88 @@ async fn audit(
         })
         .unwrap_or_default();
     Json(list)
+}
+
+fn refused(s: &Shared, headers: &HeaderMap) -> Option<Response> {
+    let token = s.api_token.as_ref()?;
+    let given = headers.get("authorization").and_then(|v| v.to_str().ok());
+    (given != Some(format!("Bearer {token}").as_str()))
+        .then(|| (StatusCode::UNAUTHORIZED, "a bearer token is required\n").into_response())
+}
+
+async fn models(State(s): State<Arc<Shared>>) -> Response {
+    match s.models.hub.lock() {
+        Ok(h) => Json(h.view()).into_response(),
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
+}
+
+async fn train(State(s): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    if let Some(r) = refused(&s, &headers) {
+        return r;
+    }
+    if s.models.start_training("operator") {
+        (StatusCode::ACCEPTED, "training started; follow GET /api/v1/models\n").into_response()
+    } else {
+        (StatusCode::CONFLICT, "a training run is already going\n").into_response()
+    }
+}
+
+/// Applies an operator's promote or roll back and publishes the release.
+fn operator(
+    s: &Shared,
+    headers: &HeaderMap,
+    act: impl FnOnce(&mut crate::models::Hub) -> anyhow::Result<vigil_core::message::SignedRelease>,
+) -> Response {
+    if let Some(r) = refused(s, headers) {
+        return r;
+    }
+    let done = match s.models.hub.lock() {
+        Ok(mut h) => act(&mut h),
+        Err(_) => return StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    };
+    match done {
+        Ok(release) => {
+            let body = serde_json::from_str::<serde_json::Value>(&release.release).unwrap_or_default();
+            let _ = s
+                .models
+                .jobs
+                .try_send(crate::models::server::Job::Release(release));
+            Json(body).into_response()
+        }
+        Err(e) => (StatusCode::CONFLICT, format!("{e}\n")).into_response(),
+    }
+}
+
+async fn promote(State(s): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    operator(&s, &headers, |h| h.promote("operator", "promoted through the API", now_ms()))
+}
+
+async fn rollback(State(s): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    operator(&s, &headers, |h| h.rollback("operator", "rolled back through the API", now_ms()))
+}
+
+/// `POST /api/v1/models/bundles`: a bundle file made elsewhere (say with
+/// `vigil model sign`); the cloud checks it, signs it with its own key and
+/// starts its canary. It skips the training gate: the canary is its test.
+async fn upload(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
+    if let Some(r) = refused(&s, &headers) {
+        return r;
+    }
+    let bundle = match vigil_models::bundle::Bundle::from_bytes(&body) {
+        Ok(b) => b,
+        Err(e) => return (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
+    };
+    let added = match s.models.hub.lock() {
+        Ok(mut h) => h.add(bundle, "uploaded", now_ms()),
+        Err(_) => return StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    };
+    match added {
+        Ok(v) => (
+            StatusCode::CREATED,
+            Json(serde_json::json!({ "version": v })),
+        )
+            .into_response(),
+        Err(e) => (StatusCode::CONFLICT, format!("{e}\n")).into_response(),
+    }
 }

@@ -4,6 +4,7 @@
 
 use crate::config::CloudConfig;
 use crate::metrics::CloudMetrics;
+use crate::models::{server, Hub, Lifecycle};
 use crate::registry::Registry;
 use crate::store::Store;
 use rumqttc::Publish;
@@ -18,7 +19,9 @@ use tracing::{info, warn};
 use vigil_core::clock::now_ms;
 use vigil_core::decode;
 use vigil_core::envelope::DecodeError;
-use vigil_core::message::{AnomalyEvent, AuditRecord, Heartbeat, Presence, SampleBatch};
+use vigil_core::message::{
+    AnomalyEvent, AuditRecord, ChunkRequest, Heartbeat, Presence, SampleBatch,
+};
 use vigil_core::mqtt::{self, LinkSpec};
 use vigil_core::topic::{self, Route};
 
@@ -30,6 +33,10 @@ pub struct Shared {
     pub anomalies: Mutex<VecDeque<AnomalyEvent>>,
     /// Recent audit records.
     pub audit: Mutex<VecDeque<AuditRecord>>,
+    /// The model lifecycle.
+    pub models: Arc<Lifecycle>,
+    /// Bearer token for the API's writes, when set.
+    pub api_token: Option<String>,
 }
 
 fn push_bounded<T>(q: &Mutex<VecDeque<T>>, item: T, max: usize) {
@@ -48,22 +55,48 @@ pub async fn run(
     metrics: CloudMetrics,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    let hub = Hub::open(config.models.clone(), &config.data_dir, metrics.models.clone())?;
+    if !hub.can_publish() {
+        warn!("No models.signing_key: models are trained and judged but nothing is published.");
+    }
+    let hub = Arc::new(Mutex::new(hub));
+    let (jobs_tx, jobs) = mpsc::channel(256);
     let shared = Arc::new(Shared {
         registry: Mutex::new(Registry::new(config.node_ttl_secs as i64 * 1000)),
         anomalies: Mutex::new(VecDeque::new()),
         audit: Mutex::new(VecDeque::new()),
+        models: Arc::new(Lifecycle {
+            hub: hub.clone(),
+            jobs: jobs_tx,
+            data_dir: config.data_dir.clone(),
+            training: Default::default(),
+            metrics: metrics.models.clone(),
+        }),
+        api_token: config.api_token.clone(),
     });
     let p = topic::PREFIX;
     let spec = LinkSpec {
         settings: config.mqtt.clone(),
         default_client_id: format!("vigil-cloud-{}", std::process::id()),
-        subscriptions: vec![format!("{p}/+/uplink/+"), format!("{p}/+/+/presence")],
+        subscriptions: vec![
+            format!("{p}/+/uplink/+"),
+            format!("{p}/+/+/presence"),
+            topic::model_request(&config.models.family),
+        ],
         presence: None,
     };
     let (inbox_tx, inbox) = mpsc::channel(1024);
-    let (_publisher, link) = mqtt::open(spec, inbox_tx, metrics.link.clone());
+    let (publisher, link) = mqtt::open(spec, inbox_tx, metrics.link.clone());
     let tracker = TaskTracker::new();
     let link_token = link.spawn_on(&tracker);
+    let server_token = CancellationToken::new();
+    tracker.spawn(server::serve(
+        hub,
+        publisher,
+        jobs,
+        metrics.models.clone(),
+        server_token.clone(),
+    ));
     vigil_core::telemetry::spawn_server(
         &tracker,
         listener,
@@ -82,6 +115,7 @@ pub async fn run(
     agg.run(inbox, shutdown).await;
     agg.flush().await;
 
+    server_token.cancel();
     link_token.cancel();
     if !vigil_core::shutdown::drain(&tracker, Duration::from_secs(3)).await {
         warn!("Some aggregator tasks did not stop within 3 s.");
@@ -101,6 +135,11 @@ impl Aggregator {
     async fn run(&mut self, mut inbox: mpsc::Receiver<Publish>, shutdown: CancellationToken) {
         let mut flush = tokio::time::interval(Duration::from_secs(self.config.flush_secs));
         let mut refresh = tokio::time::interval(Duration::from_secs(1));
+        let every = self.config.models.train_every_secs.max(1);
+        let mut retrain = tokio::time::interval_at(
+            tokio::time::Instant::now() + Duration::from_secs(every),
+            Duration::from_secs(every),
+        );
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -114,7 +153,15 @@ impl Aggregator {
                     None => break,
                 },
                 _ = flush.tick() => self.flush().await,
-                _ = refresh.tick() => self.refresh_registry(),
+                _ = refresh.tick() => {
+                    self.refresh_registry();
+                    self.shared.models.tick(&self.shared.registry, now_ms());
+                }
+                _ = retrain.tick(), if self.config.models.train_every_secs > 0 => {
+                    if !self.shared.models.start_training("schedule") {
+                        info!("Scheduled training skipped: a run is still going.");
+                    }
+                }
             }
         }
     }
@@ -164,8 +211,19 @@ impl Aggregator {
                 } => {
                     let hb: Heartbeat = decode(&m.payload, max).map_err(|e| ("heartbeat", e))?;
                     self.count("heartbeat");
+                    if let Ok(mut h) = self.shared.models.hub.lock() {
+                        let node = format!("{}/{}", hb.site, hb.node);
+                        h.observe(&node, hb.model_release, &hb.health, now);
+                    }
                     if let Ok(mut r) = self.shared.registry.lock() {
                         r.heartbeat(hb, now);
+                    }
+                }
+                Route::ModelRequest { .. } => {
+                    let req: ChunkRequest = decode(&m.payload, max).map_err(|e| ("chunk_request", e))?;
+                    self.count("chunk_request");
+                    if self.shared.models.jobs.try_send(server::Job::Chunks(req)).is_err() {
+                        self.metrics.link.dropped.with_label_values(&["chunk_request"]).inc();
                     }
                 }
                 Route::AgentPresence { site, host } => {

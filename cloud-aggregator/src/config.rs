@@ -24,6 +24,11 @@ pub struct CloudConfig {
     pub max_message_bytes: usize,
     /// Anomalies and audit records kept in memory for the API.
     pub recent: usize,
+    /// Bearer token the API's write endpoints (train, promote, roll back,
+    /// upload) require; unset means none (keep `listen` on a trusted address).
+    pub api_token: Option<String>,
+    /// Model lifecycle: signing, retraining, the gate and the canary.
+    pub models: crate::models::ModelsConfig,
 }
 
 impl Default for CloudConfig {
@@ -39,6 +44,8 @@ impl Default for CloudConfig {
             node_ttl_secs: 30,
             max_message_bytes: 1024 * 1024,
             recent: 1000,
+            api_token: None,
+            models: crate::models::ModelsConfig::default(),
         }
     }
 }
@@ -66,6 +73,10 @@ impl CloudConfig {
                 self.max_message_bytes, self.mqtt.max_packet_bytes
             ));
         }
+        if self.api_token.as_deref().is_some_and(|t| t.len() < 16) {
+            e.push("api_token: use at least 16 characters".into());
+        }
+        self.models.validate(self.mqtt.max_packet_bytes, &mut e);
         e
     }
 }

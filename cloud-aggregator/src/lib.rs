@@ -7,6 +7,7 @@ pub mod api;
 pub mod cloud;
 pub mod config;
 pub mod metrics;
+pub mod models;
 pub mod registry;
 pub mod store;
 

@@ -1,6 +1,6 @@
 //! The aggregator's Prometheus metrics, in its own explicit registry.
 
-use prometheus::{IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry};
+use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 use vigil_core::mqtt::LinkMetrics;
 
 /// Handles to every aggregator metric; cheap to clone.
@@ -22,6 +22,25 @@ pub struct CloudMetrics {
     pub anomalies: IntCounter,
     /// Audit records received, by kind.
     pub audit_records: IntCounterVec,
+    /// The model lifecycle.
+    pub models: ModelMetrics,
+}
+
+/// Model lifecycle metrics.
+#[derive(Clone)]
+pub struct ModelMetrics {
+    /// Release every node should run (0: none).
+    pub stable: IntGauge,
+    /// Release in canary (0: none).
+    pub canary: IntGauge,
+    /// Lifecycle transitions, by state entered.
+    pub transitions: IntCounterVec,
+    /// Gate verdicts, by result.
+    pub gate: IntCounterVec,
+    /// Training runs, by result (`ok`, `failed`).
+    pub training_runs: IntCounterVec,
+    /// Bundle chunks published.
+    pub chunks_sent: IntCounter,
 }
 
 impl CloudMetrics {
@@ -61,9 +80,50 @@ impl CloudMetrics {
                 ),
                 &["kind"],
             )?,
+            models: ModelMetrics {
+                stable: IntGauge::new(
+                    "vigil_cloud_model_stable_release",
+                    "Release every edge node should run (0: none yet).",
+                )?,
+                canary: IntGauge::new(
+                    "vigil_cloud_model_canary_release",
+                    "Release in canary (0: none).",
+                )?,
+                transitions: IntCounterVec::new(
+                    Opts::new(
+                        "vigil_cloud_model_transitions_total",
+                        "Model lifecycle transitions, by state entered (candidate, rejected, canary, promoted, rolled_back).",
+                    ),
+                    &["to"],
+                )?,
+                gate: IntCounterVec::new(
+                    Opts::new(
+                        "vigil_cloud_model_gate_total",
+                        "Evaluation gate verdicts on trained candidates, by result.",
+                    ),
+                    &["result"],
+                )?,
+                training_runs: IntCounterVec::new(
+                    Opts::new(
+                        "vigil_cloud_model_training_runs_total",
+                        "Retraining runs, by result (ok, failed).",
+                    ),
+                    &["result"],
+                )?,
+                chunks_sent: IntCounter::new(
+                    "vigil_cloud_model_chunks_sent_total",
+                    "Model bundle chunks published to edge nodes.",
+                )?,
+            },
             registry,
         };
         let r = &m.registry;
+        r.register(Box::new(m.models.stable.clone()))?;
+        r.register(Box::new(m.models.canary.clone()))?;
+        r.register(Box::new(m.models.transitions.clone()))?;
+        r.register(Box::new(m.models.gate.clone()))?;
+        r.register(Box::new(m.models.training_runs.clone()))?;
+        r.register(Box::new(m.models.chunks_sent.clone()))?;
         r.register(Box::new(m.rows_written.clone()))?;
         r.register(Box::new(m.files_written.clone()))?;
         r.register(Box::new(m.flush_errors.clone()))?;

@@ -89,6 +89,15 @@ impl Registry {
         }
     }
 
+    /// Online edge nodes as `site/node`.
+    pub fn online_edges(&self) -> Vec<String> {
+        self.nodes
+            .values()
+            .filter(|n| n.role == "edge" && n.online)
+            .map(|n| format!("{}/{}", n.site, n.node))
+            .collect()
+    }
+
     /// Every node.
     pub fn nodes(&self) -> Vec<Node> {
         self.nodes.values().cloned().collect()
@@ -118,6 +127,9 @@ mod tests {
             series: 1,
             anomalous_entities: 0,
             agents_online: 1,
+            model_family: "default".into(),
+            model_release: None,
+            health: Default::default(),
         }
     }
 

@@ -1,0 +1,13 @@
+//! The model lifecycle in the cloud: training sets from the store
+//! (`dataset`), retraining and the gate (`train`), releases and their
+//! rollout (`hub`), the canary (`rollout`), and the MQTT side (`server`).
+
+pub mod dataset;
+pub mod hub;
+pub mod rollout;
+pub mod runner;
+pub mod server;
+pub mod train;
+
+pub use hub::{Hub, ModelsConfig};
+pub use runner::Lifecycle;

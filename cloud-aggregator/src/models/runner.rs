@@ -1,0 +1,132 @@
+//! Glue between the run loop, the API and the hub: starting a training run
+//! on a blocking thread (one at a time), storing a candidate that passed the
+//! gate, starting canaries once edges are online, and letting the canary
+//! decide every second.
+
+use super::hub::Hub;
+use super::server::Job;
+use super::train;
+use crate::metrics::ModelMetrics;
+use crate::registry::Registry;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+use vigil_core::clock::now_ms;
+use vigil_models::bundle::Bundle;
+
+/// What the model lifecycle needs from the rest of the aggregator.
+pub struct Lifecycle {
+    /// Releases and rollout.
+    pub hub: Arc<Mutex<Hub>>,
+    /// Work for the release server.
+    pub jobs: mpsc::Sender<Job>,
+    /// Root of the Parquet store.
+    pub data_dir: PathBuf,
+    /// Set while a training run is going.
+    pub training: AtomicBool,
+    /// Metrics.
+    pub metrics: ModelMetrics,
+}
+
+impl Lifecycle {
+    /// Starts a training run unless one is going; false if one is.
+    pub fn start_training(self: &Arc<Self>, by: &str) -> bool {
+        if self.training.swap(true, Ordering::SeqCst) {
+            return false;
+        }
+        info!(by, "Model training started.");
+        let me = self.clone();
+        let by = by.to_string();
+        tokio::task::spawn_blocking(move || {
+            me.train(&by);
+            me.training.store(false, Ordering::SeqCst);
+        });
+        true
+    }
+
+    fn set_progress(&self, p: train::Progress) {
+        if let Ok(mut h) = self.hub.lock() {
+            h.training = p;
+        }
+    }
+
+    fn train(&self, by: &str) {
+        let now = now_ms();
+        let prepared = self.hub.lock().map_err(|_| anyhow::anyhow!("hub lock")).and_then(|mut h| {
+            Ok((h.config().train.clone(), h.config().family.clone(), h.stable_detector()?))
+        });
+        let (cfg, family, base) = match prepared {
+            Ok(x) => x,
+            Err(e) => return self.failed(now, &e.to_string()),
+        };
+        let result = train::run(&self.data_dir, &cfg, &base, now, |p| self.set_progress(p));
+        let t = match result {
+            Ok(t) => t,
+            Err(e) => return self.failed(now, &e.to_string()),
+        };
+        self.metrics.training_runs.with_label_values(&["ok"]).inc();
+        let Ok(mut hub) = self.hub.lock() else {
+            return;
+        };
+        let mut p = hub.training.clone();
+        p.state = "done".into();
+        p.finished_ms = Some(now_ms());
+        p.verdict = Some(t.verdict.clone());
+        if !t.verdict.passed {
+            hub.rejected(&t.verdict.reasons, now_ms());
+            p.message = format!("not published: {}", t.verdict.reasons.join("; "));
+            warn!(by, reasons = %t.verdict.reasons.join("; "), "Trained candidate refused at the gate.");
+            hub.training = p;
+            return;
+        }
+        self.metrics.gate.with_label_values(&["passed"]).inc();
+        let stored = Bundle::of(&t.detector, &family, 0, now_ms(), t.training)
+            .map_err(anyhow::Error::from)
+            .and_then(|b| hub.add(b, "trained", now_ms()));
+        match stored {
+            Ok(v) => {
+                p.version = Some(v);
+                p.message = format!("passed the gate; stored as v{v} for canary");
+            }
+            Err(e) => p.message = format!("passed the gate but could not be stored: {e}"),
+        }
+        hub.training = p;
+    }
+
+    fn failed(&self, now: i64, e: &str) {
+        warn!(error = %e, "Model training failed.");
+        self.metrics.training_runs.with_label_values(&["failed"]).inc();
+        self.set_progress(train::Progress {
+            state: "failed".into(),
+            started_ms: now,
+            finished_ms: Some(now_ms()),
+            message: e.to_string(),
+            ..Default::default()
+        });
+    }
+
+    /// Every second: start a waiting candidate's canary when edges are
+    /// online, and let a running canary decide.
+    pub fn tick(&self, registry: &Mutex<Registry>, now: i64) {
+        let online = registry.lock().map(|r| r.online_edges()).unwrap_or_default();
+        let Ok(mut hub) = self.hub.lock() else {
+            return;
+        };
+        let mut out = hub.decide(now);
+        if out.is_none() && !online.is_empty() {
+            if let Some(v) = hub.waiting_candidate() {
+                match hub.start_canary(v, &online, now) {
+                    Ok(r) => out = Some(r),
+                    Err(e) => warn!(version = v, error = %e, "Could not start the canary."),
+                }
+            }
+        }
+        if let Some(r) = out {
+            if self.jobs.try_send(Job::Release(r)).is_err() {
+                warn!("Release server busy; the release goes out on the next reconnect check.");
+            }
+        }
+    }
+}

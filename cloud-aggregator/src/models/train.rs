@@ -1,0 +1,216 @@
+//! One retraining run: read the fleet's data (polars), split off the most
+//! recent share as the held-back window, train the current model further on
+//! the rest (candle), and judge the candidate against the current model at
+//! the gate. Blocking: run it on a blocking thread.
+
+use super::dataset::{self, Key, Query};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::path::Path;
+use vigil_models::bundle::Training;
+use vigil_models::gate::{self, GateConfig, Holdout, Verdict};
+use vigil_models::training::{fit, normalise, Plan};
+use vigil_models::{Detector, ModelError};
+
+/// Retraining settings (`models.train` in the cloud config).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainConfig {
+    /// Train on the last this many hours of samples.
+    pub hours: f64,
+    /// Sites to train on (empty: all).
+    pub sites: Vec<String>,
+    /// Entity kinds to train on, e.g. `host`, `service`, `sensor` (empty: all).
+    pub kinds: Vec<String>,
+    /// Most recent share of the time range held back for the gate.
+    pub holdout_share: f64,
+    /// Passes over the training windows.
+    pub epochs: f32,
+    /// Windows per step.
+    pub batch: usize,
+    /// Refuse to train on fewer samples.
+    pub min_samples: u64,
+    /// The evaluation gate.
+    pub gate: GateConfig,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            hours: 24.0,
+            sites: Vec::new(),
+            kinds: Vec::new(),
+            holdout_share: 0.2,
+            epochs: 1.0,
+            batch: 256,
+            min_samples: 2000,
+            gate: GateConfig::default(),
+        }
+    }
+}
+
+impl TrainConfig {
+    /// Every problem with the settings.
+    pub fn validate(&self, e: &mut Vec<String>) {
+        if !(self.hours > 0.0) {
+            e.push(format!("models.train.hours: {} must be positive", self.hours));
+        }
+        if !(self.holdout_share > 0.0 && self.holdout_share < 1.0) {
+            e.push(format!(
+                "models.train.holdout_share: {} is outside (0, 1)",
+                self.holdout_share
+            ));
+        }
+        if !(self.epochs > 0.0) || self.batch == 0 {
+            e.push("models.train.epochs and models.train.batch must be positive".into());
+        }
+    }
+}
+
+/// Where a run is (also what the API shows).
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Progress {
+    /// `idle`, `loading`, `training`, `gating`, `done`, `failed`.
+    pub state: String,
+    /// Steps done.
+    pub step: usize,
+    /// Steps planned.
+    pub steps: usize,
+    /// Loss of the latest step.
+    pub loss: Option<f32>,
+    /// Samples read.
+    pub samples: u64,
+    /// Started, Unix ms.
+    pub started_ms: i64,
+    /// Finished, Unix ms.
+    pub finished_ms: Option<i64>,
+    /// What happened, in words.
+    pub message: String,
+    /// The gate's verdict.
+    pub verdict: Option<Verdict>,
+    /// The release published from it, if any.
+    pub version: Option<u64>,
+}
+
+/// A trained candidate and the gate's verdict on it.
+pub struct Trained {
+    /// The candidate.
+    pub detector: Detector,
+    /// Summary for the manifest.
+    pub training: Training,
+    /// The gate's verdict.
+    pub verdict: Verdict,
+}
+
+/// Why a run produced nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    /// Reading the store failed.
+    #[error("reading the store: {0}")]
+    Store(#[from] polars::prelude::PolarsError),
+    /// The model failed.
+    #[error("model: {0}")]
+    Model(#[from] ModelError),
+    /// Not enough data.
+    #[error("{0}")]
+    TooLittle(String),
+}
+
+/// Trains a candidate from `base` (the model in force) on the store at
+/// `root`, reporting progress through `report`.
+pub fn run(
+    root: &Path,
+    cfg: &TrainConfig,
+    base: &Detector,
+    now_ms: i64,
+    mut report: impl FnMut(Progress),
+) -> Result<Trained, TrainError> {
+    let started = Progress {
+        state: "loading".into(),
+        started_ms: now_ms,
+        ..Progress::default()
+    };
+    report(started.clone());
+    let q = Query {
+        sites: cfg.sites.clone(),
+        kinds: cfg.kinds.clone(),
+        from_ms: Some(now_ms - (cfg.hours * 3_600_000.0) as i64),
+        to_ms: None,
+    };
+    let ds = dataset::load(root, &q)?;
+    let (Some(from), Some(to)) = (ds.from_ms, ds.to_ms) else {
+        return Err(TrainError::TooLittle("no samples in the window".into()));
+    };
+    if ds.samples < cfg.min_samples {
+        return Err(TrainError::TooLittle(format!(
+            "{} samples, fewer than min_samples {}",
+            ds.samples, cfg.min_samples
+        )));
+    }
+    let cut = to - ((to - from) as f64 * cfg.holdout_share) as i64;
+    let stats = dataset::stats(root, &q, cut)?;
+    let dcfg = base.config().clone();
+    let (mut train, mut holdout) = (Vec::new(), Holdout::default());
+    let mut index: HashMap<&Key, (usize, &[i64])> = HashMap::new();
+    for s in &ds.series {
+        let Some(&(level, spread)) = stats.get(&s.key) else {
+            continue;
+        };
+        let split = s.ts.partition_point(|&t| t < cut);
+        train.push(normalise(&s.values[..split], level, spread, &dcfg));
+        if split < s.values.len() {
+            index.insert(&s.key, (holdout.raw.len(), &s.ts[split..]));
+            holdout.raw.push(s.values[split..].to_vec());
+            holdout
+                .normalised
+                .push(normalise(&s.values[split..], level, spread, &dcfg));
+        }
+    }
+    holdout.window = dcfg.train_window;
+    for (key, ts) in dataset::incidents(root, &q)? {
+        if let Some((i, times)) = index.get(&key) {
+            let at = times.partition_point(|&t| t < ts);
+            if at < times.len() {
+                holdout.events.push((*i, at));
+            }
+        }
+    }
+    let mut candidate = base.replica(true)?;
+    let plan = Plan {
+        epochs: cfg.epochs,
+        batch: cfg.batch,
+        window: dcfg.train_window,
+        seed: dcfg.seed,
+    };
+    let mut p = Progress {
+        state: "training".into(),
+        samples: ds.samples,
+        ..started
+    };
+    let (_, last) = fit(&mut candidate, &train, &plan, |s| {
+        p.step = s.step;
+        p.steps = s.steps;
+        p.loss = Some(s.loss);
+        report(p.clone());
+        true
+    })?;
+    p.state = "gating".into();
+    report(p);
+    let verdict = gate::judge(base, &candidate, &holdout, &cfg.gate)?;
+    let training = Training {
+        steps: candidate.train_steps(),
+        last_loss: last,
+        holdout_loss: verdict.candidate.loss,
+        samples: ds.samples,
+        series: ds.series.len() as u64,
+        sites: ds.sites.clone(),
+        from_ms: Some(from),
+        to_ms: Some(to),
+        base_version: base.release().map(|(_, v)| v),
+    };
+    Ok(Trained {
+        detector: candidate,
+        training,
+        verdict,
+    })
+}
