@@ -75,12 +75,14 @@ pub fn external_required() -> bool {
     std::env::var("VIGIL_REQUIRE_EXTERNAL").is_ok_and(|v| v == "1")
 }
 
-/// A Mosquitto broker on a free port, killed on drop.
+/// A Mosquitto broker on a free port (default limits, no persistence),
+/// killed on drop.
 pub struct Mosquitto {
     child: Child,
     /// Its address.
     pub addr: SocketAddr,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
+    bin: &'static str,
 }
 
 impl Mosquitto {
@@ -102,6 +104,26 @@ impl Mosquitto {
             &conf,
             format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"),
         )?;
+        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        let child = Self::spawn(bin, &conf, addr)?;
+        Ok(Some(Self {
+            child,
+            addr,
+            dir,
+            bin,
+        }))
+    }
+
+    /// Kills the broker and starts it again on the same port: every client
+    /// is cut off and everything retained is gone, as after a real restart.
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.child = Self::spawn(self.bin, &self.dir.path().join("mosquitto.conf"), self.addr)?;
+        Ok(())
+    }
+
+    fn spawn(bin: &str, conf: &Path, addr: SocketAddr) -> anyhow::Result<Child> {
         let child = Command::new(bin)
             .arg("-c")
             .arg(&conf)
@@ -109,7 +131,6 @@ impl Mosquitto {
             .stderr(Stdio::piped())
             .spawn()
             .context("starting mosquitto")?;
-        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
             anyhow::ensure!(
@@ -118,11 +139,7 @@ impl Mosquitto {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
-        Ok(Some(Self {
-            child,
-            addr,
-            _dir: dir,
-        }))
+        Ok(child)
     }
 }
 
