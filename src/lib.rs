@@ -1,9 +1,11 @@
 //! The `vigil` umbrella: the embedded broker, the demo workload, and the
 //! in-process stack behind `vigil up` (also used by the end-to-end tests).
 
+pub mod bench;
 pub mod broker;
 pub mod console;
 pub mod demo;
 pub mod eval;
+pub mod model_tool;
 pub mod policy_check;
 pub mod stack;

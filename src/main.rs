@@ -37,6 +37,31 @@ enum Cmd {
         #[command(subcommand)]
         command: EvalCmd,
     },
+    /// Make an ed25519 key pair for signing model releases: NAME.key (secret,
+    /// for the cloud's `models.signing_key`) and NAME.pub (for every edge's
+    /// `model.trusted_keys`). Keep several public keys trusted while rotating.
+    Keygen {
+        /// Folder for the two files.
+        #[arg(long, default_value = ".")]
+        out: PathBuf,
+        /// File name stem.
+        #[arg(long, default_value = "vigil")]
+        name: String,
+        /// Replace existing files.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Work on model bundle files offline.
+    Model {
+        #[command(subcommand)]
+        command: ModelCmd,
+    },
+    /// Measure the model lifecycle: retraining time, and how long a fleet
+    /// of edge nodes takes to receive and load a release.
+    Bench {
+        #[command(subcommand)]
+        command: BenchCmd,
+    },
     /// The demo web service (started by `vigil up` through the agent).
     #[command(hide = true)]
     DemoService {
@@ -53,6 +78,63 @@ enum PolicyCmd {
         /// Files to check.
         #[arg(required = true)]
         files: Vec<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ModelCmd {
+    /// Show a bundle's manifest, files and signer; checks every file's hash.
+    Inspect {
+        /// Bundle file.
+        file: PathBuf,
+    },
+    /// Check a bundle's files and signature against trusted public keys;
+    /// exits non-zero when refused.
+    Verify {
+        /// Bundle file.
+        file: PathBuf,
+        /// A public key (text or key file); repeat for several.
+        #[arg(long = "key", required = true)]
+        keys: Vec<PathBuf>,
+    },
+    /// Sign a bundle (its files must match its manifest).
+    Sign {
+        /// Bundle file.
+        file: PathBuf,
+        /// Secret key file (from `vigil keygen`).
+        #[arg(long)]
+        key: PathBuf,
+        /// Write the signed bundle here instead of in place.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchCmd {
+    /// Retrain on a synthetic fleet store of SAMPLES samples (written as
+    /// Parquet first, like the aggregator writes it) and time each phase.
+    Train {
+        /// Samples in the store.
+        #[arg(long, default_value_t = 1_000_000)]
+        samples: usize,
+        /// Series they are spread over.
+        #[arg(long, default_value_t = 200)]
+        series: usize,
+        /// Repetitions (the median is reported).
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+    },
+    /// Start an embedded broker, a cloud and EDGES edge nodes in this
+    /// process, publish a release to all of them, and time until every one
+    /// scores with it.
+    Rollout {
+        /// Edge nodes.
+        #[arg(long, default_value_t = 100)]
+        edges: usize,
+        /// Repetitions (a new release each; the median is reported).
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
     },
 }
 
@@ -175,6 +257,43 @@ async fn main() -> anyhow::Result<()> {
                     s.normalised, s.threshold
                 );
             }
+            Ok(())
+        }
+        Cmd::Keygen { out, name, force } => {
+            let id = vigil::model_tool::keygen(&out, &name, force)?;
+            println!(
+                "wrote {0}/{name}.key (secret) and {0}/{name}.pub; key id {id}",
+                out.display()
+            );
+            Ok(())
+        }
+        Cmd::Model { command } => {
+            let text = match command {
+                ModelCmd::Inspect { file } => vigil::model_tool::inspect(&file)?,
+                ModelCmd::Verify { file, keys } => {
+                    let keys: Vec<String> = keys.iter().map(|k| k.display().to_string()).collect();
+                    vigil::model_tool::verify(&file, &keys)?
+                }
+                ModelCmd::Sign { file, key, out } => {
+                    vigil::model_tool::sign(&file, &key, out.as_deref())?
+                }
+            };
+            println!("{}", text.trim_end());
+            Ok(())
+        }
+        Cmd::Bench {
+            command: BenchCmd::Train { samples, series, runs },
+        } => {
+            let report =
+                tokio::task::spawn_blocking(move || vigil::bench::train(samples, series, runs))
+                    .await??;
+            println!("{report}");
+            Ok(())
+        }
+        Cmd::Bench {
+            command: BenchCmd::Rollout { edges, runs },
+        } => {
+            println!("{}", vigil::bench::rollout(edges, runs).await?);
             Ok(())
         }
         Cmd::Policy {

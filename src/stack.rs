@@ -184,7 +184,12 @@ impl Stack {
             CloudMetrics::new()?,
         );
 
-        let cloud = CloudConfig {
+        // The model release key: made on the first run, kept in data_dir.
+        let keys = opts.data_dir.join("keys");
+        if !keys.join("vigil.key").exists() {
+            crate::model_tool::keygen(&keys, "vigil", true)?;
+        }
+        let mut cloud = CloudConfig {
             mqtt: MqttSettings {
                 max_packet_bytes: MAX_PACKET_BYTES,
                 ..mqtt.clone()
@@ -194,6 +199,11 @@ impl Stack {
             max_message_bytes: MAX_PACKET_BYTES,
             ..CloudConfig::default()
         };
+        cloud.models.signing_key = Some(keys.join("vigil.key"));
+        // The demo fleet is one edge: retrain every ten minutes on what it
+        // saw, so the whole loop (train, gate, canary, promote or roll back)
+        // shows within a demo run.
+        cloud.models.train_every_secs = 600;
         spawn_role(
             &tasks,
             &errors,
@@ -205,7 +215,7 @@ impl Stack {
                 shutdown.child_token(),
             ),
         );
-        let edge = EdgeConfig {
+        let mut edge = EdgeConfig {
             site: opts.site.clone(),
             mqtt: mqtt.clone(),
             tick_ms: opts.tick_ms,
@@ -214,6 +224,7 @@ impl Stack {
             max_message_bytes: MAX_PACKET_BYTES,
             ..EdgeConfig::default()
         };
+        edge.model.trusted_keys = vec![keys.join("vigil.pub").display().to_string()];
         spawn_role(
             &tasks,
             &errors,

@@ -8,8 +8,9 @@ use vigil_core::config::prepare;
 /// Vigil cloud aggregator: subscribes to every site's uplink over MQTT,
 /// writes samples, anomalies and the audit trail as Parquet partitioned by
 /// site and hour, tracks the fleet from heartbeats and retained presence,
-/// and serves a JSON API: /api/v1/nodes, /api/v1/anomalies, /api/v1/audit
-/// (each with ?site= and ?limit=), plus /metrics and /healthz.
+/// retrains the model, canaries signed releases to the edges, and serves a
+/// JSON API: /api/v1/nodes, /api/v1/anomalies, /api/v1/audit (each with
+/// ?site= and ?limit=), /api/v1/models, plus /metrics and /healthz.
 ///
 /// Every setting has a default (docs/configuration.md); `--print-config`
 /// shows them.
@@ -22,6 +23,22 @@ struct Args {
     /// Print the effective configuration and exit.
     #[arg(long)]
     print_config: bool,
+    #[command(subcommand)]
+    command: Option<Cmd>,
+}
+
+#[derive(clap::Subcommand)]
+enum Cmd {
+    /// Retrain now on the store in `data_dir` (with a progress bar), judge
+    /// the candidate at the gate against the stable release, and write it as
+    /// a signed bundle when it passes. A running aggregator trains through
+    /// `POST /api/v1/models/train` instead; a bundle written here is
+    /// published with `POST /api/v1/models/bundles`.
+    Train {
+        /// Where to write the bundle (default: data_dir/models/FAMILY/candidate-vN.vmb).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
 }
 
 #[tokio::main]
@@ -36,6 +53,10 @@ async fn main() -> anyhow::Result<()> {
     ) else {
         return Ok(());
     };
+    if let Some(Cmd::Train { out }) = args.command {
+        return tokio::task::spawn_blocking(move || vigil_cloud::models::cli::train(&config, out))
+            .await?;
+    }
     let listener = vigil_core::telemetry::bind(&config.listen).await?;
     let metrics = CloudMetrics::new()?;
     let shutdown = vigil_core::shutdown::on_signal();

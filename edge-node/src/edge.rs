@@ -361,6 +361,27 @@ impl Node {
                 let t = topic::model_request(self.models.family());
                 self.out.send(t, &req, false);
             }
+            Next::Reset => match Detector::new(self.config.detector.clone()) {
+                Ok(mut fresh) => {
+                    if let Some(old) = self.detector.as_mut() {
+                        fresh.adopt_state(old);
+                    }
+                    let was = self.model_version();
+                    let now = fresh.model_version();
+                    self.detector = Some(fresh);
+                    if let Err(e) = self.models.reset() {
+                        warn!(error = %e, "Could not move the model bundle aside.");
+                    }
+                    if let Ok(mut i) = self.shared.info.lock() {
+                        i.model_version = now.clone();
+                        i.model_release = None;
+                    }
+                    self.metrics.model_release.set(0);
+                    self.metrics.model_updates.with_label_values(&["installed"]).inc();
+                    info!(from = %was, to = %now, "Rolled back to the edge's own model.");
+                }
+                Err(e) => warn!(error = %e, "Could not build the default model; the running one stays."),
+            },
             Next::Install { release, bytes } => {
                 let (keys, tx) = (self.keys.clone(), self.installs_tx.clone());
                 tokio::task::spawn_blocking(move || {

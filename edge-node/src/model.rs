@@ -113,6 +113,8 @@ pub enum Next {
     Idle,
     /// Publish this request.
     Ask(ChunkRequest),
+    /// A signed rollback to no release: go back to the edge's own model.
+    Reset,
     /// The bundle is complete and matches the release: verify and swap.
     Install {
         /// The release.
@@ -242,6 +244,9 @@ impl Models {
             }
             _ => {}
         }
+        if r.stage == Stage::Rollback && r.version == 0 {
+            return Ok(Next::Reset);
+        }
         if let Some((v, bytes)) = &self.previous {
             if *v == r.version && sha256_hex(bytes) == r.sha256 {
                 return Ok(Next::Install {
@@ -356,6 +361,20 @@ impl Models {
         }
         write_atomic(&cur, bytes)?;
         self.running = Some(version);
+        Ok(())
+    }
+
+    /// Records the return to the edge's own model: the running bundle is
+    /// kept as the previous one and nothing is loaded at the next start.
+    pub fn reset(&mut self) -> std::io::Result<()> {
+        let cur = self.dir.join(CURRENT);
+        if let Ok(old) = std::fs::read(&cur) {
+            write_atomic(&self.dir.join(PREVIOUS), &old)?;
+            self.previous = version_of(&old).map(|v| (v, old));
+            std::fs::remove_file(&cur)?;
+        }
+        self.fetch = None;
+        self.running = None;
         Ok(())
     }
 
@@ -536,5 +555,13 @@ mod tests {
         );
         assert_eq!(current, Some(b2));
         assert_eq!(again.previous.map(|p| p.0), Some(1));
+        // A rollback to no release at all (the first release was bad).
+        let mut none = release(0, Stage::Rollback, &[], 4);
+        none.chunks.clear();
+        assert_eq!(m.on_release(&sign(&key, &none), 0).unwrap(), Next::Reset);
+        m.reset().unwrap();
+        assert_eq!(m.running(), None);
+        assert!(!dir.path().join(CURRENT).exists());
+        assert_eq!(m.previous.map(|p| p.0), Some(2));
     }
 }

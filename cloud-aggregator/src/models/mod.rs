@@ -2,6 +2,7 @@
 //! (`dataset`), retraining and the gate (`train`), releases and their
 //! rollout (`hub`), the canary (`rollout`), and the MQTT side (`server`).
 
+pub mod cli;
 pub mod dataset;
 pub mod hub;
 pub mod rollout;

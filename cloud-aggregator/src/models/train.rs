@@ -214,3 +214,135 @@ pub fn run(
         verdict,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Store;
+    use vigil_core::message::{AnomalyEvent, AuditKind, AuditRecord, ScoredSample};
+    use vigil_core::EntityId;
+
+    const T0: i64 = 1_700_000_000_000;
+
+    /// Two sites; site `a` has a host with two metrics and a sensor, site
+    /// `b` one host. The host's cpu has a fault at sample 900 that a
+    /// verified remediation confirmed.
+    fn store(root: &Path) {
+        let mut s = Store::new(root);
+        let wave = |t: usize, k: f64| 50.0 + 10.0 * (t as f64 * 0.3 + k).sin();
+        let series = |e: EntityId, m: &str, k: f64, fault: bool| -> Vec<ScoredSample> {
+            (0..1000)
+                .map(|t| ScoredSample {
+                    entity: e.clone(),
+                    metric: m.into(),
+                    ts_ms: T0 + t as i64 * 1000,
+                    value: wave(t, k) + if fault && (900..910).contains(&t) { 500.0 } else { 0.0 },
+                    score: 0.0,
+                })
+                .collect()
+        };
+        s.add_samples("a", &series(EntityId::host("h1"), "cpu", 0.0, true));
+        s.add_samples("a", &series(EntityId::host("h1"), "mem", 1.0, false));
+        s.add_samples("a", &series(EntityId::sensor("t1"), "value", 2.0, false));
+        s.add_samples("b", &series(EntityId::host("h9"), "cpu", 3.0, false));
+        s.add_anomaly(&AnomalyEvent {
+            id: "an-1".into(),
+            site: "a".into(),
+            entity: EntityId::host("h1"),
+            score: 0.99,
+            top_metric: "cpu".into(),
+            contributors: vec![],
+            ts_ms: T0 + 900_000,
+            model_version: "m".into(),
+        });
+        let rec = |kind, anomaly: &str| AuditRecord {
+            ts_ms: T0 + 930_000,
+            site: "a".into(),
+            kind,
+            policy: "p".into(),
+            policy_version: "v".into(),
+            target: EntityId::host("h1"),
+            action: "restart".into(),
+            command_id: None,
+            anomaly_id: Some(anomaly.into()),
+            model_version: "m".into(),
+            score: None,
+            top_metric: "cpu".into(),
+            mode: "auto".into(),
+            lease_token: None,
+            outcome: None,
+            rail: None,
+            detail: String::new(),
+        };
+        s.add_audit(&rec(AuditKind::Verified, "an-1"));
+        // A failed verification is no confirmed incident.
+        s.add_audit(&rec(AuditKind::VerifyFailed, "an-2"));
+        assert!(s.flush(T0).errors.is_empty());
+    }
+
+    #[test]
+    fn reads_by_site_kind_and_time_with_statistics_and_incidents() {
+        let dir = tempfile::tempdir().unwrap();
+        store(dir.path());
+        let all = dataset::load(dir.path(), &Query::default()).unwrap();
+        assert_eq!((all.series.len(), all.samples), (4, 4000));
+        assert_eq!(all.sites, vec!["a", "b"]);
+        let q = Query {
+            sites: vec!["a".into()],
+            kinds: vec!["host".into()],
+            from_ms: Some(T0 + 500_000),
+            to_ms: None,
+        };
+        let ds = dataset::load(dir.path(), &q).unwrap();
+        let keys: Vec<String> = ds.series.iter().map(|s| format!("{}|{}|{}", s.key.0, s.key.1, s.key.2)).collect();
+        assert_eq!(keys, vec!["a|host/h1|cpu", "a|host/h1|mem"]);
+        assert_eq!(ds.samples, 1000);
+        assert!(ds.series[0].ts.windows(2).all(|w| w[0] < w[1]));
+        let stats = dataset::stats(dir.path(), &q, T0 + 900_000).unwrap();
+        let (level, spread) = stats[&("a".into(), "host/h1".into(), "mem".into())];
+        // The wave's mean is 50 and its mean absolute deviation 10·2/π ≈ 6.37.
+        assert!((level - 50.0).abs() < 0.5, "{level}");
+        assert!((spread - 6.37).abs() < 0.3, "{spread}");
+        let inc = dataset::incidents(dir.path(), &q).unwrap();
+        assert_eq!(inc, vec![(("a".into(), "host/h1".into(), "cpu".into()), T0 + 900_000)]);
+    }
+
+    #[test]
+    fn a_run_reports_progress_and_judges_the_candidate_on_the_incident() {
+        let dir = tempfile::tempdir().unwrap();
+        store(dir.path());
+        let cfg = TrainConfig {
+            hours: 1e6,
+            min_samples: 100,
+            epochs: 5.0,
+            batch: 32,
+            ..TrainConfig::default()
+        };
+        let base = Detector::new(vigil_models::DetectorConfig {
+            learning_rate: 1e-2,
+            ..Default::default()
+        })
+        .unwrap();
+        let mut states = Vec::new();
+        let t = run(dir.path(), &cfg, &base, T0 + 1_000_000, |p| {
+            if states.last() != Some(&p.state) {
+                states.push(p.state.clone());
+            }
+        })
+        .unwrap();
+        assert_eq!(states, vec!["loading", "training", "gating"]);
+        assert_eq!(t.training.samples, 4000);
+        assert_eq!(t.training.series, 4);
+        assert_eq!(t.verdict.events, 1, "{:?}", t.verdict);
+        assert_eq!(t.verdict.current.caught, 1, "{:?}", t.verdict);
+        assert!(t.verdict.passed, "{:?}", t.verdict);
+        assert!(t.training.steps > 0);
+        // Too little data is refused with the count.
+        let strict = TrainConfig {
+            min_samples: 1_000_000,
+            ..cfg
+        };
+        let e = run(dir.path(), &strict, &base, T0 + 1_000_000, |_| {}).err().unwrap();
+        assert!(e.to_string().contains("4000 samples"), "{e}");
+    }
+}

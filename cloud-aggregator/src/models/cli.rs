@@ -1,0 +1,69 @@
+//! `vigil-cloud train`: one retraining run from the command line, with a
+//! progress bar.
+
+use super::train;
+use super::Hub;
+use crate::config::CloudConfig;
+use indicatif::{ProgressBar, ProgressStyle};
+use std::path::PathBuf;
+use vigil_core::clock::now_ms;
+use vigil_models::bundle::Bundle;
+use vigil_models::signing::SecretKey;
+
+/// Trains, judges and (when the gate passes) writes the bundle.
+pub fn train(config: &CloudConfig, out: Option<PathBuf>) -> anyhow::Result<()> {
+    let metrics = crate::CloudMetrics::new()?;
+    let mut hub = Hub::open(config.models.clone(), &config.data_dir, metrics.models)?;
+    let base = hub.stable_detector()?;
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {msg:<28} [{bar:40}] {pos}/{len} steps {elapsed}")?
+            .progress_chars("=> "),
+    );
+    let mut state = String::new();
+    let t = train::run(&config.data_dir, &config.models.train, &base, now_ms(), |p| {
+        if p.state != state {
+            state = p.state.clone();
+            bar.println(format!("{}: {} samples", p.state, p.samples));
+        }
+        bar.set_length(p.steps as u64);
+        bar.set_position(p.step as u64);
+        bar.set_message(match p.loss {
+            Some(l) => format!("{} (loss {l:.4})", p.state),
+            None => p.state.clone(),
+        });
+    })?;
+    bar.finish_and_clear();
+    let v = &t.verdict;
+    println!(
+        "held-back window: forecast loss {:?} -> {:?}, flagged {:.3}% -> {:.3}%, confirmed incidents caught {} -> {} of {}",
+        v.current.loss,
+        v.candidate.loss,
+        v.current.flag_rate * 100.0,
+        v.candidate.flag_rate * 100.0,
+        v.current.caught,
+        v.candidate.caught,
+        v.events
+    );
+    if !v.passed {
+        for r in &v.reasons {
+            println!("refused: {r}");
+        }
+        anyhow::bail!("the candidate is worse than the stable model; nothing written");
+    }
+    let version = hub.next_version();
+    let mut b = Bundle::of(&t.detector, &config.models.family, version, now_ms(), t.training)?;
+    if let Some(k) = &config.models.signing_key {
+        b.sign(&SecretKey::read(k)?);
+    }
+    let out = out.unwrap_or_else(|| {
+        config
+            .data_dir
+            .join("models")
+            .join(&config.models.family)
+            .join(format!("candidate-v{version}.vmb"))
+    });
+    std::fs::write(&out, b.to_bytes()?)?;
+    println!("passed the gate; wrote {} (v{version})", out.display());
+    Ok(())
+}

@@ -1,0 +1,279 @@
+//! `vigil bench train|rollout`: the model lifecycle's costs, measured.
+//!
+//! `train` writes a synthetic fleet store as the aggregator writes it
+//! (Parquet by site and hour), then times retraining on it phase by phase:
+//! reading with polars, training with candle, judging at the gate.
+//! `rollout` runs a cloud and N edge nodes in this process on the embedded
+//! broker and times a release from the moment the cloud issues it until the
+//! last edge scores with it. Medians over `runs`.
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+use vigil_cloud::models::rollout::CanaryConfig;
+use vigil_cloud::models::train::{self, TrainConfig};
+use vigil_cloud::store::Store;
+use vigil_core::clock::now_ms;
+use vigil_core::message::ScoredSample;
+use vigil_core::EntityId;
+use vigil_models::bundle::{Bundle, Training};
+use vigil_models::signing::SecretKey;
+use vigil_models::{Detector, DetectorConfig};
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
+}
+
+/// Writes `samples` samples over `series` series, one per second per series,
+/// ending now.
+fn write_store(root: &Path, samples: usize, series: usize) -> anyhow::Result<()> {
+    let per = samples / series.max(1);
+    let end = now_ms();
+    let mut store = Store::new(root);
+    for s in 0..series {
+        let entity = EntityId::host(&format!("h{:03}", s / 4));
+        let metric = format!("m{}", s % 4);
+        let batch: Vec<ScoredSample> = (0..per)
+            .map(|t| {
+                let x = t as f64 * (0.05 + s as f64 * 0.001);
+                let noise = ((t as f64 * 12.9898 + s as f64).sin() * 43758.5453).fract();
+                ScoredSample {
+                    entity: entity.clone(),
+                    metric: metric.clone(),
+                    ts_ms: end - ((per - t) as i64) * 1000,
+                    value: 100.0 + 20.0 * x.sin() + 2.0 * noise + s as f64,
+                    score: 0.0,
+                }
+            })
+            .collect();
+        store.add_samples(&format!("site-{}", s % 5), &batch);
+    }
+    let f = store.flush(end);
+    anyhow::ensure!(f.errors.is_empty(), "writing the store: {:?}", f.errors);
+    Ok(())
+}
+
+/// Times retraining on a synthetic store.
+pub fn train(samples: usize, series: usize, runs: usize) -> anyhow::Result<String> {
+    let dir = tempfile::tempdir()?;
+    let t = Instant::now();
+    write_store(dir.path(), samples, series)?;
+    let mut out = format!(
+        "store: {samples} samples, {series} series, written in {:.2} s\n",
+        t.elapsed().as_secs_f64()
+    );
+    let cfg = TrainConfig {
+        min_samples: 0,
+        ..TrainConfig::default()
+    };
+    let (mut load, mut fit, mut gate, mut total) = (vec![], vec![], vec![], vec![]);
+    let mut steps = 0;
+    for run in 0..runs.max(1) {
+        let base = Detector::new(DetectorConfig::default())?;
+        let start = Instant::now();
+        let (mut trained_at, mut gating_at) = (None, None);
+        let r = train::run(dir.path(), &cfg, &base, now_ms(), |p| {
+            if p.state == "training" && trained_at.is_none() {
+                trained_at = Some(start.elapsed());
+            }
+            if p.state == "gating" {
+                gating_at = Some(start.elapsed());
+            }
+            steps = p.steps;
+        })?;
+        let end = start.elapsed();
+        let (a, b) = (
+            trained_at.unwrap_or_default(),
+            gating_at.unwrap_or_default(),
+        );
+        writeln!(
+            out,
+            "run {}: read + normalise {:.2} s, train {:.2} s ({} steps), gate {:.2} s, total {:.2} s; held-back loss {:?} -> {:?}, gate {}",
+            run + 1,
+            a.as_secs_f64(),
+            (b - a).as_secs_f64(),
+            steps,
+            (end - b).as_secs_f64(),
+            end.as_secs_f64(),
+            r.verdict.current.loss,
+            r.verdict.candidate.loss,
+            if r.verdict.passed { "passed" } else { "refused" }
+        )?;
+        load.push(a.as_secs_f64());
+        fit.push((b - a).as_secs_f64());
+        gate.push((end - b).as_secs_f64());
+        total.push(end.as_secs_f64());
+    }
+    writeln!(
+        out,
+        "median: read {:.2} s, train {:.2} s, gate {:.2} s, total {:.2} s ({:.0} samples/s end to end)",
+        median(load),
+        median(fit),
+        median(gate),
+        median(total.clone()),
+        samples as f64 / median(total)
+    )?;
+    Ok(out)
+}
+
+/// Times a release reaching `edges` edge nodes.
+pub async fn rollout(edges: usize, runs: usize) -> anyhow::Result<String> {
+    let port = crate::broker::start(0, 1 << 20)?.port();
+    let dir = tempfile::tempdir()?;
+    let stop = CancellationToken::new();
+    let key = SecretKey::generate()?;
+    let key_path = dir.path().join("cloud.key");
+    std::fs::write(&key_path, key.to_text())?;
+    let mut cfg = vigil_cloud::CloudConfig::default();
+    cfg.mqtt.port = port;
+    cfg.data_dir = dir.path().join("cloud");
+    cfg.models.signing_key = Some(key_path);
+    cfg.models.train_every_secs = 0;
+    // Every node at once, promoted after a second: this measures transfer
+    // and loading, not the canary's observation window.
+    cfg.models.canary = CanaryConfig {
+        share: 1.0,
+        observe_secs: 1,
+        min_scored: 0,
+        ..CanaryConfig::default()
+    };
+    let listener = vigil_core::telemetry::bind("127.0.0.1:0").await?;
+    let cloud = format!("http://{}", listener.local_addr()?);
+    tokio::spawn(vigil_cloud::run(
+        cfg,
+        listener,
+        vigil_cloud::CloudMetrics::new()?,
+        stop.clone(),
+    ));
+    let public = key.public().to_text().trim().to_string();
+    let mut urls = Vec::new();
+    for i in 0..edges {
+        let mut e = vigil_edge::EdgeConfig {
+            site: format!("b{i:03}"),
+            heartbeat_secs: 1,
+            data_dir: dir.path().join(format!("e{i}")),
+            ..Default::default()
+        };
+        e.mqtt.port = port;
+        e.model.trusted_keys = vec![public.clone()];
+        let l = vigil_core::telemetry::bind("127.0.0.1:0").await?;
+        urls.push(format!("http://{}/metrics", l.local_addr()?));
+        let m = vigil_edge::EdgeMetrics::new()?;
+        tokio::spawn(vigil_edge::run(
+            e,
+            Default::default(),
+            l,
+            m,
+            stop.clone(),
+        ));
+    }
+    let http = reqwest::Client::new();
+    wait(Duration::from_secs(60), || async {
+        let nodes: serde_json::Value = http
+            .get(format!("{cloud}/api/v1/nodes"))
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        let online = nodes
+            .as_array()?
+            .iter()
+            .filter(|n| n["online"] == true)
+            .count();
+        (online == edges).then_some(())
+    })
+    .await?;
+    let mut out = String::new();
+    let mut times = Vec::new();
+    let size;
+    {
+        let b = Bundle::of(&Detector::new(DetectorConfig::default())?, "default", 1, now_ms(), Training::default())?;
+        size = b.to_bytes()?.len();
+    }
+    for run in 1..=runs.max(1) as u64 {
+        let b = Bundle::of(
+            &Detector::new(DetectorConfig::default())?,
+            "default",
+            run,
+            now_ms(),
+            Training::default(),
+        )?;
+        let status = http
+            .post(format!("{cloud}/api/v1/models/bundles"))
+            .body(b.to_bytes()?)
+            .send()
+            .await?
+            .status();
+        anyhow::ensure!(status.is_success(), "upload refused: {status}");
+        // From the moment the cloud issued the release (its canary transition).
+        let issued = wait(Duration::from_secs(30), || async {
+            let m: serde_json::Value = http
+                .get(format!("{cloud}/api/v1/models"))
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            m["transitions"]
+                .as_array()?
+                .iter()
+                .find(|t| t["version"] == run && t["to"] == "canary")?["ts_ms"]
+                .as_i64()
+        })
+        .await?;
+        let mut pending: Vec<&String> = urls.iter().collect();
+        let mut last = 0i64;
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while !pending.is_empty() {
+            anyhow::ensure!(Instant::now() < deadline, "{} edges never loaded v{run}", pending.len());
+            let mut still = Vec::new();
+            for u in pending {
+                let text = match http.get(u.as_str()).send().await {
+                    Ok(r) => r.text().await.unwrap_or_default(),
+                    Err(_) => String::new(),
+                };
+                let loaded = text
+                    .lines()
+                    .any(|l| l == format!("vigil_edge_model_release {run}"));
+                if loaded {
+                    last = now_ms();
+                } else {
+                    still.push(u);
+                }
+            }
+            pending = still;
+        }
+        let secs = (last - issued) as f64 / 1000.0;
+        writeln!(out, "release v{run}: all {edges} edges scoring with it {secs:.2} s after the cloud issued it")?;
+        times.push(secs);
+        // Wait for its promotion so the next release starts its own canary.
+        wait(Duration::from_secs(30), || async {
+            let m: serde_json::Value = http.get(format!("{cloud}/api/v1/models")).send().await.ok()?.json().await.ok()?;
+            (m["stable"] == run).then_some(())
+        })
+        .await?;
+    }
+    writeln!(out, "median over {} releases of {size} bytes: {:.2} s", times.len(), median(times))?;
+    stop.cancel();
+    Ok(out)
+}
+
+async fn wait<T, F, Fut>(timeout: Duration, mut check: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return Ok(v);
+        }
+        anyhow::ensure!(Instant::now() < deadline, "timed out after {timeout:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
