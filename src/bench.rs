@@ -119,7 +119,7 @@ pub fn train(samples: usize, series: usize, runs: usize) -> anyhow::Result<Strin
 }
 
 /// Times a release reaching `edges` edge nodes.
-pub async fn rollout(edges: usize, runs: usize) -> anyhow::Result<String> {
+pub async fn rollout(edges: usize, hidden: usize, runs: usize) -> anyhow::Result<String> {
     let port = crate::broker::start(0, 1 << 20)?.port();
     let dir = tempfile::tempdir()?;
     let stop = CancellationToken::new();
@@ -161,24 +161,11 @@ pub async fn rollout(edges: usize, runs: usize) -> anyhow::Result<String> {
         let l = vigil_core::telemetry::bind("127.0.0.1:0").await?;
         urls.push(format!("http://{}/metrics", l.local_addr()?));
         let m = vigil_edge::EdgeMetrics::new()?;
-        tokio::spawn(vigil_edge::run(
-            e,
-            Default::default(),
-            l,
-            m,
-            stop.clone(),
-        ));
+        tokio::spawn(vigil_edge::run(e, Default::default(), l, m, stop.clone()));
     }
     let http = reqwest::Client::new();
     wait(Duration::from_secs(60), || async {
-        let nodes: serde_json::Value = http
-            .get(format!("{cloud}/api/v1/nodes"))
-            .send()
-            .await
-            .ok()?
-            .json()
-            .await
-            .ok()?;
+        let nodes = get(&http, &format!("{cloud}/api/v1/nodes")).await?;
         let online = nodes
             .as_array()?
             .iter()
@@ -189,14 +176,14 @@ pub async fn rollout(edges: usize, runs: usize) -> anyhow::Result<String> {
     .await?;
     let mut out = String::new();
     let mut times = Vec::new();
-    let size;
-    {
-        let b = Bundle::of(&Detector::new(DetectorConfig::default())?, "default", 1, now_ms(), Training::default())?;
-        size = b.to_bytes()?.len();
-    }
+    let model = DetectorConfig {
+        hidden,
+        ..DetectorConfig::default()
+    };
+    let mut size = 0;
     for run in 1..=runs.max(1) as u64 {
         let b = Bundle::of(
-            &Detector::new(DetectorConfig::default())?,
+            &Detector::new(model.clone())?,
             "default",
             run,
             now_ms(),
@@ -209,16 +196,10 @@ pub async fn rollout(edges: usize, runs: usize) -> anyhow::Result<String> {
             .await?
             .status();
         anyhow::ensure!(status.is_success(), "upload refused: {status}");
+        size = b.to_bytes()?.len();
         // From the moment the cloud issued the release (its canary transition).
         let issued = wait(Duration::from_secs(30), || async {
-            let m: serde_json::Value = http
-                .get(format!("{cloud}/api/v1/models"))
-                .send()
-                .await
-                .ok()?
-                .json()
-                .await
-                .ok()?;
+            let m = get(&http, &format!("{cloud}/api/v1/models")).await?;
             m["transitions"]
                 .as_array()?
                 .iter()
@@ -230,7 +211,11 @@ pub async fn rollout(edges: usize, runs: usize) -> anyhow::Result<String> {
         let mut last = 0i64;
         let deadline = Instant::now() + Duration::from_secs(120);
         while !pending.is_empty() {
-            anyhow::ensure!(Instant::now() < deadline, "{} edges never loaded v{run}", pending.len());
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "{} edges never loaded v{run}",
+                pending.len()
+            );
             let mut still = Vec::new();
             for u in pending {
                 let text = match http.get(u.as_str()).send().await {
@@ -253,14 +238,23 @@ pub async fn rollout(edges: usize, runs: usize) -> anyhow::Result<String> {
         times.push(secs);
         // Wait for its promotion so the next release starts its own canary.
         wait(Duration::from_secs(30), || async {
-            let m: serde_json::Value = http.get(format!("{cloud}/api/v1/models")).send().await.ok()?.json().await.ok()?;
+            let m = get(&http, &format!("{cloud}/api/v1/models")).await?;
             (m["stable"] == run).then_some(())
         })
         .await?;
     }
-    writeln!(out, "median over {} releases of {size} bytes: {:.2} s", times.len(), median(times))?;
+    writeln!(
+        out,
+        "median over {} releases of {size} bytes: {:.2} s",
+        times.len(),
+        median(times)
+    )?;
     stop.cancel();
     Ok(out)
+}
+
+async fn get(http: &reqwest::Client, url: &str) -> Option<serde_json::Value> {
+    http.get(url).send().await.ok()?.json().await.ok()
 }
 
 async fn wait<T, F, Fut>(timeout: Duration, mut check: F) -> anyhow::Result<T>

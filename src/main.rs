@@ -132,6 +132,9 @@ enum BenchCmd {
         /// Edge nodes.
         #[arg(long, default_value_t = 100)]
         edges: usize,
+        /// Hidden units of the released model (16: 9 KB; 256: 1.1 MB in 5 chunks).
+        #[arg(long, default_value_t = 16)]
+        hidden: usize,
         /// Repetitions (a new release each; the median is reported).
         #[arg(long, default_value_t = 3)]
         runs: usize,
@@ -282,7 +285,12 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Cmd::Bench {
-            command: BenchCmd::Train { samples, series, runs },
+            command:
+                BenchCmd::Train {
+                    samples,
+                    series,
+                    runs,
+                },
         } => {
             let report =
                 tokio::task::spawn_blocking(move || vigil::bench::train(samples, series, runs))
@@ -291,9 +299,14 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Cmd::Bench {
-            command: BenchCmd::Rollout { edges, runs },
+            command:
+                BenchCmd::Rollout {
+                    edges,
+                    hidden,
+                    runs,
+                },
         } => {
-            println!("{}", vigil::bench::rollout(edges, runs).await?);
+            println!("{}", vigil::bench::rollout(edges, hidden, runs).await?);
             Ok(())
         }
         Cmd::Policy {

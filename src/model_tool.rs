@@ -11,7 +11,10 @@ use vigil_models::signing::{Keyring, SecretKey};
 /// refuses to overwrite a key unless `force`. Returns the public key's id.
 pub fn keygen(dir: &Path, name: &str, force: bool) -> anyhow::Result<String> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let (secret, public) = (dir.join(format!("{name}.key")), dir.join(format!("{name}.pub")));
+    let (secret, public) = (
+        dir.join(format!("{name}.key")),
+        dir.join(format!("{name}.pub")),
+    );
     if !force && (secret.exists() || public.exists()) {
         anyhow::bail!(
             "{} or {} exists; pass --force to replace it (edges trusting the old key will refuse new releases)",
@@ -58,14 +61,28 @@ pub fn inspect(file: &Path) -> anyhow::Result<String> {
     let (bytes, b) = read(file)?;
     let m = b.manifest();
     let mut s = String::new();
-    writeln!(s, "{}: {} bytes, sha256 {}", file.display(), bytes.len(), sha256_hex(&bytes))?;
-    writeln!(s, "  family {}  version {}  format {}", m.family, m.version, m.format)?;
+    writeln!(
+        s,
+        "{}: {} bytes, sha256 {}",
+        file.display(),
+        bytes.len(),
+        sha256_hex(&bytes)
+    )?;
+    writeln!(
+        s,
+        "  family {}  version {}  format {}",
+        m.family, m.version, m.format
+    )?;
     writeln!(
         s,
         "  architecture {} (inputs {}, hidden {})",
         m.architecture.kind, m.architecture.inputs, m.architecture.hidden
     )?;
-    writeln!(s, "  normalisation: {} (clip ±{})", m.normalisation.scheme, m.normalisation.clip)?;
+    writeln!(
+        s,
+        "  normalisation: {} (clip ±{})",
+        m.normalisation.scheme, m.normalisation.clip
+    )?;
     writeln!(
         s,
         "  threshold {}  level_z {}  z_scale {}",
@@ -106,7 +123,9 @@ pub fn verify(file: &Path, keys: &[String]) -> anyhow::Result<String> {
     let ring = Keyring::load(keys).map_err(|e| anyhow::anyhow!(e.join("\n")))?;
     anyhow::ensure!(!ring.is_empty(), "give at least one --key");
     let (_, b) = read(file)?;
-    let id = b.verify(&ring).with_context(|| format!("{} is refused", file.display()))?;
+    let id = b
+        .verify(&ring)
+        .with_context(|| format!("{} is refused", file.display()))?;
     Ok(format!(
         "{}: {}-v{} verified (signed by key {id})",
         file.display(),
@@ -119,12 +138,20 @@ pub fn verify(file: &Path, keys: &[String]) -> anyhow::Result<String> {
 pub fn sign(file: &Path, key: &Path, out: Option<&Path>) -> anyhow::Result<String> {
     let secret = SecretKey::read(key)?;
     let (_, mut b) = read(file)?;
-    b.check_files()
-        .with_context(|| format!("{} does not match its manifest; not signing it", file.display()))?;
+    b.check_files().with_context(|| {
+        format!(
+            "{} does not match its manifest; not signing it",
+            file.display()
+        )
+    })?;
     b.sign(&secret);
     let to = out.unwrap_or(file);
     std::fs::write(to, b.to_bytes()?).with_context(|| format!("writing {}", to.display()))?;
-    Ok(format!("{} signed by key {}", to.display(), secret.public().id()))
+    Ok(format!(
+        "{} signed by key {}",
+        to.display(),
+        secret.public().id()
+    ))
 }
 
 #[cfg(test)]
@@ -136,15 +163,21 @@ mod tests {
     fn keygen_sign_verify_inspect() {
         let dir = tempfile::tempdir().unwrap();
         let id = keygen(dir.path(), "k", false).unwrap();
-        assert!(keygen(dir.path(), "k", false).is_err(), "no silent overwrite");
+        assert!(
+            keygen(dir.path(), "k", false).is_err(),
+            "no silent overwrite"
+        );
         let d = Detector::new(DetectorConfig::default()).unwrap();
         let file = dir.path().join("m.vmb");
         let b = Bundle::of(&d, "default", 4, 0, Training::default()).unwrap();
         std::fs::write(&file, b.to_bytes().unwrap()).unwrap();
         let pubkey = dir.path().join("k.pub").display().to_string();
-        assert!(verify(&file, &[pubkey.clone()]).is_err(), "unsigned");
+        assert!(
+            verify(&file, std::slice::from_ref(&pubkey)).is_err(),
+            "unsigned"
+        );
         sign(&file, &dir.path().join("k.key"), None).unwrap();
-        let ok = verify(&file, &[pubkey.clone()]).unwrap();
+        let ok = verify(&file, std::slice::from_ref(&pubkey)).unwrap();
         assert!(ok.contains(&id), "{ok}");
         let text = inspect(&file).unwrap();
         assert!(text.contains("family default  version 4"), "{text}");
@@ -159,7 +192,10 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(dir.path().join("k.key")).unwrap().permissions().mode();
+            let mode = std::fs::metadata(dir.path().join("k.key"))
+                .unwrap()
+                .permissions()
+                .mode();
             assert_eq!(mode & 0o777, 0o600);
         }
     }

@@ -14,9 +14,9 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use vigil_core::clock::now_ms;
 use serde::Deserialize;
 use std::sync::Arc;
+use vigil_core::clock::now_ms;
 
 /// The API routes.
 pub fn router(shared: Arc<Shared>) -> Router {
@@ -139,7 +139,11 @@ async fn train(State(s): State<Arc<Shared>>, headers: HeaderMap) -> Response {
         return r;
     }
     if s.models.start_training("operator") {
-        (StatusCode::ACCEPTED, "training started; follow GET /api/v1/models\n").into_response()
+        (
+            StatusCode::ACCEPTED,
+            "training started; follow GET /api/v1/models\n",
+        )
+            .into_response()
     } else {
         (StatusCode::CONFLICT, "a training run is already going\n").into_response()
     }
@@ -160,7 +164,8 @@ fn operator(
     };
     match done {
         Ok(release) => {
-            let body = serde_json::from_str::<serde_json::Value>(&release.release).unwrap_or_default();
+            let body =
+                serde_json::from_str::<serde_json::Value>(&release.release).unwrap_or_default();
             let _ = s
                 .models
                 .jobs
@@ -172,11 +177,15 @@ fn operator(
 }
 
 async fn promote(State(s): State<Arc<Shared>>, headers: HeaderMap) -> Response {
-    operator(&s, &headers, |h| h.promote("operator", "promoted through the API", now_ms()))
+    operator(&s, &headers, |h| {
+        h.promote("operator", "promoted through the API", now_ms())
+    })
 }
 
 async fn rollback(State(s): State<Arc<Shared>>, headers: HeaderMap) -> Response {
-    operator(&s, &headers, |h| h.rollback("operator", "rolled back through the API", now_ms()))
+    operator(&s, &headers, |h| {
+        h.rollback("operator", "rolled back through the API", now_ms())
+    })
 }
 
 /// `POST /api/v1/models/bundles`: a bundle file made elsewhere (say with

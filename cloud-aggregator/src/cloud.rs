@@ -55,7 +55,11 @@ pub async fn run(
     metrics: CloudMetrics,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let hub = Hub::open(config.models.clone(), &config.data_dir, metrics.models.clone())?;
+    let hub = Hub::open(
+        config.models.clone(),
+        &config.data_dir,
+        metrics.models.clone(),
+    )?;
     if !hub.can_publish() {
         warn!("No models.signing_key: models are trained and judged but nothing is published.");
     }
@@ -220,10 +224,21 @@ impl Aggregator {
                     }
                 }
                 Route::ModelRequest { .. } => {
-                    let req: ChunkRequest = decode(&m.payload, max).map_err(|e| ("chunk_request", e))?;
+                    let req: ChunkRequest =
+                        decode(&m.payload, max).map_err(|e| ("chunk_request", e))?;
                     self.count("chunk_request");
-                    if self.shared.models.jobs.try_send(server::Job::Chunks(req)).is_err() {
-                        self.metrics.link.dropped.with_label_values(&["chunk_request"]).inc();
+                    if self
+                        .shared
+                        .models
+                        .jobs
+                        .try_send(server::Job::Chunks(req))
+                        .is_err()
+                    {
+                        self.metrics
+                            .link
+                            .dropped
+                            .with_label_values(&["chunk_request"])
+                            .inc();
                     }
                 }
                 Route::AgentPresence { site, host } => {

@@ -25,8 +25,8 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 use vigil_core::clock::now_ms;
 use vigil_core::message::{
-    AnomalyEvent, AuditKind, AuditRecord, Heartbeat, ModelHealth, Presence, PresenceState,
-    Release, SampleBatch, ScoredSample,
+    AnomalyEvent, AuditKind, AuditRecord, Heartbeat, ModelHealth, Presence, PresenceState, Release,
+    SampleBatch, ScoredSample,
 };
 use vigil_core::mqtt::{self, LinkSpec, PresenceSpec};
 use vigil_core::watch::FileWatch;
@@ -258,13 +258,7 @@ const HEALTH_SCORES: usize = 20_000;
 impl HealthWindow {
     /// Adds this tick to the model-health window: values scored and
     /// flagged, and `up` series at 0 the model did not flag (missed incidents).
-    fn observe(
-        &mut self,
-        cache: &Cache,
-        values: &[Option<f64>],
-        scores: &[f32],
-        threshold: f32,
-    ) {
+    fn observe(&mut self, cache: &Cache, values: &[Option<f64>], scores: &[f32], threshold: f32) {
         let entries = cache.entries();
         for (i, v) in values.iter().enumerate() {
             let (Some(v), Some(&s)) = (v, scores.get(i)) else {
@@ -377,10 +371,15 @@ impl Node {
                         i.model_release = None;
                     }
                     self.metrics.model_release.set(0);
-                    self.metrics.model_updates.with_label_values(&["installed"]).inc();
+                    self.metrics
+                        .model_updates
+                        .with_label_values(&["installed"])
+                        .inc();
                     info!(from = %was, to = %now, "Rolled back to the edge's own model.");
                 }
-                Err(e) => warn!(error = %e, "Could not build the default model; the running one stays."),
+                Err(e) => {
+                    warn!(error = %e, "Could not build the default model; the running one stays.")
+                }
             },
             Next::Install { release, bytes } => {
                 let (keys, tx) = (self.keys.clone(), self.installs_tx.clone());
@@ -400,8 +399,14 @@ impl Node {
             Ok(d) => d,
             Err((e, reason)) => {
                 self.models.abandon();
-                self.metrics.model_refusals.with_label_values(&[reason]).inc();
-                self.metrics.model_updates.with_label_values(&["refused"]).inc();
+                self.metrics
+                    .model_refusals
+                    .with_label_values(&[reason])
+                    .inc();
+                self.metrics
+                    .model_updates
+                    .with_label_values(&["refused"])
+                    .inc();
                 warn!(version = release.version, reason, error = %e, "Model bundle refused; the running model keeps scoring.");
                 return;
             }
@@ -421,7 +426,10 @@ impl Node {
             i.model_release = Some(release.version);
         }
         self.metrics.model_release.set(release.version as i64);
-        self.metrics.model_updates.with_label_values(&["installed"]).inc();
+        self.metrics
+            .model_updates
+            .with_label_values(&["installed"])
+            .inc();
         if let Some(t) = started {
             self.metrics
                 .model_transfer_seconds
@@ -544,12 +552,22 @@ impl Node {
                 }
             }
             Ok(Inbound::Release { family, signed }) if family == self.models.family() => {
-                self.metrics.link.received.with_label_values(&["release"]).inc();
+                self.metrics
+                    .link
+                    .received
+                    .with_label_values(&["release"])
+                    .inc();
                 match self.models.on_release(&signed, now) {
                     Ok(next) => self.model_next(next),
                     Err(r) => {
-                        self.metrics.model_refusals.with_label_values(&[r.reason()]).inc();
-                        self.metrics.model_updates.with_label_values(&["refused"]).inc();
+                        self.metrics
+                            .model_refusals
+                            .with_label_values(&[r.reason()])
+                            .inc();
+                        self.metrics
+                            .model_updates
+                            .with_label_values(&["refused"])
+                            .inc();
                         warn!(reason = r.reason(), error = %r, "Model release refused; the running model keeps scoring.");
                     }
                 }
@@ -560,7 +578,11 @@ impl Node {
                 index,
                 bytes,
             }) if family == self.models.family() => {
-                self.metrics.link.received.with_label_values(&["chunk"]).inc();
+                self.metrics
+                    .link
+                    .received
+                    .with_label_values(&["chunk"])
+                    .inc();
                 let next = self.models.on_chunk(version, index, &bytes, now);
                 self.count_chunks();
                 self.model_next(next);

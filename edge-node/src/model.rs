@@ -218,8 +218,8 @@ impl Models {
         self.keys
             .verify(signed.release.as_bytes(), &sig)
             .map_err(|e: SignError| Refusal::Signature(e.to_string()))?;
-        let r: Release = serde_json::from_str(&signed.release)
-            .map_err(|e| Refusal::Malformed(e.to_string()))?;
+        let r: Release =
+            serde_json::from_str(&signed.release).map_err(|e| Refusal::Malformed(e.to_string()))?;
         if r.family != self.cfg.family || !r.is_for(&self.node) {
             return Ok(Next::Idle);
         }
@@ -468,7 +468,11 @@ mod tests {
             panic!("expected the next window")
         };
         assert_eq!(last.chunks, vec![3]);
-        let Next::Install { release, bytes: got } = m.on_chunk(4, 3, c[3], 1200) else {
+        let Next::Install {
+            release,
+            bytes: got,
+        } = m.on_chunk(4, 3, c[3], 1200)
+        else {
             panic!("expected the bundle")
         };
         assert_eq!((release.version, got), (4, bytes));
@@ -519,9 +523,18 @@ mod tests {
             Next::Ask(_)
         ));
         // Without trusted keys nothing is taken.
-        let mut none = Models::open(ModelConfig::default(), Keyring::default(), "s/e", dir.path()).0;
+        let mut none = Models::open(
+            ModelConfig::default(),
+            Keyring::default(),
+            "s/e",
+            dir.path(),
+        )
+        .0;
         let r = sign(&key, &release(9, Stage::Promoted, &bytes, 4));
-        assert_eq!(none.on_release(&r, 0).unwrap_err().reason(), "bad_signature");
+        assert_eq!(
+            none.on_release(&r, 0).unwrap_err().reason(),
+            "bad_signature"
+        );
     }
 
     #[test]
@@ -530,8 +543,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let d = vigil_models::Detector::new(Default::default()).unwrap();
         let bundle = |v| {
-            let mut b = vigil_models::bundle::Bundle::of(&d, "default", v, 0, Default::default())
-                .unwrap();
+            let mut b =
+                vigil_models::bundle::Bundle::of(&d, "default", v, 0, Default::default()).unwrap();
             b.sign(&key);
             b.to_bytes().unwrap()
         };

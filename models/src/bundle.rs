@@ -294,8 +294,8 @@ impl Bundle {
         let manifest_bytes = files
             .remove(MANIFEST)
             .ok_or_else(|| BundleError::MissingFile(MANIFEST.into()))?;
-        let manifest: Manifest = serde_json::from_slice(&manifest_bytes)
-            .map_err(|e| bad(format!("{MANIFEST}: {e}")))?;
+        let manifest: Manifest =
+            serde_json::from_slice(&manifest_bytes).map_err(|e| bad(format!("{MANIFEST}: {e}")))?;
         if manifest.format != FORMAT {
             return Err(bad(format!(
                 "format {:?}, expected {FORMAT:?}",
@@ -303,9 +303,9 @@ impl Bundle {
             )));
         }
         let signature = match files.remove(SIGNATURE) {
-            Some(s) => Some(
-                serde_json::from_slice(&s).map_err(|e| bad(format!("{SIGNATURE}: {e}")))?,
-            ),
+            Some(s) => {
+                Some(serde_json::from_slice(&s).map_err(|e| bad(format!("{SIGNATURE}: {e}")))?)
+            }
             None => None,
         };
         Ok(Self {

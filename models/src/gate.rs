@@ -84,12 +84,12 @@ fn figures(model: &Detector, h: &Holdout, lookback: usize) -> Result<Figures, Mo
     for t in 0..len {
         let row: Vec<Option<f64>> = h.raw.iter().map(|s| s.get(t).copied()).collect();
         let s = d.tick(&row)?;
-        for (i, v) in row.iter().enumerate() {
+        for ((v, f), &score) in row.iter().zip(flags.iter_mut()).zip(&s.scores) {
             if v.is_some() {
                 scored += 1;
-                if s.scores[i] >= threshold {
+                if score >= threshold {
                     flagged += 1;
-                    flags[i][t] = true;
+                    f[t] = true;
                 }
             }
         }
@@ -230,6 +230,9 @@ mod tests {
         // And the reverse: a model worse on loss and incidents than the trained one.
         let v = judge(&trained, &current, &h, &GateConfig::default()).unwrap();
         assert!(!v.passed, "{v:?}");
-        assert!(v.reasons.iter().any(|r| r.contains("forecast loss")), "{v:?}");
+        assert!(
+            v.reasons.iter().any(|r| r.contains("forecast loss")),
+            "{v:?}"
+        );
     }
 }

@@ -126,7 +126,7 @@ impl Mosquitto {
     fn spawn(bin: &str, conf: &Path, addr: SocketAddr) -> anyhow::Result<Child> {
         let child = Command::new(bin)
             .arg("-c")
-            .arg(&conf)
+            .arg(conf)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()

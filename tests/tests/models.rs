@@ -76,7 +76,13 @@ async fn start_edge(
     let url = format!("http://{}", listener.local_addr()?);
     let metrics = vigil_edge::EdgeMetrics::new()?;
     let policies = vigil_edge::PolicySet::default();
-    tokio::spawn(vigil_edge::run(cfg, policies, listener, metrics, stop.clone()));
+    tokio::spawn(vigil_edge::run(
+        cfg,
+        policies,
+        listener,
+        metrics,
+        stop.clone(),
+    ));
     Ok(url)
 }
 
@@ -102,8 +108,12 @@ fn feed(port: u16, sites: Vec<String>, stop: CancellationToken) {
                     let x = t as f64 * 0.2 + s as f64;
                     let noise = ((t as f64 * 12.9898 + s as f64).sin() * 43758.5453).fract();
                     let v = 50.0 + 10.0 * x.sin() + noise;
-                    let _ = client
-                        .try_publish(topic::sensor(site, &format!("t{s}")), rumqttc::QoS::AtMostOnce, false, v.to_string());
+                    let _ = client.try_publish(
+                        topic::sensor(site, &format!("t{s}")),
+                        rumqttc::QoS::AtMostOnce,
+                        false,
+                        v.to_string(),
+                    );
                 }
             }
         }
@@ -126,20 +136,28 @@ async fn start_fleet(
         let url = start_edge(port, dir, &site, &public, window, &stop).await?;
         edges.push((format!("{site}/e"), url));
     }
-    feed(port, edges.iter().map(|(n, _)| n[..3].to_string()).collect(), stop.clone());
+    feed(
+        port,
+        edges.iter().map(|(n, _)| n[..3].to_string()).collect(),
+        stop.clone(),
+    );
     let want = n;
-    wait_for("every edge online at the cloud", Duration::from_secs(30), || {
-        let url = format!("{cloud}/api/v1/nodes");
-        async move {
-            let nodes = get_json(&url).await.ok()?;
-            let online = nodes
-                .as_array()?
-                .iter()
-                .filter(|n| n["role"] == "edge" && n["online"] == true)
-                .count();
-            (online == want).then_some(())
-        }
-    })
+    wait_for(
+        "every edge online at the cloud",
+        Duration::from_secs(30),
+        || {
+            let url = format!("{cloud}/api/v1/nodes");
+            async move {
+                let nodes = get_json(&url).await.ok()?;
+                let online = nodes
+                    .as_array()?
+                    .iter()
+                    .filter(|n| n["role"] == "edge" && n["online"] == true)
+                    .count();
+                (online == want).then_some(())
+            }
+        },
+    )
     .await?;
     Ok(Fleet {
         cloud,
@@ -154,7 +172,11 @@ fn bundle(cfg: DetectorConfig, version: u64) -> anyhow::Result<Vec<u8>> {
     Ok(Bundle::of(&d, "default", version, now_ms(), Training::default())?.to_bytes()?)
 }
 
-async fn upload(cloud: &str, bytes: Vec<u8>, token: Option<&str>) -> anyhow::Result<reqwest::StatusCode> {
+async fn upload(
+    cloud: &str,
+    bytes: Vec<u8>,
+    token: Option<&str>,
+) -> anyhow::Result<reqwest::StatusCode> {
     let mut req = reqwest::Client::new()
         .post(format!("{cloud}/api/v1/models/bundles"))
         .body(bytes);
@@ -174,7 +196,11 @@ async fn releases(cloud: &str) -> anyhow::Result<Vec<(String, Option<u64>)>> {
         .filter(|n| n["role"] == "edge")
         .map(|n| {
             (
-                format!("{}/{}", n["site"].as_str().unwrap_or(""), n["node"].as_str().unwrap_or("")),
+                format!(
+                    "{}/{}",
+                    n["site"].as_str().unwrap_or(""),
+                    n["node"].as_str().unwrap_or("")
+                ),
                 n["heartbeat"]["model_release"].as_u64(),
             )
         })
@@ -183,17 +209,21 @@ async fn releases(cloud: &str) -> anyhow::Result<Vec<(String, Option<u64>)>> {
 
 async fn wait_transition(cloud: &str, version: u64, to: &str, secs: u64) -> anyhow::Result<Value> {
     let url = format!("{cloud}/api/v1/models");
-    wait_for(&format!("v{version} {to}"), Duration::from_secs(secs), || {
-        let url = url.clone();
-        async move {
-            let m = get_json(&url).await.ok()?;
-            m["transitions"]
-                .as_array()?
-                .iter()
-                .find(|t| t["version"] == version && t["to"] == to)
-                .cloned()
-        }
-    })
+    wait_for(
+        &format!("v{version} {to}"),
+        Duration::from_secs(secs),
+        || {
+            let url = url.clone();
+            async move {
+                let m = get_json(&url).await.ok()?;
+                m["transitions"]
+                    .as_array()?
+                    .iter()
+                    .find(|t| t["version"] == version && t["to"] == to)
+                    .cloned()
+            }
+        },
+    )
     .await
 }
 
@@ -219,9 +249,15 @@ async fn canary_promotes_a_good_model_to_twenty_edges_and_rolls_back_one_that_fl
     .await?;
 
     // Writes need the token.
-    assert_eq!(upload(&cloud, bundle(DetectorConfig::default(), 1)?, None).await?, 401);
+    assert_eq!(
+        upload(&cloud, bundle(DetectorConfig::default(), 1)?, None).await?,
+        401
+    );
     let t0 = Instant::now();
-    assert_eq!(upload(&cloud, bundle(DetectorConfig::default(), 1)?, Some(TOKEN)).await?, 201);
+    assert_eq!(
+        upload(&cloud, bundle(DetectorConfig::default(), 1)?, Some(TOKEN)).await?,
+        201
+    );
     let canary1 = wait_transition(&cloud, 1, "canary", 20).await?;
     let promoted = wait_transition(&cloud, 1, "promoted", 60).await?;
     wait_for("all twenty edges on v1", Duration::from_secs(60), || {
@@ -233,7 +269,9 @@ async fn canary_promotes_a_good_model_to_twenty_edges_and_rolls_back_one_that_fl
     })
     .await?;
     let all_loaded = t0.elapsed();
-    println!("v1: canary {canary1}\nv1: {promoted}\nall 20 edges on v1 {all_loaded:?} after upload");
+    println!(
+        "v1: canary {canary1}\nv1: {promoted}\nall 20 edges on v1 {all_loaded:?} after upload"
+    );
 
     // A model that flags everything: the canary rolls it back.
     let bad = DetectorConfig {
@@ -244,7 +282,10 @@ async fn canary_promotes_a_good_model_to_twenty_edges_and_rolls_back_one_that_fl
         ..DetectorConfig::default()
     };
     // An older version number is refused by the cloud.
-    assert_eq!(upload(&cloud, bundle(bad.clone(), 1)?, Some(TOKEN)).await?, 409);
+    assert_eq!(
+        upload(&cloud, bundle(bad.clone(), 1)?, Some(TOKEN)).await?,
+        409
+    );
     let t1 = Instant::now();
     assert_eq!(upload(&cloud, bundle(bad, 2)?, Some(TOKEN)).await?, 201);
     let started = wait_transition(&cloud, 2, "canary", 20).await?;
@@ -264,13 +305,17 @@ async fn canary_promotes_a_good_model_to_twenty_edges_and_rolls_back_one_that_fl
         .map(String::from)
         .collect();
     assert_eq!(cohort.len(), 2, "10% of 20 edges: {started}");
-    wait_for("the canary edges back on v1", Duration::from_secs(30), || {
-        let cloud = cloud.clone();
-        async move {
-            let r = releases(&cloud).await.ok()?;
-            r.iter().all(|(_, v)| *v == Some(1)).then_some(())
-        }
-    })
+    wait_for(
+        "the canary edges back on v1",
+        Duration::from_secs(30),
+        || {
+            let cloud = cloud.clone();
+            async move {
+                let r = releases(&cloud).await.ok()?;
+                r.iter().all(|(_, v)| *v == Some(1)).then_some(())
+            }
+        },
+    )
     .await?;
     for (node, url) in &fleet.edges {
         let installed = metric(url, "vigil_edge_model_updates_total{result=\"installed\"}").await?;
@@ -278,13 +323,21 @@ async fn canary_promotes_a_good_model_to_twenty_edges_and_rolls_back_one_that_fl
         // bundle it kept, no transfer).
         let want = if cohort.contains(node) { 3.0 } else { 1.0 };
         assert_eq!(installed, want, "{node}");
-        assert_eq!(metric(url, "vigil_edge_model_release").await?, 1.0, "{node}");
+        assert_eq!(
+            metric(url, "vigil_edge_model_release").await?,
+            1.0,
+            "{node}"
+        );
     }
     let m = get_json(&format!("{cloud}/api/v1/models")).await?;
     assert_eq!(m["stable"], 1);
     assert!(m["canary"].is_null());
     println!("v2: {started}\nv2: {rolled}\nrollback decided {decided:?} after upload");
-    let cm = metric(&cloud, "vigil_cloud_model_transitions_total{to=\"rolled_back\"}").await?;
+    let cm = metric(
+        &cloud,
+        "vigil_cloud_model_transitions_total{to=\"rolled_back\"}",
+    )
+    .await?;
     assert_eq!(cm, 1.0);
 
     // Operator writes need the token too.
@@ -298,7 +351,8 @@ async fn canary_promotes_a_good_model_to_twenty_edges_and_rolls_back_one_that_fl
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_forged_release_or_bundle_is_refused_and_the_old_model_keeps_scoring() -> anyhow::Result<()> {
+async fn a_forged_release_or_bundle_is_refused_and_the_old_model_keeps_scoring(
+) -> anyhow::Result<()> {
     let port = vigil::broker::start(0, 1 << 20)?.port();
     let dir = tempfile::tempdir()?;
     let canary = CanaryConfig {
@@ -309,7 +363,10 @@ async fn a_forged_release_or_bundle_is_refused_and_the_old_model_keeps_scoring()
     };
     let fleet = start_fleet(port, dir.path(), 1, canary, 16).await?;
     let (cloud, edge) = (fleet.cloud.clone(), fleet.edges[0].1.clone());
-    assert_eq!(upload(&cloud, bundle(DetectorConfig::default(), 1)?, Some(TOKEN)).await?, 201);
+    assert_eq!(
+        upload(&cloud, bundle(DetectorConfig::default(), 1)?, Some(TOKEN)).await?,
+        201
+    );
     wait_transition(&cloud, 1, "promoted", 60).await?;
     wait_for("v1 scoring", Duration::from_secs(30), || {
         let edge = edge.clone();
@@ -322,7 +379,13 @@ async fn a_forged_release_or_bundle_is_refused_and_the_old_model_keeps_scoring()
     // a changed version is covered by the unit tests) pointing at a bundle
     // signed by the attacker.
     let attacker = SecretKey::generate()?;
-    let mut evil = Bundle::of(&Detector::new(DetectorConfig::default())?, "default", 9, now_ms(), Training::default())?;
+    let mut evil = Bundle::of(
+        &Detector::new(DetectorConfig::default())?,
+        "default",
+        9,
+        now_ms(),
+        Training::default(),
+    )?;
     evil.sign(&attacker);
     let bytes = evil.to_bytes()?;
     let release = Release {
@@ -339,7 +402,11 @@ async fn a_forged_release_or_bundle_is_refused_and_the_old_model_keeps_scoring()
     let sign = |key: &SecretKey| {
         let text = serde_json::to_string(&release).unwrap_or_default();
         let s = key.sign(text.as_bytes());
-        SignedRelease { release: text, key_id: s.key_id, signature: s.signature }
+        SignedRelease {
+            release: text,
+            key_id: s.key_id,
+            signature: s.signature,
+        }
     };
     let mut opts = rumqttc::MqttOptions::new("attacker", "127.0.0.1", port);
     opts.set_max_packet_size(1 << 20, 1 << 20);
@@ -347,20 +414,40 @@ async fn a_forged_release_or_bundle_is_refused_and_the_old_model_keeps_scoring()
     tokio::spawn(async move { while ev.poll().await.is_ok() {} });
     let t = topic::model_release("default");
     client
-        .publish(&t, rumqttc::QoS::AtLeastOnce, false, encode(&sign(&attacker)))
+        .publish(
+            &t,
+            rumqttc::QoS::AtLeastOnce,
+            false,
+            encode(&sign(&attacker)),
+        )
         .await?;
-    wait_for("the forged release refused", Duration::from_secs(10), || {
-        let edge = edge.clone();
-        async move {
-            (metric(&edge, "vigil_edge_model_refusals_total{reason=\"bad_signature\"}").await.ok()? >= 1.0)
-                .then_some(())
-        }
-    })
+    wait_for(
+        "the forged release refused",
+        Duration::from_secs(10),
+        || {
+            let edge = edge.clone();
+            async move {
+                (metric(
+                    &edge,
+                    "vigil_edge_model_refusals_total{reason=\"bad_signature\"}",
+                )
+                .await
+                .ok()?
+                    >= 1.0)
+                    .then_some(())
+            }
+        },
+    )
     .await?;
     // The trusted key signed the release (say, a compromised pipeline step)
     // but the bundle itself carries the attacker's signature.
     client
-        .publish(&t, rumqttc::QoS::AtLeastOnce, false, encode(&sign(&fleet.key)))
+        .publish(
+            &t,
+            rumqttc::QoS::AtLeastOnce,
+            false,
+            encode(&sign(&fleet.key)),
+        )
         .await?;
     // The chunks are sent until the edge has asked for them and judged them
     // (a chunk that arrives before the release is not kept).
@@ -369,7 +456,9 @@ async fn a_forged_release_or_bundle_is_refused_and_the_old_model_keeps_scoring()
     for _ in 0..40 {
         for (i, c) in bytes.chunks(1 << 18).enumerate() {
             let t = topic::model_chunk("default", 9, i as u32);
-            client.publish(t, rumqttc::QoS::AtLeastOnce, false, c.to_vec()).await?;
+            client
+                .publish(t, rumqttc::QoS::AtLeastOnce, false, c.to_vec())
+                .await?;
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
         if metric(&edge, unknown).await? >= 1.0 {
@@ -377,7 +466,10 @@ async fn a_forged_release_or_bundle_is_refused_and_the_old_model_keeps_scoring()
             break;
         }
     }
-    assert!(refused, "the bundle signed by an untrusted key was not refused");
+    assert!(
+        refused,
+        "the bundle signed by an untrusted key was not refused"
+    );
     // v1 still scores: samples keep being scored and the release is unchanged.
     let before = metric(&edge, "vigil_edge_tick_duration_seconds_count").await?;
     tokio::time::sleep(Duration::from_millis(600)).await;
@@ -388,9 +480,13 @@ async fn a_forged_release_or_bundle_is_refused_and_the_old_model_keeps_scoring()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_20_mb_bundle_crosses_mosquitto_defaults_and_resumes_after_a_restart() -> anyhow::Result<()> {
+async fn a_20_mb_bundle_crosses_mosquitto_defaults_and_resumes_after_a_restart(
+) -> anyhow::Result<()> {
     let Some(mut broker) = Mosquitto::start()? else {
-        assert!(!vigil_tests::external_required(), "mosquitto is required (VIGIL_REQUIRE_EXTERNAL=1)");
+        assert!(
+            !vigil_tests::external_required(),
+            "mosquitto is required (VIGIL_REQUIRE_EXTERNAL=1)"
+        );
         eprintln!("skipped: mosquitto is not installed");
         return Ok(());
     };
@@ -410,8 +506,16 @@ async fn a_20_mb_bundle_crosses_mosquitto_defaults_and_resumes_after_a_restart()
         hidden: 1024,
         ..DetectorConfig::default()
     };
-    let mut b = Bundle::of(&Detector::new(big)?, "default", 1, now_ms(), Training::default())?;
-    let filler: Vec<u8> = (0..3_200_000u32).map(|i| (i.wrapping_mul(2654435761) >> 24) as u8).collect();
+    let mut b = Bundle::of(
+        &Detector::new(big)?,
+        "default",
+        1,
+        now_ms(),
+        Training::default(),
+    )?;
+    let filler: Vec<u8> = (0..3_200_000u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 24) as u8)
+        .collect();
     b.put("calibration.bin", filler)?;
     let bytes = b.to_bytes()?;
     assert!(bytes.len() >= 20_000_000, "{} bytes", bytes.len());
@@ -429,7 +533,10 @@ async fn a_20_mb_bundle_crosses_mosquitto_defaults_and_resumes_after_a_restart()
     .await?;
     broker.restart()?;
     let at_restart = metric(&edge, stored).await?;
-    assert!(at_restart < chunks, "the transfer finished before the restart");
+    assert!(
+        at_restart < chunks,
+        "the transfer finished before the restart"
+    );
     wait_for("v1 scoring after the restart", Duration::from_secs(120), || {
         let edge = edge.clone();
         async move { (metric(&edge, "vigil_edge_model_release").await.ok()? == 1.0).then_some(()) }

@@ -21,18 +21,24 @@ pub fn train(config: &CloudConfig, out: Option<PathBuf>) -> anyhow::Result<()> {
             .progress_chars("=> "),
     );
     let mut state = String::new();
-    let t = train::run(&config.data_dir, &config.models.train, &base, now_ms(), |p| {
-        if p.state != state {
-            state = p.state.clone();
-            bar.println(format!("{}: {} samples", p.state, p.samples));
-        }
-        bar.set_length(p.steps as u64);
-        bar.set_position(p.step as u64);
-        bar.set_message(match p.loss {
-            Some(l) => format!("{} (loss {l:.4})", p.state),
-            None => p.state.clone(),
-        });
-    })?;
+    let t = train::run(
+        &config.data_dir,
+        &config.models.train,
+        &base,
+        now_ms(),
+        |p| {
+            if p.state != state {
+                state = p.state.clone();
+                bar.println(format!("{}: {} samples", p.state, p.samples));
+            }
+            bar.set_length(p.steps as u64);
+            bar.set_position(p.step as u64);
+            bar.set_message(match p.loss {
+                Some(l) => format!("{} (loss {l:.4})", p.state),
+                None => p.state.clone(),
+            });
+        },
+    )?;
     bar.finish_and_clear();
     let v = &t.verdict;
     println!(
@@ -52,7 +58,13 @@ pub fn train(config: &CloudConfig, out: Option<PathBuf>) -> anyhow::Result<()> {
         anyhow::bail!("the candidate is worse than the stable model; nothing written");
     }
     let version = hub.next_version();
-    let mut b = Bundle::of(&t.detector, &config.models.family, version, now_ms(), t.training)?;
+    let mut b = Bundle::of(
+        &t.detector,
+        &config.models.family,
+        version,
+        now_ms(),
+        t.training,
+    )?;
     if let Some(k) = &config.models.signing_key {
         b.sign(&SecretKey::read(k)?);
     }

@@ -65,7 +65,11 @@ fn files(root: &Path, table: &str, sites: &[String]) -> Vec<(String, PathBuf)> {
             continue;
         }
         for hour in std::fs::read_dir(s.path()).into_iter().flatten().flatten() {
-            for f in std::fs::read_dir(hour.path()).into_iter().flatten().flatten() {
+            for f in std::fs::read_dir(hour.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
                 if f.path().extension().is_some_and(|e| e == "parquet") {
                     out.push((site.to_string(), f.path()));
                 }
@@ -152,7 +156,11 @@ pub fn load(root: &Path, q: &Query) -> PolarsResult<Dataset> {
             SortMultipleOptions::default(),
         )
         .collect()?;
-    let (sites, entities, metrics) = (text(&df, "site")?, text(&df, "entity")?, text(&df, "metric")?);
+    let (sites, entities, metrics) = (
+        text(&df, "site")?,
+        text(&df, "entity")?,
+        text(&df, "metric")?,
+    );
     let ts: Vec<i64> = df.column("ts_ms")?.i64()?.into_no_null_iter().collect();
     let values: Vec<f64> = df.column("value")?.f64()?.into_no_null_iter().collect();
     let mut ds = Dataset::default();
@@ -194,7 +202,11 @@ pub fn stats(root: &Path, q: &Query, cut_ms: i64) -> PolarsResult<HashMap<Key, (
                 .alias("spread"),
         ])
         .collect()?;
-    let (sites, entities, metrics) = (text(&df, "site")?, text(&df, "entity")?, text(&df, "metric")?);
+    let (sites, entities, metrics) = (
+        text(&df, "site")?,
+        text(&df, "entity")?,
+        text(&df, "metric")?,
+    );
     let level = df.column("level")?.f64()?.clone();
     let spread = df.column("spread")?.f64()?.clone();
     let mut out = HashMap::new();
@@ -214,7 +226,12 @@ pub fn stats(root: &Path, q: &Query, cut_ms: i64) -> PolarsResult<HashMap<Key, (
 pub fn incidents(root: &Path, q: &Query) -> PolarsResult<Vec<(Key, i64)>> {
     let (Some(audit), Some(anomalies)) = (
         scan(root, "audit", &q.sites, &["kind", "anomaly_id"])?,
-        scan(root, "anomalies", &q.sites, &["id", "entity", "top_metric", "ts_ms"])?,
+        scan(
+            root,
+            "anomalies",
+            &q.sites,
+            &["id", "entity", "top_metric", "ts_ms"],
+        )?,
     ) else {
         return Ok(Vec::new());
     };

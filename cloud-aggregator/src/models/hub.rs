@@ -73,7 +73,12 @@ impl ModelsConfig {
                 e.push(format!("models.signing_key: {err}"));
             }
         }
-        e.extend(self.detector.validate().into_iter().map(|p| format!("models.detector.{p}")));
+        e.extend(
+            self.detector
+                .validate()
+                .into_iter()
+                .map(|p| format!("models.detector.{p}")),
+        );
         self.train.validate(e);
         self.canary.validate(e);
     }
@@ -180,7 +185,9 @@ impl Hub {
 
     /// The public key edges must trust, when there is a signing key.
     pub fn public_key(&self) -> Option<String> {
-        self.key.as_ref().map(|k| k.public().to_text().trim().to_string())
+        self.key
+            .as_ref()
+            .map(|k| k.public().to_text().trim().to_string())
     }
 
     /// The release edges should follow now (retained on the broker).
@@ -214,7 +221,10 @@ impl Hub {
             if let Some(bytes) = self.bytes(v) {
                 return Ok(Bundle::from_bytes(&bytes)?.detector()?);
             }
-            warn!(version = v, "The stable bundle is missing; training from the first model's settings.");
+            warn!(
+                version = v,
+                "The stable bundle is missing; training from the first model's settings."
+            );
         }
         Ok(Detector::new(self.cfg.detector.clone())?)
     }
@@ -271,14 +281,17 @@ impl Hub {
     /// Signs and stores a candidate bundle under the next release number
     /// (an uploaded bundle must already carry a number above every release).
     pub fn add(&mut self, mut bundle: Bundle, source: &str, now_ms: i64) -> anyhow::Result<u64> {
-        let key = self
-            .key
-            .as_ref()
-            .ok_or_else(|| anyhow::anyhow!("no models.signing_key configured; nothing can be published"))?;
+        let key = self.key.as_ref().ok_or_else(|| {
+            anyhow::anyhow!("no models.signing_key configured; nothing can be published")
+        })?;
         bundle.check_files()?;
         let m = bundle.manifest();
         if m.family != self.cfg.family {
-            anyhow::bail!("bundle family {:?}, this cloud releases {:?}", m.family, self.cfg.family);
+            anyhow::bail!(
+                "bundle family {:?}, this cloud releases {:?}",
+                m.family,
+                self.cfg.family
+            );
         }
         let version = if source == "uploaded" {
             if m.version < self.next_version() {
@@ -311,7 +324,17 @@ impl Hub {
         );
         self.bundles.insert(version, Arc::new(bytes));
         self.p.next_version = version + 1;
-        self.transition(version, "candidate", if source == "uploaded" { "operator" } else { "gate" }, &format!("{source} bundle stored"), now_ms);
+        self.transition(
+            version,
+            "candidate",
+            if source == "uploaded" {
+                "operator"
+            } else {
+                "gate"
+            },
+            &format!("{source} bundle stored"),
+            now_ms,
+        );
         self.save();
         Ok(version)
     }
@@ -383,7 +406,12 @@ impl Hub {
             version,
             "canary",
             "gate",
-            &format!("{} of {} online nodes: {}", nodes.len(), online.len(), nodes.join(", ")),
+            &format!(
+                "{} of {} online nodes: {}",
+                nodes.len(),
+                online.len(),
+                nodes.join(", ")
+            ),
             now_ms,
         );
         self.save();
@@ -416,7 +444,12 @@ impl Hub {
     }
 
     /// Promotes the canary release to every node.
-    pub fn promote(&mut self, by: &str, reason: &str, now_ms: i64) -> anyhow::Result<SignedRelease> {
+    pub fn promote(
+        &mut self,
+        by: &str,
+        reason: &str,
+        now_ms: i64,
+    ) -> anyhow::Result<SignedRelease> {
         let c = self
             .p
             .canary
@@ -436,11 +469,19 @@ impl Hub {
 
     /// Rolls the canary back, or (with no canary) the stable release back
     /// to the one before it.
-    pub fn rollback(&mut self, by: &str, reason: &str, now_ms: i64) -> anyhow::Result<SignedRelease> {
+    pub fn rollback(
+        &mut self,
+        by: &str,
+        reason: &str,
+        now_ms: i64,
+    ) -> anyhow::Result<SignedRelease> {
         let (bad, to, nodes) = match self.p.canary.take() {
             Some(c) => (c.version, self.p.stable.unwrap_or(0), c.cohort),
             None => {
-                let bad = self.p.stable.ok_or_else(|| anyhow::anyhow!("nothing to roll back"))?;
+                let bad = self
+                    .p
+                    .stable
+                    .ok_or_else(|| anyhow::anyhow!("nothing to roll back"))?;
                 let before = self
                     .p
                     .entries
@@ -454,7 +495,13 @@ impl Hub {
             }
         };
         let signed = self.sign_release(to, Stage::Rollback, nodes, now_ms)?;
-        self.transition(bad, "rolled_back", by, &format!("{reason} (back to v{to})"), now_ms);
+        self.transition(
+            bad,
+            "rolled_back",
+            by,
+            &format!("{reason} (back to v{to})"),
+            now_ms,
+        );
         self.save();
         Ok(signed)
     }

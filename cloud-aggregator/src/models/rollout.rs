@@ -44,12 +44,19 @@ impl CanaryConfig {
     /// Every problem with the settings.
     pub fn validate(&self, e: &mut Vec<String>) {
         if !(self.share > 0.0 && self.share <= 1.0) {
-            e.push(format!("models.canary.share: {} is outside (0, 1]", self.share));
+            e.push(format!(
+                "models.canary.share: {} is outside (0, 1]",
+                self.share
+            ));
         }
         if self.observe_secs == 0 || self.load_timeout_secs == 0 {
             e.push("models.canary.observe_secs and load_timeout_secs must be positive".into());
         }
-        if !(self.max_ratio >= 1.0) || !(self.margin >= 0.0) {
+        if self.max_ratio.is_nan()
+            || self.max_ratio < 1.0
+            || self.margin.is_nan()
+            || self.margin < 0.0
+        {
             e.push("models.canary.max_ratio must be at least 1 and margin not negative".into());
         }
     }
@@ -286,6 +293,8 @@ mod tests {
         );
         assert!(matches!(c.decide(&cfg(), 66_000), Decision::Rollback(r) if r.contains("missed")));
         let silent = Canary::new(3, vec!["a/e".into()], 0);
-        assert!(matches!(silent.decide(&cfg(), 31_000), Decision::Rollback(r) if r.contains("no canary node")));
+        assert!(
+            matches!(silent.decide(&cfg(), 31_000), Decision::Rollback(r) if r.contains("no canary node"))
+        );
     }
 }

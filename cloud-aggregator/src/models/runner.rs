@@ -54,9 +54,17 @@ impl Lifecycle {
 
     fn train(&self, by: &str) {
         let now = now_ms();
-        let prepared = self.hub.lock().map_err(|_| anyhow::anyhow!("hub lock")).and_then(|mut h| {
-            Ok((h.config().train.clone(), h.config().family.clone(), h.stable_detector()?))
-        });
+        let prepared = self
+            .hub
+            .lock()
+            .map_err(|_| anyhow::anyhow!("hub lock"))
+            .and_then(|mut h| {
+                Ok((
+                    h.config().train.clone(),
+                    h.config().family.clone(),
+                    h.stable_detector()?,
+                ))
+            });
         let (cfg, family, base) = match prepared {
             Ok(x) => x,
             Err(e) => return self.failed(now, &e.to_string()),
@@ -97,7 +105,10 @@ impl Lifecycle {
 
     fn failed(&self, now: i64, e: &str) {
         warn!(error = %e, "Model training failed.");
-        self.metrics.training_runs.with_label_values(&["failed"]).inc();
+        self.metrics
+            .training_runs
+            .with_label_values(&["failed"])
+            .inc();
         self.set_progress(train::Progress {
             state: "failed".into(),
             started_ms: now,
@@ -110,7 +121,10 @@ impl Lifecycle {
     /// Every second: start a waiting candidate's canary when edges are
     /// online, and let a running canary decide.
     pub fn tick(&self, registry: &Mutex<Registry>, now: i64) {
-        let online = registry.lock().map(|r| r.online_edges()).unwrap_or_default();
+        let online = registry
+            .lock()
+            .map(|r| r.online_edges())
+            .unwrap_or_default();
         let Ok(mut hub) = self.hub.lock() else {
             return;
         };

@@ -36,7 +36,10 @@ pub async fn serve(
     metrics: ModelMetrics,
     shutdown: CancellationToken,
 ) {
-    let family = hub.lock().map(|h| h.config().family.clone()).unwrap_or_default();
+    let family = hub
+        .lock()
+        .map(|h| h.config().family.clone())
+        .unwrap_or_default();
     let mut sent: HashMap<(u64, u32), Instant> = HashMap::new();
     let mut seen_connections = 0;
     let mut check = tokio::time::interval(Duration::from_millis(200));

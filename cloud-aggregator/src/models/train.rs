@@ -52,8 +52,11 @@ impl Default for TrainConfig {
 impl TrainConfig {
     /// Every problem with the settings.
     pub fn validate(&self, e: &mut Vec<String>) {
-        if !(self.hours > 0.0) {
-            e.push(format!("models.train.hours: {} must be positive", self.hours));
+        if self.hours.is_nan() || self.hours <= 0.0 {
+            e.push(format!(
+                "models.train.hours: {} must be positive",
+                self.hours
+            ));
         }
         if !(self.holdout_share > 0.0 && self.holdout_share < 1.0) {
             e.push(format!(
@@ -61,7 +64,7 @@ impl TrainConfig {
                 self.holdout_share
             ));
         }
-        if !(self.epochs > 0.0) || self.batch == 0 {
+        if self.epochs.is_nan() || self.epochs <= 0.0 || self.batch == 0 {
             e.push("models.train.epochs and models.train.batch must be positive".into());
         }
     }
@@ -236,7 +239,12 @@ mod tests {
                     entity: e.clone(),
                     metric: m.into(),
                     ts_ms: T0 + t as i64 * 1000,
-                    value: wave(t, k) + if fault && (900..910).contains(&t) { 500.0 } else { 0.0 },
+                    value: wave(t, k)
+                        + if fault && (900..910).contains(&t) {
+                            500.0
+                        } else {
+                            0.0
+                        },
                     score: 0.0,
                 })
                 .collect()
@@ -294,7 +302,11 @@ mod tests {
             to_ms: None,
         };
         let ds = dataset::load(dir.path(), &q).unwrap();
-        let keys: Vec<String> = ds.series.iter().map(|s| format!("{}|{}|{}", s.key.0, s.key.1, s.key.2)).collect();
+        let keys: Vec<String> = ds
+            .series
+            .iter()
+            .map(|s| format!("{}|{}|{}", s.key.0, s.key.1, s.key.2))
+            .collect();
         assert_eq!(keys, vec!["a|host/h1|cpu", "a|host/h1|mem"]);
         assert_eq!(ds.samples, 1000);
         assert!(ds.series[0].ts.windows(2).all(|w| w[0] < w[1]));
@@ -304,7 +316,10 @@ mod tests {
         assert!((level - 50.0).abs() < 0.5, "{level}");
         assert!((spread - 6.37).abs() < 0.3, "{spread}");
         let inc = dataset::incidents(dir.path(), &q).unwrap();
-        assert_eq!(inc, vec![(("a".into(), "host/h1".into(), "cpu".into()), T0 + 900_000)]);
+        assert_eq!(
+            inc,
+            vec![(("a".into(), "host/h1".into(), "cpu".into()), T0 + 900_000)]
+        );
     }
 
     #[test]
@@ -342,7 +357,9 @@ mod tests {
             min_samples: 1_000_000,
             ..cfg
         };
-        let e = run(dir.path(), &strict, &base, T0 + 1_000_000, |_| {}).err().unwrap();
+        let e = run(dir.path(), &strict, &base, T0 + 1_000_000, |_| {})
+            .err()
+            .unwrap();
         assert!(e.to_string().contains("4000 samples"), "{e}");
     }
 }
