@@ -470,6 +470,31 @@ async fn a_forged_release_or_bundle_is_refused_and_the_old_model_keeps_scoring(
         refused,
         "the bundle signed by an untrusted key was not refused"
     );
+    // A release older than the one running, even signed by the trusted key
+    // and not a rollback, is refused.
+    let mut older = release.clone();
+    older.version = 0;
+    older.stage = Stage::Promoted;
+    let text = serde_json::to_string(&older)?;
+    let s = fleet.key.sign(text.as_bytes());
+    let signed = SignedRelease {
+        release: text,
+        key_id: s.key_id,
+        signature: s.signature,
+    };
+    client
+        .publish(&t, rumqttc::QoS::AtLeastOnce, false, encode(&signed))
+        .await?;
+    wait_for("the older release refused", Duration::from_secs(10), || {
+        let edge = edge.clone();
+        async move {
+            let n = metric(&edge, "vigil_edge_model_refusals_total{reason=\"older\"}")
+                .await
+                .ok()?;
+            (n >= 1.0).then_some(())
+        }
+    })
+    .await?;
     // v1 still scores: samples keep being scored and the release is unchanged.
     let before = metric(&edge, "vigil_edge_tick_duration_seconds_count").await?;
     tokio::time::sleep(Duration::from_millis(600)).await;
@@ -549,6 +574,137 @@ async fn a_20_mb_bundle_crosses_mosquitto_defaults_and_resumes_after_a_restart(
     assert!(
         sent < chunks + at_restart,
         "resumed, not restarted: {sent} chunks sent for {chunks}"
+    );
+    fleet.stop.cancel();
+    Ok(())
+}
+
+/// Writes four series of 1000 one-second samples, ending now, as the
+/// aggregator writes them.
+fn fleet_data(root: &Path) -> anyhow::Result<()> {
+    let mut store = vigil_cloud::store::Store::new(root);
+    let end = now_ms();
+    for s in 0..4 {
+        let batch: Vec<vigil_core::message::ScoredSample> = (0..1000)
+            .map(|t| vigil_core::message::ScoredSample {
+                entity: vigil_core::EntityId::host(&format!("h{s}")),
+                metric: "cpu".into(),
+                ts_ms: end - (1000 - t) * 1000,
+                value: 50.0 + 10.0 * (t as f64 * 0.3 + s as f64).sin(),
+                score: 0.0,
+            })
+            .collect();
+        store.add_samples("s00", &batch);
+    }
+    let f = store.flush(end);
+    anyhow::ensure!(f.errors.is_empty(), "{:?}", f.errors);
+    Ok(())
+}
+
+async fn post(url: &str, token: Option<&str>) -> anyhow::Result<reqwest::StatusCode> {
+    let mut req = reqwest::Client::new().post(url);
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    Ok(req.send().await?.status())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn training_on_demand_passes_the_gate_and_an_operator_promotes_and_rolls_back(
+) -> anyhow::Result<()> {
+    let port = vigil::broker::start(0, 1 << 20)?.port();
+    let dir = tempfile::tempdir()?;
+    fleet_data(&dir.path().join("cloud"))?;
+    // A canary that waits for the operator.
+    let canary = CanaryConfig {
+        share: 0.5,
+        observe_secs: 3600,
+        min_scored: u64::MAX,
+        load_timeout_secs: 3600,
+        ..CanaryConfig::default()
+    };
+    let fleet = start_fleet(port, dir.path(), 2, canary, 16).await?;
+    let cloud = fleet.cloud.clone();
+    let train = format!("{cloud}/api/v1/models/train");
+    assert_eq!(post(&train, None).await?, 401);
+    assert_eq!(post(&train, Some(TOKEN)).await?, 202);
+    let done = wait_for("training done", Duration::from_secs(60), || {
+        let url = format!("{cloud}/api/v1/models");
+        async move {
+            let m = get_json(&url).await.ok()?;
+            (m["training"]["state"] == "done").then(|| m["training"].clone())
+        }
+    })
+    .await?;
+    println!("training: {done}");
+    assert_eq!(done["samples"], 4000);
+    assert_eq!(done["verdict"]["passed"], true, "{done}");
+    assert_eq!(done["version"], 1, "{done}");
+    assert!(metric(&cloud, "vigil_cloud_model_gate_total{result=\"passed\"}").await? >= 1.0);
+    let canary = wait_transition(&cloud, 1, "canary", 20).await?;
+    assert!(
+        canary["reason"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("1 of 2"),
+        "{canary}"
+    );
+    let promote = format!("{cloud}/api/v1/models/promote");
+    assert_eq!(post(&promote, None).await?, 401);
+    assert_eq!(post(&promote, Some(TOKEN)).await?, 200);
+    wait_for(
+        "both edges on the trained v1",
+        Duration::from_secs(30),
+        || {
+            let cloud = cloud.clone();
+            async move {
+                let r = releases(&cloud).await.ok()?;
+                (r.len() == 2 && r.iter().all(|(_, v)| *v == Some(1))).then_some(())
+            }
+        },
+    )
+    .await?;
+    // Nothing is in canary now: a second promote is refused.
+    assert_eq!(post(&promote, Some(TOKEN)).await?, 409);
+    // Rolling back the first release sends the edges back to their own model.
+    assert_eq!(
+        post(&format!("{cloud}/api/v1/models/rollback"), Some(TOKEN)).await?,
+        200
+    );
+    wait_for(
+        "both edges on their own model",
+        Duration::from_secs(30),
+        || {
+            let cloud = cloud.clone();
+            async move {
+                let r = releases(&cloud).await.ok()?;
+                (r.len() == 2 && r.iter().all(|(_, v)| v.is_none())).then_some(())
+            }
+        },
+    )
+    .await?;
+    let m = get_json(&format!("{cloud}/api/v1/models")).await?;
+    assert!(m["stable"].is_null(), "{m}");
+    let by: Vec<String> = m["transitions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|t| {
+            format!(
+                "{}:{}",
+                t["to"].as_str().unwrap_or(""),
+                t["by"].as_str().unwrap_or("")
+            )
+        })
+        .collect();
+    assert_eq!(
+        by,
+        vec![
+            "candidate:gate",
+            "canary:gate",
+            "promoted:operator",
+            "rolled_back:operator"
+        ]
     );
     fleet.stop.cancel();
     Ok(())
