@@ -142,7 +142,11 @@ pub fn run(
     };
     let ds = dataset::load(root, &q)?;
     let (Some(from), Some(to)) = (ds.from_ms, ds.to_ms) else {
-        return Err(TrainError::TooLittle("no samples in the window".into()));
+        return Err(TrainError::TooLittle(format!(
+            "no samples in the last {} h under {}",
+            cfg.hours,
+            root.join("samples").display()
+        )));
     };
     if ds.samples < cfg.min_samples {
         return Err(TrainError::TooLittle(format!(
