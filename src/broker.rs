@@ -16,12 +16,31 @@ pub fn free_port() -> anyhow::Result<u16> {
 /// packets up to `max_packet_bytes`; returns the address once it accepts
 /// connections.
 pub fn start(port: u16, max_packet_bytes: usize) -> anyhow::Result<SocketAddr> {
-    let port = if port == 0 { free_port()? } else { port };
-    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-    // Fail with a clear message rather than inside the broker thread.
-    drop(TcpListener::bind(addr).with_context(|| {
-        format!("MQTT port {addr} is in use (choose another with --mqtt-port)")
-    })?);
+    // A free port can be taken by someone else before it is bound again:
+    // when any port will do, try a few.
+    let tries = if port == 0 { 5 } else { 1 };
+    let mut found = None;
+    for _ in 0..tries {
+        let p = if port == 0 { free_port()? } else { port };
+        let addr: SocketAddr = ([127, 0, 0, 1], p).into();
+        // Fail with a clear message rather than inside the broker thread.
+        match TcpListener::bind(addr) {
+            Ok(l) => {
+                drop(l);
+                found = Some(addr);
+                break;
+            }
+            Err(e) if port == 0 => {
+                tracing::debug!(%addr, error = %e, "Port taken; trying another.")
+            }
+            Err(e) => {
+                return Err(e).with_context(|| {
+                    format!("MQTT port {addr} is in use (choose another with --mqtt-port)")
+                })
+            }
+        }
+    }
+    let addr = found.context("no free port for the MQTT broker")?;
     let server = ServerSettings {
         name: "v4-1".into(),
         listen: addr,

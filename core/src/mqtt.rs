@@ -9,7 +9,7 @@ use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 use rumqttc::{AsyncClient, Event, EventLoop, LastWill, MqttOptions, Packet, Publish, QoS};
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -188,9 +188,34 @@ pub struct Publisher {
     metrics: LinkMetrics,
     connected: Arc<AtomicBool>,
     connections: Arc<AtomicU64>,
+    extra: Arc<Mutex<Vec<String>>>,
 }
 
 impl Publisher {
+    /// Subscribes to `filter` now and after every reconnect, until
+    /// [`Self::unsubscribe`] (for subscriptions that come and go, such as a
+    /// model transfer's chunks).
+    pub fn subscribe(&self, filter: &str) {
+        if let Ok(mut e) = self.extra.lock() {
+            if !e.iter().any(|f| f == filter) {
+                e.push(filter.to_string());
+            }
+        }
+        if let Err(e) = self.client.try_subscribe(filter, QoS::AtLeastOnce) {
+            warn!(filter, error = %e, "Could not subscribe; retried on reconnect.");
+        }
+    }
+
+    /// Drops a subscription made with [`Self::subscribe`].
+    pub fn unsubscribe(&self, filter: &str) {
+        if let Ok(mut e) = self.extra.lock() {
+            e.retain(|f| f != filter);
+        }
+        if let Err(e) = self.client.try_unsubscribe(filter) {
+            debug!(filter, error = %e, "Could not unsubscribe.");
+        }
+    }
+
     /// Publishes `body` at QoS 1. Waits at most 2 s for room in the client's
     /// queue; when the broker is unreachable that long the message is counted
     /// as dropped instead of stalling the caller.
@@ -240,6 +265,7 @@ pub struct Link {
     metrics: LinkMetrics,
     connected: Arc<AtomicBool>,
     connections: Arc<AtomicU64>,
+    extra: Arc<Mutex<Vec<String>>>,
 }
 
 /// Creates the client and the link task; spawn `link.run(token)` and publish
@@ -273,11 +299,13 @@ pub fn open(
     let (client, eventloop) = AsyncClient::new(opts, 256);
     let connected = Arc::new(AtomicBool::new(false));
     let connections = Arc::new(AtomicU64::new(0));
+    let extra = Arc::new(Mutex::new(Vec::new()));
     let publisher = Publisher {
         client: client.clone(),
         metrics: metrics.clone(),
         connected: connected.clone(),
         connections: connections.clone(),
+        extra: extra.clone(),
     };
     (
         publisher,
@@ -289,6 +317,7 @@ pub fn open(
             metrics,
             connected,
             connections,
+            extra,
         },
     )
 }
@@ -355,7 +384,8 @@ impl Link {
         self.metrics.connected.set(1);
         // try_* because awaiting the request channel from the task that drains
         // it would deadlock when it is full.
-        for filter in &self.spec.subscriptions {
+        let extra = self.extra.lock().map(|e| e.clone()).unwrap_or_default();
+        for filter in self.spec.subscriptions.iter().chain(&extra) {
             if let Err(e) = self.client.try_subscribe(filter.clone(), QoS::AtLeastOnce) {
                 warn!(filter, error = %e, "Could not subscribe.");
             }

@@ -161,7 +161,6 @@ pub async fn run(
             format!("{p}/{site}/+/presence"),
             format!("{p}/{site}/sensors/+"),
             topic::model_release(&config.model.family),
-            format!("{p}/{}/{}/chunk/+/+", topic::MODELS, config.model.family),
         ],
         presence: Some(PresenceSpec {
             topic: topic::edge_presence(&site),
@@ -171,7 +170,7 @@ pub async fn run(
     };
     let (inbox_tx, inbox) = mpsc::channel(1024);
     let (publisher, link) = mqtt::open(spec, inbox_tx, metrics.link.clone());
-    let (out, out_task) = outbox(4096, publisher, metrics.link.clone());
+    let (out, out_task) = outbox(4096, publisher.clone(), metrics.link.clone());
 
     let tracker = TaskTracker::new();
     let link_token = link.spawn_on(&tracker);
@@ -213,6 +212,8 @@ pub async fn run(
         keys,
         installs_tx,
         health: HealthWindow::default(),
+        publisher,
+        chunk_sub: None,
     };
     info!(%site, "Edge node running.");
     node.run(inbox, installs, shutdown).await;
@@ -240,6 +241,10 @@ struct Node {
     keys: Keyring,
     installs_tx: mpsc::Sender<Install>,
     health: HealthWindow,
+    /// For the chunk subscription, held only while a transfer runs (so
+    /// edges outside a canary's cohort do not receive its bundle).
+    publisher: vigil_core::mqtt::Publisher,
+    chunk_sub: Option<String>,
 }
 
 /// A verified model ready to swap in, or why it was refused.
@@ -352,42 +357,67 @@ impl Node {
         match next {
             Next::Idle => {}
             Next::Ask(req) => {
+                let want = format!(
+                    "{}/{}/{}/chunk/{}/+",
+                    topic::PREFIX,
+                    topic::MODELS,
+                    req.family,
+                    req.version
+                );
+                if self.chunk_sub.as_deref() != Some(want.as_str()) {
+                    self.drop_chunk_sub();
+                    self.publisher.subscribe(&want);
+                    self.chunk_sub = Some(want);
+                }
                 let t = topic::model_request(self.models.family());
                 self.out.send(t, &req, false);
             }
-            Next::Reset => match Detector::new(self.config.detector.clone()) {
-                Ok(mut fresh) => {
-                    if let Some(old) = self.detector.as_mut() {
-                        fresh.adopt_state(old);
-                    }
-                    let was = self.model_version();
-                    let now = fresh.model_version();
-                    self.detector = Some(fresh);
-                    if let Err(e) = self.models.reset() {
-                        warn!(error = %e, "Could not move the model bundle aside.");
-                    }
-                    if let Ok(mut i) = self.shared.info.lock() {
-                        i.model_version = now.clone();
-                        i.model_release = None;
-                    }
-                    self.metrics.model_release.set(0);
-                    self.metrics
-                        .model_updates
-                        .with_label_values(&["installed"])
-                        .inc();
-                    info!(from = %was, to = %now, "Rolled back to the edge's own model.");
-                }
-                Err(e) => {
-                    warn!(error = %e, "Could not build the default model; the running one stays.")
-                }
-            },
+            Next::Reset => self.reset_model(),
             Next::Install { release, bytes } => {
+                self.drop_chunk_sub();
                 let (keys, tx) = (self.keys.clone(), self.installs_tx.clone());
                 tokio::task::spawn_blocking(move || {
                     let built = verify_bundle(&bytes, &keys, Some(&release));
                     let _ = tx.blocking_send((release, bytes, built));
                 });
             }
+        }
+    }
+
+    /// Goes back to the edge's own model (a signed rollback to release 0).
+    fn reset_model(&mut self) {
+        self.drop_chunk_sub();
+        match Detector::new(self.config.detector.clone()) {
+            Ok(mut fresh) => {
+                if let Some(old) = self.detector.as_mut() {
+                    fresh.adopt_state(old);
+                }
+                let was = self.model_version();
+                let now = fresh.model_version();
+                self.detector = Some(fresh);
+                if let Err(e) = self.models.reset() {
+                    warn!(error = %e, "Could not move the model bundle aside.");
+                }
+                if let Ok(mut i) = self.shared.info.lock() {
+                    i.model_version = now.clone();
+                    i.model_release = None;
+                }
+                self.metrics.model_release.set(0);
+                self.metrics
+                    .model_updates
+                    .with_label_values(&["installed"])
+                    .inc();
+                info!(from = %was, to = %now, "Rolled back to the edge's own model.");
+            }
+            Err(e) => {
+                warn!(error = %e, "Could not build the default model; the running one stays.")
+            }
+        }
+    }
+
+    fn drop_chunk_sub(&mut self) {
+        if let Some(f) = self.chunk_sub.take() {
+            self.publisher.unsubscribe(&f);
         }
     }
 

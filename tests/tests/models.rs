@@ -323,6 +323,13 @@ async fn canary_promotes_a_good_model_to_twenty_edges_and_rolls_back_one_that_fl
         // bundle it kept, no transfer).
         let want = if cohort.contains(node) { 3.0 } else { 1.0 };
         assert_eq!(installed, want, "{node}");
+        // Chunks reach only the nodes fetching them: v1 everywhere, v2 on
+        // the cohort only (edges subscribe to a transfer's chunks while it runs).
+        let stored = metric(url, "vigil_edge_model_chunks_total{result=\"stored\"}").await?;
+        let unexpected =
+            metric(url, "vigil_edge_model_chunks_total{result=\"unexpected\"}").await?;
+        let want = if cohort.contains(node) { 2.0 } else { 1.0 };
+        assert_eq!((stored, unexpected), (want, 0.0), "{node}");
         assert_eq!(
             metric(url, "vigil_edge_model_release").await?,
             1.0,
