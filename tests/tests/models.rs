@@ -207,6 +207,35 @@ async fn releases(cloud: &str) -> anyhow::Result<Vec<(String, Option<u64>)>> {
         .collect())
 }
 
+/// Waits until `sample` on `url`'s `/metrics` reaches `min`; returns it.
+async fn wait_metric(url: &str, sample: &str, min: f64, secs: u64) -> anyhow::Result<f64> {
+    wait_for(
+        &format!("{sample} >= {min}"),
+        Duration::from_secs(secs),
+        || async {
+            let v = metric(url, sample).await.ok()?;
+            (v >= min).then_some(v)
+        },
+    )
+    .await
+}
+
+/// Waits until every edge (and `n` of them, when given) reports `want`.
+async fn wait_releases(
+    cloud: &str,
+    n: Option<usize>,
+    want: Option<u64>,
+    secs: u64,
+) -> anyhow::Result<()> {
+    let what = format!("edges on release {want:?}");
+    wait_for(&what, Duration::from_secs(secs), || async {
+        let r = releases(cloud).await.ok()?;
+        let count = n.is_none_or(|n| r.len() == n);
+        (count && r.iter().all(|(_, v)| *v == want)).then_some(())
+    })
+    .await
+}
+
 async fn wait_transition(cloud: &str, version: u64, to: &str, secs: u64) -> anyhow::Result<Value> {
     let url = format!("{cloud}/api/v1/models");
     wait_for(
@@ -242,11 +271,7 @@ async fn canary_promotes_a_good_model_to_twenty_edges_and_rolls_back_one_that_fl
     let fleet = start_fleet(port, dir.path(), 20, canary, 16).await?;
     let cloud = fleet.cloud.clone();
     // Let the edges' baselines warm up on the feed.
-    wait_for("edges scoring", Duration::from_secs(30), || {
-        let url = fleet.edges[0].1.clone();
-        async move { (metric(&url, "vigil_edge_samples_total").await.ok()? > 300.0).then_some(()) }
-    })
-    .await?;
+    wait_metric(&fleet.edges[0].1, "vigil_edge_samples_total", 301.0, 30).await?;
 
     // Writes need the token.
     assert_eq!(
@@ -260,14 +285,7 @@ async fn canary_promotes_a_good_model_to_twenty_edges_and_rolls_back_one_that_fl
     );
     let canary1 = wait_transition(&cloud, 1, "canary", 20).await?;
     let promoted = wait_transition(&cloud, 1, "promoted", 60).await?;
-    wait_for("all twenty edges on v1", Duration::from_secs(60), || {
-        let cloud = cloud.clone();
-        async move {
-            let r = releases(&cloud).await.ok()?;
-            (r.len() == 20 && r.iter().all(|(_, v)| *v == Some(1))).then_some(())
-        }
-    })
-    .await?;
+    wait_releases(&cloud, Some(20), Some(1), 60).await?;
     let all_loaded = t0.elapsed();
     println!(
         "v1: canary {canary1}\nv1: {promoted}\nall 20 edges on v1 {all_loaded:?} after upload"
@@ -305,18 +323,7 @@ async fn canary_promotes_a_good_model_to_twenty_edges_and_rolls_back_one_that_fl
         .map(String::from)
         .collect();
     assert_eq!(cohort.len(), 2, "10% of 20 edges: {started}");
-    wait_for(
-        "the canary edges back on v1",
-        Duration::from_secs(30),
-        || {
-            let cloud = cloud.clone();
-            async move {
-                let r = releases(&cloud).await.ok()?;
-                r.iter().all(|(_, v)| *v == Some(1)).then_some(())
-            }
-        },
-    )
-    .await?;
+    wait_releases(&cloud, None, Some(1), 30).await?;
     for (node, url) in &fleet.edges {
         let installed = metric(url, "vigil_edge_model_updates_total{result=\"installed\"}").await?;
         // v1; and on the cohort only, v2 and the rollback to v1 (from the
@@ -375,11 +382,7 @@ async fn a_forged_release_or_bundle_is_refused_and_the_old_model_keeps_scoring(
         201
     );
     wait_transition(&cloud, 1, "promoted", 60).await?;
-    wait_for("v1 scoring", Duration::from_secs(30), || {
-        let edge = edge.clone();
-        async move { (metric(&edge, "vigil_edge_model_release").await.ok()? == 1.0).then_some(()) }
-    })
-    .await?;
+    wait_metric(&edge, "vigil_edge_model_release", 1.0, 30).await?;
 
     // An attacker on the broker: a release for v9 signed by its own key,
     // and one signed by the trusted key (stolen release text replayed with
@@ -428,22 +431,11 @@ async fn a_forged_release_or_bundle_is_refused_and_the_old_model_keeps_scoring(
             encode(&sign(&attacker)),
         )
         .await?;
-    wait_for(
-        "the forged release refused",
-        Duration::from_secs(10),
-        || {
-            let edge = edge.clone();
-            async move {
-                (metric(
-                    &edge,
-                    "vigil_edge_model_refusals_total{reason=\"bad_signature\"}",
-                )
-                .await
-                .ok()?
-                    >= 1.0)
-                    .then_some(())
-            }
-        },
+    wait_metric(
+        &edge,
+        "vigil_edge_model_refusals_total{reason=\"bad_signature\"}",
+        1.0,
+        10,
     )
     .await?;
     // The trusted key signed the release (say, a compromised pipeline step)
@@ -492,15 +484,12 @@ async fn a_forged_release_or_bundle_is_refused_and_the_old_model_keeps_scoring(
     client
         .publish(&t, rumqttc::QoS::AtLeastOnce, false, encode(&signed))
         .await?;
-    wait_for("the older release refused", Duration::from_secs(10), || {
-        let edge = edge.clone();
-        async move {
-            let n = metric(&edge, "vigil_edge_model_refusals_total{reason=\"older\"}")
-                .await
-                .ok()?;
-            (n >= 1.0).then_some(())
-        }
-    })
+    wait_metric(
+        &edge,
+        "vigil_edge_model_refusals_total{reason=\"older\"}",
+        1.0,
+        10,
+    )
     .await?;
     // v1 still scores: samples keep being scored and the release is unchanged.
     let before = metric(&edge, "vigil_edge_tick_duration_seconds_count").await?;
@@ -555,25 +544,14 @@ async fn a_20_mb_bundle_crosses_mosquitto_defaults_and_resumes_after_a_restart(
     assert_eq!(upload(&cloud, bytes, Some(TOKEN)).await?, 201);
 
     let stored = "vigil_edge_model_chunks_total{result=\"stored\"}";
-    let before = wait_for("a few chunks stored", Duration::from_secs(30), || {
-        let edge = edge.clone();
-        async move {
-            let n = metric(&edge, stored).await.ok()?;
-            (n >= 10.0).then_some(n)
-        }
-    })
-    .await?;
+    let before = wait_metric(&edge, stored, 10.0, 30).await?;
     broker.restart()?;
     let at_restart = metric(&edge, stored).await?;
     assert!(
         at_restart < chunks,
         "the transfer finished before the restart"
     );
-    wait_for("v1 scoring after the restart", Duration::from_secs(120), || {
-        let edge = edge.clone();
-        async move { (metric(&edge, "vigil_edge_model_release").await.ok()? == 1.0).then_some(()) }
-    })
-    .await?;
+    wait_metric(&edge, "vigil_edge_model_release", 1.0, 120).await?;
     let total = metric(&edge, stored).await?;
     let sent = metric(&cloud, "vigil_cloud_model_chunks_sent_total").await?;
     println!("chunks: {chunks}, stored before the restart {at_restart} (first poll {before}), stored {total}, sent by the cloud {sent}");
@@ -659,18 +637,7 @@ async fn training_on_demand_passes_the_gate_and_an_operator_promotes_and_rolls_b
     let promote = format!("{cloud}/api/v1/models/promote");
     assert_eq!(post(&promote, None).await?, 401);
     assert_eq!(post(&promote, Some(TOKEN)).await?, 200);
-    wait_for(
-        "both edges on the trained v1",
-        Duration::from_secs(30),
-        || {
-            let cloud = cloud.clone();
-            async move {
-                let r = releases(&cloud).await.ok()?;
-                (r.len() == 2 && r.iter().all(|(_, v)| *v == Some(1))).then_some(())
-            }
-        },
-    )
-    .await?;
+    wait_releases(&cloud, Some(2), Some(1), 30).await?;
     // Nothing is in canary now: a second promote is refused.
     assert_eq!(post(&promote, Some(TOKEN)).await?, 409);
     // Rolling back the first release sends the edges back to their own model.
@@ -678,18 +645,7 @@ async fn training_on_demand_passes_the_gate_and_an_operator_promotes_and_rolls_b
         post(&format!("{cloud}/api/v1/models/rollback"), Some(TOKEN)).await?,
         200
     );
-    wait_for(
-        "both edges on their own model",
-        Duration::from_secs(30),
-        || {
-            let cloud = cloud.clone();
-            async move {
-                let r = releases(&cloud).await.ok()?;
-                (r.len() == 2 && r.iter().all(|(_, v)| v.is_none())).then_some(())
-            }
-        },
-    )
-    .await?;
+    wait_releases(&cloud, Some(2), None, 30).await?;
     let m = get_json(&format!("{cloud}/api/v1/models")).await?;
     assert!(m["stable"].is_null(), "{m}");
     let by: Vec<String> = m["transitions"]
