@@ -253,6 +253,61 @@ pub async fn rollout(edges: usize, hidden: usize, runs: usize) -> anyhow::Result
     Ok(out)
 }
 
+/// Sustained write and drain rates of the edge's uplink buffer, with one
+/// durable commit per batch of `batch` messages of `bytes` bytes; the same
+/// with one commit per message as the baseline.
+pub fn spool(messages: usize, batch: usize, bytes: usize) -> anyhow::Result<String> {
+    use vigil_edge::spool::{Priority, Spool};
+    let dir = tempfile::tempdir()?;
+    let mut out = String::new();
+    let body = vec![b'x'; bytes];
+    for (label, per) in [
+        ("one commit per message", 1),
+        ("one commit per batch", batch.max(1)),
+    ] {
+        let mut s = Spool::open(&dir.path().join(format!("{per}.redb")), u64::MAX)?;
+        let n = if per == 1 {
+            messages.min(2000)
+        } else {
+            messages
+        };
+        let rows: Vec<(Priority, &str, &[u8])> = (0..per)
+            .map(|_| {
+                (
+                    Priority::Scores,
+                    "vigil/v1/s/uplink/samples",
+                    body.as_slice(),
+                )
+            })
+            .collect();
+        let start = Instant::now();
+        for _ in 0..n / per {
+            s.push(&rows)?;
+        }
+        let w = start.elapsed().as_secs_f64();
+        let start = Instant::now();
+        loop {
+            let items = s.peek(per.max(100))?;
+            if items.is_empty() {
+                break;
+            }
+            let ids: Vec<(Priority, u64)> = items.iter().map(|i| (i.priority, i.seq)).collect();
+            s.ack(&ids)?;
+        }
+        let d = start.elapsed().as_secs_f64();
+        let commits = (n / per) as f64;
+        writeln!(
+            out,
+            "{label} ({per} x {bytes} B): write {:.0} msg/s, {:.1} MB/s, {:.2} ms per durable commit; drain {:.0} msg/s",
+            n as f64 / w,
+            (n * bytes) as f64 / w / 1e6,
+            w / commits * 1000.0,
+            n as f64 / d
+        )?;
+    }
+    Ok(out)
+}
+
 async fn get(http: &reqwest::Client, url: &str) -> Option<serde_json::Value> {
     http.get(url).send().await.ok()?.json().await.ok()
 }

@@ -125,6 +125,19 @@ enum BenchCmd {
         #[arg(long, default_value_t = 3)]
         runs: usize,
     },
+    /// Write and drain the edge's on-disk uplink buffer and report its
+    /// sustained rates and what a durable commit (fsync) costs.
+    Spool {
+        /// Messages written.
+        #[arg(long, default_value_t = 200_000)]
+        messages: usize,
+        /// Messages per commit (a tick's uplink).
+        #[arg(long, default_value_t = 500)]
+        batch: usize,
+        /// Bytes per message.
+        #[arg(long, default_value_t = 300)]
+        bytes: usize,
+    },
     /// Start an embedded broker, a cloud and EDGES edge nodes in this
     /// process, publish a release to all of them, and time until every one
     /// scores with it.
@@ -307,6 +320,20 @@ async fn main() -> anyhow::Result<()> {
                 },
         } => {
             println!("{}", vigil::bench::rollout(edges, hidden, runs).await?);
+            Ok(())
+        }
+        Cmd::Bench {
+            command:
+                BenchCmd::Spool {
+                    messages,
+                    batch,
+                    bytes,
+                },
+        } => {
+            let report =
+                tokio::task::spawn_blocking(move || vigil::bench::spool(messages, batch, bytes))
+                    .await??;
+            println!("{report}");
             Ok(())
         }
         Cmd::Policy {

@@ -18,6 +18,7 @@ pub mod outbox;
 pub mod policy;
 pub mod rails;
 pub mod remediation;
+pub mod spool;
 
 pub use config::EdgeConfig;
 pub use edge::run;
