@@ -198,12 +198,7 @@ impl Detector {
         let mut rng = StdRng::seed_from_u64(cfg.seed);
         seed_weights(&varmap, cfg.hidden, &mut rng)?;
         let optimizer = if cfg.train_every_ticks > 0 {
-            let params = ParamsAdamW {
-                lr: cfg.learning_rate,
-                weight_decay: 0.0,
-                ..Default::default()
-            };
-            Some(AdamW::new(varmap.all_vars(), params)?)
+            Some(adamw(&varmap, cfg.learning_rate)?)
         } else {
             None
         };
@@ -480,7 +475,7 @@ impl Detector {
 
     /// One AdamW step on `batch` windows of `window` normalised values
     /// (`xs`) and the values that follow each (`ys`), both `[batch, window]`
-    /// row-major. For training away from the stream (the cloud).
+    /// row-major. Online training and the cloud's batch training both step here.
     pub fn fit_windows(
         &mut self,
         xs: Vec<f32>,
@@ -488,20 +483,16 @@ impl Detector {
         batch: usize,
         window: usize,
     ) -> Result<f32, ModelError> {
-        if self.optimizer.is_none() {
-            let params = ParamsAdamW {
-                lr: self.cfg.learning_rate,
-                weight_decay: 0.0,
-                ..Default::default()
-            };
-            self.optimizer = Some(AdamW::new(self.varmap.all_vars(), params)?);
-        }
         let x = Tensor::from_vec(xs, (batch, window, 1), &self.device)?;
         let y = Tensor::from_vec(ys, (batch, window), &self.device)?;
         let loss = candle_nn::loss::mse(&self.model.forward_seq(&x)?, &y)?;
-        if let Some(opt) = self.optimizer.as_mut() {
-            opt.backward_step(&loss)?;
-        }
+        let opt = match self.optimizer.as_mut() {
+            Some(o) => o,
+            None => self
+                .optimizer
+                .insert(adamw(&self.varmap, self.cfg.learning_rate)?),
+        };
+        opt.backward_step(&loss)?;
         (self.cell, self.head_w, self.head_b) = inference_cell(&self.varmap)?;
         let loss = loss.to_scalar::<f32>()?;
         self.train_steps += 1;
@@ -527,9 +518,9 @@ impl Detector {
     /// One AdamW step on windows sampled from the series' recent history.
     /// Returns the loss, or `None` when no series has a full window yet.
     pub fn train_step(&mut self) -> Result<Option<f32>, ModelError> {
-        let Some(opt) = self.optimizer.as_mut() else {
+        if self.optimizer.is_none() {
             return Ok(None);
-        };
+        }
         let w = self.cfg.train_window;
         let ready: Vec<usize> = (0..self.slots.len())
             .filter(|&i| self.slots[i].history.len() > w)
@@ -546,17 +537,18 @@ impl Detector {
             xs.extend(h.iter().take(w));
             ys.extend(h.iter().skip(1).take(w));
         }
-        let x = Tensor::from_vec(xs, (b, w, 1), &self.device)?;
-        let y = Tensor::from_vec(ys, (b, w), &self.device)?;
-        let pred = self.model.forward_seq(&x)?;
-        let loss = candle_nn::loss::mse(&pred, &y)?;
-        opt.backward_step(&loss)?;
-        (self.cell, self.head_w, self.head_b) = inference_cell(&self.varmap)?;
-        let loss = loss.to_scalar::<f32>()?;
-        self.train_steps += 1;
-        self.last_loss = Some(loss);
-        Ok(Some(loss))
+        self.fit_windows(xs, ys, b, w).map(Some)
     }
+}
+
+/// The optimiser every training step uses.
+fn adamw(varmap: &VarMap, lr: f64) -> Result<AdamW, ModelError> {
+    let params = ParamsAdamW {
+        lr,
+        weight_decay: 0.0,
+        ..Default::default()
+    };
+    Ok(AdamW::new(varmap.all_vars(), params)?)
 }
 
 /// Maps a deviation in spreads to [0, 1]: `1 - exp(-(z / z_scale)²)`.
