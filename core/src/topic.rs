@@ -29,6 +29,10 @@ pub fn model_release(family: &str) -> String {
 pub fn model_chunk(family: &str, version: u64, index: u32) -> String {
     format!("{PREFIX}/{MODELS}/{family}/chunk/{version}/{index}")
 }
+/// Filter for every chunk of one release (subscribed while it is fetched).
+pub fn model_chunks(family: &str, version: u64) -> String {
+    format!("{PREFIX}/{MODELS}/{family}/chunk/{version}/+")
+}
 /// Chunk requests of a family.
 pub fn model_request(family: &str) -> String {
     format!("{PREFIX}/{MODELS}/{family}/request")

@@ -269,15 +269,14 @@ impl HealthWindow {
             let (Some(v), Some(&s)) = (v, scores.get(i)) else {
                 continue;
             };
-            let h = &mut *self;
-            h.h.scored += 1;
+            self.h.scored += 1;
             if s >= threshold {
-                h.h.flagged += 1;
+                self.h.flagged += 1;
             } else if *v == 0.0 && entries.get(i).is_some_and(|e| e.id.metric == "up") {
-                h.h.missed += 1;
+                self.h.missed += 1;
             }
-            if h.scores.len() < HEALTH_SCORES {
-                h.scores.push(s);
+            if self.scores.len() < HEALTH_SCORES {
+                self.scores.push(s);
             }
         }
     }
@@ -357,13 +356,7 @@ impl Node {
         match next {
             Next::Idle => {}
             Next::Ask(req) => {
-                let want = format!(
-                    "{}/{}/{}/chunk/{}/+",
-                    topic::PREFIX,
-                    topic::MODELS,
-                    req.family,
-                    req.version
-                );
+                let want = topic::model_chunks(&req.family, req.version);
                 if self.chunk_sub.as_deref() != Some(want.as_str()) {
                     self.drop_chunk_sub();
                     self.publisher.subscribe(&want);
@@ -388,25 +381,11 @@ impl Node {
     fn reset_model(&mut self) {
         self.drop_chunk_sub();
         match Detector::new(self.config.detector.clone()) {
-            Ok(mut fresh) => {
-                if let Some(old) = self.detector.as_mut() {
-                    fresh.adopt_state(old);
-                }
-                let was = self.model_version();
-                let now = fresh.model_version();
-                self.detector = Some(fresh);
+            Ok(fresh) => {
                 if let Err(e) = self.models.reset() {
                     warn!(error = %e, "Could not move the model bundle aside.");
                 }
-                if let Ok(mut i) = self.shared.info.lock() {
-                    i.model_version = now.clone();
-                    i.model_release = None;
-                }
-                self.metrics.model_release.set(0);
-                self.metrics
-                    .model_updates
-                    .with_label_values(&["installed"])
-                    .inc();
+                let (was, now) = self.put_model(fresh, None);
                 info!(from = %was, to = %now, "Rolled back to the edge's own model.");
             }
             Err(e) => {
@@ -415,51 +394,62 @@ impl Node {
         }
     }
 
-    fn drop_chunk_sub(&mut self) {
-        if let Some(f) = self.chunk_sub.take() {
-            self.publisher.unsubscribe(&f);
-        }
-    }
-
-    /// Swaps in a verified model: it takes over the per-series state, so
-    /// scoring goes on from the next tick with no warm-up; a refused one
-    /// leaves the running model scoring.
-    fn swap(&mut self, (release, bytes, built): Install) {
-        let mut new = match built {
-            Ok(d) => d,
-            Err((e, reason)) => {
-                self.models.abandon();
-                self.metrics
-                    .model_refusals
-                    .with_label_values(&[reason])
-                    .inc();
-                self.metrics
-                    .model_updates
-                    .with_label_values(&["refused"])
-                    .inc();
-                warn!(version = release.version, reason, error = %e, "Model bundle refused; the running model keeps scoring.");
-                return;
-            }
-        };
-        let started = self.models.transfer_started_ms();
+    /// Puts `new` in place of the running model between two ticks: it takes
+    /// over the per-series state, so scoring goes on with no warm-up.
+    /// Returns the versions before and after.
+    fn put_model(&mut self, mut new: Detector, release: Option<u64>) -> (String, String) {
         if let Some(old) = self.detector.as_mut() {
             new.adopt_state(old);
         }
         let was = self.model_version();
         let now = new.model_version();
         self.detector = Some(new);
-        if let Err(e) = self.models.installed(release.version, &bytes) {
-            warn!(error = %e, "Could not keep the model bundle on disk; it scores until restart.");
-        }
         if let Ok(mut i) = self.shared.info.lock() {
             i.model_version = now.clone();
-            i.model_release = Some(release.version);
+            i.model_release = release;
         }
-        self.metrics.model_release.set(release.version as i64);
+        self.metrics.model_release.set(release.unwrap_or(0) as i64);
         self.metrics
             .model_updates
             .with_label_values(&["installed"])
             .inc();
+        (was, now)
+    }
+
+    /// Counts a refused release or bundle; the running model stays.
+    fn refused(&self, reason: &str) {
+        self.metrics
+            .model_refusals
+            .with_label_values(&[reason])
+            .inc();
+        self.metrics
+            .model_updates
+            .with_label_values(&["refused"])
+            .inc();
+    }
+
+    fn drop_chunk_sub(&mut self) {
+        if let Some(f) = self.chunk_sub.take() {
+            self.publisher.unsubscribe(&f);
+        }
+    }
+
+    /// Swaps in a verified model; a refused one leaves the running model scoring.
+    fn swap(&mut self, (release, bytes, built): Install) {
+        let new = match built {
+            Ok(d) => d,
+            Err((e, reason)) => {
+                self.models.abandon();
+                self.refused(reason);
+                warn!(version = release.version, reason, error = %e, "Model bundle refused; the running model keeps scoring.");
+                return;
+            }
+        };
+        let started = self.models.transfer_started_ms();
+        if let Err(e) = self.models.installed(release.version, &bytes) {
+            warn!(error = %e, "Could not keep the model bundle on disk; it scores until restart.");
+        }
+        let (was, now) = self.put_model(new, Some(release.version));
         if let Some(t) = started {
             self.metrics
                 .model_transfer_seconds
@@ -590,14 +580,7 @@ impl Node {
                 match self.models.on_release(&signed, now) {
                     Ok(next) => self.model_next(next),
                     Err(r) => {
-                        self.metrics
-                            .model_refusals
-                            .with_label_values(&[r.reason()])
-                            .inc();
-                        self.metrics
-                            .model_updates
-                            .with_label_values(&["refused"])
-                            .inc();
+                        self.refused(r.reason());
                         warn!(reason = r.reason(), error = %r, "Model release refused; the running model keeps scoring.");
                     }
                 }

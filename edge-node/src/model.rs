@@ -353,10 +353,11 @@ impl Models {
     pub fn installed(&mut self, version: u64, bytes: &[u8]) -> std::io::Result<()> {
         std::fs::create_dir_all(&self.dir)?;
         let cur = self.dir.join(CURRENT);
-        if let Ok(old) = std::fs::read(&cur) {
-            if version_of(&old).is_some_and(|v| v != version) {
+        // The file in place is the running release (verified when it came in).
+        if let Some(run) = self.running.filter(|&r| r != version) {
+            if let Ok(old) = std::fs::read(&cur) {
                 write_atomic(&self.dir.join(PREVIOUS), &old)?;
-                self.previous = version_of(&old).map(|v| (v, old));
+                self.previous = Some((run, old));
             }
         }
         write_atomic(&cur, bytes)?;
@@ -368,9 +369,11 @@ impl Models {
     /// kept as the previous one and nothing is loaded at the next start.
     pub fn reset(&mut self) -> std::io::Result<()> {
         let cur = self.dir.join(CURRENT);
-        if let Ok(old) = std::fs::read(&cur) {
+        if let (Some(run), Ok(old)) = (self.running, std::fs::read(&cur)) {
             write_atomic(&self.dir.join(PREVIOUS), &old)?;
-            self.previous = version_of(&old).map(|v| (v, old));
+            self.previous = Some((run, old));
+        }
+        if cur.exists() {
             std::fs::remove_file(&cur)?;
         }
         self.fetch = None;
