@@ -121,10 +121,7 @@ async fn audit(
 }
 
 fn refused(s: &Shared, headers: &HeaderMap) -> Option<Response> {
-    let token = s.api_token.as_ref()?;
-    let given = headers.get("authorization").and_then(|v| v.to_str().ok());
-    (given != Some(format!("Bearer {token}").as_str()))
-        .then(|| (StatusCode::UNAUTHORIZED, "a bearer token is required\n").into_response())
+    vigil_core::telemetry::unauthorized(s.api_token.as_deref(), headers)
 }
 
 async fn models(State(s): State<Arc<Shared>>) -> Response {

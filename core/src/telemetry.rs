@@ -43,6 +43,25 @@ pub fn router(registry: Registry) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
 }
 
+/// For an API write: `Some(401 response)` unless `headers` carry
+/// `Authorization: Bearer <token>` (no token configured: always `None`).
+pub fn unauthorized(
+    token: Option<&str>,
+    headers: &axum::http::HeaderMap,
+) -> Option<axum::response::Response> {
+    let token = token?;
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    (given != Some(format!("Bearer {token}").as_str())).then(|| {
+        (
+            axum::http::StatusCode::UNAUTHORIZED,
+            "a bearer token is required\n",
+        )
+            .into_response()
+    })
+}
+
 /// Binds a role's HTTP address, naming it in the error.
 pub async fn bind(listen: &str) -> anyhow::Result<TcpListener> {
     use anyhow::Context;

@@ -152,11 +152,8 @@ async fn answer(
     headers: HeaderMap,
     body: Option<Json<Answer>>,
 ) -> Response {
-    if let Some(token) = &s.api_token {
-        let given = headers.get("authorization").and_then(|v| v.to_str().ok());
-        if given != Some(format!("Bearer {token}").as_str()) {
-            return (StatusCode::UNAUTHORIZED, "a bearer token is required\n").into_response();
-        }
+    if let Some(r) = vigil_core::telemetry::unauthorized(s.api_token.as_deref(), &headers) {
+        return r;
     }
     let approve = match verb.as_str() {
         "approve" => true,

@@ -200,11 +200,6 @@ impl Hub {
         self.p.next_version.max(1)
     }
 
-    /// The stable release, if any.
-    pub fn stable(&self) -> Option<u64> {
-        self.p.stable
-    }
-
     /// A bundle file's bytes.
     pub fn bytes(&mut self, version: u64) -> Option<Arc<Vec<u8>>> {
         if let Some(b) = self.bundles.get(&version) {
@@ -521,7 +516,6 @@ impl Hub {
 
     /// Records a candidate the gate refused.
     pub fn rejected(&mut self, reasons: &[String], now_ms: i64) {
-        self.metrics.gate.with_label_values(&["rejected"]).inc();
         // The number is used up, so every candidate has its own.
         let v = self.next_version();
         self.p.next_version = v + 1;

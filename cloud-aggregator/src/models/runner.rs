@@ -82,6 +82,12 @@ impl Lifecycle {
         p.state = "done".into();
         p.finished_ms = Some(now_ms());
         p.verdict = Some(t.verdict.clone());
+        let result = if t.verdict.passed {
+            "passed"
+        } else {
+            "rejected"
+        };
+        self.metrics.gate.with_label_values(&[result]).inc();
         if !t.verdict.passed {
             hub.rejected(&t.verdict.reasons, now_ms());
             p.message = format!("not published: {}", t.verdict.reasons.join("; "));
@@ -89,7 +95,6 @@ impl Lifecycle {
             hub.training = p;
             return;
         }
-        self.metrics.gate.with_label_values(&["passed"]).inc();
         let stored = Bundle::of(&t.detector, &family, 0, now_ms(), t.training)
             .map_err(anyhow::Error::from)
             .and_then(|b| hub.add(b, "trained", now_ms()));

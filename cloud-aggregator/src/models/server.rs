@@ -2,7 +2,8 @@
 //! (retained), answers chunk requests, and publishes the release again after
 //! every reconnect, since a restarted broker may have lost what it retained.
 //! Chunks sent in the last half second are not sent again, so a hundred
-//! edges asking at once cost one copy each (they all subscribe to the chunks).
+//! edges asking at once cost one copy (every edge fetching the release
+//! subscribes to its chunks).
 
 use super::hub::Hub;
 use crate::metrics::ModelMetrics;
@@ -36,10 +37,11 @@ pub async fn serve(
     metrics: ModelMetrics,
     shutdown: CancellationToken,
 ) {
-    let family = hub
+    // Both are fixed for the life of the aggregator.
+    let (family, chunk) = hub
         .lock()
-        .map(|h| h.config().family.clone())
-        .unwrap_or_default();
+        .map(|h| (h.config().family.clone(), h.config().chunk_bytes.max(1)))
+        .unwrap_or_else(|_| (String::new(), 1));
     let mut sent: HashMap<(u64, u32), Instant> = HashMap::new();
     let mut seen_connections = 0;
     let mut check = tokio::time::interval(Duration::from_millis(200));
@@ -50,7 +52,6 @@ pub async fn serve(
                 Some(Job::Release(r)) => publish_release(&publisher, &family, &r).await,
                 Some(Job::Chunks(req)) => {
                     let bytes = hub.lock().ok().and_then(|mut h| h.bytes(req.version));
-                    let chunk = hub.lock().map(|h| h.config().chunk_bytes).unwrap_or(1);
                     let Some(bytes) = bytes else {
                         debug!(version = req.version, node = %req.node, "Chunks asked of an unknown release.");
                         continue;
