@@ -7,6 +7,7 @@
 //! broker and times a release from the moment the cloud issues it until the
 //! last edge scores with it. Medians over `runs`.
 
+use crate::wait::wait_for;
 use std::fmt::Write as _;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -26,9 +27,9 @@ fn median(mut v: Vec<f64>) -> f64 {
     v.get(v.len() / 2).copied().unwrap_or(0.0)
 }
 
-/// Writes `samples` samples over `series` series, one per second per series,
-/// ending now.
-fn write_store(root: &Path, samples: usize, series: usize) -> anyhow::Result<()> {
+/// Writes `samples` samples over `series` series (noisy waves), one per
+/// second per series, ending now, as the aggregator writes them.
+pub fn write_store(root: &Path, samples: usize, series: usize) -> anyhow::Result<()> {
     let per = samples / series.max(1);
     let end = now_ms();
     let mut store = Store::new(root);
@@ -164,7 +165,7 @@ pub async fn rollout(edges: usize, hidden: usize, runs: usize) -> anyhow::Result
         tokio::spawn(vigil_edge::run(e, Default::default(), l, m, stop.clone()));
     }
     let http = reqwest::Client::new();
-    wait(Duration::from_secs(60), || async {
+    wait_for("every edge online", Duration::from_secs(60), || async {
         let nodes = get(&http, &format!("{cloud}/api/v1/nodes")).await?;
         let online = nodes
             .as_array()?
@@ -198,7 +199,7 @@ pub async fn rollout(edges: usize, hidden: usize, runs: usize) -> anyhow::Result
         anyhow::ensure!(status.is_success(), "upload refused: {status}");
         size = b.to_bytes()?.len();
         // From the moment the cloud issued the release (its canary transition).
-        let issued = wait(Duration::from_secs(30), || async {
+        let issued = wait_for("the release issued", Duration::from_secs(30), || async {
             let m = get(&http, &format!("{cloud}/api/v1/models")).await?;
             m["transitions"]
                 .as_array()?
@@ -237,7 +238,7 @@ pub async fn rollout(edges: usize, hidden: usize, runs: usize) -> anyhow::Result
         writeln!(out, "release v{run}: all {edges} edges scoring with it {secs:.2} s after the cloud issued it")?;
         times.push(secs);
         // Wait for its promotion so the next release starts its own canary.
-        wait(Duration::from_secs(30), || async {
+        wait_for("its promotion", Duration::from_secs(30), || async {
             let m = get(&http, &format!("{cloud}/api/v1/models")).await?;
             (m["stable"] == run).then_some(())
         })
@@ -310,19 +311,4 @@ pub fn spool(messages: usize, batch: usize, bytes: usize) -> anyhow::Result<Stri
 
 async fn get(http: &reqwest::Client, url: &str) -> Option<serde_json::Value> {
     http.get(url).send().await.ok()?.json().await.ok()
-}
-
-async fn wait<T, F, Fut>(timeout: Duration, mut check: F) -> anyhow::Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = check().await {
-            return Ok(v);
-        }
-        anyhow::ensure!(Instant::now() < deadline, "timed out after {timeout:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }

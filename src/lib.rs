@@ -9,3 +9,4 @@ pub mod eval;
 pub mod model_tool;
 pub mod policy_check;
 pub mod stack;
+pub mod wait;

@@ -3,7 +3,6 @@
 //! running a real Mosquitto broker when one is installed.
 
 use anyhow::Context;
-use std::future::Future;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -22,24 +21,7 @@ pub fn test_options(broker: BrokerChoice, data_dir: &Path, service_bin: &str) ->
     o
 }
 
-/// Polls `check` every 200 ms until it returns `Some`, failing after `timeout`.
-pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> anyhow::Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        if let Some(v) = check().await {
-            return Ok(v);
-        }
-        anyhow::ensure!(
-            tokio::time::Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
+pub use vigil::wait::wait_for;
 
 /// The value of one sample on a `/metrics` page, e.g.
 /// `vigil_agent_actions_total{outcome="succeeded"}`; 0 when absent.

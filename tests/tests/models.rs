@@ -564,28 +564,6 @@ async fn a_20_mb_bundle_crosses_mosquitto_defaults_and_resumes_after_a_restart(
     Ok(())
 }
 
-/// Writes four series of 1000 one-second samples, ending now, as the
-/// aggregator writes them.
-fn fleet_data(root: &Path) -> anyhow::Result<()> {
-    let mut store = vigil_cloud::store::Store::new(root);
-    let end = now_ms();
-    for s in 0..4 {
-        let batch: Vec<vigil_core::message::ScoredSample> = (0..1000)
-            .map(|t| vigil_core::message::ScoredSample {
-                entity: vigil_core::EntityId::host(&format!("h{s}")),
-                metric: "cpu".into(),
-                ts_ms: end - (1000 - t) * 1000,
-                value: 50.0 + 10.0 * (t as f64 * 0.3 + s as f64).sin(),
-                score: 0.0,
-            })
-            .collect();
-        store.add_samples("s00", &batch);
-    }
-    let f = store.flush(end);
-    anyhow::ensure!(f.errors.is_empty(), "{:?}", f.errors);
-    Ok(())
-}
-
 async fn post(url: &str, token: Option<&str>) -> anyhow::Result<reqwest::StatusCode> {
     let mut req = reqwest::Client::new().post(url);
     if let Some(t) = token {
@@ -599,7 +577,7 @@ async fn training_on_demand_passes_the_gate_and_an_operator_promotes_and_rolls_b
 ) -> anyhow::Result<()> {
     let port = vigil::broker::start(0, 1 << 20)?.port();
     let dir = tempfile::tempdir()?;
-    fleet_data(&dir.path().join("cloud"))?;
+    vigil::bench::write_store(&dir.path().join("cloud"), 4000, 4)?;
     // A canary that waits for the operator.
     let canary = CanaryConfig {
         share: 0.5,
