@@ -45,7 +45,7 @@ pub fn write_store(root: &Path, samples: usize, series: usize) -> anyhow::Result
                     metric: metric.clone(),
                     ts_ms: end - ((per - t) as i64) * 1000,
                     value: 100.0 + 20.0 * x.sin() + 2.0 * noise + s as f64,
-                    score: 0.0,
+                    score: Some(0.0),
                 }
             })
             .collect();
@@ -292,7 +292,7 @@ pub fn spool(messages: usize, batch: usize, bytes: usize) -> anyhow::Result<Stri
             if items.is_empty() {
                 break;
             }
-            let ids: Vec<(Priority, u64)> = items.iter().map(|i| (i.priority, i.seq)).collect();
+            let ids: Vec<u64> = items.iter().map(|i| i.seq).collect();
             s.ack(&ids)?;
         }
         let d = start.elapsed().as_secs_f64();

@@ -1,10 +1,12 @@
 //! The aggregator's run loop: one task owns the store; it ingests uplinks and
-//! presence, flushes Parquet on a timer (on a blocking thread), refreshes the
+//! presence, flushes Parquet on a timer (on a blocking thread), acknowledges
+//! spooled uplink messages once their rows are written, refreshes the
 //! registry, and flushes once more on shutdown.
 
 use crate::config::CloudConfig;
 use crate::metrics::CloudMetrics;
 use crate::models::{server, Hub, Lifecycle};
+use crate::receipts::{Intake, Receipts};
 use crate::registry::Registry;
 use crate::store::Store;
 use rumqttc::Publish;
@@ -18,9 +20,9 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 use vigil_core::clock::now_ms;
 use vigil_core::decode;
-use vigil_core::envelope::DecodeError;
+use vigil_core::envelope::{decode_seq, DecodeError, Seq};
 use vigil_core::message::{
-    AnomalyEvent, AuditRecord, ChunkRequest, Heartbeat, Presence, SampleBatch,
+    AnomalyEvent, AuditRecord, ChunkRequest, Heartbeat, Presence, SampleBatch, UplinkAck,
 };
 use vigil_core::mqtt::{self, LinkSpec};
 use vigil_core::topic::{self, Route};
@@ -94,9 +96,14 @@ pub async fn run(
     let tracker = TaskTracker::new();
     let link_token = link.spawn_on(&tracker);
     let server_token = CancellationToken::new();
+    let receipts_path = config.data_dir.join("uplink-receipts.json");
+    let (receipts, problem) = Receipts::open(&receipts_path);
+    if let Some(p) = problem {
+        warn!(problem = %p, "Starting with fresh uplink receipts; messages in flight may be stored twice.");
+    }
     tracker.spawn(server::serve(
         hub,
-        publisher,
+        publisher.clone(),
         jobs,
         metrics.models.clone(),
         server_token.clone(),
@@ -111,6 +118,8 @@ pub async fn run(
 
     let mut agg = Aggregator {
         store: Some(Store::new(&config.data_dir)),
+        receipts: Some(receipts),
+        publisher,
         shared,
         metrics,
         config,
@@ -130,6 +139,9 @@ pub async fn run(
 
 struct Aggregator {
     store: Option<Store>,
+    /// Taken with the store while a flush runs: both describe the same rows.
+    receipts: Option<Receipts>,
+    publisher: vigil_core::mqtt::Publisher,
     shared: Arc<Shared>,
     metrics: CloudMetrics,
     config: CloudConfig,
@@ -150,7 +162,9 @@ impl Aggregator {
                 m = inbox.recv() => match m {
                     Some(m) => {
                         self.on_message(&m);
-                        if self.store.as_ref().is_some_and(|s| s.largest_partition() >= self.config.flush_rows) {
+                        let rows = self.store.as_ref().is_some_and(|s| s.largest_partition() >= self.config.flush_rows);
+                        let acks = self.receipts.as_ref().is_some_and(|r| r.pending() >= self.config.flush_acks);
+                        if rows || acks {
                             self.flush().await;
                         }
                     }
@@ -158,6 +172,7 @@ impl Aggregator {
                 },
                 _ = flush.tick() => self.flush().await,
                 _ = refresh.tick() => {
+                    self.send_receipts(None).await;
                     self.refresh_registry();
                     self.shared.models.tick(&self.shared.registry, now_ms());
                 }
@@ -179,28 +194,44 @@ impl Aggregator {
         let result: Result<(), (&'static str, DecodeError)> = (|| {
             match route {
                 Route::Uplink {
-                    kind: "samples", ..
+                    kind: kind @ ("samples" | "scores"),
+                    site,
                 } => {
-                    let b: SampleBatch = decode(&m.payload, max).map_err(|e| ("samples", e))?;
-                    self.count("samples");
-                    if let Some(s) = self.store.as_mut() {
-                        s.add_samples(&b.site, &b.samples);
+                    let (b, seq): (SampleBatch, _) =
+                        decode_seq(&m.payload, max).map_err(|e| ("samples", e))?;
+                    self.count(kind);
+                    if self.admit(site, seq.as_ref(), now) {
+                        if let Some(s) = self.store.as_mut() {
+                            s.add_samples(site, &b.samples);
+                        }
                     }
                 }
                 Route::Uplink {
-                    kind: "anomaly", ..
+                    kind: "anomaly",
+                    site,
                 } => {
-                    let a: AnomalyEvent = decode(&m.payload, max).map_err(|e| ("anomaly", e))?;
+                    let (a, seq): (AnomalyEvent, _) =
+                        decode_seq(&m.payload, max).map_err(|e| ("anomaly", e))?;
                     self.count("anomaly");
+                    if !self.admit(site, seq.as_ref(), now) {
+                        return Ok(());
+                    }
                     self.metrics.anomalies.inc();
                     if let Some(s) = self.store.as_mut() {
                         s.add_anomaly(&a);
                     }
                     push_bounded(&self.shared.anomalies, a, self.config.recent);
                 }
-                Route::Uplink { kind: "audit", .. } => {
-                    let a: AuditRecord = decode(&m.payload, max).map_err(|e| ("audit", e))?;
+                Route::Uplink {
+                    kind: "audit",
+                    site,
+                } => {
+                    let (a, seq): (AuditRecord, _) =
+                        decode_seq(&m.payload, max).map_err(|e| ("audit", e))?;
                     self.count("audit");
+                    if !self.admit(site, seq.as_ref(), now) {
+                        return Ok(());
+                    }
                     self.metrics
                         .audit_records
                         .with_label_values(&[a.kind.as_str()])
@@ -270,6 +301,36 @@ impl Aggregator {
         }
     }
 
+    /// Whether to store a message: unsequenced ones always; sequenced ones
+    /// the first time only.
+    fn admit(&mut self, site: &str, seq: Option<&Seq>, now: i64) -> bool {
+        let (Some(seq), Some(r)) = (seq, self.receipts.as_mut()) else {
+            return true;
+        };
+        let new = r.admit(site, seq, now) == Intake::New;
+        let intake = if new { "new" } else { "duplicate" };
+        self.metrics
+            .uplink_intake
+            .with_label_values(&[intake])
+            .inc();
+        new
+    }
+
+    /// Publishes receipts: those `written` returned, and those owed for
+    /// duplicates of stored messages.
+    async fn send_receipts(&mut self, written: Option<Vec<(String, UplinkAck)>>) {
+        let mut all = written.unwrap_or_default();
+        if let Some(r) = self.receipts.as_mut() {
+            all.extend(r.take_receipts());
+        }
+        for (site, ack) in all {
+            self.metrics.uplink_acked.inc_by(ack.seqs.len() as u64);
+            self.publisher
+                .send(&topic::uplink_ack(&site), &ack, false)
+                .await;
+        }
+    }
+
     fn count(&self, kind: &str) {
         self.metrics.link.received.with_label_values(&[kind]).inc();
     }
@@ -288,23 +349,28 @@ impl Aggregator {
         }
     }
 
-    /// Writes buffered rows on a blocking thread; failed partitions are retried next time.
+    /// Writes buffered rows on a blocking thread; failed partitions are
+    /// retried next time. Receipts go out only after a flush with no errors.
     async fn flush(&mut self) {
-        let Some(mut store) = self.store.take() else {
+        let (Some(mut store), Some(mut receipts)) = (self.store.take(), self.receipts.take())
+        else {
             return;
         };
-        if store.pending_rows() == 0 {
+        if store.pending_rows() == 0 && receipts.pending() == 0 {
             self.store = Some(store);
+            self.receipts = Some(receipts);
             return;
         }
         let joined = tokio::task::spawn_blocking(move || {
             let f = store.flush(now_ms());
-            (store, f)
+            let written = f.errors.is_empty().then(|| receipts.written());
+            (store, receipts, f, written)
         })
         .await;
         match joined {
-            Ok((store, f)) => {
+            Ok((store, receipts, f, written)) => {
                 self.store = Some(store);
+                self.receipts = Some(receipts);
                 for (table, rows) in &f.rows {
                     self.metrics
                         .rows_written
@@ -316,11 +382,21 @@ impl Aggregator {
                     self.metrics.flush_errors.inc();
                     warn!(error = %e, "Parquet flush failed; rows kept for the next flush.");
                 }
+                match written {
+                    Some(Ok(acks)) => self.send_receipts(Some(acks)).await,
+                    Some(Err(e)) => {
+                        self.metrics.flush_errors.inc();
+                        warn!(error = %e, "Could not save the uplink receipts; edges will send again.");
+                    }
+                    None => {}
+                }
             }
             Err(e) => {
                 warn!(error = %e, "Parquet flush task failed; starting an empty buffer.");
                 self.metrics.flush_errors.inc();
                 self.store = Some(Store::new(&self.config.data_dir));
+                let path = self.config.data_dir.join("uplink-receipts.json");
+                self.receipts = Some(Receipts::open(&path).0);
             }
         }
     }

@@ -18,6 +18,10 @@ pub struct CloudConfig {
     pub flush_secs: u64,
     /// Flush a partition early once it buffers this many rows.
     pub flush_rows: usize,
+    /// Flush early once this many spooled uplink messages wait for their
+    /// receipt (keep it below the edges' `uplink.window`, so a backlog
+    /// drains without waiting for `flush_secs`).
+    pub flush_acks: usize,
     /// A node whose last heartbeat is older than this is offline, seconds.
     pub node_ttl_secs: u64,
     /// Largest message accepted, in bytes.
@@ -41,6 +45,7 @@ impl Default for CloudConfig {
             data_dir: PathBuf::from("vigil-data/cloud"),
             flush_secs: 10,
             flush_rows: 50_000,
+            flush_acks: 128,
             node_ttl_secs: 30,
             max_message_bytes: 1024 * 1024,
             recent: 1000,
@@ -61,8 +66,8 @@ impl CloudConfig {
                 self.listen
             ));
         }
-        if self.flush_secs == 0 || self.flush_rows == 0 {
-            e.push("flush_secs and flush_rows must be positive".into());
+        if self.flush_secs == 0 || self.flush_rows == 0 || self.flush_acks == 0 {
+            e.push("flush_secs, flush_rows and flush_acks must be positive".into());
         }
         if self.node_ttl_secs == 0 {
             e.push("node_ttl_secs: must be positive".into());

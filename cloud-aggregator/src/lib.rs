@@ -8,6 +8,7 @@ pub mod cloud;
 pub mod config;
 pub mod metrics;
 pub mod models;
+pub mod receipts;
 pub mod registry;
 pub mod store;
 

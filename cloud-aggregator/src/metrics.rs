@@ -22,6 +22,10 @@ pub struct CloudMetrics {
     pub anomalies: IntCounter,
     /// Audit records received, by kind.
     pub audit_records: IntCounterVec,
+    /// Spooled uplink messages, by intake (`new`, `duplicate`).
+    pub uplink_intake: IntCounterVec,
+    /// Uplink messages acknowledged to edges as stored.
+    pub uplink_acked: IntCounter,
     /// The model lifecycle.
     pub models: ModelMetrics,
 }
@@ -80,6 +84,17 @@ impl CloudMetrics {
                 ),
                 &["kind"],
             )?,
+            uplink_intake: IntCounterVec::new(
+                Opts::new(
+                    "vigil_cloud_uplink_messages_total",
+                    "Sequenced uplink messages received, by intake (new, duplicate: not stored again).",
+                ),
+                &["intake"],
+            )?,
+            uplink_acked: IntCounter::new(
+                "vigil_cloud_uplink_acked_total",
+                "Uplink messages acknowledged to edge nodes after their rows were written.",
+            )?,
             models: ModelMetrics {
                 stable: IntGauge::new(
                     "vigil_cloud_model_stable_release",
@@ -130,6 +145,8 @@ impl CloudMetrics {
         r.register(Box::new(m.nodes.clone()))?;
         r.register(Box::new(m.anomalies.clone()))?;
         r.register(Box::new(m.audit_records.clone()))?;
+        r.register(Box::new(m.uplink_intake.clone()))?;
+        r.register(Box::new(m.uplink_acked.clone()))?;
         Ok(m)
     }
 }

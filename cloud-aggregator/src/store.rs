@@ -120,7 +120,7 @@ impl Store {
             r.s("metric", Some(s.metric.clone()));
             r.i("ts_ms", s.ts_ms);
             r.f("value", s.value);
-            r.f("score", s.score);
+            r.opt_f("score", s.score);
             r.len += 1;
         }
     }
@@ -239,7 +239,7 @@ mod tests {
             metric: "cpu".into(),
             ts_ms: ts,
             value: v,
-            score: 0.1,
+            score: Some(0.1),
         };
         store.add_samples("a", &[s(0, 1.0), s(1000, 2.0), s(3_600_000, 3.0)]);
         store.add_samples("b", &[s(0, 4.0)]);
@@ -281,7 +281,7 @@ mod tests {
                 metric: "m".into(),
                 ts_ms: 0,
                 value: 1.0,
-                score: 0.0,
+                score: None,
             }],
         );
         let f = store.flush(1);

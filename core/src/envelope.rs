@@ -1,6 +1,8 @@
 //! Versioned message envelopes.
 //!
 //! Every payload on the wire is `{"v":1,"kind":"…","sent_ms":…,"body":{…}}`.
+//! Spooled uplink messages also carry `"seq":{"stream":…,"n":…,"floor":…}`,
+//! which the cloud uses to store each exactly once and to acknowledge it.
 //! Decoding checks size first, then the version, then the kind, so a bad
 //! message is classified (and counted by the caller) without ever panicking.
 
@@ -23,10 +25,28 @@ struct OutEnvelope<'a, P> {
     body: &'a P,
 }
 
+/// Delivery sequence of a spooled uplink message.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Seq {
+    /// Id of the sending buffer (new when a buffer is created afresh).
+    pub stream: String,
+    /// This message's number in the stream.
+    pub n: u64,
+    /// Every number below this one has been acknowledged or dropped by the
+    /// sender and will never be sent again.
+    pub floor: u64,
+}
+
+/// Longest stream id a receiver accepts (receivers keep state per stream).
+pub const MAX_STREAM_LEN: usize = 64;
+
 #[derive(Deserialize)]
 struct InEnvelope {
     v: u32,
     kind: String,
+    #[serde(default)]
+    seq: Option<Seq>,
     #[serde(default)]
     body: serde_json::Value,
 }
@@ -82,8 +102,32 @@ pub fn encode<P: Payload>(body: &P) -> Vec<u8> {
     serde_json::to_vec(&env).unwrap_or_default()
 }
 
+/// Adds `seq` to an envelope made by [`encode`] (without parsing it again:
+/// the field goes right after the opening brace).
+pub fn with_seq(envelope: &[u8], seq: &Seq) -> Vec<u8> {
+    let head = serde_json::json!({ "seq": seq }).to_string();
+    let mut out = Vec::with_capacity(envelope.len() + head.len());
+    out.extend_from_slice(&head.as_bytes()[..head.len() - 1]);
+    match envelope.get(1..) {
+        Some(rest) if envelope.first() == Some(&b'{') && rest.len() > 1 => {
+            out.push(b',');
+            out.extend_from_slice(rest);
+        }
+        _ => out.push(b'}'),
+    }
+    out
+}
+
 /// Parses an envelope of kind `P::KIND`, refusing anything over `max_bytes`.
 pub fn decode<P: Payload>(bytes: &[u8], max_bytes: usize) -> Result<P, DecodeError> {
+    decode_seq(bytes, max_bytes).map(|(p, _)| p)
+}
+
+/// As [`decode`], also returning the delivery sequence if there is one.
+pub fn decode_seq<P: Payload>(
+    bytes: &[u8],
+    max_bytes: usize,
+) -> Result<(P, Option<Seq>), DecodeError> {
     if bytes.len() > max_bytes {
         return Err(DecodeError::Oversized {
             len: bytes.len(),
@@ -101,7 +145,15 @@ pub fn decode<P: Payload>(bytes: &[u8], max_bytes: usize) -> Result<P, DecodeErr
             got: env.kind,
         });
     }
-    serde_json::from_value(env.body).map_err(|e| DecodeError::Malformed(e.to_string()))
+    if let Some(s) = env.seq.as_ref().filter(|s| s.stream.len() > MAX_STREAM_LEN) {
+        return Err(DecodeError::Malformed(format!(
+            "stream id of {} bytes (at most {MAX_STREAM_LEN})",
+            s.stream.len()
+        )));
+    }
+    let body =
+        serde_json::from_value(env.body).map_err(|e| DecodeError::Malformed(e.to_string()))?;
+    Ok((body, env.seq))
 }
 
 #[cfg(test)]
@@ -123,6 +175,29 @@ mod tests {
         let bytes = encode(&presence());
         let back: Presence = decode(&bytes, 1024).unwrap();
         assert_eq!(back, presence());
+    }
+
+    #[test]
+    fn sequence_round_trips_and_plain_envelopes_have_none() {
+        let seq = Seq {
+            stream: "ab12".into(),
+            n: 7,
+            floor: 3,
+        };
+        let bytes = with_seq(&encode(&presence()), &seq);
+        let (back, got): (Presence, _) = decode_seq(&bytes, 1024).unwrap();
+        assert_eq!(back, presence());
+        assert_eq!(got, Some(seq.clone()));
+        let (_, none): (Presence, _) = decode_seq(&encode(&presence()), 1024).unwrap();
+        assert_eq!(none, None);
+        // Garbage stays garbage rather than becoming valid.
+        assert!(decode_seq::<Presence>(&with_seq(b"", &seq), 1024).is_err());
+        let long = Seq {
+            stream: "x".repeat(MAX_STREAM_LEN + 1),
+            ..seq
+        };
+        let err = decode_seq::<Presence>(&with_seq(&encode(&presence()), &long), 1024);
+        assert_eq!(err.unwrap_err().reason(), "malformed");
     }
 
     #[test]

@@ -286,8 +286,10 @@ pub struct ScoredSample {
     pub ts_ms: i64,
     /// Value.
     pub value: f64,
-    /// Anomaly score in [0, 1].
-    pub score: f64,
+    /// Anomaly score in [0, 1]; absent for a raw sample that arrived
+    /// between two ticks and was not scored itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub score: Option<f64>,
 }
 
 /// A batch of scored samples (edge → cloud).
@@ -443,6 +445,20 @@ pub struct ChunkRequest {
 }
 impl Payload for ChunkRequest {
     const KIND: &'static str = "chunk_request";
+}
+
+/// The cloud's receipt for spooled uplink messages it has written to its
+/// store (cloud → edge): the edge may forget them.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UplinkAck {
+    /// The edge buffer's stream id the sequence numbers belong to.
+    pub stream: String,
+    /// Sequence numbers now durable in the cloud.
+    pub seqs: Vec<u64>,
+}
+impl Payload for UplinkAck {
+    const KIND: &'static str = "uplink_ack";
 }
 
 #[cfg(test)]

@@ -7,7 +7,8 @@
 //! vigil/v1/{site}/{host}/presence     agent, retained, last will offline
 //! vigil/v1/{site}/sensors/{sensor}    device → edge  a number or {"value":…}
 //! vigil/v1/{site}/edge/presence       edge, retained, last will offline
-//! vigil/v1/{site}/uplink/{kind}       edge → cloud   samples|anomaly|audit|heartbeat
+//! vigil/v1/{site}/uplink/{kind}       edge → cloud   scores|samples|anomaly|audit|heartbeat
+//! vigil/v1/{site}/edge/ack            cloud → edge   UplinkAck (stored, may be deleted)
 //! vigil/v1/models/{family}/release    cloud, retained SignedRelease
 //! vigil/v1/models/{family}/chunk/{version}/{index}   cloud → edges, raw bytes
 //! vigil/v1/models/{family}/request    edge → cloud   ChunkRequest
@@ -65,6 +66,11 @@ pub fn sensor(site: &str, sensor: &str) -> String {
 pub fn edge_presence(site: &str) -> String {
     format!("{PREFIX}/{site}/edge/presence")
 }
+/// The cloud's receipts for a site's spooled uplink.
+pub fn uplink_ack(site: &str) -> String {
+    format!("{PREFIX}/{site}/edge/ack")
+}
+
 /// Uplink of one message kind.
 pub fn uplink(site: &str, kind: &str) -> String {
     format!("{PREFIX}/{site}/uplink/{kind}")
@@ -132,6 +138,11 @@ pub enum Route<'a> {
         /// Family.
         family: &'a str,
     },
+    /// The cloud's receipts for a site's uplink.
+    UplinkAck {
+        /// Site.
+        site: &'a str,
+    },
     /// An uplink message.
     Uplink {
         /// Site.
@@ -156,6 +167,7 @@ pub fn parse(topic: &str) -> Option<Route<'_>> {
         [MODELS, ..] => None,
         [site, "sensors", sensor] => Some(Route::Sensor { site, sensor }),
         [site, "edge", "presence"] => Some(Route::EdgePresence { site }),
+        [site, "edge", "ack"] => Some(Route::UplinkAck { site }),
         [site, "uplink", kind] => Some(Route::Uplink { site, kind }),
         [site, host, "metrics"] => Some(Route::Metrics { site, host }),
         [site, host, "commands"] => Some(Route::Commands { site, host }),
@@ -223,6 +235,10 @@ mod tests {
         assert_eq!(
             parse(&edge_presence("s")),
             Some(Route::EdgePresence { site: "s" })
+        );
+        assert_eq!(
+            parse(&uplink_ack("s")),
+            Some(Route::UplinkAck { site: "s" })
         );
         assert_eq!(
             parse(&uplink("s", "audit")),

@@ -14,6 +14,9 @@ pub struct Point {
     pub value: f64,
     /// Anomaly score given at the tick that scored it.
     pub score: f32,
+    /// Whether a tick scored this point (only the newest point of a series
+    /// at each tick is scored; the ones between are raw samples).
+    pub scored: bool,
 }
 
 /// One series' cache entry.
@@ -27,6 +30,8 @@ pub struct Entry {
     pub pending: Option<f64>,
     /// Latest score.
     pub score: f32,
+    /// Points added since the last uplink took them.
+    unsent: usize,
 }
 
 /// Why a sample was not cached.
@@ -38,6 +43,8 @@ pub enum Refusal {
     OutOfOrder,
     /// Too far in the future.
     Future,
+    /// Too far in the past.
+    Past,
     /// A new series while the cache holds its maximum.
     Full,
 }
@@ -49,6 +56,7 @@ impl Refusal {
             Refusal::NotFinite => "not_finite",
             Refusal::OutOfOrder => "out_of_order",
             Refusal::Future => "future",
+            Refusal::Past => "past",
             Refusal::Full => "cache_full",
         }
     }
@@ -61,6 +69,16 @@ pub struct Cache {
     entries: Vec<Entry>,
     max_series: usize,
     points: usize,
+    max_past_ms: i64,
+}
+
+/// Points not yet uplinked, taken by [`Cache::take_unsent`].
+#[derive(Debug, Default)]
+pub struct Unsent {
+    /// Each point with its series, series in slot order, points oldest first.
+    pub points: Vec<(SeriesId, Point)>,
+    /// Points that left the ring before an uplink took them.
+    pub lost: u64,
 }
 
 impl Cache {
@@ -71,7 +89,14 @@ impl Cache {
             entries: Vec::new(),
             max_series,
             points,
+            max_past_ms: i64::MAX,
         }
+    }
+
+    /// Refuses samples older than `ms` before now.
+    pub fn with_max_past(mut self, ms: i64) -> Self {
+        self.max_past_ms = ms;
+        self
     }
 
     /// Number of series.
@@ -96,8 +121,11 @@ impl Cache {
         if !value.is_finite() {
             return Err(Refusal::NotFinite);
         }
-        if ts_ms > now_ms + max_future_ms {
+        if ts_ms > now_ms.saturating_add(max_future_ms) {
             return Err(Refusal::Future);
+        }
+        if ts_ms < now_ms.saturating_sub(self.max_past_ms) {
+            return Err(Refusal::Past);
         }
         let slot = match self.index.get(id) {
             Some(&s) => s,
@@ -110,6 +138,7 @@ impl Cache {
                     points: VecDeque::new(),
                     pending: None,
                     score: 0.0,
+                    unsent: 0,
                 });
                 self.index.insert(id.clone(), self.entries.len() - 1);
                 self.entries.len() - 1
@@ -126,8 +155,10 @@ impl Cache {
             ts_ms,
             value,
             score: 0.0,
+            scored: false,
         });
         e.pending = Some(value);
+        e.unsent += 1;
         Ok(())
     }
 
@@ -144,9 +175,24 @@ impl Cache {
                 e.score = s;
                 if let Some(p) = e.points.back_mut() {
                     p.score = s;
+                    p.scored = true;
                 }
             }
         }
+    }
+
+    /// Every point added since the last call, for the uplink.
+    pub fn take_unsent(&mut self) -> Unsent {
+        let mut out = Unsent::default();
+        for e in &mut self.entries {
+            let n = e.unsent.min(e.points.len());
+            out.lost += (e.unsent - n) as u64;
+            e.unsent = 0;
+            let skip = e.points.len() - n;
+            out.points
+                .extend(e.points.iter().skip(skip).map(|p| (e.id.clone(), *p)));
+        }
+        out
     }
 
     /// All entries in slot order.
@@ -192,6 +238,17 @@ mod tests {
             Err(Refusal::NotFinite)
         );
         assert_eq!(c.push(&id("a"), 1000, 1.0, 100, 10), Err(Refusal::Future));
+        assert_eq!(
+            c.push(&id("a"), i64::MAX, 1.0, 100, 10),
+            Err(Refusal::Future)
+        );
+        let mut aged = Cache::new(1, 3).with_max_past(50);
+        assert_eq!(aged.push(&id("a"), 49, 1.0, 100, 10), Err(Refusal::Past));
+        assert_eq!(
+            aged.push(&id("a"), i64::MIN, 1.0, 100, 10),
+            Err(Refusal::Past)
+        );
+        aged.push(&id("a"), 50, 1.0, 100, 10).unwrap();
         c.push(&id("a"), 5, 1.0, 100, 10).unwrap();
         assert_eq!(c.push(&id("a"), 4, 1.0, 100, 10), Err(Refusal::OutOfOrder));
         assert_eq!(c.push(&id("b"), 5, 1.0, 100, 10), Err(Refusal::Full));
@@ -209,5 +266,37 @@ mod tests {
         c.set_scores(&pending, &[0.9, 0.7]);
         assert_eq!(c.get(&id("a")).unwrap().score, 0.9);
         assert_eq!(c.get(&id("b")).unwrap().score, 0.0);
+    }
+
+    #[test]
+    fn every_point_is_taken_for_the_uplink_once_and_ring_losses_are_counted() {
+        let mut c = Cache::new(10, 3);
+        c.push(&id("a"), 1, 1.0, 100, 10).unwrap();
+        c.push(&id("a"), 2, 2.0, 100, 10).unwrap();
+        c.push(&id("b"), 1, 5.0, 100, 10).unwrap();
+        let pending = c.take_pending();
+        c.set_scores(&pending, &[0.5, 0.25]);
+        let u = c.take_unsent();
+        let got: Vec<(String, i64, bool)> = u
+            .points
+            .iter()
+            .map(|(s, p)| (s.metric.clone(), p.ts_ms, p.scored))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("a".into(), 1, false),
+                ("a".into(), 2, true),
+                ("b".into(), 1, true)
+            ]
+        );
+        assert_eq!(u.lost, 0);
+        assert!(c.take_unsent().points.is_empty());
+        for t in 3..8 {
+            c.push(&id("a"), t, 0.0, 100, 10).unwrap();
+        }
+        let u = c.take_unsent();
+        assert_eq!(u.points.len(), 3);
+        assert_eq!(u.lost, 2);
     }
 }

@@ -31,14 +31,18 @@ pub struct EdgeConfig {
     pub detector: DetectorConfig,
     /// Seconds a command stays valid; an agent refuses it afterwards.
     pub command_ttl_secs: u64,
-    /// Uplink one scored sample per series every this many ticks.
+    /// Hand the points gathered to the uplink buffer every this many ticks.
     pub uplink_every_ticks: u64,
+    /// The on-disk uplink buffer and its delivery to the cloud.
+    pub uplink: crate::uplink::UplinkConfig,
     /// Seconds between heartbeats to the cloud.
     pub heartbeat_secs: u64,
     /// Largest message accepted, in bytes.
     pub max_message_bytes: usize,
     /// Samples stamped further than this in the future are refused, seconds.
     pub max_future_secs: u64,
+    /// Samples stamped further than this in the past are refused, seconds.
+    pub max_past_secs: u64,
     /// Publish the anomaly score of at most this many series as gauges (highest first).
     pub score_gauges_max: usize,
     /// Site-wide remediation rails: rate limit and short-circuit.
@@ -85,9 +89,11 @@ impl Default for EdgeConfig {
             detector: DetectorConfig::default(),
             command_ttl_secs: 30,
             uplink_every_ticks: 5,
+            uplink: Default::default(),
             heartbeat_secs: 5,
             max_message_bytes: 1024 * 1024,
             max_future_secs: 300,
+            max_past_secs: 6 * 3600,
             score_gauges_max: 500,
             rails: crate::rails::RailsConfig::default(),
             reload_secs: 2.0,
@@ -142,6 +148,10 @@ impl EdgeConfig {
             e.push("api_token: use at least 16 characters".into());
         }
         self.model.validate(&mut e);
+        self.uplink.validate(&mut e);
+        if self.max_past_secs == 0 {
+            e.push("max_past_secs: must be positive".into());
+        }
         if self.command_ttl_secs == 0 {
             e.push("command_ttl_secs: must be positive".into());
         }

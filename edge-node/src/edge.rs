@@ -1,6 +1,7 @@
 //! The edge node's run loop: one task owns the cache, detector and engine;
 //! it takes messages from the MQTT link, scores on a fixed tick (the tensor
-//! work on a blocking thread), acts through the outbox, and stops cleanly.
+//! work on a blocking thread), acts through the outbox, sends the cloud's
+//! data through the durable uplink buffer, and stops cleanly.
 
 use crate::approval::SharedApprovals;
 use crate::audit::AuditLog;
@@ -13,6 +14,8 @@ use crate::model::{Models, Next};
 use crate::outbox::{outbox, Outbox};
 use crate::policy::PolicySet;
 use crate::remediation::{Decisions, Engine};
+use crate::spool::Priority;
+use crate::uplink::{Queued, Uplink};
 use anyhow::Context;
 use rumqttc::Publish;
 use std::collections::{BTreeMap, VecDeque};
@@ -126,10 +129,10 @@ pub async fn run(
     let shared = Arc::new(Shared {
         site: site.clone(),
         node: config.node.clone(),
-        cache: Mutex::new(Cache::new(
-            config.cache.max_series,
-            config.cache.points_per_series,
-        )),
+        cache: Mutex::new(
+            Cache::new(config.cache.max_series, config.cache.points_per_series)
+                .with_max_past(config.max_past_secs as i64 * 1000),
+        ),
         entities: Mutex::new(Entities::default()),
         anomalies: Mutex::new(VecDeque::new()),
         audit: Mutex::new(audit),
@@ -161,6 +164,7 @@ pub async fn run(
             format!("{p}/{site}/+/presence"),
             format!("{p}/{site}/sensors/+"),
             topic::model_release(&config.model.family),
+            topic::uplink_ack(&site),
         ],
         presence: Some(PresenceSpec {
             topic: topic::edge_presence(&site),
@@ -171,11 +175,21 @@ pub async fn run(
     let (inbox_tx, inbox) = mpsc::channel(1024);
     let (publisher, link) = mqtt::open(spec, inbox_tx, metrics.link.clone());
     let (out, out_task) = outbox(4096, publisher.clone(), metrics.link.clone());
+    let spool_path = config.data_dir.join("uplink.redb");
+    let (uplink, uplink_task) = crate::uplink::open(
+        &spool_path,
+        &config.uplink,
+        publisher.clone(),
+        metrics.uplink.clone(),
+    )
+    .with_context(|| format!("opening the uplink buffer {}", spool_path.display()))?;
 
     let tracker = TaskTracker::new();
     let link_token = link.spawn_on(&tracker);
     let out_token = CancellationToken::new();
     tracker.spawn(out_task.run(out_token.clone()));
+    let uplink_token = CancellationToken::new();
+    tracker.spawn(uplink_task.run(uplink_token.clone()));
     vigil_core::telemetry::spawn_server(
         &tracker,
         listener,
@@ -203,10 +217,11 @@ pub async fn run(
         shared,
         metrics,
         out,
+        uplink,
+        to_cloud: Vec::new(),
         engine,
         detector: Some(detector),
         ticks: 0,
-        last_uplink_ms: 0,
         policy_watch,
         models,
         keys,
@@ -218,6 +233,8 @@ pub async fn run(
     info!(%site, "Edge node running.");
     node.run(inbox, installs, shutdown).await;
 
+    // The uplink task stores what is still queued before it stops.
+    uplink_token.cancel();
     out_token.cancel();
     link_token.cancel();
     if !vigil_core::shutdown::drain(&tracker, Duration::from_secs(3)).await {
@@ -232,10 +249,13 @@ struct Node {
     shared: Arc<Shared>,
     metrics: EdgeMetrics,
     out: Outbox,
+    uplink: Uplink,
+    /// Cloud-bound messages of the current tick or message, written to the
+    /// buffer together.
+    to_cloud: Vec<Queued>,
     engine: Engine,
     detector: Option<Detector>,
     ticks: u64,
-    last_uplink_ms: i64,
     policy_watch: Option<FileWatch>,
     models: Models,
     keys: Keyring,
@@ -338,6 +358,7 @@ impl Node {
                 _ = shutdown.cancelled() => break,
                 m = inbox.recv() => match m { Some(m) => self.on_message(&m), None => break },
                 _ = tick.tick() => self.tick().await,
+
                 _ = heartbeat.tick() => self.heartbeat(),
                 _ = reload.tick() => self.reload_policy(),
                 _ = transfer.tick() => {
@@ -346,7 +367,19 @@ impl Node {
                 }
                 Some(i) = installs.recv() => self.swap(i),
             }
+            if !self.to_cloud.is_empty() {
+                self.uplink.queue(std::mem::take(&mut self.to_cloud));
+            }
         }
+        // Points not yet handed over go to the buffer before we stop.
+        self.uplink_samples();
+        self.uplink.queue(std::mem::take(&mut self.to_cloud));
+    }
+
+    /// Adds a message for the cloud to this turn's batch.
+    fn for_cloud<P: vigil_core::Payload>(&mut self, priority: Priority, kind: &str, body: &P) {
+        let topic = topic::uplink(&self.config.site, kind);
+        self.to_cloud.push(Queued::new(priority, topic, body));
     }
 
     /// Acts on what the model updater asks: a chunk request goes out; a
@@ -571,6 +604,14 @@ impl Node {
                     a.insert(host, online);
                 }
             }
+            Ok(Inbound::Ack(ack)) => {
+                self.metrics
+                    .link
+                    .received
+                    .with_label_values(&["uplink_ack"])
+                    .inc();
+                self.uplink.ack(ack);
+            }
             Ok(Inbound::Release { family, signed }) if family == self.models.family() => {
                 self.metrics
                     .link
@@ -693,8 +734,7 @@ impl Node {
         for ev in events {
             self.metrics.anomalies.inc();
             info!(entity = %ev.entity, score = ev.score, top_metric = %ev.top_metric, "Anomaly detected.");
-            self.out
-                .send(topic::uplink(&self.config.site, "anomaly"), &ev, false);
+            self.for_cloud(Priority::Audit, "anomaly", &ev);
             if let Ok(mut a) = self.shared.anomalies.lock() {
                 if a.len() >= RECENT_ANOMALIES {
                     a.pop_front();
@@ -752,8 +792,7 @@ impl Node {
                     warn!(error = %e, path = %log.path().display(), "Could not write audit record.");
                 }
             }
-            self.out
-                .send(topic::uplink(&self.config.site, "audit"), &rec, false);
+            self.for_cloud(Priority::Audit, "audit", &rec);
         }
     }
 
@@ -783,34 +822,34 @@ impl Node {
         }
     }
 
+    /// Hands every point gathered since the last call to the uplink: the
+    /// points a tick scored as scores, the ones between ticks as raw samples.
     fn uplink_samples(&mut self) {
-        let since = self.last_uplink_ms;
-        let samples: Vec<ScoredSample> = {
-            let cache = self.shared.lock_cache();
-            cache
-                .entries()
-                .iter()
-                .filter_map(|e| e.points.back().filter(|p| p.ts_ms > since).map(|p| (e, p)))
-                .map(|(e, p)| ScoredSample {
-                    entity: e.id.entity.clone(),
-                    metric: e.id.metric.clone(),
-                    ts_ms: p.ts_ms,
-                    value: p.value,
-                    score: p.score as f64,
-                })
-                .collect()
-        };
-        if let Some(max) = samples.iter().map(|s| s.ts_ms).max() {
-            self.last_uplink_ms = max;
-        }
-        // Keep each message well under the broker's packet limit.
-        for chunk in samples.chunks(2000) {
-            let batch = SampleBatch {
-                site: self.config.site.clone(),
-                samples: chunk.to_vec(),
-            };
-            self.out
-                .send(topic::uplink(&self.config.site, "samples"), &batch, false);
+        let unsent = self.shared.lock_cache().take_unsent();
+        self.metrics.uplink.ring_lost.inc_by(unsent.lost);
+        let (scored, raw): (Vec<_>, Vec<_>) = unsent
+            .points
+            .into_iter()
+            .map(|(id, p)| ScoredSample {
+                entity: id.entity,
+                metric: id.metric,
+                ts_ms: p.ts_ms,
+                value: p.value,
+                score: p.scored.then_some(p.score as f64),
+            })
+            .partition(|s| s.score.is_some());
+        for (priority, kind, samples) in [
+            (Priority::Scores, "scores", scored),
+            (Priority::Samples, "samples", raw),
+        ] {
+            // Keep each message well under the broker's packet limit.
+            for chunk in samples.chunks(2000) {
+                let batch = SampleBatch {
+                    site: self.config.site.clone(),
+                    samples: chunk.to_vec(),
+                };
+                self.to_cloud(priority, kind, &batch);
+            }
         }
     }
 

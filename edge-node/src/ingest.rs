@@ -3,7 +3,9 @@
 
 use vigil_core::decode;
 use vigil_core::envelope::DecodeError;
-use vigil_core::message::{CommandResult, MetricBatch, Presence, PresenceState, SignedRelease};
+use vigil_core::message::{
+    CommandResult, MetricBatch, Presence, PresenceState, SignedRelease, UplinkAck,
+};
 use vigil_core::topic::{self, Route};
 
 /// A decoded incoming message.
@@ -47,6 +49,8 @@ pub enum Inbound {
         /// The bytes (checked against the release's hash by `model`).
         bytes: Vec<u8>,
     },
+    /// The cloud's receipt for uplinked messages.
+    Ack(UplinkAck),
     /// Not for this edge (other site, own echo, unknown topic).
     Ignored,
 }
@@ -99,6 +103,9 @@ pub fn classify(
                 value,
             })
         }
+        Route::UplinkAck { site: s } if s == site => decode::<UplinkAck>(payload, max_bytes)
+            .map(Inbound::Ack)
+            .map_err(|e| ("uplink_ack", e)),
         Route::ModelRelease { family } => decode::<SignedRelease>(payload, max_bytes)
             .map(|signed| Inbound::Release {
                 family: family.to_string(),

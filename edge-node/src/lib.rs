@@ -19,6 +19,7 @@ pub mod policy;
 pub mod rails;
 pub mod remediation;
 pub mod spool;
+pub mod uplink;
 
 pub use config::EdgeConfig;
 pub use edge::run;

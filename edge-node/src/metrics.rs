@@ -52,6 +52,8 @@ pub struct EdgeMetrics {
     pub model_chunks: IntCounterVec,
     /// From the first chunk request to the model scoring.
     pub model_transfer_seconds: Histogram,
+    /// The uplink buffer and its delivery.
+    pub uplink: crate::uplink::UplinkMetrics,
 }
 
 impl EdgeMetrics {
@@ -60,6 +62,7 @@ impl EdgeMetrics {
         let registry = Registry::new();
         let link = LinkMetrics::new(&registry)?;
         let m = Self {
+            uplink: crate::uplink::UplinkMetrics::new(&registry)?,
             link,
             series: IntGauge::new("vigil_edge_series", "Series in the edge cache.")?,
             samples: IntCounter::new(

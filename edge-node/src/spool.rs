@@ -46,6 +46,10 @@ const TABLES: [TableDefinition<u64, &[u8]>; 3] = [
     TableDefinition::new("samples"),
 ];
 
+/// The buffer's own facts: its stream id and the next sequence number
+/// (kept so numbers never repeat, even after the buffer empties).
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+
 /// Bytes counted per stored message besides its value (key and overhead).
 const PER_ITEM: u64 = 16;
 
@@ -97,6 +101,7 @@ pub struct Spool {
     entries: [u64; 3],
     next_seq: u64,
     dropped: [u64; 3],
+    stream: String,
 }
 
 impl Spool {
@@ -111,8 +116,26 @@ impl Spool {
             entries: [0; 3],
             next_seq: 1,
             dropped: [0; 3],
+            stream: String::new(),
         };
         let tx = s.db.begin_write().map_err(store_err)?;
+        {
+            let mut meta = tx.open_table(META).map_err(store_err)?;
+            let stored = meta.get("stream").map_err(store_err)?;
+            let stream = stored.and_then(|v| String::from_utf8(v.value().to_vec()).ok());
+            match stream {
+                Some(id) => s.stream = id,
+                None => {
+                    s.stream = uuid::Uuid::new_v4().simple().to_string();
+                    meta.insert("stream", s.stream.as_bytes())
+                        .map_err(store_err)?;
+                }
+            }
+            let stored = meta.get("next_seq").map_err(store_err)?;
+            if let Some(b) = stored.and_then(|v| <[u8; 8]>::try_from(v.value()).ok()) {
+                s.next_seq = u64::from_le_bytes(b);
+            }
+        }
         for (i, def) in TABLES.iter().enumerate() {
             let t = tx.open_table(*def).map_err(store_err)?;
             s.entries[i] = t.len().map_err(store_err)?;
@@ -170,6 +193,9 @@ impl Spool {
                 self.entries[p as usize] += 1;
                 self.bytes += size;
             }
+            let mut meta = tx.open_table(META).map_err(store_err)?;
+            meta.insert("next_seq", self.next_seq.to_le_bytes().as_slice())
+                .map_err(store_err)?;
         }
         tx.commit().map_err(store_err)
     }
@@ -199,24 +225,48 @@ impl Spool {
         Ok(out)
     }
 
-    /// Removes sent messages, in one durable transaction.
-    pub fn ack(&mut self, sent: &[(Priority, u64)]) -> Result<(), SpoolError> {
-        if sent.is_empty() {
-            return Ok(());
+    /// Removes delivered messages by sequence number, in one durable
+    /// transaction; returns how many were held (unknown numbers are ignored).
+    pub fn ack(&mut self, seqs: &[u64]) -> Result<u64, SpoolError> {
+        if seqs.is_empty() {
+            return Ok(0);
         }
+        let mut removed = 0;
         let tx = self.db.begin_write().map_err(store_err)?;
         {
             for p in Priority::ALL {
                 let mut t = tx.open_table(TABLES[p as usize]).map_err(store_err)?;
-                for &(_, seq) in sent.iter().filter(|(q, _)| *q == p) {
+                for &seq in seqs {
                     if let Some(v) = t.remove(seq).map_err(store_err)? {
                         self.bytes -= v.value().len() as u64 + PER_ITEM;
                         self.entries[p as usize] -= 1;
+                        removed += 1;
                     }
                 }
             }
         }
-        tx.commit().map_err(store_err)
+        tx.commit().map_err(store_err)?;
+        Ok(removed)
+    }
+
+    /// This buffer's stream id: sequence numbers are unique within it.
+    pub fn stream(&self) -> &str {
+        &self.stream
+    }
+
+    /// The lowest sequence number still held (every lower one was acked
+    /// or dropped); the next number to be given when nothing is held.
+    pub fn floor(&self) -> Result<u64, SpoolError> {
+        let tx = self.db.begin_read().map_err(store_err)?;
+        let mut floor = self.next_seq;
+        for def in TABLES {
+            let t = tx.open_table(def).map_err(store_err)?;
+            let first = t.first().map_err(store_err)?.map(|(k, _)| k.value());
+            if let Some(k) = first {
+                floor = floor.min(k);
+            }
+        }
+        Ok(floor)
     }
 
     /// Bytes held (as counted against the bound).
@@ -268,7 +318,7 @@ mod tests {
             (first[0].topic.as_str(), first[0].payload.len()),
             ("t/a1", 20)
         );
-        s.ack(&[(first[0].priority, first[0].seq)]).unwrap();
+        s.ack(&[first[0].seq]).unwrap();
         let bytes = s.bytes();
         // Not acked: still there after the process goes away.
         drop(s);
@@ -288,15 +338,44 @@ mod tests {
         s.push(&[(Priority::Audit, "t/a3", &a)]).unwrap();
         let got: Vec<String> = s.peek(2).unwrap().into_iter().map(|i| i.topic).collect();
         assert_eq!(got, vec!["t/a2", "t/a3"]);
+        let all: Vec<u64> = s.peek(10).unwrap().iter().map(|i| i.seq).collect();
+        assert_eq!(s.ack(&all).unwrap(), 4);
+        assert_eq!(s.ack(&all).unwrap(), 0, "a second receipt changes nothing");
+        assert!(s.is_empty());
+        assert_eq!(s.bytes(), 0);
+    }
+
+    #[test]
+    fn sequence_numbers_never_repeat_in_a_stream_and_floor_tracks_the_oldest_held() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("spool.redb");
+        let mut s = Spool::open(&path, 1 << 20).unwrap();
+        let stream = s.stream().to_string();
+        assert_eq!(stream.len(), 32);
+        let a = msg(5);
+        s.push(&[(Priority::Samples, "s", &a), (Priority::Audit, "a", &a)])
+            .unwrap();
+        assert_eq!(s.floor().unwrap(), 1);
         let all: Vec<(Priority, u64)> = s
-            .peek(10)
+            .peek(9)
             .unwrap()
             .iter()
             .map(|i| (i.priority, i.seq))
             .collect();
-        s.ack(&all).unwrap();
-        assert!(s.is_empty());
-        assert_eq!(s.bytes(), 0);
+        assert_eq!(all, vec![(Priority::Audit, 2), (Priority::Samples, 1)]);
+        s.ack(&[1]).unwrap();
+        assert_eq!(s.floor().unwrap(), 2);
+        s.ack(&[2]).unwrap();
+        assert_eq!(s.floor().unwrap(), 3, "empty: the next number");
+        drop(s);
+        // Emptied and reopened: same stream, numbers go on.
+        let mut s = Spool::open(&path, 1 << 20).unwrap();
+        assert_eq!(s.stream(), stream);
+        s.push(&[(Priority::Scores, "c", &a)]).unwrap();
+        assert_eq!(s.peek(1).unwrap()[0].seq, 3);
+        // A new file is a new stream.
+        let other = Spool::open(&dir.path().join("other.redb"), 1 << 20).unwrap();
+        assert_ne!(other.stream(), stream);
     }
 
     #[test]

@@ -249,7 +249,7 @@ mod tests {
                         } else {
                             0.0
                         },
-                    score: 0.0,
+                    score: Some(0.0),
                 })
                 .collect()
         };

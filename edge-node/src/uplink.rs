@@ -1,0 +1,539 @@
+//! Store and forward to the cloud. Every cloud-bound message (audit records,
+//! anomaly events, scores, raw samples) is written to the on-disk [`Spool`]
+//! first and leaves it only when the cloud acknowledges that the message is
+//! in its store. The cloud's receipts come back on `{site}/edge/ack`.
+//!
+//! Each message carries the spool's stream id and its sequence number, so
+//! the cloud stores it once however often it is sent. At most `window`
+//! messages are out unacknowledged; they are sent again after `resend_secs`
+//! without a receipt and at once after the broker connection comes back.
+//! The spool is touched only on a blocking thread.
+
+use crate::spool::{Priority, Spool, SpoolError};
+use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+use vigil_core::clock::now_ms;
+use vigil_core::envelope::{with_seq, Seq};
+use vigil_core::message::UplinkAck;
+use vigil_core::mqtt::Publisher;
+use vigil_core::{encode, Payload};
+
+/// Settings of the uplink buffer.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UplinkConfig {
+    /// Most bytes the on-disk buffer holds; when full the oldest messages of
+    /// the lowest priority present are dropped (and counted).
+    pub buffer_bytes: u64,
+    /// Most messages out without a receipt from the cloud.
+    pub window: usize,
+    /// Seconds to wait for a receipt before sending a message again. Keep it
+    /// above the cloud's `flush_secs`: the cloud acknowledges after writing.
+    pub resend_secs: u64,
+}
+
+impl Default for UplinkConfig {
+    fn default() -> Self {
+        Self {
+            buffer_bytes: 256 * 1024 * 1024,
+            window: 256,
+            resend_secs: 30,
+        }
+    }
+}
+
+impl UplinkConfig {
+    /// Adds every problem to `e`.
+    pub fn validate(&self, e: &mut Vec<String>) {
+        if self.buffer_bytes < 64 * 1024 {
+            e.push(format!(
+                "uplink.buffer_bytes: {} is below the minimum of 65536",
+                self.buffer_bytes
+            ));
+        }
+        if !(1..=100_000).contains(&self.window) {
+            e.push(format!(
+                "uplink.window: {} is outside 1..=100000",
+                self.window
+            ));
+        }
+        if self.resend_secs == 0 {
+            e.push("uplink.resend_secs: must be positive".into());
+        }
+    }
+}
+
+/// One message for the cloud.
+#[derive(Clone, Debug)]
+pub struct Queued {
+    /// Its priority in the buffer.
+    pub priority: Priority,
+    /// MQTT topic.
+    pub topic: String,
+    /// The encoded envelope (without its sequence).
+    pub payload: Vec<u8>,
+}
+
+impl Queued {
+    /// Encodes `body` for `topic`.
+    pub fn new<P: Payload>(priority: Priority, topic: String, body: &P) -> Self {
+        Self {
+            priority,
+            topic,
+            payload: encode(body),
+        }
+    }
+}
+
+/// The uplink's metrics.
+#[derive(Clone)]
+pub struct UplinkMetrics {
+    /// Bytes held in the buffer.
+    pub buffer_bytes: IntGauge,
+    /// Messages held, by priority.
+    pub buffer_messages: IntGaugeVec,
+    /// Messages dropped before reaching the cloud, by priority.
+    pub dropped: IntCounterVec,
+    /// Messages sent, first sends and resends (`first`, `resend`).
+    pub sent: IntCounterVec,
+    /// Messages the cloud acknowledged.
+    pub acked: IntCounter,
+    /// Points that left the cache ring before an uplink took them.
+    pub ring_lost: IntCounter,
+}
+
+impl UplinkMetrics {
+    /// Creates and registers the metrics.
+    pub fn new(r: &Registry) -> prometheus::Result<Self> {
+        let m = Self {
+            buffer_bytes: IntGauge::new(
+                "vigil_edge_uplink_buffer_bytes",
+                "Bytes held in the edge's on-disk uplink buffer.",
+            )?,
+            buffer_messages: IntGaugeVec::new(
+                Opts::new(
+                    "vigil_edge_uplink_buffer_messages",
+                    "Messages held in the uplink buffer, by priority.",
+                ),
+                &["priority"],
+            )?,
+            dropped: IntCounterVec::new(
+                Opts::new(
+                    "vigil_edge_uplink_dropped_total",
+                    "Cloud-bound messages dropped (buffer full or unwritable), by priority.",
+                ),
+                &["priority"],
+            )?,
+            sent: IntCounterVec::new(
+                Opts::new(
+                    "vigil_edge_uplink_sent_total",
+                    "Uplink messages published, by attempt (first, resend).",
+                ),
+                &["attempt"],
+            )?,
+            acked: IntCounter::new(
+                "vigil_edge_uplink_acked_total",
+                "Uplink messages the cloud acknowledged as stored.",
+            )?,
+            ring_lost: IntCounter::new(
+                "vigil_edge_uplink_ring_lost_total",
+                "Samples that left the cache ring before an uplink took them.",
+            )?,
+        };
+        r.register(Box::new(m.buffer_bytes.clone()))?;
+        r.register(Box::new(m.buffer_messages.clone()))?;
+        r.register(Box::new(m.dropped.clone()))?;
+        r.register(Box::new(m.sent.clone()))?;
+        r.register(Box::new(m.acked.clone()))?;
+        r.register(Box::new(m.ring_lost.clone()))?;
+        for p in Priority::ALL {
+            m.dropped.with_label_values(&[p.as_str()]);
+            m.buffer_messages.with_label_values(&[p.as_str()]);
+        }
+        Ok(m)
+    }
+}
+
+/// Delivery state over the spool: what to send, what is out, what is done.
+/// Synchronous (it does disk I/O); the task runs it on a blocking thread.
+pub struct Delivery {
+    spool: Spool,
+    /// Sequence number → when it was last sent (Unix ms).
+    out: HashMap<u64, i64>,
+    window: usize,
+    resend_ms: i64,
+    dropped_seen: [u64; 3],
+}
+
+/// One publish the delivery asks for.
+#[derive(Debug)]
+pub struct Send {
+    /// MQTT topic.
+    pub topic: String,
+    /// The envelope with its sequence.
+    pub payload: Vec<u8>,
+    /// Whether it went out before.
+    pub resend: bool,
+}
+
+impl Delivery {
+    /// Opens the buffer at `path`.
+    pub fn open(path: &Path, config: &UplinkConfig) -> Result<Self, SpoolError> {
+        Ok(Self {
+            spool: Spool::open(path, config.buffer_bytes)?,
+            out: HashMap::new(),
+            window: config.window,
+            resend_ms: config.resend_secs as i64 * 1000,
+            dropped_seen: [0; 3],
+        })
+    }
+
+    /// The buffer underneath.
+    pub fn spool(&self) -> &Spool {
+        &self.spool
+    }
+
+    /// Stores a batch durably.
+    pub fn push(&mut self, batch: &[Queued]) -> Result<(), SpoolError> {
+        let items: Vec<(Priority, &str, &[u8])> = batch
+            .iter()
+            .map(|q| (q.priority, q.topic.as_str(), q.payload.as_slice()))
+            .collect();
+        self.spool.push(&items)
+    }
+
+    /// Forgets what the cloud acknowledged; returns how many were held.
+    pub fn ack(&mut self, seqs: &[u64]) -> Result<u64, SpoolError> {
+        for s in seqs {
+            self.out.remove(s);
+        }
+        self.spool.ack(seqs)
+    }
+
+    /// Sends everything out again at the next [`Delivery::due`].
+    pub fn resend_all(&mut self) {
+        self.out.clear();
+    }
+
+    /// What to publish now: the first `window` messages in replay order that
+    /// are not out, or have been out longer than the resend delay.
+    pub fn due(&mut self, now_ms: i64) -> Result<Vec<Send>, SpoolError> {
+        let items = self.spool.peek(self.window)?;
+        let floor = self.spool.floor()?;
+        let stream = self.spool.stream().to_string();
+        // Only what is in the window stays out (the rest was acked or dropped).
+        let keep: std::collections::HashSet<u64> = items.iter().map(|i| i.seq).collect();
+        self.out.retain(|s, _| keep.contains(s));
+        let mut sends = Vec::new();
+        for i in items {
+            let resend = match self.out.get(&i.seq) {
+                Some(&at) if now_ms - at < self.resend_ms => continue,
+                Some(_) => true,
+                None => false,
+            };
+            self.out.insert(i.seq, now_ms);
+            let seq = Seq {
+                stream: stream.clone(),
+                n: i.seq,
+                floor,
+            };
+            sends.push(Send {
+                payload: with_seq(&i.payload, &seq),
+                topic: i.topic,
+                resend,
+            });
+        }
+        Ok(sends)
+    }
+
+    /// Dropped messages per priority since the last call.
+    pub fn take_dropped(&mut self) -> [u64; 3] {
+        let mut d = [0; 3];
+        for p in Priority::ALL {
+            let now = self.spool.dropped(p);
+            d[p as usize] = now - self.dropped_seen[p as usize];
+            self.dropped_seen[p as usize] = now;
+        }
+        d
+    }
+}
+
+/// The run loop's handle: queues batches and forwards receipts.
+#[derive(Clone)]
+pub struct Uplink {
+    batches: mpsc::Sender<Vec<Queued>>,
+    acks: mpsc::Sender<UplinkAck>,
+    stream: String,
+    metrics: UplinkMetrics,
+}
+
+impl Uplink {
+    /// Queues a batch for the buffer (one durable write); a batch the
+    /// writer has no room for is dropped and counted.
+    pub fn queue(&self, batch: Vec<Queued>) {
+        if batch.is_empty() {
+            return;
+        }
+        if let Err(e) = self.batches.try_send(batch) {
+            let batch = match e {
+                mpsc::error::TrySendError::Full(b) | mpsc::error::TrySendError::Closed(b) => b,
+            };
+            warn!(
+                messages = batch.len(),
+                "Uplink writer is behind; dropped a batch."
+            );
+            for q in batch {
+                self.metrics
+                    .dropped
+                    .with_label_values(&[q.priority.as_str()])
+                    .inc();
+            }
+        }
+    }
+
+    /// Hands a receipt from the cloud to the writer (ignored if it is for
+    /// another stream; a lost receipt only means a resend).
+    pub fn ack(&self, ack: UplinkAck) {
+        if ack.stream == self.stream {
+            let _ = self.acks.try_send(ack);
+        }
+    }
+
+    /// The buffer's stream id.
+    pub fn stream(&self) -> &str {
+        &self.stream
+    }
+}
+
+/// Opens the buffer at `path` and returns the handle and the task that
+/// writes, sends and acknowledges.
+pub fn open(
+    path: &Path,
+    config: &UplinkConfig,
+    publisher: Publisher,
+    metrics: UplinkMetrics,
+) -> Result<(Uplink, UplinkTask), SpoolError> {
+    let delivery = Delivery::open(path, config)?;
+    let held: u64 = Priority::ALL.iter().map(|&p| delivery.spool.len(p)).sum();
+    if held > 0 {
+        info!(
+            messages = held,
+            bytes = delivery.spool.bytes(),
+            "Uplink buffer holds messages from before; they go first."
+        );
+    }
+    let (btx, brx) = mpsc::channel(256);
+    let (atx, arx) = mpsc::channel(256);
+    let handle = Uplink {
+        batches: btx,
+        acks: atx,
+        stream: delivery.spool.stream().to_string(),
+        metrics: metrics.clone(),
+    };
+    let task = UplinkTask {
+        delivery: Some(delivery),
+        batches: brx,
+        acks: arx,
+        publisher,
+        metrics,
+    };
+    Ok((handle, task))
+}
+
+/// Moves messages from the run loop to the buffer and from the buffer to the
+/// broker.
+pub struct UplinkTask {
+    delivery: Option<Delivery>,
+    batches: mpsc::Receiver<Vec<Queued>>,
+    acks: mpsc::Receiver<UplinkAck>,
+    publisher: Publisher,
+    metrics: UplinkMetrics,
+}
+
+/// One unit of blocking work.
+enum Work {
+    Push(Vec<Queued>),
+    Ack(Vec<u64>),
+    Due,
+}
+
+impl UplinkTask {
+    /// Runs until `shutdown`; then stores what is still queued, so a clean
+    /// stop loses nothing.
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        let mut pump = tokio::time::interval(Duration::from_millis(200));
+        pump.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let mut connections = self.publisher.connections();
+        loop {
+            let work = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                Some(b) = self.batches.recv() => {
+                    let mut all = b;
+                    while let Ok(more) = self.batches.try_recv() {
+                        all.extend(more);
+                    }
+                    Work::Push(all)
+                }
+                Some(a) = self.acks.recv() => {
+                    let mut seqs = a.seqs;
+                    while let Ok(more) = self.acks.try_recv() {
+                        seqs.extend(more.seqs);
+                    }
+                    Work::Ack(seqs)
+                }
+                _ = pump.tick() => {
+                    let c = self.publisher.connections();
+                    if c != connections {
+                        connections = c;
+                        if let Some(d) = self.delivery.as_mut() {
+                            d.resend_all();
+                        }
+                    }
+                    if !self.publisher.is_connected() {
+                        continue;
+                    }
+                    Work::Due
+                }
+            };
+            let pushed = matches!(work, Work::Push(_) | Work::Ack(_));
+            self.work(work).await;
+            // Fresh messages and freed window go out without waiting.
+            if pushed && self.publisher.is_connected() {
+                self.work(Work::Due).await;
+            }
+        }
+        let mut rest = Vec::new();
+        while let Ok(b) = self.batches.try_recv() {
+            rest.extend(b);
+        }
+        if !rest.is_empty() {
+            self.work(Work::Push(rest)).await;
+        }
+    }
+
+    async fn work(&mut self, work: Work) {
+        let Some(mut d) = self.delivery.take() else {
+            return;
+        };
+        let joined = tokio::task::spawn_blocking(move || {
+            let r = match work {
+                Work::Push(batch) => d.push(&batch).map(|()| (Vec::new(), 0)),
+                Work::Ack(seqs) => d.ack(&seqs).map(|n| (Vec::new(), n)),
+                Work::Due => d.due(now_ms()).map(|s| (s, 0)),
+            };
+            (d, r)
+        })
+        .await;
+        let Ok((mut d, r)) = joined else {
+            // The blocking task panicked; the spool file is intact on disk.
+            warn!("Uplink buffer task failed; the buffer is not used until restart.");
+            return;
+        };
+        match r {
+            Ok((sends, acked)) => {
+                self.metrics.acked.inc_by(acked);
+                for s in sends {
+                    let attempt = if s.resend { "resend" } else { "first" };
+                    self.metrics.sent.with_label_values(&[attempt]).inc();
+                    self.publisher
+                        .send_raw(&s.topic, "uplink", s.payload, false)
+                        .await;
+                }
+            }
+            Err(e) => warn!(error = %e, "Uplink buffer operation failed."),
+        }
+        self.update_metrics(&mut d);
+        self.delivery = Some(d);
+    }
+
+    fn update_metrics(&self, d: &mut Delivery) {
+        let m = &self.metrics;
+        let s = d.spool();
+        m.buffer_bytes.set(s.bytes() as i64);
+        for p in Priority::ALL {
+            m.buffer_messages
+                .with_label_values(&[p.as_str()])
+                .set(s.len(p) as i64);
+        }
+        for (p, n) in Priority::ALL.iter().zip(d.take_dropped()) {
+            if n > 0 {
+                m.dropped.with_label_values(&[p.as_str()]).inc_by(n);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vigil_core::envelope::decode_seq;
+    use vigil_core::message::Presence;
+
+    fn queued(p: Priority, n: usize) -> Vec<Queued> {
+        (0..n)
+            .map(|i| {
+                let body = Presence {
+                    node: format!("m{i}"),
+                    role: "edge".into(),
+                    state: vigil_core::message::PresenceState::Online,
+                    ts_ms: i as i64,
+                };
+                Queued::new(p, format!("t/{}", p.as_str()), &body)
+            })
+            .collect()
+    }
+
+    fn seqs(sends: &[Send]) -> Vec<u64> {
+        sends
+            .iter()
+            .map(|s| {
+                let (_, seq): (Presence, _) = decode_seq(&s.payload, 1 << 20).unwrap();
+                seq.unwrap().n
+            })
+            .collect()
+    }
+
+    #[test]
+    fn sends_a_window_resends_after_the_delay_and_forgets_on_receipt() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = UplinkConfig {
+            window: 3,
+            resend_secs: 10,
+            ..Default::default()
+        };
+        let path = dir.path().join("u.redb");
+        let mut d = Delivery::open(&path, &config).unwrap();
+        d.push(&queued(Priority::Samples, 4)).unwrap();
+        d.push(&queued(Priority::Audit, 1)).unwrap();
+        // Audit first, then the oldest samples; never more than the window.
+        let first = d.due(0).unwrap();
+        assert_eq!(seqs(&first), vec![5, 1, 2]);
+        assert!(first.iter().all(|s| !s.resend));
+        assert!(d.due(5_000).unwrap().is_empty(), "all out, none overdue");
+        // A receipt frees room: the next one goes, nothing is repeated.
+        assert_eq!(d.ack(&[5, 1]).unwrap(), 2);
+        assert_eq!(seqs(&d.due(6_000).unwrap()), vec![3, 4]);
+        // No receipt for 2 within the delay: it goes again, with the floor.
+        let again = d.due(10_000).unwrap();
+        assert_eq!(seqs(&again), vec![2]);
+        assert!(again[0].resend);
+        let (_, seq): (Presence, _) = decode_seq(&again[0].payload, 1 << 20).unwrap();
+        assert_eq!(seq.unwrap().floor, 2);
+        // A reconnect sends everything out again at once.
+        d.resend_all();
+        assert_eq!(seqs(&d.due(10_001).unwrap()), vec![2, 3, 4]);
+        // A crash loses nothing unacknowledged.
+        drop(d);
+        let mut d = Delivery::open(&path, &config).unwrap();
+        assert_eq!(seqs(&d.due(0).unwrap()), vec![2, 3, 4]);
+        d.ack(&[2, 3, 4]).unwrap();
+        assert!(d.due(0).unwrap().is_empty());
+        assert!(d.spool().is_empty());
+    }
+}
