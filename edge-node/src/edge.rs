@@ -848,7 +848,7 @@ impl Node {
                     site: self.config.site.clone(),
                     samples: chunk.to_vec(),
                 };
-                self.to_cloud(priority, kind, &batch);
+                self.for_cloud(priority, kind, &batch);
             }
         }
     }
