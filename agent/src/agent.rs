@@ -1,6 +1,8 @@
-//! The agent's main loop: collect and publish each interval, handle commands,
-//! serve `/metrics` and `/healthz`, stop cleanly.
+//! The agent's main loop: collect and publish each interval (holding batches
+//! in a small backlog while the broker or the edge is away), handle
+//! commands, serve `/metrics` and `/healthz`, stop cleanly.
 
+use crate::backlog::{Backlog, EdgeSeen};
 use crate::catalog::Catalog;
 use crate::collector::{service, HostCollector, ServiceChecker};
 use crate::config::AgentConfig;
@@ -56,7 +58,7 @@ pub async fn run(
     let spec = LinkSpec {
         settings: config.mqtt.clone(),
         default_client_id: format!("vigil-agent-{site}-{host}"),
-        subscriptions: vec![topic::commands(&site, &host)],
+        subscriptions: vec![topic::commands(&site, &host), topic::edge_presence(&site)],
         presence: Some(PresenceSpec {
             topic: topic::agent_presence(&site, &host),
             online: presence(PresenceState::Online),
@@ -89,7 +91,9 @@ pub async fn run(
         let text = std::fs::read_to_string(&config.catalog).ok();
         FileWatch::new(&config.catalog, text)
     });
+    let edge = Arc::new(EdgeSeen::default());
     let commands = CommandLoop {
+        edge: edge.clone(),
         executor,
         publisher: publisher.clone(),
         metrics: metrics.clone(),
@@ -106,7 +110,8 @@ pub async fn run(
         supervisor.clone(),
         publisher,
         metrics,
-    )?;
+    )?
+    .with_backlog(config.buffer_batches, edge);
     info!(%site, %host, services = config.services.len(), "Agent running.");
     collect.run(shutdown.clone()).await;
 
@@ -120,6 +125,7 @@ pub async fn run(
 }
 
 struct CommandLoop {
+    edge: Arc<EdgeSeen>,
     executor: Executor,
     publisher: Publisher,
     metrics: AgentMetrics,
@@ -140,6 +146,10 @@ impl CommandLoop {
                 _ = reload.tick() => { self.reload_catalog(); continue }
                 m = inbox.recv() => match m { Some(m) => m, None => break },
             };
+            if let Some(topic::Route::EdgePresence { .. }) = topic::parse(&msg.topic) {
+                self.on_edge_presence(&msg.payload);
+                continue;
+            }
             self.metrics
                 .link
                 .received
@@ -172,6 +182,29 @@ impl CommandLoop {
 }
 
 impl CommandLoop {
+    fn on_edge_presence(&self, payload: &[u8]) {
+        self.metrics
+            .link
+            .received
+            .with_label_values(&["presence"])
+            .inc();
+        match decode::<Presence>(payload, self.max_bytes) {
+            Ok(p) => {
+                let online = p.state == PresenceState::Online;
+                if self.edge.heard(online, self.publisher.connections()) {
+                    info!(edge = %p.node, online, "Edge presence changed.");
+                }
+            }
+            Err(e) => {
+                self.metrics
+                    .link
+                    .malformed
+                    .with_label_values(&[e.reason()])
+                    .inc();
+            }
+        }
+    }
+
     /// Takes an edited catalog; a broken edit is refused with every error and
     /// counted, and the catalog in force stays.
     fn reload_catalog(&mut self) {
@@ -211,6 +244,8 @@ struct CollectLoop {
     metrics: AgentMetrics,
     topic: String,
     seq: u64,
+    backlog: Backlog,
+    edge: Arc<EdgeSeen>,
 }
 
 impl CollectLoop {
@@ -234,7 +269,33 @@ impl CollectLoop {
             publisher,
             metrics,
             seq: 0,
+            backlog: Backlog::new(0),
+            edge: Arc::new(EdgeSeen::default()),
         })
+    }
+
+    fn with_backlog(mut self, max: usize, edge: Arc<EdgeSeen>) -> Self {
+        self.backlog = Backlog::new(max);
+        self.edge = edge;
+        self
+    }
+
+    /// Sends held batches oldest first, then `batch`; holds everything
+    /// while the broker or the edge is away.
+    async fn deliver(&mut self, batch: MetricBatch) {
+        let dropped = self.backlog.hold(batch);
+        self.metrics.backlog_dropped.inc_by(dropped);
+        if dropped > 0 {
+            warn!(dropped, "Metric backlog full; dropped the oldest batches.");
+        }
+        while self.publisher.is_connected() && self.edge.listening(self.publisher.connections()) {
+            let Some(b) = self.backlog.next() else { break };
+            if !self.publisher.send(&self.topic, &b, false).await {
+                self.backlog.put_back(b);
+                break;
+            }
+        }
+        self.metrics.backlog.set(self.backlog.len() as i64);
     }
 
     async fn run(mut self, shutdown: CancellationToken) {
@@ -247,7 +308,7 @@ impl CollectLoop {
             }
             let batch = self.collect().await;
             self.metrics.collections.inc();
-            self.publisher.send(&self.topic, &batch, false).await;
+            self.deliver(batch).await;
         }
     }
 

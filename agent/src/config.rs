@@ -36,6 +36,10 @@ pub struct AgentConfig {
     pub breaker: crate::breaker::BreakerConfig,
     /// Seconds between checks of the catalog file for changes (hot reload).
     pub reload_secs: f64,
+    /// Metric batches kept in memory while the broker or the edge is
+    /// unreachable, sent in order when both are back; beyond it the oldest
+    /// go (and are counted).
+    pub buffer_batches: usize,
 }
 
 /// One watched service.
@@ -81,6 +85,7 @@ impl Default for AgentConfig {
             data_dir: PathBuf::from("vigil-data/agent"),
             breaker: crate::breaker::BreakerConfig::default(),
             reload_secs: 2.0,
+            buffer_batches: 600,
         }
     }
 }
@@ -106,6 +111,12 @@ impl AgentConfig {
     /// Every problem with the settings.
     pub fn validate(&self) -> Vec<String> {
         let mut e = self.breaker.validate();
+        if self.buffer_batches > 100_000 {
+            e.push(format!(
+                "buffer_batches: {} is above 100000",
+                self.buffer_batches
+            ));
+        }
         if !(self.reload_secs >= 0.1 && self.reload_secs <= 3600.0) {
             e.push(format!(
                 "reload_secs: {} is outside 0.1..=3600",

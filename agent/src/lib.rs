@@ -3,6 +3,7 @@
 //! that name an action in its local catalog, and reports the result.
 
 pub mod agent;
+pub mod backlog;
 pub mod breaker;
 pub mod catalog;
 pub mod collector;

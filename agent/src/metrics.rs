@@ -1,7 +1,7 @@
 //! The agent's Prometheus metrics, in its own explicit registry.
 
 use prometheus::{
-    Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
+    Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
 use vigil_core::mqtt::LinkMetrics;
 
@@ -22,6 +22,10 @@ pub struct AgentMetrics {
     pub service_up: IntGaugeVec,
     /// Catalog reloads, by result (`ok`, `failed`).
     pub catalog_reloads: IntCounterVec,
+    /// Metric batches held while the broker or the edge is unreachable.
+    pub backlog: IntGauge,
+    /// Held batches dropped because the backlog was full.
+    pub backlog_dropped: IntCounter,
 }
 
 impl AgentMetrics {
@@ -61,6 +65,16 @@ impl AgentMetrics {
             ),
             &["result"],
         )?;
+        let backlog = IntGauge::new(
+            "vigil_agent_backlog_batches",
+            "Metric batches held while the broker or the edge is unreachable.",
+        )?;
+        let backlog_dropped = IntCounter::new(
+            "vigil_agent_backlog_dropped_total",
+            "Held metric batches dropped, oldest first, because the backlog was full.",
+        )?;
+        registry.register(Box::new(backlog.clone()))?;
+        registry.register(Box::new(backlog_dropped.clone()))?;
         registry.register(Box::new(catalog_reloads.clone()))?;
         registry.register(Box::new(collections.clone()))?;
         registry.register(Box::new(actions.clone()))?;
@@ -74,6 +88,8 @@ impl AgentMetrics {
             action_seconds,
             service_up,
             catalog_reloads,
+            backlog,
+            backlog_dropped,
         })
     }
 }

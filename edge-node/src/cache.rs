@@ -41,6 +41,9 @@ pub enum Refusal {
     NotFinite,
     /// Older than the newest point of its series.
     OutOfOrder,
+    /// The same timestamp as the newest point of its series (a message
+    /// delivered twice, as MQTT's at-least-once may).
+    Duplicate,
     /// Too far in the future.
     Future,
     /// Too far in the past.
@@ -55,6 +58,7 @@ impl Refusal {
         match self {
             Refusal::NotFinite => "not_finite",
             Refusal::OutOfOrder => "out_of_order",
+            Refusal::Duplicate => "duplicate",
             Refusal::Future => "future",
             Refusal::Past => "past",
             Refusal::Full => "cache_full",
@@ -145,8 +149,10 @@ impl Cache {
             }
         };
         let e = &mut self.entries[slot];
-        if e.points.back().is_some_and(|p| ts_ms < p.ts_ms) {
-            return Err(Refusal::OutOfOrder);
+        match e.points.back().map(|p| p.ts_ms) {
+            Some(last) if ts_ms < last => return Err(Refusal::OutOfOrder),
+            Some(last) if ts_ms == last => return Err(Refusal::Duplicate),
+            _ => {}
         }
         if e.points.len() >= self.points {
             e.points.pop_front();
@@ -251,6 +257,7 @@ mod tests {
         aged.push(&id("a"), 50, 1.0, 100, 10).unwrap();
         c.push(&id("a"), 5, 1.0, 100, 10).unwrap();
         assert_eq!(c.push(&id("a"), 4, 1.0, 100, 10), Err(Refusal::OutOfOrder));
+        assert_eq!(c.push(&id("a"), 5, 2.0, 100, 10), Err(Refusal::Duplicate));
         assert_eq!(c.push(&id("b"), 5, 1.0, 100, 10), Err(Refusal::Full));
         assert_eq!(c.len(), 1);
     }

@@ -99,8 +99,18 @@ impl Mosquitto {
     /// Kills the broker and starts it again on the same port: every client
     /// is cut off and everything retained is gone, as after a real restart.
     pub fn restart(&mut self) -> anyhow::Result<()> {
+        self.stop();
+        self.start_again()
+    }
+
+    /// Kills the broker (it stays down until [`Mosquitto::start_again`]).
+    pub fn stop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// Starts the stopped broker again on the same port.
+    pub fn start_again(&mut self) -> anyhow::Result<()> {
         self.child = Self::spawn(self.bin, &self.dir.path().join("mosquitto.conf"), self.addr)?;
         Ok(())
     }

@@ -1,11 +1,13 @@
 //! Durability end to end, with counts: the cloud goes away under a steady
-//! load and comes back; the edge is killed with SIGKILL and restarted. In
-//! each case every sample the edge accepted, every anomaly event and every
-//! audit record lands in the cloud's Parquet store exactly once.
+//! load and comes back; the edge is killed with SIGKILL and restarted; the
+//! broker (embedded rumqttd, and Mosquitto) restarts under the whole stack.
+//! Every sample the edge accepted, every anomaly event and every audit
+//! record lands in the cloud's Parquet store exactly once, and no command
+//! runs twice.
 //!
-//! Processes that must really die (the edge under SIGKILL) run as child
-//! processes of this test binary: it runs itself again with `VIGIL_CHILD`
-//! set, and the `child_entry` test then becomes that process.
+//! Processes that must really die (the edge under SIGKILL, the embedded
+//! broker) run as child processes of this test binary: it runs itself again
+//! with `VIGIL_CHILD` set, and the `child_entry` test becomes that process.
 
 #![cfg(test)]
 
@@ -117,6 +119,7 @@ fn load(port: u16, stop: CancellationToken) -> JoinHandle<u64> {
         });
         let mut tick = tokio::time::interval(Duration::from_millis(50));
         let mut n = 0u64;
+        let t0 = now_ms();
         while !stop.is_cancelled() {
             tick.tick().await;
             n += 1;
@@ -127,7 +130,7 @@ fn load(port: u16, stop: CancellationToken) -> JoinHandle<u64> {
                     Sample {
                         entity: EntityId::host("h1"),
                         metric: format!("m{m}"),
-                        ts_ms: now_ms(),
+                        ts_ms: t0 + n as i64 * 50,
                         value: if spike { wave * 40.0 } else { wave },
                     }
                 })
@@ -359,7 +362,54 @@ fn child_entry() -> anyhow::Result<()> {
             &std::env::var("VIGIL_CHILD_CONFIG")?,
             &std::env::var("VIGIL_CHILD_LISTEN")?,
         ),
+        Ok("broker") => {
+            let port: u16 = std::env::var("VIGIL_CHILD_PORT")?.parse()?;
+            vigil::broker::start(port, 1 << 20)?;
+            loop {
+                std::thread::park();
+            }
+        }
         _ => Ok(()),
+    }
+}
+
+/// The embedded broker in a child process, so it can be stopped and started
+/// again on the same port.
+struct ChildBroker {
+    child: Child,
+    port: u16,
+}
+
+impl ChildBroker {
+    fn start(port: u16) -> anyhow::Result<Self> {
+        let child = Command::new(std::env::current_exe()?)
+            .args(["--exact", "child_entry", "--nocapture", "--test-threads=1"])
+            .env("VIGIL_CHILD", "broker")
+            .env("VIGIL_CHILD_PORT", port.to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?;
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+            anyhow::ensure!(
+                std::time::Instant::now() < deadline,
+                "the embedded broker did not listen on {addr}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(Self { child, port })
+    }
+
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for ChildBroker {
+    fn drop(&mut self) {
+        self.stop();
     }
 }
 
@@ -450,4 +500,174 @@ async fn edge_killed_with_sigkill_keeps_its_buffer_and_budgets() -> anyhow::Resu
         anomalies: first.anomalies + second.anomalies,
     };
     check_store(dir.path(), want, audit_lines(&cfg.data_dir))
+}
+
+/// The whole stack on `broker`; `restart` stops the broker, waits, and starts
+/// it again. Checks that every role reconnects, the agent held its metrics
+/// meanwhile and the edge got them, a fault after the restart is healed by
+/// exactly one action, and the store has every sample once.
+async fn broker_restart(
+    broker: std::net::SocketAddr,
+    mut stop_broker: impl FnMut(),
+    mut start_broker: impl FnMut() -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    use vigil::stack::{BrokerChoice, Stack};
+    let dir = tempfile::tempdir()?;
+    let opts = vigil_tests::test_options(
+        BrokerChoice::External(broker),
+        dir.path(),
+        env!("CARGO_BIN_EXE_vigil-demo-service"),
+    );
+    let stack = Stack::start(opts).await?;
+    let outcome = async {
+        vigil_tests::wait_until_warm(&stack).await?;
+        let errors = |m: &prometheus::Registry| {
+            vigil_tests::parse_metric(
+                &prometheus::TextEncoder::new()
+                    .encode_to_string(&m.gather())
+                    .unwrap_or_default(),
+                "vigil_mqtt_connection_errors_total",
+            )
+        };
+        let registries = [
+            stack.agent_metrics.registry.clone(),
+            stack.edge_metrics.registry.clone(),
+            stack.cloud_metrics.registry.clone(),
+        ];
+        let before: Vec<f64> = registries.iter().map(errors).collect();
+        stop_broker();
+        let down_ms = now_ms();
+        wait_for("the agent to hold its metrics", Duration::from_secs(20), || async {
+            (stack.agent_metrics.backlog.get() >= 3).then_some(())
+        })
+        .await?;
+        let up_ms = now_ms();
+        start_broker()?;
+        wait_for("every role to reconnect", Duration::from_secs(60), || async {
+            let all = registries
+                .iter()
+                .zip(&before)
+                .all(|(r, b)| errors(r) > *b)
+                && stack.agent_metrics.link.connected.get() == 1
+                && stack.edge_metrics.link.connected.get() == 1
+                && stack.cloud_metrics.link.connected.get() == 1;
+            all.then_some(())
+        })
+        .await?;
+        // The agent's held batches reached the edge: it has the service's
+        // samples from while the broker was down.
+        let series = format!("{}:up", stack.target);
+        let points = wait_for("the held metrics to reach the edge", Duration::from_secs(30), || async {
+            let url = format!(
+                "{}/api/v1/series/points?id={}",
+                stack.edge_url,
+                series.replace('/', "%2F").replace(':', "%3A")
+            );
+            let v = vigil_tests::get_json(&url).await.ok()?;
+            let during = v
+                .as_array()?
+                .iter()
+                .filter(|p| p["ts_ms"].as_i64().is_some_and(|t| t > down_ms && t < up_ms))
+                .count();
+            (during >= 3 && stack.agent_metrics.backlog.get() == 0).then_some(during)
+        })
+        .await?;
+        println!("edge has {points} points of {series} from while the broker was down");
+        let sent = stack.edge_metrics.commands_sent.get();
+        stack.inject(vigil::demo::FaultKind::Crash).await?;
+        vigil_tests::wait_healed(&stack, 0, "crash").await?;
+        let accepted = stack.edge_metrics.samples.get();
+        drained(&stack.edge_url).await?;
+        wait_for("the store to catch up", Duration::from_secs(60), || async {
+            let rows = stack
+                .cloud_metrics
+                .rows_written
+                .with_label_values(&["samples"])
+                .get();
+            (rows >= accepted).then_some(())
+        })
+        .await?;
+        let ran = ["succeeded", "failed"]
+            .iter()
+            .map(|o| stack.agent_metrics.actions.with_label_values(&[o]).get())
+            .sum::<u64>();
+        let duplicates = stack.agent_metrics.actions.with_label_values(&["duplicate"]).get();
+        let sent = stack.edge_metrics.commands_sent.get() - sent;
+        println!("after the restart: {sent} commands sent, {ran} ran in all, {duplicates} refused as duplicates; {accepted} samples accepted before the check");
+        anyhow::ensure!(sent >= 1, "no command was sent for the fault");
+        anyhow::ensure!(ran <= stack.edge_metrics.commands_sent.get(), "{ran} actions ran for {} commands", stack.edge_metrics.commands_sent.get());
+        anyhow::Ok(accepted)
+    }
+    .await;
+    let data = stack.data_dir.clone();
+    stack.stop(Duration::from_secs(10)).await;
+    let accepted = outcome?;
+    let (samples, distinct) = rows(
+        &data.join("cloud"),
+        "samples",
+        &["entity", "metric", "ts_ms"],
+    )?;
+    println!(
+        "store: {samples} sample rows, {distinct} distinct, {accepted} accepted before the check"
+    );
+    anyhow::ensure!(
+        samples == distinct,
+        "{} duplicate sample rows",
+        samples - distinct
+    );
+    anyhow::ensure!(
+        samples as u64 >= accepted,
+        "{samples} rows for {accepted} accepted"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn embedded_broker_restart_mid_stream_loses_nothing() -> anyhow::Result<()> {
+    let port = vigil::broker::free_port()?;
+    let broker = std::sync::Arc::new(std::sync::Mutex::new(ChildBroker::start(port)?));
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let (b1, b2) = (broker.clone(), broker.clone());
+    broker_restart(
+        addr,
+        move || {
+            if let Ok(mut b) = b1.lock() {
+                b.stop();
+            }
+        },
+        move || {
+            let mut b = b2.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
+            *b = ChildBroker::start(b.port)?;
+            Ok(())
+        },
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn mosquitto_restart_mid_stream_loses_nothing() -> anyhow::Result<()> {
+    let Some(broker) = vigil_tests::Mosquitto::start()? else {
+        assert!(
+            !vigil_tests::external_required(),
+            "VIGIL_REQUIRE_EXTERNAL=1 but mosquitto is not installed"
+        );
+        eprintln!("SKIPPED: mosquitto is not on PATH; install it (apt-get install mosquitto) to run this test.");
+        return Ok(());
+    };
+    let addr = broker.addr;
+    let broker = std::sync::Arc::new(std::sync::Mutex::new(broker));
+    let (b1, b2) = (broker.clone(), broker.clone());
+    broker_restart(
+        addr,
+        move || {
+            if let Ok(mut b) = b1.lock() {
+                b.stop();
+            }
+        },
+        move || {
+            let mut b = b2.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
+            b.start_again()
+        },
+    )
+    .await
 }
