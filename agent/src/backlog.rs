@@ -71,7 +71,7 @@ impl Backlog {
     }
 
     /// The oldest held batch.
-    pub fn next(&mut self) -> Option<MetricBatch> {
+    pub fn take_oldest(&mut self) -> Option<MetricBatch> {
         self.q.pop_front()
     }
 
@@ -106,10 +106,10 @@ mod tests {
             assert_eq!(dropped, u64::from(s > 3));
         }
         assert_eq!(b.len(), 3);
-        let first = b.next().unwrap();
+        let first = b.take_oldest().unwrap();
         assert_eq!(first.seq, 3);
         b.put_back(first);
-        let order: Vec<u64> = std::iter::from_fn(|| b.next()).map(|b| b.seq).collect();
+        let order: Vec<u64> = std::iter::from_fn(|| b.take_oldest()).map(|b| b.seq).collect();
         assert_eq!(order, vec![3, 4, 5]);
         assert!(b.is_empty());
         assert_eq!(Backlog::new(0).hold(batch(1)), 1);
