@@ -132,6 +132,8 @@ pub async fn rollout(edges: usize, hidden: usize, runs: usize) -> anyhow::Result
     cfg.data_dir = dir.path().join("cloud");
     cfg.models.signing_key = Some(key_path);
     cfg.models.train_every_secs = 0;
+    let token = uuid::Uuid::new_v4().simple().to_string();
+    cfg.api_token = Some(token.clone());
     // Every node at once, promoted after a second: this measures transfer
     // and loading, not the canary's observation window.
     cfg.models.canary = CanaryConfig {
@@ -192,6 +194,7 @@ pub async fn rollout(edges: usize, hidden: usize, runs: usize) -> anyhow::Result
         )?;
         let status = http
             .post(format!("{cloud}/api/v1/models/bundles"))
+            .bearer_auth(&token)
             .body(b.to_bytes()?)
             .send()
             .await?

@@ -116,5 +116,10 @@ pub fn render(stack: &Stack, elapsed: Duration, log: &str) -> String {
     );
     let _ = writeln!(out, "  agent  {0}/metrics  {0}/healthz", stack.agent_url);
     let _ = writeln!(out, "  logs   {log}    data  {}", stack.data_dir.display());
+    let _ = writeln!(
+        out,
+        "  API writes (approve, promote, roll back, train) need: Authorization: Bearer $(cat {})",
+        stack.data_dir.join("api-token").display()
+    );
     out
 }

@@ -9,7 +9,7 @@ use crate::demo::workload::{self, WorkloadStats};
 use crate::demo::FaultKind;
 use anyhow::Context;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -127,6 +127,9 @@ pub struct Stack {
     pub sensor_target: EntityId,
     /// Data directory.
     pub data_dir: PathBuf,
+    /// Bearer token of the edge's and the cloud's API writes (kept in
+    /// `<data_dir>/api-token`).
+    pub api_token: String,
     drift: Drift,
     http: reqwest::Client,
     shutdown: CancellationToken,
@@ -189,6 +192,7 @@ impl Stack {
         if !keys.join("vigil.key").exists() {
             crate::model_tool::keygen(&keys, "vigil", true)?;
         }
+        let api_token = api_token(&opts.data_dir.join("api-token"))?;
         let mut cloud = CloudConfig {
             mqtt: MqttSettings {
                 max_packet_bytes: MAX_PACKET_BYTES,
@@ -197,6 +201,7 @@ impl Stack {
             data_dir: opts.data_dir.join("cloud"),
             flush_secs: 5,
             max_message_bytes: MAX_PACKET_BYTES,
+            api_token: Some(api_token.clone()),
             ..CloudConfig::default()
         };
         cloud.models.signing_key = Some(keys.join("vigil.key"));
@@ -222,6 +227,7 @@ impl Stack {
             data_dir: opts.data_dir.join("edge"),
             policy: policy_path.clone(),
             max_message_bytes: MAX_PACKET_BYTES,
+            api_token: Some(api_token.clone()),
             ..EdgeConfig::default()
         };
         edge.model.trusted_keys = vec![keys.join("vigil.pub").display().to_string()];
@@ -309,6 +315,7 @@ impl Stack {
             target: EntityId::service(&opts.host, SERVICE),
             sensor_target: EntityId::sensor(SENSOR),
             data_dir: opts.data_dir,
+            api_token,
             drift,
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(3))
@@ -429,6 +436,26 @@ fn start_demo_link(
         }
     });
     Ok(publisher)
+}
+
+/// The API token kept at `path`, made (random, readable only by its owner)
+/// on the first run.
+fn api_token(path: &Path) -> anyhow::Result<String> {
+    if let Ok(t) = std::fs::read_to_string(path) {
+        if t.trim().len() >= 16 {
+            return Ok(t.trim().to_string());
+        }
+    }
+    let token = uuid::Uuid::new_v4().simple().to_string();
+    let mut f = std::fs::OpenOptions::new();
+    f.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut f, 0o600);
+    let mut file = f
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    std::io::Write::write_all(&mut file, format!("{token}\n").as_bytes())?;
+    Ok(token)
 }
 
 /// Injects a service fault every `interval`, in turn, and lets the sensor

@@ -289,7 +289,9 @@ impl CollectLoop {
             warn!(dropped, "Metric backlog full; dropped the oldest batches.");
         }
         while self.publisher.is_connected() && self.edge.listening(self.publisher.connections()) {
-            let Some(b) = self.backlog.take_oldest() else { break };
+            let Some(b) = self.backlog.take_oldest() else {
+                break;
+            };
             if !self.publisher.send(&self.topic, &b, false).await {
                 self.backlog.put_back(b);
                 break;

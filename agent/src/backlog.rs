@@ -109,7 +109,9 @@ mod tests {
         let first = b.take_oldest().unwrap();
         assert_eq!(first.seq, 3);
         b.put_back(first);
-        let order: Vec<u64> = std::iter::from_fn(|| b.take_oldest()).map(|b| b.seq).collect();
+        let order: Vec<u64> = std::iter::from_fn(|| b.take_oldest())
+            .map(|b| b.seq)
+            .collect();
         assert_eq!(order, vec![3, 4, 5]);
         assert!(b.is_empty());
         assert_eq!(Backlog::new(0).hold(batch(1)), 1);

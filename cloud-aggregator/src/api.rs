@@ -5,7 +5,8 @@
 //! Models: `GET /api/v1/models` (releases, canary and its tallies, every
 //! transition, training progress); `POST /api/v1/models/train`,
 //! `/promote`, `/rollback`, and `/bundles` (a bundle file as the body).
-//! Writes need `Authorization: Bearer <api_token>` when one is configured.
+//! Writes need `Authorization: Bearer <api_token>`; with no `api_token`
+//! configured every write is refused (401) and changes nothing.
 
 use crate::cloud::Shared;
 use axum::body::Bytes;

@@ -29,7 +29,7 @@ pub struct CloudConfig {
     /// Anomalies and audit records kept in memory for the API.
     pub recent: usize,
     /// Bearer token the API's write endpoints (train, promote, roll back,
-    /// upload) require; unset means none (keep `listen` on a trusted address).
+    /// upload) require; unset means they refuse every request (401).
     pub api_token: Option<String>,
     /// Model lifecycle: signing, retraining, the gate and the canary.
     pub models: crate::models::ModelsConfig,

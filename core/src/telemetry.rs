@@ -44,22 +44,32 @@ pub fn router(registry: Registry) -> Router {
 }
 
 /// For an API write: `Some(401 response)` unless `headers` carry
-/// `Authorization: Bearer <token>` (no token configured: always `None`).
+/// `Authorization: Bearer <token>`. With no token configured every write is
+/// refused: an API that changes what runs on hosts is never open.
 pub fn unauthorized(
     token: Option<&str>,
     headers: &axum::http::HeaderMap,
 ) -> Option<axum::response::Response> {
-    let token = token?;
+    let refuse =
+        |why: &'static str| Some((axum::http::StatusCode::UNAUTHORIZED, why).into_response());
+    let Some(token) = token else {
+        return refuse("writes are disabled: no api_token is configured\n");
+    };
     let given = headers
         .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
-    (given != Some(format!("Bearer {token}").as_str())).then(|| {
-        (
-            axum::http::StatusCode::UNAUTHORIZED,
-            "a bearer token is required\n",
-        )
-            .into_response()
-    })
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    if same(given.as_bytes(), token.as_bytes()) {
+        None
+    } else {
+        refuse("a bearer token is required (Authorization: Bearer <api_token>)\n")
+    }
+}
+
+/// Compares in time independent of where the inputs differ.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// Binds a role's HTTP address, naming it in the error.
@@ -109,4 +119,34 @@ pub fn init_tracing_to_file(default_filter: &str, path: &std::path::Path) -> std
         .with_writer(std::sync::Mutex::new(file))
         .try_init();
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::{HeaderMap, HeaderValue, StatusCode};
+
+    fn with(auth: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(header::AUTHORIZATION, HeaderValue::from_str(auth).unwrap());
+        h
+    }
+
+    #[test]
+    fn writes_need_the_exact_token_and_no_token_means_no_writes() {
+        let t = Some("0123456789abcdef");
+        assert!(unauthorized(t, &with("Bearer 0123456789abcdef")).is_none());
+        for bad in [
+            "Bearer 0123456789abcdeg",
+            "Bearer 0123456789abcde",
+            "0123456789abcdef",
+            "Basic x",
+        ] {
+            let r = unauthorized(t, &with(bad)).unwrap();
+            assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{bad}");
+        }
+        assert!(unauthorized(t, &HeaderMap::new()).is_some());
+        let r = unauthorized(None, &with("Bearer anything")).unwrap();
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    }
 }

@@ -49,8 +49,8 @@ pub struct EdgeConfig {
     pub rails: crate::rails::RailsConfig,
     /// Seconds between checks of the policy file for changes (hot reload).
     pub reload_secs: f64,
-    /// Bearer token the API's approval endpoints require; unset means no
-    /// token (keep `listen` on a trusted address then).
+    /// Bearer token the API's approval endpoints require; unset means the
+    /// endpoints refuse every request (401).
     pub api_token: Option<String>,
     /// Model updates from the cloud: family, trusted keys, transfer.
     pub model: crate::model::ModelConfig,

@@ -38,14 +38,18 @@ async fn a_crash_waits_for_approval_then_is_restarted() -> anyhow::Result<()> {
     let id = request["id"].as_str().unwrap_or_default().to_string();
     let http = reqwest::Client::new();
     let url = format!("{}/api/v1/approvals/{id}/approve", stack.edge_url);
+    // Without the token: refused, and nothing changes.
+    let r = http.post(&url).send().await?;
+    assert_eq!(r.status(), reqwest::StatusCode::UNAUTHORIZED);
     let r = http
         .post(&url)
+        .bearer_auth(&stack.api_token)
         .json(&serde_json::json!({"by": "tester"}))
         .send()
         .await?;
     assert!(r.status().is_success(), "{}", r.status());
     // A second answer is refused: it is no longer pending.
-    let again = http.post(&url).send().await?;
+    let again = http.post(&url).bearer_auth(&stack.api_token).send().await?;
     assert_eq!(again.status(), reqwest::StatusCode::CONFLICT);
 
     wait_for("the approved restart", Duration::from_secs(30), || async {

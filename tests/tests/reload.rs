@@ -96,11 +96,11 @@ async fn edits_are_picked_up_and_broken_ones_refused() -> anyhow::Result<()> {
     assert_eq!(list, serde_json::json!([]));
     let http = reqwest::Client::new();
     for verb in ["approve", "reject", "maybe"] {
-        let r = http
-            .post(format!("{}/api/v1/approvals/nope/{verb}", stack.edge_url))
-            .send()
-            .await?;
+        let url = format!("{}/api/v1/approvals/nope/{verb}", stack.edge_url);
+        let r = http.post(&url).bearer_auth(&stack.api_token).send().await?;
         assert_eq!(r.status(), reqwest::StatusCode::NOT_FOUND, "{verb}");
+        let r = http.post(&url).send().await?;
+        assert_eq!(r.status(), reqwest::StatusCode::UNAUTHORIZED, "{verb}");
     }
     assert!(stack.stop(Duration::from_secs(10)).await);
     Ok(())
