@@ -417,7 +417,7 @@ fn start_demo_link(
     };
     let (tx, mut rx) = mpsc::channel(256);
     let metrics = LinkMetrics::new(&prometheus::Registry::new())?;
-    let (publisher, link) = mqtt::open(spec, tx, metrics);
+    let (publisher, link) = mqtt::open(spec, tx, metrics)?;
     tasks.spawn(link.run(shutdown.clone()));
     tasks.spawn(async move {
         loop {

@@ -66,7 +66,7 @@ pub async fn run(
         }),
     };
     let (inbox_tx, inbox) = mpsc::channel(64);
-    let (publisher, link) = mqtt::open(spec, inbox_tx, metrics.link.clone());
+    let (publisher, link) = mqtt::open(spec, inbox_tx, metrics.link.clone())?;
 
     let tracker = TaskTracker::new();
     let link_token = link.spawn_on(&tracker);

@@ -92,7 +92,7 @@ pub async fn run(
         presence: None,
     };
     let (inbox_tx, inbox) = mpsc::channel(1024);
-    let (publisher, link) = mqtt::open(spec, inbox_tx, metrics.link.clone());
+    let (publisher, link) = mqtt::open(spec, inbox_tx, metrics.link.clone())?;
     let tracker = TaskTracker::new();
     let link_token = link.spawn_on(&tracker);
     let server_token = CancellationToken::new();

@@ -33,6 +33,8 @@ pub struct MqttSettings {
     pub username: Option<String>,
     /// Optional password.
     pub password: Option<String>,
+    /// Connect with TLS (e.g. Mosquitto's port 8883) when set.
+    pub tls: Option<TlsSettings>,
     /// First reconnect delay in milliseconds.
     pub reconnect_min_ms: u64,
     /// Longest reconnect delay in milliseconds.
@@ -49,6 +51,7 @@ impl Default for MqttSettings {
             max_packet_bytes: 1024 * 1024,
             username: None,
             password: None,
+            tls: None,
             reconnect_min_ms: 200,
             reconnect_max_ms: 10_000,
         }
@@ -79,6 +82,70 @@ impl MqttSettings {
         }
         if self.username.is_some() != self.password.is_some() {
             errors.push(format!("{at}: username and password go together"));
+        }
+        if let Some(t) = &self.tls {
+            if let Err(e) = t.client_config() {
+                errors.push(format!("{at}.tls: {e}"));
+            }
+        }
+    }
+}
+
+/// TLS to the broker: the CA that signed the broker's certificate, and
+/// optionally this client's own certificate and key (for brokers that
+/// require client certificates). PEM files.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSettings {
+    /// CA certificate(s) to trust for the broker.
+    pub ca_file: std::path::PathBuf,
+    /// This client's certificate chain.
+    #[serde(default)]
+    pub cert_file: Option<std::path::PathBuf>,
+    /// This client's private key.
+    #[serde(default)]
+    pub key_file: Option<std::path::PathBuf>,
+}
+
+impl TlsSettings {
+    /// Reads the files into a rustls client configuration (ring provider).
+    pub fn client_config(&self) -> Result<rustls::ClientConfig, String> {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let read = |p: &std::path::Path| format!("{}", p.display());
+        let mut roots = rustls::RootCertStore::empty();
+        let cas = CertificateDer::pem_file_iter(&self.ca_file)
+            .map_err(|e| format!("ca_file {}: {e}", read(&self.ca_file)))?;
+        for c in cas {
+            let c = c.map_err(|e| format!("ca_file {}: {e}", read(&self.ca_file)))?;
+            roots
+                .add(c)
+                .map_err(|e| format!("ca_file {}: {e}", read(&self.ca_file)))?;
+        }
+        if roots.is_empty() {
+            return Err(format!(
+                "ca_file {}: no certificate in it",
+                read(&self.ca_file)
+            ));
+        }
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_root_certificates(roots);
+        match (&self.cert_file, &self.key_file) {
+            (None, None) => Ok(builder.with_no_client_auth()),
+            (Some(cert), Some(key)) => {
+                let chain = CertificateDer::pem_file_iter(cert)
+                    .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+                    .map_err(|e| format!("cert_file {}: {e}", read(cert)))?;
+                let key = PrivateKeyDer::from_pem_file(key)
+                    .map_err(|e| format!("key_file {}: {e}", read(key)))?;
+                builder
+                    .with_client_auth_cert(chain, key)
+                    .map_err(|e| format!("cert_file and key_file: {e}"))
+            }
+            _ => Err("cert_file and key_file go together".into()),
         }
     }
 }
@@ -270,11 +337,12 @@ pub struct Link {
 
 /// Creates the client and the link task; spawn `link.run(token)` and publish
 /// through the returned [`Publisher`]. Incoming publishes go to `inbox`.
+/// Fails only when the TLS files cannot be read.
 pub fn open(
     spec: LinkSpec,
     inbox: mpsc::Sender<Publish>,
     metrics: LinkMetrics,
-) -> (Publisher, Link) {
+) -> anyhow::Result<(Publisher, Link)> {
     let s = &spec.settings;
     let id = if s.client_id.is_empty() {
         spec.default_client_id.clone()
@@ -287,6 +355,14 @@ pub fn open(
     opts.set_clean_session(true);
     if let (Some(u), Some(p)) = (&s.username, &s.password) {
         opts.set_credentials(u.clone(), p.clone());
+    }
+    if let Some(t) = &s.tls {
+        let config = t
+            .client_config()
+            .map_err(|e| anyhow::anyhow!("mqtt.tls: {e}"))?;
+        opts.set_transport(rumqttc::Transport::tls_with_config(
+            rumqttc::TlsConfiguration::Rustls(Arc::new(config)),
+        ));
     }
     if let Some(p) = &spec.presence {
         opts.set_last_will(LastWill::new(
@@ -307,7 +383,7 @@ pub fn open(
         connections: connections.clone(),
         extra: extra.clone(),
     };
-    (
+    Ok((
         publisher,
         Link {
             spec,
@@ -319,7 +395,7 @@ pub fn open(
             connections,
             extra,
         },
-    )
+    ))
 }
 
 impl Link {

@@ -173,7 +173,7 @@ pub async fn run(
         }),
     };
     let (inbox_tx, inbox) = mpsc::channel(1024);
-    let (publisher, link) = mqtt::open(spec, inbox_tx, metrics.link.clone());
+    let (publisher, link) = mqtt::open(spec, inbox_tx, metrics.link.clone())?;
     let (out, out_task) = outbox(4096, publisher.clone(), metrics.link.clone());
     let spool_path = config.data_dir.join("uplink.redb");
     let (uplink, uplink_task) = crate::uplink::open(

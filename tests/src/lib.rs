@@ -70,6 +70,12 @@ pub struct Mosquitto {
 impl Mosquitto {
     /// Starts `mosquitto` if it is installed; `Ok(None)` if it is not.
     pub fn start() -> anyhow::Result<Option<Self>> {
+        Self::start_with("allow_anonymous true\n")
+    }
+
+    /// As [`Mosquitto::start`], with `settings` (mosquitto.conf lines) for
+    /// its one listener on 127.0.0.1 instead of anonymous access.
+    pub fn start_with(settings: &str) -> anyhow::Result<Option<Self>> {
         let bin = ["mosquitto", "/usr/sbin/mosquitto"].into_iter().find(|b| {
             Command::new(b)
                 .arg("-h")
@@ -84,7 +90,7 @@ impl Mosquitto {
         let conf = dir.path().join("mosquitto.conf");
         std::fs::write(
             &conf,
-            format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"),
+            format!("listener {port} 127.0.0.1\npersistence false\n{settings}"),
         )?;
         let addr: SocketAddr = ([127, 0, 0, 1], port).into();
         let child = Self::spawn(bin, &conf, addr)?;

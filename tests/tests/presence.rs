@@ -76,7 +76,7 @@ async fn last_will_and_farewell_leave_offline_retained() -> anyhow::Result<()> {
         spec(port, topic, "dies"),
         tx,
         LinkMetrics::new(&prometheus::Registry::new())?,
-    );
+    )?;
     let task = tokio::spawn(link.run(CancellationToken::new()));
     wait_state(port, topic, PresenceState::Online).await?;
     task.abort();
@@ -89,7 +89,7 @@ async fn last_will_and_farewell_leave_offline_retained() -> anyhow::Result<()> {
         spec(port, topic, "clean"),
         tx,
         LinkMetrics::new(&prometheus::Registry::new())?,
-    );
+    )?;
     let stop = CancellationToken::new();
     let task = tokio::spawn(link.run(stop.clone()));
     wait_state(port, topic, PresenceState::Online).await?;
