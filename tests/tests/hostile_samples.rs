@@ -1,0 +1,142 @@
+//! Hostile samples at the edge, counted exactly: NaN and infinite readings,
+//! a sample out of order, one repeated, one far in the future and one far in
+//! the past, and a flood of 20,000 new series names against a cache of 100.
+//! The detector keeps scoring and memory stays at the cache's bound.
+
+#![cfg(test)]
+
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use vigil_core::clock::now_ms;
+use vigil_core::message::{MetricBatch, Sample};
+use vigil_core::{encode, topic, EntityId};
+use vigil_tests::{metric, wait_for};
+
+fn sample(metric: &str, ts_ms: i64) -> Sample {
+    Sample {
+        entity: EntityId::host("h1"),
+        metric: metric.into(),
+        ts_ms,
+        value: 1.0,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_samples_and_a_series_flood_are_refused_and_counted() -> anyhow::Result<()> {
+    let port = vigil::broker::start(0, 4 << 20)?.port();
+    let dir = tempfile::tempdir()?;
+    let mut cfg = vigil_edge::EdgeConfig {
+        site: "s".into(),
+        tick_ms: 100,
+        data_dir: dir.path().join("edge"),
+        max_message_bytes: 4 << 20,
+        ..Default::default()
+    };
+    cfg.mqtt.port = port;
+    cfg.mqtt.max_packet_bytes = 4 << 20;
+    cfg.cache.max_series = 100;
+    let listener = vigil_core::telemetry::bind("127.0.0.1:0").await?;
+    let edge = format!("http://{}", listener.local_addr()?);
+    let stop = CancellationToken::new();
+    tokio::spawn(vigil_edge::run(
+        cfg,
+        vigil_edge::PolicySet::default(),
+        listener,
+        vigil_edge::EdgeMetrics::new()?,
+        stop.clone(),
+    ));
+    wait_for("the edge", Duration::from_secs(20), || async {
+        (metric(&edge, "vigil_mqtt_connected").await.ok()? == 1.0).then_some(())
+    })
+    .await?;
+
+    let mut opts = rumqttc::MqttOptions::new("hostile", "127.0.0.1", port);
+    opts.set_max_packet_size(4 << 20, 4 << 20);
+    let (client, mut ev) = rumqttc::AsyncClient::new(opts, 64);
+    tokio::spawn(async move { while ev.poll().await.is_ok() {} });
+    let publish = |topic: String, bytes: Vec<u8>| {
+        let client = client.clone();
+        async move {
+            client
+                .publish(topic, rumqttc::QoS::AtLeastOnce, false, bytes)
+                .await
+        }
+    };
+    let now = now_ms();
+    let bad = MetricBatch {
+        host: "h1".into(),
+        seq: 1,
+        samples: vec![
+            sample("m0", now),
+            sample("m0", now - 1000),           // out of order
+            sample("m0", now),                  // the same timestamp again
+            sample("m1", now + 3_600_000),      // an hour ahead
+            sample("m2", now - 2 * 86_400_000), // two days old
+        ],
+    };
+    publish(topic::metrics("s", "h1"), encode(&bad)).await?;
+    for reading in ["NaN", "inf", "-inf", r#"{"value": 1e999}"#] {
+        publish(topic::sensor("s", "t1"), reading.as_bytes().to_vec()).await?;
+    }
+    // 20,000 new names, 99 of which fit beside m0.
+    for b in 0..20 {
+        let flood = MetricBatch {
+            host: "h1".into(),
+            seq: 2 + b,
+            samples: (0..1000)
+                .map(|i| sample(&format!("flood-{b}-{i}"), now))
+                .collect(),
+        };
+        publish(topic::metrics("s", "h1"), encode(&flood)).await?;
+    }
+    let refused = |r: &str| format!("vigil_edge_samples_refused_total{{reason=\"{r}\"}}");
+    let want = [
+        (refused("out_of_order"), 1.0),
+        (refused("duplicate"), 1.0),
+        (refused("future"), 1.0),
+        (refused("past"), 1.0),
+        (refused("cache_full"), 20_000.0 - 99.0),
+        ("vigil_edge_samples_total".to_string(), 100.0),
+        ("vigil_edge_series".to_string(), 100.0),
+        (
+            "vigil_messages_received_total{kind=\"sensor\"}".to_string(),
+            4.0,
+        ),
+    ];
+    let got = wait_for("every refusal counted", Duration::from_secs(30), || async {
+        let mut got = Vec::new();
+        for (name, _) in &want {
+            got.push(metric(&edge, name).await.ok()?);
+        }
+        (got.iter().zip(&want).all(|(g, (_, w))| g == w)).then_some(got)
+    })
+    .await;
+    if got.is_err() {
+        for (name, w) in &want {
+            println!("{name}: {} (want {w})", metric(&edge, name).await?);
+        }
+    }
+    got?;
+    assert!(
+        metric(
+            &edge,
+            "vigil_messages_malformed_total{reason=\"malformed\"}"
+        )
+        .await?
+            >= 4.0
+    );
+    // Still scoring, still serving.
+    let ticks = metric(&edge, "vigil_edge_tick_duration_seconds_count").await?;
+    wait_for("more ticks", Duration::from_secs(10), || async {
+        (metric(&edge, "vigil_edge_tick_duration_seconds_count")
+            .await
+            .ok()?
+            > ticks + 5.0)
+            .then_some(())
+    })
+    .await?;
+    let series = vigil_tests::get_json(&format!("{edge}/api/v1/series")).await?;
+    assert_eq!(series.as_array().map(Vec::len), Some(100));
+    stop.cancel();
+    Ok(())
+}
