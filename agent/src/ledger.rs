@@ -6,7 +6,6 @@
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use vigil_core::message::Command;
 
@@ -149,14 +148,8 @@ impl Ledger {
         let Some(path) = &self.path else {
             return Ok(());
         };
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)?;
-        }
-        let tmp = path.with_extension("json.tmp");
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(&serde_json::to_vec(&self.state).map_err(std::io::Error::other)?)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
+        let bytes = serde_json::to_vec(&self.state).map_err(std::io::Error::other)?;
+        vigil_core::file::write_atomic(path, &bytes)
     }
 }
 

@@ -6,6 +6,7 @@ pub mod backoff;
 pub mod clock;
 pub mod config;
 pub mod envelope;
+pub mod file;
 pub mod message;
 pub mod mqtt;
 pub mod series;

@@ -8,7 +8,6 @@
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// Spends older than this are forgotten whatever the budgets say (bounds
@@ -112,11 +111,7 @@ impl Budgets {
             spent: self.spent.clone(),
         })
         .map_err(|e| io(std::io::Error::other(e)))?;
-        let tmp = path.with_extension("json.tmp");
-        let mut f = std::fs::File::create(&tmp).map_err(io)?;
-        f.write_all(&bytes).map_err(io)?;
-        f.sync_all().map_err(io)?;
-        std::fs::rename(&tmp, path).map_err(io)
+        vigil_core::file::write_atomic(path, &bytes).map_err(io)
     }
 }
 

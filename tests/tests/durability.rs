@@ -508,19 +508,18 @@ async fn edge_killed_with_sigkill_keeps_its_buffer_and_budgets() -> anyhow::Resu
     check_store(dir.path(), want, audit_lines(&cfg.data_dir))
 }
 
-/// The whole stack on `broker`; `restart` stops the broker, waits, and starts
-/// it again. Checks that every role reconnects, the agent held its metrics
+/// The whole stack on `broker` at `addr`, which is stopped and started
+/// again mid-stream. Checks that every role reconnects, the agent held its metrics
 /// meanwhile and the edge got them, a fault after the restart is healed by
 /// exactly one action, and the store has every sample once.
 async fn broker_restart(
-    broker: std::net::SocketAddr,
-    mut stop_broker: impl FnMut(),
-    mut start_broker: impl FnMut() -> anyhow::Result<()>,
+    addr: std::net::SocketAddr,
+    broker: &mut impl Restartable,
 ) -> anyhow::Result<()> {
     use vigil::stack::{BrokerChoice, Stack};
     let dir = tempfile::tempdir()?;
     let opts = vigil_tests::test_options(
-        BrokerChoice::External(broker),
+        BrokerChoice::External(addr),
         dir.path(),
         env!("CARGO_BIN_EXE_vigil-demo-service"),
     );
@@ -541,14 +540,14 @@ async fn broker_restart(
             stack.cloud_metrics.registry.clone(),
         ];
         let before: Vec<f64> = registries.iter().map(errors).collect();
-        stop_broker();
+        broker.stop();
         let down_ms = now_ms();
         wait_for("the agent to hold its metrics", Duration::from_secs(20), || async {
             (stack.agent_metrics.backlog.get() >= 3).then_some(())
         })
         .await?;
         let up_ms = now_ms();
-        start_broker()?;
+        broker.start_again()?;
         wait_for("every role to reconnect", Duration::from_secs(60), || async {
             let all = registries
                 .iter()
@@ -630,29 +629,14 @@ async fn broker_restart(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn embedded_broker_restart_mid_stream_loses_nothing() -> anyhow::Result<()> {
-    let port = vigil::broker::free_port()?;
-    let broker = std::sync::Arc::new(std::sync::Mutex::new(ChildBroker::start(port)?));
-    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-    let (b1, b2) = (broker.clone(), broker.clone());
-    broker_restart(
-        addr,
-        move || {
-            if let Ok(mut b) = b1.lock() {
-                b.stop();
-            }
-        },
-        move || {
-            let mut b = b2.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
-            *b = ChildBroker::start(b.port)?;
-            Ok(())
-        },
-    )
-    .await
+    let mut broker = ChildBroker::start(vigil::broker::free_port()?)?;
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], broker.port));
+    broker_restart(addr, &mut broker).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn mosquitto_restart_mid_stream_loses_nothing() -> anyhow::Result<()> {
-    let Some(broker) = vigil_tests::Mosquitto::start()? else {
+    let Some(mut broker) = vigil_tests::Mosquitto::start()? else {
         assert!(
             !vigil_tests::external_required(),
             "VIGIL_REQUIRE_EXTERNAL=1 but mosquitto is not installed"
@@ -661,19 +645,30 @@ async fn mosquitto_restart_mid_stream_loses_nothing() -> anyhow::Result<()> {
         return Ok(());
     };
     let addr = broker.addr;
-    let broker = std::sync::Arc::new(std::sync::Mutex::new(broker));
-    let (b1, b2) = (broker.clone(), broker.clone());
-    broker_restart(
-        addr,
-        move || {
-            if let Ok(mut b) = b1.lock() {
-                b.stop();
-            }
-        },
-        move || {
-            let mut b = b2.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
-            b.start_again()
-        },
-    )
-    .await
+    broker_restart(addr, &mut broker).await
+}
+
+/// A broker a test can stop and start again on the same port.
+trait Restartable {
+    fn stop(&mut self);
+    fn start_again(&mut self) -> anyhow::Result<()>;
+}
+
+impl Restartable for ChildBroker {
+    fn stop(&mut self) {
+        ChildBroker::stop(self);
+    }
+    fn start_again(&mut self) -> anyhow::Result<()> {
+        *self = ChildBroker::start(self.port)?;
+        Ok(())
+    }
+}
+
+impl Restartable for vigil_tests::Mosquitto {
+    fn stop(&mut self) {
+        vigil_tests::Mosquitto::stop(self);
+    }
+    fn start_again(&mut self) -> anyhow::Result<()> {
+        vigil_tests::Mosquitto::start_again(self)
+    }
 }
