@@ -1,6 +1,7 @@
 //! The live terminal summary of `vigil up`.
 
 use crate::stack::{Stack, SERVICE};
+use prometheus::core::Collector;
 use std::fmt::Write;
 use std::time::Duration;
 
@@ -58,7 +59,11 @@ pub fn render(stack: &Stack, elapsed: Duration, log: &str) -> String {
         e.anomalies.get(),
         e.commands_sent.get(),
         verified,
-        e.held_back.get()
+        Collector::collect(&e.held_back)
+            .iter()
+            .flat_map(|f| f.get_metric())
+            .map(|m| m.get_counter().get_value() as u64)
+            .sum::<u64>()
     );
     let ok = a.actions.with_label_values(&["succeeded"]).get();
     let up = a.service_up.with_label_values(&[SERVICE]).get();

@@ -749,6 +749,9 @@ impl Node {
                 .set(ents.anomalous_count() as i64);
             self.engine.on_tick(now, &ents, &model)
         };
+        self.metrics
+            .short_circuit
+            .set(self.engine.short_circuited() as i64);
         self.apply(decisions);
         if self.ticks % self.config.uplink_every_ticks == 0 {
             self.uplink_samples();
@@ -802,7 +805,22 @@ impl Node {
                 .policy_outcome(&rec.policy, rec.kind == AuditKind::Verified);
         }
         match rec.kind {
-            AuditKind::HeldBack => self.metrics.held_back.inc(),
+            AuditKind::HeldBack => {
+                // Rails are named in code (a bounded set); the short-circuit
+                // audits its trip under its policy name.
+                let rail = rec
+                    .rail
+                    .as_deref()
+                    .unwrap_or(if rec.policy.contains("short-circuit") {
+                        "short circuit"
+                    } else {
+                        "other"
+                    });
+                self.metrics
+                    .held_back
+                    .with_label_values(&[rail.replace([' ', '-'], "_").as_str()])
+                    .inc();
+            }
             AuditKind::Verified => self
                 .metrics
                 .verifications

@@ -28,8 +28,10 @@ pub struct EdgeMetrics {
     pub commands_sent: IntCounter,
     /// Agent results, by outcome (plus `no_result`).
     pub action_results: IntCounterVec,
-    /// Decisions a rail or mode held back.
-    pub held_back: IntCounter,
+    /// Decisions a rail or mode held back, by rail.
+    pub held_back: IntCounterVec,
+    /// 1 while the site-wide short-circuit holds every action.
+    pub short_circuit: IntGauge,
     /// Recovery checks, by result (`verified`, `failed`).
     pub verifications: IntCounterVec,
     /// Time to score one tick.
@@ -102,9 +104,16 @@ impl EdgeMetrics {
                 ),
                 &["outcome"],
             )?,
-            held_back: IntCounter::new(
-                "vigil_edge_actions_held_back_total",
-                "Remediation decisions held back by a rail or mode.",
+            held_back: IntCounterVec::new(
+                Opts::new(
+                    "vigil_edge_actions_held_back_total",
+                    "Remediation decisions held back, by rail (budget, cooldown, short_circuit, rate_limit, approval, shadow, ...).",
+                ),
+                &["rail"],
+            )?,
+            short_circuit: IntGauge::new(
+                "vigil_edge_short_circuit",
+                "1 while the site-wide short-circuit holds every remediation action.",
             )?,
             verifications: IntCounterVec::new(
                 Opts::new(
@@ -196,6 +205,7 @@ impl EdgeMetrics {
         r.register(Box::new(m.commands_sent.clone()))?;
         r.register(Box::new(m.action_results.clone()))?;
         r.register(Box::new(m.held_back.clone()))?;
+        r.register(Box::new(m.short_circuit.clone()))?;
         r.register(Box::new(m.verifications.clone()))?;
         r.register(Box::new(m.tick_seconds.clone()))?;
         r.register(Box::new(m.audit_write_errors.clone()))?;
