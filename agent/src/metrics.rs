@@ -73,13 +73,13 @@ impl AgentMetrics {
             "vigil_agent_backlog_dropped_total",
             "Held metric batches dropped, oldest first, because the backlog was full.",
         )?;
-        registry.register(Box::new(backlog.clone()))?;
-        registry.register(Box::new(backlog_dropped.clone()))?;
-        registry.register(Box::new(catalog_reloads.clone()))?;
-        registry.register(Box::new(collections.clone()))?;
-        registry.register(Box::new(actions.clone()))?;
-        registry.register(Box::new(action_seconds.clone()))?;
-        registry.register(Box::new(service_up.clone()))?;
+        vigil_core::telemetry::register(&registry, "agent", &backlog)?;
+        vigil_core::telemetry::register(&registry, "agent", &backlog_dropped)?;
+        vigil_core::telemetry::register(&registry, "agent", &catalog_reloads)?;
+        vigil_core::telemetry::register(&registry, "agent", &collections)?;
+        vigil_core::telemetry::register(&registry, "agent", &actions)?;
+        vigil_core::telemetry::register(&registry, "agent", &action_seconds)?;
+        vigil_core::telemetry::register(&registry, "agent", &service_up)?;
         Ok(Self {
             registry,
             link,

@@ -133,20 +133,20 @@ impl CloudMetrics {
             registry,
         };
         let r = &m.registry;
-        r.register(Box::new(m.models.stable.clone()))?;
-        r.register(Box::new(m.models.canary.clone()))?;
-        r.register(Box::new(m.models.transitions.clone()))?;
-        r.register(Box::new(m.models.gate.clone()))?;
-        r.register(Box::new(m.models.training_runs.clone()))?;
-        r.register(Box::new(m.models.chunks_sent.clone()))?;
-        r.register(Box::new(m.rows_written.clone()))?;
-        r.register(Box::new(m.files_written.clone()))?;
-        r.register(Box::new(m.flush_errors.clone()))?;
-        r.register(Box::new(m.nodes.clone()))?;
-        r.register(Box::new(m.anomalies.clone()))?;
-        r.register(Box::new(m.audit_records.clone()))?;
-        r.register(Box::new(m.uplink_intake.clone()))?;
-        r.register(Box::new(m.uplink_acked.clone()))?;
+        vigil_core::telemetry::register(&r, "cloud", &m.models.stable)?;
+        vigil_core::telemetry::register(&r, "cloud", &m.models.canary)?;
+        vigil_core::telemetry::register(&r, "cloud", &m.models.transitions)?;
+        vigil_core::telemetry::register(&r, "cloud", &m.models.gate)?;
+        vigil_core::telemetry::register(&r, "cloud", &m.models.training_runs)?;
+        vigil_core::telemetry::register(&r, "cloud", &m.models.chunks_sent)?;
+        vigil_core::telemetry::register(&r, "cloud", &m.rows_written)?;
+        vigil_core::telemetry::register(&r, "cloud", &m.files_written)?;
+        vigil_core::telemetry::register(&r, "cloud", &m.flush_errors)?;
+        vigil_core::telemetry::register(&r, "cloud", &m.nodes)?;
+        vigil_core::telemetry::register(&r, "cloud", &m.anomalies)?;
+        vigil_core::telemetry::register(&r, "cloud", &m.audit_records)?;
+        vigil_core::telemetry::register(&r, "cloud", &m.uplink_intake)?;
+        vigil_core::telemetry::register(&r, "cloud", &m.uplink_acked)?;
         Ok(m)
     }
 }

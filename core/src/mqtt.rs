@@ -206,12 +206,12 @@ impl LinkMetrics {
             ),
             &["reason"],
         )?;
-        registry.register(Box::new(connected.clone()))?;
-        registry.register(Box::new(reconnects.clone()))?;
-        registry.register(Box::new(received.clone()))?;
-        registry.register(Box::new(published.clone()))?;
-        registry.register(Box::new(dropped.clone()))?;
-        registry.register(Box::new(malformed.clone()))?;
+        crate::telemetry::register(&registry, "all", &connected)?;
+        crate::telemetry::register(&registry, "all", &reconnects)?;
+        crate::telemetry::register(&registry, "all", &received)?;
+        crate::telemetry::register(&registry, "all", &published)?;
+        crate::telemetry::register(&registry, "all", &dropped)?;
+        crate::telemetry::register(&registry, "all", &malformed)?;
         Ok(Self {
             connected,
             reconnects,

@@ -18,6 +18,66 @@ pub fn init_tracing(default_filter: &str) {
         .try_init();
 }
 
+/// One metric as the reference (docs/metrics.md) lists it.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct MetricDoc {
+    /// The role that serves it (`all` for the shared MQTT link metrics).
+    pub role: &'static str,
+    /// Metric name.
+    pub name: String,
+    /// counter, gauge or histogram.
+    pub kind: &'static str,
+    /// Label names.
+    pub labels: Vec<String>,
+    /// Its help text.
+    pub help: String,
+}
+
+/// Every metric registered through [`register`] in this process, by name.
+static DOCUMENTED: std::sync::Mutex<std::collections::BTreeMap<String, MetricDoc>> =
+    std::sync::Mutex::new(std::collections::BTreeMap::new());
+
+/// Registers `metric` in `r` and notes it for the metric reference.
+pub fn register<C>(r: &Registry, role: &'static str, metric: &C) -> prometheus::Result<()>
+where
+    C: prometheus::core::Collector + Clone + 'static,
+{
+    use prometheus::proto::MetricType;
+    let families = metric.collect();
+    if let Ok(mut docs) = DOCUMENTED.lock() {
+        for (desc, family) in metric.desc().iter().zip(&families) {
+            let kind = match family.get_field_type() {
+                MetricType::COUNTER => "counter",
+                MetricType::GAUGE => "gauge",
+                MetricType::HISTOGRAM => "histogram",
+                MetricType::SUMMARY => "summary",
+                MetricType::UNTYPED => "untyped",
+            };
+            docs.insert(
+                desc.fq_name.clone(),
+                MetricDoc {
+                    role,
+                    name: desc.fq_name.clone(),
+                    kind,
+                    labels: desc.variable_labels.clone(),
+                    help: desc.help.clone(),
+                },
+            );
+        }
+    }
+    r.register(Box::new(metric.clone()))
+}
+
+/// The metrics registered so far, by role then name.
+pub fn documented() -> Vec<MetricDoc> {
+    let mut v: Vec<MetricDoc> = DOCUMENTED
+        .lock()
+        .map(|d| d.values().cloned().collect())
+        .unwrap_or_default();
+    v.sort_by(|a, b| (a.role, &a.name).cmp(&(b.role, &b.name)));
+    v
+}
+
 /// The registry rendered in Prometheus text format.
 pub fn render(registry: &Registry) -> String {
     let mut buf = Vec::new();

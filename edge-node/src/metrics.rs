@@ -191,27 +191,27 @@ impl EdgeMetrics {
             registry,
         };
         let r = &m.registry;
-        r.register(Box::new(m.model_release.clone()))?;
-        r.register(Box::new(m.model_updates.clone()))?;
-        r.register(Box::new(m.model_refusals.clone()))?;
-        r.register(Box::new(m.model_chunks.clone()))?;
-        r.register(Box::new(m.model_transfer_seconds.clone()))?;
-        r.register(Box::new(m.series.clone()))?;
-        r.register(Box::new(m.samples.clone()))?;
-        r.register(Box::new(m.samples_refused.clone()))?;
-        r.register(Box::new(m.anomaly_score.clone()))?;
-        r.register(Box::new(m.anomalies.clone()))?;
-        r.register(Box::new(m.anomalous_entities.clone()))?;
-        r.register(Box::new(m.commands_sent.clone()))?;
-        r.register(Box::new(m.action_results.clone()))?;
-        r.register(Box::new(m.held_back.clone()))?;
-        r.register(Box::new(m.short_circuit.clone()))?;
-        r.register(Box::new(m.verifications.clone()))?;
-        r.register(Box::new(m.tick_seconds.clone()))?;
-        r.register(Box::new(m.audit_write_errors.clone()))?;
-        r.register(Box::new(m.policy_reloads.clone()))?;
-        r.register(Box::new(m.policy_verifications.clone()))?;
-        r.register(Box::new(m.policy_fix_ratio.clone()))?;
+        vigil_core::telemetry::register(&r, "edge", &m.model_release)?;
+        vigil_core::telemetry::register(&r, "edge", &m.model_updates)?;
+        vigil_core::telemetry::register(&r, "edge", &m.model_refusals)?;
+        vigil_core::telemetry::register(&r, "edge", &m.model_chunks)?;
+        vigil_core::telemetry::register(&r, "edge", &m.model_transfer_seconds)?;
+        vigil_core::telemetry::register(&r, "edge", &m.series)?;
+        vigil_core::telemetry::register(&r, "edge", &m.samples)?;
+        vigil_core::telemetry::register(&r, "edge", &m.samples_refused)?;
+        vigil_core::telemetry::register(&r, "edge", &m.anomaly_score)?;
+        vigil_core::telemetry::register(&r, "edge", &m.anomalies)?;
+        vigil_core::telemetry::register(&r, "edge", &m.anomalous_entities)?;
+        vigil_core::telemetry::register(&r, "edge", &m.commands_sent)?;
+        vigil_core::telemetry::register(&r, "edge", &m.action_results)?;
+        vigil_core::telemetry::register(&r, "edge", &m.held_back)?;
+        vigil_core::telemetry::register(&r, "edge", &m.short_circuit)?;
+        vigil_core::telemetry::register(&r, "edge", &m.verifications)?;
+        vigil_core::telemetry::register(&r, "edge", &m.tick_seconds)?;
+        vigil_core::telemetry::register(&r, "edge", &m.audit_write_errors)?;
+        vigil_core::telemetry::register(&r, "edge", &m.policy_reloads)?;
+        vigil_core::telemetry::register(&r, "edge", &m.policy_verifications)?;
+        vigil_core::telemetry::register(&r, "edge", &m.policy_fix_ratio)?;
         Ok(m)
     }
 
