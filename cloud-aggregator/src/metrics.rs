@@ -133,20 +133,20 @@ impl CloudMetrics {
             registry,
         };
         let r = &m.registry;
-        vigil_core::telemetry::register(&r, "cloud", &m.models.stable)?;
-        vigil_core::telemetry::register(&r, "cloud", &m.models.canary)?;
-        vigil_core::telemetry::register(&r, "cloud", &m.models.transitions)?;
-        vigil_core::telemetry::register(&r, "cloud", &m.models.gate)?;
-        vigil_core::telemetry::register(&r, "cloud", &m.models.training_runs)?;
-        vigil_core::telemetry::register(&r, "cloud", &m.models.chunks_sent)?;
-        vigil_core::telemetry::register(&r, "cloud", &m.rows_written)?;
-        vigil_core::telemetry::register(&r, "cloud", &m.files_written)?;
-        vigil_core::telemetry::register(&r, "cloud", &m.flush_errors)?;
-        vigil_core::telemetry::register(&r, "cloud", &m.nodes)?;
-        vigil_core::telemetry::register(&r, "cloud", &m.anomalies)?;
-        vigil_core::telemetry::register(&r, "cloud", &m.audit_records)?;
-        vigil_core::telemetry::register(&r, "cloud", &m.uplink_intake)?;
-        vigil_core::telemetry::register(&r, "cloud", &m.uplink_acked)?;
+        vigil_core::telemetry::register(r, "cloud", &m.models.stable)?;
+        vigil_core::telemetry::register(r, "cloud", &m.models.canary)?;
+        vigil_core::telemetry::register(r, "cloud", &m.models.transitions)?;
+        vigil_core::telemetry::register(r, "cloud", &m.models.gate)?;
+        vigil_core::telemetry::register(r, "cloud", &m.models.training_runs)?;
+        vigil_core::telemetry::register(r, "cloud", &m.models.chunks_sent)?;
+        vigil_core::telemetry::register(r, "cloud", &m.rows_written)?;
+        vigil_core::telemetry::register(r, "cloud", &m.files_written)?;
+        vigil_core::telemetry::register(r, "cloud", &m.flush_errors)?;
+        vigil_core::telemetry::register(r, "cloud", &m.nodes)?;
+        vigil_core::telemetry::register(r, "cloud", &m.anomalies)?;
+        vigil_core::telemetry::register(r, "cloud", &m.audit_records)?;
+        vigil_core::telemetry::register(r, "cloud", &m.uplink_intake)?;
+        vigil_core::telemetry::register(r, "cloud", &m.uplink_acked)?;
         Ok(m)
     }
 }

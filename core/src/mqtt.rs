@@ -206,12 +206,12 @@ impl LinkMetrics {
             ),
             &["reason"],
         )?;
-        crate::telemetry::register(&registry, "all", &connected)?;
-        crate::telemetry::register(&registry, "all", &reconnects)?;
-        crate::telemetry::register(&registry, "all", &received)?;
-        crate::telemetry::register(&registry, "all", &published)?;
-        crate::telemetry::register(&registry, "all", &dropped)?;
-        crate::telemetry::register(&registry, "all", &malformed)?;
+        crate::telemetry::register(registry, "all", &connected)?;
+        crate::telemetry::register(registry, "all", &reconnects)?;
+        crate::telemetry::register(registry, "all", &received)?;
+        crate::telemetry::register(registry, "all", &published)?;
+        crate::telemetry::register(registry, "all", &dropped)?;
+        crate::telemetry::register(registry, "all", &malformed)?;
         Ok(Self {
             connected,
             reconnects,

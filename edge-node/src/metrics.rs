@@ -191,27 +191,27 @@ impl EdgeMetrics {
             registry,
         };
         let r = &m.registry;
-        vigil_core::telemetry::register(&r, "edge", &m.model_release)?;
-        vigil_core::telemetry::register(&r, "edge", &m.model_updates)?;
-        vigil_core::telemetry::register(&r, "edge", &m.model_refusals)?;
-        vigil_core::telemetry::register(&r, "edge", &m.model_chunks)?;
-        vigil_core::telemetry::register(&r, "edge", &m.model_transfer_seconds)?;
-        vigil_core::telemetry::register(&r, "edge", &m.series)?;
-        vigil_core::telemetry::register(&r, "edge", &m.samples)?;
-        vigil_core::telemetry::register(&r, "edge", &m.samples_refused)?;
-        vigil_core::telemetry::register(&r, "edge", &m.anomaly_score)?;
-        vigil_core::telemetry::register(&r, "edge", &m.anomalies)?;
-        vigil_core::telemetry::register(&r, "edge", &m.anomalous_entities)?;
-        vigil_core::telemetry::register(&r, "edge", &m.commands_sent)?;
-        vigil_core::telemetry::register(&r, "edge", &m.action_results)?;
-        vigil_core::telemetry::register(&r, "edge", &m.held_back)?;
-        vigil_core::telemetry::register(&r, "edge", &m.short_circuit)?;
-        vigil_core::telemetry::register(&r, "edge", &m.verifications)?;
-        vigil_core::telemetry::register(&r, "edge", &m.tick_seconds)?;
-        vigil_core::telemetry::register(&r, "edge", &m.audit_write_errors)?;
-        vigil_core::telemetry::register(&r, "edge", &m.policy_reloads)?;
-        vigil_core::telemetry::register(&r, "edge", &m.policy_verifications)?;
-        vigil_core::telemetry::register(&r, "edge", &m.policy_fix_ratio)?;
+        vigil_core::telemetry::register(r, "edge", &m.model_release)?;
+        vigil_core::telemetry::register(r, "edge", &m.model_updates)?;
+        vigil_core::telemetry::register(r, "edge", &m.model_refusals)?;
+        vigil_core::telemetry::register(r, "edge", &m.model_chunks)?;
+        vigil_core::telemetry::register(r, "edge", &m.model_transfer_seconds)?;
+        vigil_core::telemetry::register(r, "edge", &m.series)?;
+        vigil_core::telemetry::register(r, "edge", &m.samples)?;
+        vigil_core::telemetry::register(r, "edge", &m.samples_refused)?;
+        vigil_core::telemetry::register(r, "edge", &m.anomaly_score)?;
+        vigil_core::telemetry::register(r, "edge", &m.anomalies)?;
+        vigil_core::telemetry::register(r, "edge", &m.anomalous_entities)?;
+        vigil_core::telemetry::register(r, "edge", &m.commands_sent)?;
+        vigil_core::telemetry::register(r, "edge", &m.action_results)?;
+        vigil_core::telemetry::register(r, "edge", &m.held_back)?;
+        vigil_core::telemetry::register(r, "edge", &m.short_circuit)?;
+        vigil_core::telemetry::register(r, "edge", &m.verifications)?;
+        vigil_core::telemetry::register(r, "edge", &m.tick_seconds)?;
+        vigil_core::telemetry::register(r, "edge", &m.audit_write_errors)?;
+        vigil_core::telemetry::register(r, "edge", &m.policy_reloads)?;
+        vigil_core::telemetry::register(r, "edge", &m.policy_verifications)?;
+        vigil_core::telemetry::register(r, "edge", &m.policy_fix_ratio)?;
         Ok(m)
     }
 

@@ -146,12 +146,12 @@ impl UplinkMetrics {
                 "Samples that left the cache ring before an uplink took them.",
             )?,
         };
-        vigil_core::telemetry::register(&r, "edge", &m.buffer_bytes)?;
-        vigil_core::telemetry::register(&r, "edge", &m.buffer_messages)?;
-        vigil_core::telemetry::register(&r, "edge", &m.dropped)?;
-        vigil_core::telemetry::register(&r, "edge", &m.sent)?;
-        vigil_core::telemetry::register(&r, "edge", &m.acked)?;
-        vigil_core::telemetry::register(&r, "edge", &m.ring_lost)?;
+        vigil_core::telemetry::register(r, "edge", &m.buffer_bytes)?;
+        vigil_core::telemetry::register(r, "edge", &m.buffer_messages)?;
+        vigil_core::telemetry::register(r, "edge", &m.dropped)?;
+        vigil_core::telemetry::register(r, "edge", &m.sent)?;
+        vigil_core::telemetry::register(r, "edge", &m.acked)?;
+        vigil_core::telemetry::register(r, "edge", &m.ring_lost)?;
         for p in Priority::ALL {
             m.dropped.with_label_values(&[p.as_str()]);
             m.buffer_messages.with_label_values(&[p.as_str()]);
