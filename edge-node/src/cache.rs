@@ -201,6 +201,22 @@ impl Cache {
         out
     }
 
+    /// When series `id`'s current run of scores at or above `level` began:
+    /// the timestamp of the earliest scored point of that run (points
+    /// between ticks, unscored, do not break it). `None` if its newest
+    /// scored point is below `level`.
+    pub fn onset(&self, id: &SeriesId, level: f32) -> Option<i64> {
+        let e = self.get(id)?;
+        let mut onset = None;
+        for p in e.points.iter().rev().filter(|p| p.scored) {
+            if p.score < level {
+                break;
+            }
+            onset = Some(p.ts_ms);
+        }
+        onset
+    }
+
     /// All entries in slot order.
     pub fn entries(&self) -> &[Entry] {
         &self.entries
@@ -273,6 +289,25 @@ mod tests {
         c.set_scores(&pending, &[0.9, 0.7]);
         assert_eq!(c.get(&id("a")).unwrap().score, 0.9);
         assert_eq!(c.get(&id("b")).unwrap().score, 0.0);
+    }
+
+    #[test]
+    fn onset_is_the_start_of_the_run_above_the_level() {
+        let mut c = Cache::new(10, 10);
+        for (t, score) in [(1, 0.1), (2, 0.9), (3, 0.95), (4, 0.8)] {
+            c.push(&id("a"), t, 1.0, 100, 10).unwrap();
+            let p = c.take_pending();
+            c.set_scores(&p, &[score]);
+        }
+        // An unscored point after the run does not end it.
+        c.push(&id("a"), 5, 1.0, 100, 10).unwrap();
+        assert_eq!(c.onset(&id("a"), 0.5), Some(2));
+        assert_eq!(
+            c.onset(&id("a"), 0.85),
+            None,
+            "the newest scored point is below"
+        );
+        assert_eq!(c.onset(&id("b"), 0.5), None);
     }
 
     #[test]

@@ -718,14 +718,24 @@ impl Node {
             self.health
                 .observe(&cache, &values, &scores.scores, threshold as f32);
             self.update_score_gauges(&cache);
-            self.shared.lock_entities().update(
+            let levels = self.config.rails.levels(threshold);
+            let events = self.shared.lock_entities().update(
                 &cache,
-                self.config.rails.levels(threshold),
+                levels,
                 now,
                 stale_ms,
                 &self.config.site,
                 &model,
-            )
+            );
+            for ev in &events {
+                let top = SeriesId::new(ev.entity.clone(), &ev.top_metric);
+                if let Some(onset) = cache.onset(&top, levels.exit as f32) {
+                    self.metrics
+                        .fault_to_detection_seconds
+                        .observe((now - onset).max(0) as f64 / 1000.0);
+                }
+            }
+            events
         };
         if let Ok(mut i) = self.shared.info.lock() {
             i.model_version = model.clone();
@@ -779,7 +789,15 @@ impl Node {
     }
 
     fn apply(&mut self, d: Decisions) {
+        let now = now_ms();
         for (agent, cmd) in d.commands {
+            if let Some(since) = self.shared.lock_entities().get(&cmd.target).and_then(|e| {
+                (e.anomaly_id.is_some() && e.anomaly_id == cmd.anomaly_id).then_some(e.since_ms)
+            }) {
+                self.metrics
+                    .detection_to_action_seconds
+                    .observe((now - since).max(0) as f64 / 1000.0);
+            }
             info!(target_entity = %cmd.target, action = %cmd.action, %agent, id = %cmd.id, "Sending remediation command.");
             self.metrics.commands_sent.inc();
             self.health.h.actions += 1;

@@ -5,6 +5,11 @@ use prometheus::{
 };
 use vigil_core::mqtt::LinkMetrics;
 
+/// Buckets for detection and reaction delays, seconds.
+const DELAY_BUCKETS: [f64; 12] = [
+    0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
+];
+
 /// Handles to every edge metric; cheap to clone.
 #[derive(Clone)]
 pub struct EdgeMetrics {
@@ -54,6 +59,10 @@ pub struct EdgeMetrics {
     pub model_chunks: IntCounterVec,
     /// From the first chunk request to the model scoring.
     pub model_transfer_seconds: Histogram,
+    /// From the first sample scoring above the recovery level to the anomaly.
+    pub fault_to_detection_seconds: Histogram,
+    /// From the anomaly to the first command sent for it.
+    pub detection_to_action_seconds: Histogram,
     /// The uplink buffer and its delivery.
     pub uplink: crate::uplink::UplinkMetrics,
 }
@@ -188,6 +197,20 @@ impl EdgeMetrics {
                 )
                 .buckets(vec![0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0]),
             )?,
+            fault_to_detection_seconds: Histogram::with_opts(
+                HistogramOpts::new(
+                    "vigil_edge_fault_to_detection_seconds",
+                    "From the first sample of the top metric scoring above the recovery level (in the run that led to it) to the anomaly event.",
+                )
+                .buckets(DELAY_BUCKETS.to_vec()),
+            )?,
+            detection_to_action_seconds: Histogram::with_opts(
+                HistogramOpts::new(
+                    "vigil_edge_detection_to_action_seconds",
+                    "From an anomaly event to a remediation command sent for it (persistence, escalation and rails included).",
+                )
+                .buckets(DELAY_BUCKETS.to_vec()),
+            )?,
             registry,
         };
         let r = &m.registry;
@@ -206,6 +229,8 @@ impl EdgeMetrics {
         vigil_core::telemetry::register(r, "edge", &m.action_results)?;
         vigil_core::telemetry::register(r, "edge", &m.held_back)?;
         vigil_core::telemetry::register(r, "edge", &m.short_circuit)?;
+        vigil_core::telemetry::register(r, "edge", &m.fault_to_detection_seconds)?;
+        vigil_core::telemetry::register(r, "edge", &m.detection_to_action_seconds)?;
         vigil_core::telemetry::register(r, "edge", &m.verifications)?;
         vigil_core::telemetry::register(r, "edge", &m.tick_seconds)?;
         vigil_core::telemetry::register(r, "edge", &m.audit_write_errors)?;

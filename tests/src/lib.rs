@@ -377,6 +377,23 @@ async fn heal_each(
         );
         pid = new_pid;
     }
+    // The delays that matter were measured along the way.
+    for h in [
+        "vigil_edge_fault_to_detection_seconds_count",
+        "vigil_edge_detection_to_action_seconds_count",
+        "vigil_agent_action_duration_seconds_count",
+    ] {
+        let url = if h.starts_with("vigil_agent") {
+            &stack.agent_url
+        } else {
+            &stack.edge_url
+        };
+        anyhow::ensure!(
+            metric(url, h).await? >= faults.len() as f64,
+            "{h} below {}",
+            faults.len()
+        );
+    }
     Ok(())
 }
 
