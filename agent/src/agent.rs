@@ -351,9 +351,14 @@ impl CollectLoop {
                 .service_up
                 .with_label_values(&[s.name.as_str()])
                 .set(alive as i64);
-            samples.extend(service::samples(
-                &self.host, &s.name, ts, alive, procs[i], probes[i],
-            ));
+            let collected = service::samples(&self.host, &s.name, ts, alive, procs[i], probes[i]);
+            for c in &collected {
+                self.metrics
+                    .service_metric
+                    .with_label_values(&[s.name.as_str(), c.metric.as_str()])
+                    .set(c.value);
+            }
+            samples.extend(collected);
         }
         self.seq += 1;
         MetricBatch {

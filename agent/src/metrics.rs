@@ -20,6 +20,8 @@ pub struct AgentMetrics {
     pub action_seconds: Histogram,
     /// 1 if the service's process is alive, by service (bounded by config).
     pub service_up: IntGaugeVec,
+    /// The latest value of each metric collected for a watched service.
+    pub service_metric: prometheus::GaugeVec,
     /// Catalog reloads, by result (`ok`, `failed`).
     pub catalog_reloads: IntCounterVec,
     /// Metric batches held while the broker or the edge is unreachable.
@@ -65,6 +67,24 @@ impl AgentMetrics {
             ),
             &["result"],
         )?;
+        let service_metric = prometheus::GaugeVec::new(
+            Opts::new(
+                "vigil_agent_service_metric",
+                "Latest value the agent collected for a watched service, by service and metric (up, cpu_percent, rss_bytes, http_ok, http_status, http_latency_seconds).",
+            ),
+            &["service", "metric"],
+        )?;
+        vigil_core::telemetry::register(&registry, "agent", &service_metric)?;
+        for o in [
+            "succeeded",
+            "failed",
+            "rejected",
+            "expired",
+            "duplicate",
+            "fenced",
+        ] {
+            actions.with_label_values(&[o]);
+        }
         let backlog = IntGauge::new(
             "vigil_agent_backlog_batches",
             "Metric batches held while the broker or the edge is unreachable.",
@@ -90,6 +110,7 @@ impl AgentMetrics {
             catalog_reloads,
             backlog,
             backlog_dropped,
+            service_metric,
         })
     }
 }

@@ -147,6 +147,18 @@ impl CloudMetrics {
         vigil_core::telemetry::register(r, "cloud", &m.audit_records)?;
         vigil_core::telemetry::register(r, "cloud", &m.uplink_intake)?;
         vigil_core::telemetry::register(r, "cloud", &m.uplink_acked)?;
+        // Every bounded label value exists from the start (0 rather than no series).
+        for to in ["candidate", "rejected", "canary", "promoted", "rolled_back"] {
+            m.models.transitions.with_label_values(&[to]);
+        }
+        for intake in ["new", "duplicate"] {
+            m.uplink_intake.with_label_values(&[intake]);
+        }
+        for role in ["edge", "agent"] {
+            for state in ["online", "offline"] {
+                m.nodes.with_label_values(&[role, state]);
+            }
+        }
         Ok(m)
     }
 }

@@ -708,6 +708,7 @@ impl Node {
         };
         let model = detector.model_version();
         let threshold = detector.config().threshold as f64;
+        self.metrics.threshold.set(threshold);
         self.detector = Some(detector);
         self.ticks += 1;
         let now = now_ms();
@@ -823,22 +824,11 @@ impl Node {
                 .policy_outcome(&rec.policy, rec.kind == AuditKind::Verified);
         }
         match rec.kind {
-            AuditKind::HeldBack => {
-                // Rails are named in code (a bounded set); the short-circuit
-                // audits its trip under its policy name.
-                let rail = rec
-                    .rail
-                    .as_deref()
-                    .unwrap_or(if rec.policy.contains("short-circuit") {
-                        "short circuit"
-                    } else {
-                        "other"
-                    });
-                self.metrics
-                    .held_back
-                    .with_label_values(&[rail.replace([' ', '-'], "_").as_str()])
-                    .inc();
-            }
+            AuditKind::HeldBack => self
+                .metrics
+                .held_back
+                .with_label_values(&[crate::metrics::rail_label(rec)])
+                .inc(),
             AuditKind::Verified => self
                 .metrics
                 .verifications

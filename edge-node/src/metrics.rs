@@ -5,6 +5,35 @@ use prometheus::{
 };
 use vigil_core::mqtt::LinkMetrics;
 
+/// Label values of `vigil_edge_actions_held_back_total{rail}`: the rails
+/// the engine names, so every series exists from the start.
+pub const RAILS: [&str; 9] = [
+    "budget",
+    "cooldown",
+    "short_circuit",
+    "rate_limit",
+    "approval",
+    "shadow_mode",
+    "agent",
+    "lease",
+    "other",
+];
+
+/// The rail label of a held-back audit record (the short-circuit audits its
+/// trip under its policy name).
+pub fn rail_label(rec: &vigil_core::message::AuditRecord) -> &'static str {
+    let name = rec.rail.as_deref().unwrap_or(&rec.policy);
+    if name.contains("short-circuit") {
+        return "short_circuit";
+    }
+    let norm = name.replace([' ', '-'], "_");
+    RAILS
+        .iter()
+        .find(|r| **r == norm)
+        .copied()
+        .unwrap_or("other")
+}
+
 /// Buckets for detection and reaction delays, seconds.
 const DELAY_BUCKETS: [f64; 12] = [
     0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
@@ -37,6 +66,8 @@ pub struct EdgeMetrics {
     pub held_back: IntCounterVec,
     /// 1 while the site-wide short-circuit holds every action.
     pub short_circuit: IntGauge,
+    /// The detector's anomaly threshold (scores at or above it are anomalous).
+    pub threshold: prometheus::Gauge,
     /// Recovery checks, by result (`verified`, `failed`).
     pub verifications: IntCounterVec,
     /// Time to score one tick.
@@ -119,6 +150,10 @@ impl EdgeMetrics {
                     "Remediation decisions held back, by rail (budget, cooldown, short_circuit, rate_limit, approval, shadow, ...).",
                 ),
                 &["rail"],
+            )?,
+            threshold: prometheus::Gauge::new(
+                "vigil_edge_detector_threshold",
+                "Anomaly score at or above which a series counts as anomalous.",
             )?,
             short_circuit: IntGauge::new(
                 "vigil_edge_short_circuit",
@@ -229,6 +264,29 @@ impl EdgeMetrics {
         vigil_core::telemetry::register(r, "edge", &m.action_results)?;
         vigil_core::telemetry::register(r, "edge", &m.held_back)?;
         vigil_core::telemetry::register(r, "edge", &m.short_circuit)?;
+        vigil_core::telemetry::register(r, "edge", &m.threshold)?;
+        // Every bounded label value exists from the start, so dashboards and
+        // alerts see a 0 rather than no series.
+        for rail in RAILS {
+            m.held_back.with_label_values(&[rail]);
+        }
+        for o in [
+            "succeeded",
+            "failed",
+            "rejected",
+            "expired",
+            "duplicate",
+            "fenced",
+            "no_result",
+        ] {
+            m.action_results.with_label_values(&[o]);
+        }
+        for v in ["verified", "failed"] {
+            m.verifications.with_label_values(&[v]);
+        }
+        for r in ["installed", "refused"] {
+            m.model_updates.with_label_values(&[r]);
+        }
         vigil_core::telemetry::register(r, "edge", &m.fault_to_detection_seconds)?;
         vigil_core::telemetry::register(r, "edge", &m.detection_to_action_seconds)?;
         vigil_core::telemetry::register(r, "edge", &m.verifications)?;
