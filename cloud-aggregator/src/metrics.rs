@@ -151,6 +151,12 @@ impl CloudMetrics {
         for to in ["candidate", "rejected", "canary", "promoted", "rolled_back"] {
             m.models.transitions.with_label_values(&[to]);
         }
+        for r in ["passed", "rejected"] {
+            m.models.gate.with_label_values(&[r]);
+        }
+        for r in ["ok", "failed"] {
+            m.models.training_runs.with_label_values(&[r]);
+        }
         for intake in ["new", "duplicate"] {
             m.uplink_intake.with_label_values(&[intake]);
         }

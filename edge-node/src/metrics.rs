@@ -287,6 +287,22 @@ impl EdgeMetrics {
         for r in ["installed", "refused"] {
             m.model_updates.with_label_values(&[r]);
         }
+        for c in ["stored", "duplicate", "bad", "unexpected"] {
+            m.model_chunks.with_label_values(&[c]);
+        }
+        for r in [
+            "malformed",
+            "missing_file",
+            "tampered",
+            "unsigned",
+            "unknown_key",
+            "bad_signature",
+            "model",
+            "older",
+            "mismatch",
+        ] {
+            m.model_refusals.with_label_values(&[r]);
+        }
         vigil_core::telemetry::register(r, "edge", &m.fault_to_detection_seconds)?;
         vigil_core::telemetry::register(r, "edge", &m.detection_to_action_seconds)?;
         vigil_core::telemetry::register(r, "edge", &m.verifications)?;

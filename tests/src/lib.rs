@@ -2,6 +2,8 @@
 //! free ports, reading Prometheus counters, waiting on real conditions, and
 //! running a real Mosquitto broker when one is installed.
 
+pub mod dashboards;
+
 use anyhow::Context;
 use std::net::SocketAddr;
 use std::path::Path;
