@@ -338,7 +338,12 @@ impl Aggregator {
     fn refresh_registry(&self) {
         if let Ok(mut r) = self.shared.registry.lock() {
             r.refresh(now_ms());
-            self.metrics.nodes.reset();
+            // Zero rather than remove, so every role and state stays a series.
+            for role in ["edge", "agent"] {
+                for state in ["online", "offline"] {
+                    self.metrics.nodes.with_label_values(&[role, state]).set(0);
+                }
+            }
             for ((role, online), n) in r.counts() {
                 let state = if online { "online" } else { "offline" };
                 self.metrics

@@ -287,6 +287,16 @@ impl EdgeMetrics {
         for r in ["installed", "refused"] {
             m.model_updates.with_label_values(&[r]);
         }
+        for r in [
+            "not_finite",
+            "out_of_order",
+            "duplicate",
+            "future",
+            "past",
+            "cache_full",
+        ] {
+            m.samples_refused.with_label_values(&[r]);
+        }
         for c in ["stored", "duplicate", "bad", "unexpected"] {
             m.model_chunks.with_label_values(&[c]);
         }

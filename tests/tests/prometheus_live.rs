@@ -1,0 +1,199 @@
+//! The dashboards and alert rules against a real Prometheus scraping a real
+//! stack: the in-process stack runs, a crash is injected and healed, and
+//! then every PromQL expression of every dashboard panel and every alert
+//! rule is evaluated through Prometheus's HTTP API and must return data. A
+//! second agent target that is not running must fire VigilScrapeTargetDown.
+//! Skipped with a notice when prometheus is absent; required with
+//! VIGIL_REQUIRE_EXTERNAL=1.
+
+#![cfg(test)]
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+use vigil::stack::{BrokerChoice, Stack};
+use vigil_tests::dashboards::{alert_rules, dir, load, panel_queries, resolve_variables};
+use vigil_tests::{external_required, test_options, wait_for, wait_healed, wait_until_warm};
+
+struct Prometheus {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn host_port(url: &str) -> &str {
+    url.trim_start_matches("http://")
+}
+
+async fn query(http: &reqwest::Client, base: &str, q: &str) -> anyhow::Result<serde_json::Value> {
+    let v: serde_json::Value = http
+        .get(format!("{base}/api/v1/query"))
+        .query(&[("query", q)])
+        .send()
+        .await?
+        .json()
+        .await?;
+    anyhow::ensure!(v["status"] == "success", "{q}: {v}");
+    Ok(v["data"]["result"].clone())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_panel_and_alert_query_returns_data_from_a_live_stack() -> anyhow::Result<()> {
+    let present = Command::new("prometheus")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !present {
+        assert!(
+            !external_required(),
+            "VIGIL_REQUIRE_EXTERNAL=1 but prometheus is not installed"
+        );
+        eprintln!("SKIPPED: prometheus is not on PATH; install it (apt-get install prometheus) to run this test.");
+        return Ok(());
+    }
+    let tmp = tempfile::tempdir()?;
+    let opts = test_options(
+        BrokerChoice::Embedded(0),
+        &tmp.path().join("stack"),
+        env!("CARGO_BIN_EXE_vigil-demo-service"),
+    );
+    let stack = Stack::start(opts).await?;
+    let outcome = run(&stack, tmp.path()).await;
+    stack.stop(Duration::from_secs(10)).await;
+    outcome
+}
+
+async fn run(stack: &Stack, tmp: &std::path::Path) -> anyhow::Result<()> {
+    // A second agent that is not running: its target is down.
+    let dead = format!("127.0.0.1:{}", vigil::broker::free_port()?);
+    let config = format!(
+        "global: {{ scrape_interval: 1s, evaluation_interval: 1s }}\n\
+         rule_files: [{rules}]\n\
+         scrape_configs:\n\
+         \x20 - job_name: vigil-agent\n    static_configs: [{{ targets: [\"{agent}\", \"{dead}\"] }}]\n\
+         \x20 - job_name: vigil-edge\n    static_configs: [{{ targets: [\"{edge}\"] }}]\n\
+         \x20 - job_name: vigil-cloud\n    static_configs: [{{ targets: [\"{cloud}\"] }}]\n",
+        rules = dir().join("alerts.yml").canonicalize()?.display(),
+        agent = host_port(&stack.agent_url),
+        edge = host_port(&stack.edge_url),
+        cloud = host_port(&stack.cloud_url),
+    );
+    let cfg = tmp.join("prometheus.yml");
+    std::fs::write(&cfg, config)?;
+    let listen = format!("127.0.0.1:{}", vigil::broker::free_port()?);
+    let prom = Prometheus {
+        child: Command::new("prometheus")
+            .arg(format!("--config.file={}", cfg.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                tmp.join("tsdb").display()
+            ))
+            .arg(format!("--web.listen-address={listen}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?,
+        url: format!("http://{listen}"),
+    };
+    let http = reqwest::Client::new();
+    wait_for(
+        "prometheus to be ready",
+        Duration::from_secs(30),
+        || async {
+            let r = http
+                .get(format!("{}/-/ready", prom.url))
+                .send()
+                .await
+                .ok()?;
+            r.status().is_success().then_some(())
+        },
+    )
+    .await?;
+
+    wait_until_warm(stack).await?;
+    stack.inject(vigil::demo::FaultKind::Crash).await?;
+    wait_healed(stack, 0, "crash").await?;
+    // Prometheus has scraped the repair once the fix ratio is there.
+    wait_for(
+        "the repair in Prometheus",
+        Duration::from_secs(60),
+        || async {
+            let r = query(&http, &prom.url, "vigil_edge_policy_fix_ratio")
+                .await
+                .ok()?;
+            (!r.as_array()?.is_empty()).then_some(())
+        },
+    )
+    .await?;
+
+    let boards = load()?;
+    let mut queries: Vec<(String, String)> = panel_queries(&boards)
+        .into_iter()
+        .map(|(uid, title, e)| (format!("{uid} / {title}"), resolve_variables(&e)))
+        .collect();
+    queries.extend(
+        alert_rules()?
+            .into_iter()
+            .map(|(a, e)| (format!("alert {a}"), e)),
+    );
+    let mut empty = Vec::new();
+    let panels = queries
+        .iter()
+        .filter(|(w, _)| !w.starts_with("alert"))
+        .count();
+    for (what, q) in &queries {
+        let r = query(&http, &prom.url, q).await?;
+        // Alert expressions return data only while they fire; they must parse.
+        if !what.starts_with("alert") && r.as_array().is_none_or(|a| a.is_empty()) {
+            empty.push(format!("{what}: {q}"));
+        }
+    }
+    anyhow::ensure!(
+        empty.is_empty(),
+        "panel queries without data:\n{}",
+        empty.join("\n")
+    );
+    println!(
+        "{panels} panel queries returned data; {} alert rules evaluated",
+        queries.len() - panels
+    );
+
+    // The dead agent fires its alert once it has been down for the rule's minute.
+    let firing = wait_for(
+        "VigilScrapeTargetDown to fire",
+        Duration::from_secs(120),
+        || async {
+            let v: serde_json::Value = http
+                .get(format!("{}/api/v1/alerts", prom.url))
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            let alerts = v["data"]["alerts"].as_array()?.clone();
+            alerts
+                .iter()
+                .any(|a| {
+                    a["labels"]["alertname"] == "VigilScrapeTargetDown"
+                        && a["labels"]["instance"] == dead.as_str()
+                        && a["state"] == "firing"
+                })
+                .then_some(alerts)
+        },
+    )
+    .await?;
+    let names: Vec<String> = firing
+        .iter()
+        .filter(|a| a["state"] == "firing")
+        .map(|a| format!("{} {}", a["labels"]["alertname"], a["labels"]["instance"]))
+        .collect();
+    println!("firing: {names:?}");
+    // Nothing else is wrong with this stack.
+    anyhow::ensure!(names.len() == 1, "unexpected alerts firing: {names:?}");
+    Ok(())
+}
