@@ -45,6 +45,9 @@ pub struct EdgeConfig {
     pub max_past_secs: u64,
     /// Publish the anomaly score of at most this many series as gauges (highest first).
     pub score_gauges_max: usize,
+    /// Publish the score gauge only for series at or above the threshold
+    /// (still at most `score_gauges_max`).
+    pub score_gauges_anomalous_only: bool,
     /// Site-wide remediation rails: rate limit and short-circuit.
     pub rails: crate::rails::RailsConfig,
     /// Seconds between checks of the policy file for changes (hot reload).
@@ -95,6 +98,7 @@ impl Default for EdgeConfig {
             max_future_secs: 300,
             max_past_secs: 6 * 3600,
             score_gauges_max: 500,
+            score_gauges_anomalous_only: false,
             rails: crate::rails::RailsConfig::default(),
             reload_secs: 2.0,
             api_token: None,

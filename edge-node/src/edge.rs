@@ -521,6 +521,8 @@ impl Node {
                     i.policy_version = set.version.clone();
                 }
                 self.engine.set_policies(set);
+                // Policies that went away lose their budget gauge.
+                self.metrics.budget_left.reset();
             }
             Err(errors) => {
                 self.metrics
@@ -718,7 +720,7 @@ impl Node {
             cache.set_scores(&values, &scores.scores);
             self.health
                 .observe(&cache, &values, &scores.scores, threshold as f32);
-            self.update_score_gauges(&cache);
+            self.update_score_gauges(&cache, threshold as f32);
             let levels = self.config.rails.levels(threshold);
             let events = self.shared.lock_entities().update(
                 &cache,
@@ -763,22 +765,34 @@ impl Node {
         self.metrics
             .short_circuit
             .set(self.engine.short_circuited() as i64);
+        for (policy, left) in self.engine.budgets_left(now) {
+            self.metrics
+                .budget_left
+                .with_label_values(&[policy])
+                .set(left as i64);
+        }
         self.apply(decisions);
         if self.ticks % self.config.uplink_every_ticks == 0 {
             self.uplink_samples();
         }
     }
 
-    fn update_score_gauges(&self, cache: &Cache) {
-        // Bounded label set: only the highest-scoring series get a gauge.
+    fn update_score_gauges(&self, cache: &Cache, threshold: f32) {
+        // Bounded label set: only the highest-scoring series get a gauge
+        // (and, if so configured, only anomalous ones).
+        let anomalous_only = self.config.score_gauges_anomalous_only;
         let mut top: Vec<(f32, String)> = cache
             .entries()
             .iter()
+            .filter(|e| !anomalous_only || e.score >= threshold)
             .map(|e| (e.score, e.id.to_string()))
             .collect();
-        if top.len() > self.config.score_gauges_max {
-            top.select_nth_unstable_by(self.config.score_gauges_max, |a, b| b.0.total_cmp(&a.0));
-            top.truncate(self.config.score_gauges_max);
+        let max = self.config.score_gauges_max;
+        if anomalous_only || top.len() > max {
+            if top.len() > max {
+                top.select_nth_unstable_by(max, |a, b| b.0.total_cmp(&a.0));
+                top.truncate(max);
+            }
             self.metrics.anomaly_score.reset();
         }
         for (score, id) in top {

@@ -1,7 +1,8 @@
 //! The edge node's Prometheus metrics, in its own explicit registry.
 
 use prometheus::{
-    GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry,
 };
 use vigil_core::mqtt::LinkMetrics;
 
@@ -66,6 +67,8 @@ pub struct EdgeMetrics {
     pub held_back: IntCounterVec,
     /// 1 while the site-wide short-circuit holds every action.
     pub short_circuit: IntGauge,
+    /// Per policy, the runs its budget still allows on its most-repaired target.
+    pub budget_left: IntGaugeVec,
     /// The detector's anomaly threshold (scores at or above it are anomalous).
     pub threshold: prometheus::Gauge,
     /// Recovery checks, by result (`verified`, `failed`).
@@ -150,6 +153,13 @@ impl EdgeMetrics {
                     "Remediation decisions held back, by rail (budget, cooldown, short_circuit, rate_limit, approval, shadow, ...).",
                 ),
                 &["rail"],
+            )?,
+            budget_left: IntGaugeVec::new(
+                Opts::new(
+                    "vigil_edge_budget_left",
+                    "Per policy, the runs its budget still allows on its most-repaired target (0: spent; policy names come from the policy file).",
+                ),
+                &["policy"],
             )?,
             threshold: prometheus::Gauge::new(
                 "vigil_edge_detector_threshold",
@@ -265,6 +275,7 @@ impl EdgeMetrics {
         vigil_core::telemetry::register(r, "edge", &m.held_back)?;
         vigil_core::telemetry::register(r, "edge", &m.short_circuit)?;
         vigil_core::telemetry::register(r, "edge", &m.threshold)?;
+        vigil_core::telemetry::register(r, "edge", &m.budget_left)?;
         // Every bounded label value exists from the start, so dashboards and
         // alerts see a 0 rather than no series.
         for rail in RAILS {

@@ -153,6 +153,28 @@ impl Engine {
         self
     }
 
+    /// Per policy, the fewest runs its budget still allows on any target
+    /// this engine has acted on or considered (the full budget when none).
+    pub fn budgets_left(&self, now_ms: i64) -> Vec<(&str, u32)> {
+        self.policies
+            .policies
+            .iter()
+            .map(|p| {
+                let window = p.budget.per_secs as i64 * 1000;
+                let left = self
+                    .targets
+                    .keys()
+                    .map(|t| {
+                        let used = self.budgets.used(t.as_str(), &p.action, now_ms, window);
+                        p.budget.max.saturating_sub(used as u32)
+                    })
+                    .min()
+                    .unwrap_or(p.budget.max);
+                (p.name.as_str(), left)
+            })
+            .collect()
+    }
+
     /// Whether the site-wide short-circuit is holding every action.
     pub fn short_circuited(&self) -> bool {
         self.tripped.is_some()

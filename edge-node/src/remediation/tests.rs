@@ -243,6 +243,25 @@ impl World {
 }
 
 #[test]
+fn budget_left_counts_down_per_policy_to_zero() {
+    let mut w = World::with(CHAIN, Budgets::in_memory());
+    assert_eq!(
+        w.engine.budgets_left(0),
+        vec![("restart-worker", 3), ("page-oncall", 1)]
+    );
+    w.sick("worker", 0, 600);
+    assert_eq!(
+        w.engine.budgets_left(600_000),
+        vec![("restart-worker", 0), ("page-oncall", 0)]
+    );
+    // The window passes: the budget is whole again.
+    assert_eq!(
+        w.engine.budgets_left(600_000 + 3_600_000),
+        vec![("restart-worker", 3), ("page-oncall", 1)]
+    );
+}
+
+#[test]
 fn a_crash_loop_ends_in_escalation_with_backed_off_cooldowns() {
     let mut w = World::with(CHAIN, Budgets::in_memory());
     let (sent, audit) = w.sick("worker", 0, 600);
