@@ -815,6 +815,9 @@ impl Node {
             }
             info!(target_entity = %cmd.target, action = %cmd.action, %agent, id = %cmd.id, "Sending remediation command.");
             self.metrics.commands_sent.inc();
+            if cmd.policy == crate::remediation::SHORT_CIRCUIT {
+                self.metrics.pages.inc();
+            }
             self.health.h.actions += 1;
             self.out
                 .send(topic::commands(&self.config.site, &agent), &cmd, false);

@@ -24,7 +24,7 @@ pub const RAILS: [&str; 9] = [
 /// trip under its policy name).
 pub fn rail_label(rec: &vigil_core::message::AuditRecord) -> &'static str {
     let name = rec.rail.as_deref().unwrap_or(&rec.policy);
-    if name.contains("short-circuit") {
+    if name == crate::remediation::SHORT_CIRCUIT {
         return "short_circuit";
     }
     let norm = name.replace([' ', '-'], "_");
@@ -67,6 +67,8 @@ pub struct EdgeMetrics {
     pub held_back: IntCounterVec,
     /// 1 while the site-wide short-circuit holds every action.
     pub short_circuit: IntGauge,
+    /// Pages sent when the site-wide short-circuit trips.
+    pub pages: IntCounter,
     /// Per policy, the runs its budget still allows on its most-repaired target.
     pub budget_left: IntGaugeVec,
     /// The detector's anomaly threshold (scores at or above it are anomalous).
@@ -153,6 +155,10 @@ impl EdgeMetrics {
                     "Remediation decisions held back, by rail (budget, cooldown, short_circuit, rate_limit, approval, shadow, ...).",
                 ),
                 &["rail"],
+            )?,
+            pages: IntCounter::new(
+                "vigil_edge_pages_total",
+                "Pages (rails.page_action) sent when the site-wide short-circuit tripped.",
             )?,
             budget_left: IntGaugeVec::new(
                 Opts::new(
@@ -276,6 +282,7 @@ impl EdgeMetrics {
         vigil_core::telemetry::register(r, "edge", &m.short_circuit)?;
         vigil_core::telemetry::register(r, "edge", &m.threshold)?;
         vigil_core::telemetry::register(r, "edge", &m.budget_left)?;
+        vigil_core::telemetry::register(r, "edge", &m.pages)?;
         // Every bounded label value exists from the start, so dashboards and
         // alerts see a 0 rather than no series.
         for rail in RAILS {

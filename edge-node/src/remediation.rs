@@ -13,7 +13,8 @@ use vigil_core::message::{AuditKind, AuditRecord, Command, CommandResult, Outcom
 use vigil_core::EntityId;
 
 /// The policy name audit records of the site-wide short-circuit carry.
-const SHORT_CIRCUIT: &str = "site-wide short-circuit";
+/// Policy (and rail) name of the site-wide short-circuit and its page.
+pub const SHORT_CIRCUIT: &str = "site-wide short-circuit";
 
 /// Extra time beyond a command's TTL to wait for its result.
 const RESULT_GRACE_MS: i64 = 5_000;
