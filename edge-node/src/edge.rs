@@ -765,12 +765,6 @@ impl Node {
         self.metrics
             .short_circuit
             .set(self.engine.short_circuited() as i64);
-        for (policy, left) in self.engine.budgets_left(now) {
-            self.metrics
-                .budget_left
-                .with_label_values(&[policy])
-                .set(left as i64);
-        }
         self.apply(decisions);
         if self.ticks % self.config.uplink_every_ticks == 0 {
             self.uplink_samples();
@@ -897,6 +891,13 @@ impl Node {
     }
 
     fn heartbeat(&mut self) {
+        // Budgets walk every known target: once a heartbeat, not every tick.
+        for (policy, left) in self.engine.budgets_left(now_ms()) {
+            self.metrics
+                .budget_left
+                .with_label_values(&[policy])
+                .set(left as i64);
+        }
         let health = self.health.take();
         let model_release = self.shared.info.lock().ok().and_then(|i| i.model_release);
         let hb = Heartbeat {
