@@ -75,15 +75,8 @@ impl AgentMetrics {
             &["service", "metric"],
         )?;
         vigil_core::telemetry::register(&registry, "agent", &service_metric)?;
-        for o in [
-            "succeeded",
-            "failed",
-            "rejected",
-            "expired",
-            "duplicate",
-            "fenced",
-        ] {
-            actions.with_label_values(&[o]);
+        for o in vigil_core::message::Outcome::ALL {
+            actions.with_label_values(&[o.as_str()]);
         }
         let backlog = IntGauge::new(
             "vigil_agent_backlog_batches",

@@ -91,6 +91,16 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// Every outcome (the label values of outcome metrics).
+    pub const ALL: [Outcome; 6] = [
+        Outcome::Succeeded,
+        Outcome::Failed,
+        Outcome::Rejected,
+        Outcome::Expired,
+        Outcome::Duplicate,
+        Outcome::Fenced,
+    ];
+
     /// Bounded label value for metrics.
     pub fn as_str(self) -> &'static str {
         match self {

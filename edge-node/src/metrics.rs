@@ -288,15 +288,8 @@ impl EdgeMetrics {
         for rail in RAILS {
             m.held_back.with_label_values(&[rail]);
         }
-        for o in [
-            "succeeded",
-            "failed",
-            "rejected",
-            "expired",
-            "duplicate",
-            "fenced",
-            "no_result",
-        ] {
+        let outcomes = vigil_core::message::Outcome::ALL.map(|o| o.as_str());
+        for o in outcomes.iter().chain(&["no_result"]) {
             m.action_results.with_label_values(&[o]);
         }
         for v in ["verified", "failed"] {

@@ -304,11 +304,6 @@ impl Uplink {
             let _ = self.acks.try_send(ack);
         }
     }
-
-    /// The buffer's stream id.
-    pub fn stream(&self) -> &str {
-        &self.stream
-    }
 }
 
 /// Opens the buffer at `path` and returns the handle and the task that
