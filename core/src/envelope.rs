@@ -48,7 +48,21 @@ struct InEnvelope {
     #[serde(default)]
     seq: Option<Seq>,
     #[serde(default)]
+    sent_ms: Option<i64>,
+    #[serde(default)]
     body: serde_json::Value,
+}
+
+/// A decoded envelope: the body and what the envelope says about it.
+#[derive(Debug, PartialEq)]
+pub struct Decoded<P> {
+    /// The payload.
+    pub body: P,
+    /// Delivery sequence of a spooled uplink message.
+    pub seq: Option<Seq>,
+    /// When the sender encoded it, by the sender's clock (Unix ms); a
+    /// receiver compares it with its own clock to see a sender's skew.
+    pub sent_ms: Option<i64>,
 }
 
 /// Why a message was refused.
@@ -128,6 +142,11 @@ pub fn decode_seq<P: Payload>(
     bytes: &[u8],
     max_bytes: usize,
 ) -> Result<(P, Option<Seq>), DecodeError> {
+    decode_meta(bytes, max_bytes).map(|d| (d.body, d.seq))
+}
+
+/// As [`decode`], with the envelope's sequence and send time.
+pub fn decode_meta<P: Payload>(bytes: &[u8], max_bytes: usize) -> Result<Decoded<P>, DecodeError> {
     if bytes.len() > max_bytes {
         return Err(DecodeError::Oversized {
             len: bytes.len(),
@@ -153,7 +172,11 @@ pub fn decode_seq<P: Payload>(
     }
     let body =
         serde_json::from_value(env.body).map_err(|e| DecodeError::Malformed(e.to_string()))?;
-    Ok((body, env.seq))
+    Ok(Decoded {
+        body,
+        seq: env.seq,
+        sent_ms: env.sent_ms,
+    })
 }
 
 #[cfg(test)]

@@ -362,6 +362,9 @@ pub struct ModelHealth {
     /// Values of a service's `up` series at 0 that the model did not flag:
     /// the service's own health check saw an incident the model missed.
     pub missed: u64,
+    /// Samples the edge refused (out of order, from the future, ...): a
+    /// series blinded by bad timestamps shows here, not as silence.
+    pub refused: u64,
     /// Median score.
     pub score_p50: f32,
     /// 99th percentile score.

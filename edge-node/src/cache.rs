@@ -32,6 +32,9 @@ pub struct Entry {
     pub score: f32,
     /// Points added since the last uplink took them.
     unsent: usize,
+    /// When the series got its slot, as a count of series ever admitted
+    /// (slots are reused; this tells one occupant from the next).
+    pub born: u64,
 }
 
 /// Why a sample was not cached.
@@ -50,9 +53,22 @@ pub enum Refusal {
     Past,
     /// A new series while the cache holds its maximum.
     Full,
+    /// Larger in magnitude than any real reading (`max_abs_value`).
+    TooLarge,
 }
 
 impl Refusal {
+    /// Every reason (label values).
+    pub const ALL: [Refusal; 7] = [
+        Refusal::NotFinite,
+        Refusal::OutOfOrder,
+        Refusal::Duplicate,
+        Refusal::Future,
+        Refusal::Past,
+        Refusal::Full,
+        Refusal::TooLarge,
+    ];
+
     /// Bounded label value.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -62,6 +78,7 @@ impl Refusal {
             Refusal::Future => "future",
             Refusal::Past => "past",
             Refusal::Full => "cache_full",
+            Refusal::TooLarge => "too_large",
         }
     }
 }
@@ -74,6 +91,8 @@ pub struct Cache {
     max_series: usize,
     points: usize,
     max_past_ms: i64,
+    max_abs: f64,
+    born: u64,
 }
 
 /// Points not yet uplinked, taken by [`Cache::take_unsent`].
@@ -94,12 +113,21 @@ impl Cache {
             max_series,
             points,
             max_past_ms: i64::MAX,
+            max_abs: f64::MAX,
+            born: 0,
         }
     }
 
     /// Refuses samples older than `ms` before now.
     pub fn with_max_past(mut self, ms: i64) -> Self {
         self.max_past_ms = ms;
+        self
+    }
+
+    /// Refuses values larger in magnitude than `max` (1.7e308 is no
+    /// reading, and it overflows every sum the detector keeps).
+    pub fn with_max_abs(mut self, max: f64) -> Self {
+        self.max_abs = max;
         self
     }
 
@@ -125,6 +153,9 @@ impl Cache {
         if !value.is_finite() {
             return Err(Refusal::NotFinite);
         }
+        if value.abs() > self.max_abs {
+            return Err(Refusal::TooLarge);
+        }
         if ts_ms > now_ms.saturating_add(max_future_ms) {
             return Err(Refusal::Future);
         }
@@ -137,12 +168,14 @@ impl Cache {
                 if self.entries.len() >= self.max_series {
                     return Err(Refusal::Full);
                 }
+                self.born += 1;
                 self.entries.push(Entry {
                     id: id.clone(),
-                    points: VecDeque::new(),
+                    points: VecDeque::with_capacity(self.points),
                     pending: None,
                     score: 0.0,
                     unsent: 0,
+                    born: self.born,
                 });
                 self.index.insert(id.clone(), self.entries.len() - 1);
                 self.entries.len() - 1

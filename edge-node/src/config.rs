@@ -43,6 +43,13 @@ pub struct EdgeConfig {
     pub max_future_secs: u64,
     /// Samples stamped further than this in the past are refused, seconds.
     pub max_past_secs: u64,
+    /// A sender's clock within this many seconds of the edge's is trusted;
+    /// beyond it, samples are judged by their arrival time (an agent's
+    /// batch is shifted by its clock's error, a sensor's reading takes the
+    /// arrival time, a sample stamped ahead is placed at arrival).
+    pub clock_tolerance_secs: f64,
+    /// Values larger in magnitude than this are refused (`too_large`).
+    pub max_abs_value: f64,
     /// Publish the anomaly score of at most this many series as gauges (highest first).
     pub score_gauges_max: usize,
     /// Publish the score gauge only for series at or above the threshold
@@ -97,6 +104,8 @@ impl Default for EdgeConfig {
             max_message_bytes: 1024 * 1024,
             max_future_secs: 300,
             max_past_secs: 6 * 3600,
+            clock_tolerance_secs: 5.0,
+            max_abs_value: 1e15,
             score_gauges_max: 500,
             score_gauges_anomalous_only: false,
             rails: crate::rails::RailsConfig::default(),
@@ -108,6 +117,14 @@ impl Default for EdgeConfig {
 }
 
 impl EdgeConfig {
+    /// How sample timestamps are placed on the edge's clock.
+    pub fn timing(&self) -> crate::timing::Timing {
+        crate::timing::Timing {
+            tolerance_ms: (self.clock_tolerance_secs * 1000.0) as i64,
+            max_future_ms: self.max_future_secs as i64 * 1000,
+        }
+    }
+
     /// Every problem with the settings.
     pub fn validate(&self) -> Vec<String> {
         let mut e = self.rails.validate();
@@ -153,6 +170,20 @@ impl EdgeConfig {
         }
         self.model.validate(&mut e);
         self.uplink.validate(&mut e);
+        if !(self.clock_tolerance_secs >= 0.0
+            && self.clock_tolerance_secs <= self.max_future_secs as f64)
+        {
+            e.push(format!(
+                "clock_tolerance_secs: {} is outside 0..=max_future_secs ({})",
+                self.clock_tolerance_secs, self.max_future_secs
+            ));
+        }
+        if !(self.max_abs_value > 0.0 && self.max_abs_value.is_finite()) {
+            e.push(format!(
+                "max_abs_value: {} must be positive and finite",
+                self.max_abs_value
+            ));
+        }
         if self.max_past_secs == 0 {
             e.push("max_past_secs: must be positive".into());
         }

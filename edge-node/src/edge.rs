@@ -5,16 +5,18 @@
 
 use crate::approval::SharedApprovals;
 use crate::audit::AuditLog;
-use crate::cache::Cache;
+use crate::cache::{Cache, Refusal};
 use crate::config::EdgeConfig;
 use crate::entity::Entities;
 use crate::ingest::{classify, Inbound};
+use crate::liveness::Liveness;
 use crate::metrics::EdgeMetrics;
 use crate::model::{Models, Next};
 use crate::outbox::{outbox, Outbox};
 use crate::policy::PolicySet;
 use crate::remediation::{Decisions, Engine};
 use crate::spool::Priority;
+use crate::timing::Restamp;
 use crate::uplink::{Queued, Uplink};
 use anyhow::Context;
 use rumqttc::Publish;
@@ -131,7 +133,8 @@ pub async fn run(
         node: config.node.clone(),
         cache: Mutex::new(
             Cache::new(config.cache.max_series, config.cache.points_per_series)
-                .with_max_past(config.max_past_secs as i64 * 1000),
+                .with_max_past(config.max_past_secs as i64 * 1000)
+                .with_max_abs(config.max_abs_value),
         ),
         entities: Mutex::new(Entities::default()),
         anomalies: Mutex::new(VecDeque::new()),
@@ -229,6 +232,9 @@ pub async fn run(
         health: HealthWindow::default(),
         publisher,
         chunk_sub: None,
+        live: Liveness::default(),
+        due: Default::default(),
+        ratelog: Default::default(),
     };
     info!(%site, "Edge node running.");
     node.run(inbox, installs, shutdown).await;
@@ -265,6 +271,13 @@ struct Node {
     /// edges outside a canary's cohort do not receive its bundle).
     publisher: vigil_core::mqtt::Publisher,
     chunk_sub: Option<String>,
+    /// Liveness conditions over the cache.
+    live: Liveness,
+    /// Log lines about bad input, at most one per sender and kind a while.
+    ratelog: vigil_core::ratelog::RateLog,
+    /// (policy, target) pairs whose condition had held long enough at the
+    /// last decision: a new one is decided on at once, not at the next tick.
+    due: std::collections::HashSet<(String, EntityId)>,
 }
 
 /// A verified model ready to swap in, or why it was refused.
@@ -543,23 +556,40 @@ impl Node {
             self.config.max_message_bytes,
             now,
         ) {
-            Ok(Inbound::Batch(batch)) => {
+            Ok(Inbound::Batch { batch, sent_ms }) => {
                 self.metrics
                     .link
                     .received
                     .with_label_values(&["metrics"])
                     .inc();
-                let mut cache = self.shared.lock_cache();
+                let timing = self.config.timing();
+                let shift = timing.batch_shift(sent_ms, now);
+                if shift != 0 {
+                    self.metrics
+                        .samples_restamped
+                        .with_label_values(&[Restamp::SenderClock.as_str()])
+                        .inc_by(batch.samples.len() as u64);
+                    if let Some(skipped) = self.ratelog.allow(&format!("clock {}", batch.host)) {
+                        warn!(sender = %batch.host, off_secs = -shift as f64 / 1000.0, skipped, "Sender's clock is off; judging its samples by their arrival time.");
+                    }
+                }
+                let shared = self.shared.clone();
+                let mut cache = shared.lock_cache();
                 for s in batch.samples {
-                    self.accept(
-                        &mut cache,
-                        &SeriesId::new(s.entity, s.metric),
-                        s.ts_ms,
-                        s.value,
-                        now,
-                    );
+                    let placed = timing.place(s.ts_ms.saturating_add(shift), now);
+                    let id = SeriesId::new(s.entity, s.metric);
+                    self.accept(&mut cache, &batch.host, &id, placed, s.value, now);
                 }
                 self.metrics.series.set(cache.len() as i64);
+                self.live
+                    .update(&cache, self.engine.policies(), now, self.stale_ms());
+                drop(cache);
+                // A liveness condition that has just held long enough is
+                // acted on now: a crash costs one sample interval, not a tick.
+                if self.newly_due() {
+                    let model = self.model_version();
+                    self.decide(now, &model);
+                }
             }
             Ok(Inbound::Sensor { name, ts_ms, value }) => {
                 self.metrics
@@ -567,14 +597,11 @@ impl Node {
                     .received
                     .with_label_values(&["sensor"])
                     .inc();
-                let mut cache = self.shared.lock_cache();
-                self.accept(
-                    &mut cache,
-                    &SeriesId::new(EntityId::sensor(&name), "value"),
-                    ts_ms,
-                    value,
-                    now,
-                );
+                let placed = self.config.timing().place_sensor(ts_ms, now);
+                let id = SeriesId::new(EntityId::sensor(&name), "value");
+                let shared = self.shared.clone();
+                let mut cache = shared.lock_cache();
+                self.accept(&mut cache, &id.entity.to_string(), &id, placed, value, now);
                 self.metrics.series.set(cache.len() as i64);
             }
             Ok(Inbound::Result(r)) => {
@@ -656,20 +683,44 @@ impl Node {
         }
     }
 
-    fn accept(&self, cache: &mut Cache, id: &SeriesId, ts_ms: i64, value: f64, now: i64) {
-        match cache.push(
-            id,
-            ts_ms,
-            value,
-            now,
-            self.config.max_future_secs as i64 * 1000,
-        ) {
-            Ok(()) => self.metrics.samples.inc(),
-            Err(r) => self
-                .metrics
-                .samples_refused
-                .with_label_values(&[r.as_str()])
-                .inc(),
+    /// Caches one sample placed on the edge's clock; every refusal and
+    /// restamp is counted, and logged (rate-limited) with its sender.
+    fn accept(
+        &mut self,
+        cache: &mut Cache,
+        sender: &str,
+        id: &SeriesId,
+        placed: Result<(i64, Option<Restamp>), Refusal>,
+        value: f64,
+        now: i64,
+    ) {
+        let pushed = placed.and_then(|(ts, restamp)| {
+            let max_future = self.config.max_future_secs as i64 * 1000;
+            cache.push(id, ts, value, now, max_future).map(|()| restamp)
+        });
+        match pushed {
+            Ok(restamp) => {
+                self.metrics.samples.inc();
+                if let Some(r) = restamp.filter(|r| *r == Restamp::Ahead) {
+                    self.metrics
+                        .samples_restamped
+                        .with_label_values(&[r.as_str()])
+                        .inc();
+                    if let Some(skipped) = self.ratelog.allow(&format!("ahead {sender}")) {
+                        warn!(%sender, series = %id, skipped, "Sample stamped ahead of the edge's clock; placed at its arrival time.");
+                    }
+                }
+            }
+            Err(r) => {
+                self.metrics
+                    .samples_refused
+                    .with_label_values(&[r.as_str()])
+                    .inc();
+                self.health.h.refused += 1;
+                if let Some(skipped) = self.ratelog.allow(&format!("{} {sender}", r.as_str())) {
+                    warn!(%sender, series = %id, reason = r.as_str(), %value, skipped, "Sample refused.");
+                }
+            }
         }
     }
 
@@ -714,7 +765,7 @@ impl Node {
         self.detector = Some(detector);
         self.ticks += 1;
         let now = now_ms();
-        let stale_ms = (self.config.tick_ms as i64 * 5).max(5_000);
+        let stale_ms = self.stale_ms();
         let events = {
             let mut cache = self.shared.lock_cache();
             cache.set_scores(&values, &scores.scores);
@@ -730,6 +781,8 @@ impl Node {
                 &self.config.site,
                 &model,
             );
+            self.live
+                .update(&cache, self.engine.policies(), now, stale_ms);
             for ev in &events {
                 let top = SeriesId::new(ev.entity.clone(), &ev.top_metric);
                 if let Some(onset) = cache.onset(&top, levels.exit as f32) {
@@ -745,30 +798,105 @@ impl Node {
         }
         self.health.h.anomalies += events.len() as u64;
         for ev in events {
-            self.metrics.anomalies.inc();
             info!(entity = %ev.entity, score = ev.score, top_metric = %ev.top_metric, "Anomaly detected.");
-            self.for_cloud(Priority::Audit, "anomaly", &ev);
-            if let Ok(mut a) = self.shared.anomalies.lock() {
-                if a.len() >= RECENT_ANOMALIES {
-                    a.pop_front();
-                }
-                a.push_back(ev);
+            self.record_anomaly(ev);
+        }
+        self.decide(now, &model);
+        if self.ticks % self.config.uplink_every_ticks == 0 {
+            self.uplink_samples();
+        }
+    }
+
+    /// A series without a sample this recent no longer speaks for its
+    /// entity (a dead process stops reporting its CPU).
+    fn stale_ms(&self) -> i64 {
+        (self.config.tick_ms as i64 * 5).max(5_000)
+    }
+
+    /// (policy, target) pairs whose liveness condition has held long enough.
+    fn due_now(&self) -> std::collections::HashSet<(String, EntityId)> {
+        let policies = &self.engine.policies().policies;
+        self.live
+            .firing()
+            .iter()
+            .filter(|f| {
+                policies
+                    .iter()
+                    .find(|p| p.name == f.policy)
+                    .is_some_and(|p| f.held_ms as f64 >= p.for_secs() * 1000.0)
+            })
+            .map(|f| (f.policy.clone(), f.entity.clone()))
+            .collect()
+    }
+
+    /// Whether a liveness condition has come due since the last decision.
+    fn newly_due(&self) -> bool {
+        !self.due_now().is_subset(&self.due)
+    }
+
+    /// Counts an anomaly, keeps it for the API and sends it to the cloud.
+    fn record_anomaly(&mut self, ev: AnomalyEvent) {
+        self.metrics.anomalies.inc();
+        self.for_cloud(Priority::Audit, "anomaly", &ev);
+        if let Ok(mut a) = self.shared.anomalies.lock() {
+            if a.len() >= RECENT_ANOMALIES {
+                a.pop_front();
             }
+            a.push_back(ev);
+        }
+    }
+
+    /// Runs the remediation engine over the entities and liveness
+    /// conditions as they stand, and carries out what it decides. A
+    /// condition that has just come due is an incident of its own: an
+    /// anomaly event whose id the commands it leads to carry.
+    fn decide(&mut self, now: i64, model: &str) {
+        let due = self.due_now();
+        let opened: Vec<AnomalyEvent> = self
+            .live
+            .firing()
+            .iter()
+            .filter(|f| {
+                let key = (f.policy.clone(), f.entity.clone());
+                due.contains(&key) && !self.due.contains(&key)
+            })
+            .inspect(|f| {
+                // The fault showed in its first sample that met the condition.
+                self.metrics
+                    .fault_to_detection_seconds
+                    .observe((now - f.since_ms).max(0) as f64 / 1000.0);
+            })
+            .map(|f| AnomalyEvent {
+                id: f.episode.clone(),
+                site: self.config.site.clone(),
+                entity: f.entity.clone(),
+                score: 1.0,
+                top_metric: f.metric.clone(),
+                contributors: vec![vigil_core::message::Contributor {
+                    metric: f.metric.clone(),
+                    score: 1.0,
+                    value: f.value,
+                }],
+                ts_ms: now,
+                model_version: format!("liveness: {}", f.condition),
+            })
+            .collect();
+        for ev in opened {
+            info!(entity = %ev.entity, condition = %ev.model_version, "Liveness condition holds.");
+            self.record_anomaly(ev);
         }
         let decisions = {
             let ents = self.shared.lock_entities();
             self.metrics
                 .anomalous_entities
                 .set(ents.anomalous_count() as i64);
-            self.engine.on_tick(now, &ents, &model)
+            self.engine.on_tick(now, &ents, &self.live, model)
         };
+        self.due = due;
         self.metrics
             .short_circuit
             .set(self.engine.short_circuited() as i64);
         self.apply(decisions);
-        if self.ticks % self.config.uplink_every_ticks == 0 {
-            self.uplink_samples();
-        }
     }
 
     fn update_score_gauges(&self, cache: &Cache, threshold: f32) {
@@ -800,9 +928,12 @@ impl Node {
     fn apply(&mut self, d: Decisions) {
         let now = now_ms();
         for (agent, cmd) in d.commands {
-            if let Some(since) = self.shared.lock_entities().get(&cmd.target).and_then(|e| {
-                (e.anomaly_id.is_some() && e.anomaly_id == cmd.anomaly_id).then_some(e.since_ms)
-            }) {
+            // Detected when its anomaly (or liveness episode) opened.
+            let opened = cmd.anomaly_id.as_ref().and_then(|id| {
+                let recent = self.shared.anomalies.lock().ok()?;
+                recent.iter().rev().find(|a| &a.id == id).map(|a| a.ts_ms)
+            });
+            if let Some(since) = opened {
                 self.metrics
                     .detection_to_action_seconds
                     .observe((now - since).max(0) as f64 / 1000.0);

@@ -34,6 +34,28 @@ pub struct EntityState {
     below_since_ms: Option<i64>,
 }
 
+impl EntityState {
+    /// The view of an entity whose liveness condition holds: sick since
+    /// the condition's first sample, with the condition's episode where an
+    /// anomaly id goes and its metric as the top contributor.
+    pub fn from_condition(f: &crate::liveness::Firing) -> Self {
+        Self {
+            entity: f.entity.clone(),
+            score: 1.0,
+            top_metric: f.metric.clone(),
+            contributors: vec![Contributor {
+                metric: f.metric.clone(),
+                score: 1.0,
+                value: f.value,
+            }],
+            anomalous: true,
+            since_ms: f.since_ms,
+            anomaly_id: Some(f.episode.clone()),
+            below_since_ms: None,
+        }
+    }
+}
+
 /// When an entity turns anomalous and when it counts as recovered. The gap
 /// between the two levels and the hold time are the hysteresis: a score that
 /// flickers around the threshold keeps one episode open instead of opening

@@ -2,7 +2,7 @@
 //! panics on bad input: every refusal comes back as a reason to count.
 
 use vigil_core::decode;
-use vigil_core::envelope::DecodeError;
+use vigil_core::envelope::{decode_meta, DecodeError};
 use vigil_core::message::{
     CommandResult, MetricBatch, Presence, PresenceState, SignedRelease, UplinkAck,
 };
@@ -12,7 +12,12 @@ use vigil_core::topic::{self, Route};
 #[derive(Debug, PartialEq)]
 pub enum Inbound {
     /// An agent's metric batch (already checked against the topic's host).
-    Batch(MetricBatch),
+    Batch {
+        /// The batch.
+        batch: MetricBatch,
+        /// When the agent sent it, by its own clock.
+        sent_ms: Option<i64>,
+    },
     /// A sensor reading.
     Sensor {
         /// Sensor name from the topic.
@@ -68,7 +73,8 @@ pub fn classify(
     };
     match route {
         Route::Metrics { site: s, host } if s == site => {
-            let mut batch: MetricBatch = decode(payload, max_bytes).map_err(|e| ("metrics", e))?;
+            let d = decode_meta::<MetricBatch>(payload, max_bytes).map_err(|e| ("metrics", e))?;
+            let (mut batch, sent_ms) = (d.body, d.sent_ms);
             if batch.host != host {
                 return Err((
                     "metrics",
@@ -82,7 +88,7 @@ pub fn classify(
             batch
                 .samples
                 .retain(|smp| smp.entity.host_name() == Some(host));
-            Ok(Inbound::Batch(batch))
+            Ok(Inbound::Batch { batch, sent_ms })
         }
         Route::Results { site: s, .. } if s == site => decode::<CommandResult>(payload, max_bytes)
             .map(Inbound::Result)
@@ -238,7 +244,7 @@ mod tests {
             samples: vec![sample("h1"), sample("h2")],
         };
         let got = classify("s", &topic::metrics("s", "h1"), &encode(&batch), 1 << 20, 0).unwrap();
-        let Inbound::Batch(b) = got else {
+        let Inbound::Batch { batch: b, .. } = got else {
             panic!("{got:?}")
         };
         assert_eq!(b.samples.len(), 1, "a foreign entity must be dropped");

@@ -12,6 +12,7 @@ pub mod config;
 pub mod edge;
 pub mod entity;
 pub mod ingest;
+pub mod liveness;
 pub mod metrics;
 pub mod model;
 pub mod outbox;
@@ -19,6 +20,7 @@ pub mod policy;
 pub mod rails;
 pub mod remediation;
 pub mod spool;
+pub mod timing;
 pub mod uplink;
 
 pub use config::EdgeConfig;

@@ -53,6 +53,8 @@ pub struct EdgeMetrics {
     pub samples: IntCounter,
     /// Samples refused, by reason.
     pub samples_refused: IntCounterVec,
+    /// Samples placed at their arrival time, by why.
+    pub samples_restamped: IntCounterVec,
     /// Anomaly score per series (limited to the highest `score_gauges_max`).
     pub anomaly_score: GaugeVec,
     /// Anomaly events opened.
@@ -122,6 +124,13 @@ impl EdgeMetrics {
                     "Samples refused by the edge, by reason.",
                 ),
                 &["reason"],
+            )?,
+            samples_restamped: IntCounterVec::new(
+                Opts::new(
+                    "vigil_edge_samples_restamped_total",
+                    "Samples judged by their arrival time (sender_clock: the sender's clock is off; ahead: stamped ahead of the edge's clock).",
+                ),
+                &["why"],
             )?,
             anomaly_score: GaugeVec::new(
                 Opts::new(
@@ -273,6 +282,7 @@ impl EdgeMetrics {
         vigil_core::telemetry::register(r, "edge", &m.series)?;
         vigil_core::telemetry::register(r, "edge", &m.samples)?;
         vigil_core::telemetry::register(r, "edge", &m.samples_refused)?;
+        vigil_core::telemetry::register(r, "edge", &m.samples_restamped)?;
         vigil_core::telemetry::register(r, "edge", &m.anomaly_score)?;
         vigil_core::telemetry::register(r, "edge", &m.anomalies)?;
         vigil_core::telemetry::register(r, "edge", &m.anomalous_entities)?;
@@ -298,15 +308,11 @@ impl EdgeMetrics {
         for r in ["installed", "refused"] {
             m.model_updates.with_label_values(&[r]);
         }
-        for r in [
-            "not_finite",
-            "out_of_order",
-            "duplicate",
-            "future",
-            "past",
-            "cache_full",
-        ] {
-            m.samples_refused.with_label_values(&[r]);
+        for r in crate::cache::Refusal::ALL {
+            m.samples_refused.with_label_values(&[r.as_str()]);
+        }
+        for r in crate::timing::Restamp::ALL {
+            m.samples_restamped.with_label_values(&[r.as_str()]);
         }
         for c in ["stored", "duplicate", "bad", "unexpected"] {
             m.model_chunks.with_label_values(&[c]);

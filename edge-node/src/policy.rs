@@ -53,6 +53,12 @@ pub struct Policy {
     /// Ceiling of the backed-off cooldown, seconds.
     #[serde(default = "default_cooldown_max_secs")]
     pub cooldown_max_secs: u64,
+    /// Once the target has stayed healthy this long, its cooldowns end and
+    /// the backoff starts again from `cooldown_secs` (a service that ran
+    /// well for a while and then crashed is a new incident, as Kubernetes
+    /// resets CrashLoopBackOff after ten minutes of running).
+    #[serde(default = "default_cooldown_reset_secs")]
+    pub cooldown_reset_secs: u64,
     /// How often the action may run on one target.
     #[serde(default)]
     pub budget: Budget,
@@ -81,6 +87,9 @@ fn default_cooldown_backoff() -> f64 {
 }
 fn default_cooldown_max_secs() -> u64 {
     3600
+}
+fn default_cooldown_reset_secs() -> u64 {
+    600
 }
 
 /// At most `max` actions per target in any `per_secs` window.
@@ -114,9 +123,17 @@ pub struct Matcher {
     /// Lowest entity score that counts.
     #[serde(default = "default_min_score")]
     pub min_score: f64,
-    /// Seconds the anomaly must persist before acting.
+    /// Seconds the anomaly (or, with `when`, the condition) must persist
+    /// before acting.
     #[serde(default = "default_for_secs")]
     pub for_secs: f64,
+    /// Liveness conditions on the entity's latest values, such as
+    /// `up == 0` or `http_ok == 0`: the policy acts when any of them has
+    /// held for `for_secs`, whatever the anomaly score (a dead process is
+    /// restarted every time). Empty: the policy acts on anomaly scores, and
+    /// `metrics` and `min_score` apply.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub when: Vec<crate::liveness::Condition>,
 }
 
 fn default_min_score() -> f64 {
@@ -199,12 +216,18 @@ pub fn glob(pattern: &str, text: &str) -> bool {
 impl Policy {
     /// Whether this policy applies to `entity` with this top metric and score.
     pub fn matches(&self, entity: &EntityId, top_metric: &str, score: f64) -> bool {
-        let Some(m) = &self.matcher else {
+        let Some(m) = self.matcher.as_ref().filter(|m| m.when.is_empty()) else {
             return false;
         };
         glob(&m.entity, entity.as_str())
             && (m.metrics.is_empty() || m.metrics.iter().any(|p| glob(p, top_metric)))
             && score >= m.min_score
+    }
+
+    /// Whether this policy acts on liveness conditions (`when`) rather than
+    /// on anomaly scores.
+    pub fn is_liveness(&self) -> bool {
+        self.matcher.as_ref().is_some_and(|m| !m.when.is_empty())
     }
 
     /// Seconds an anomaly must last before this policy acts (0 for a policy
@@ -366,6 +389,9 @@ fn validate(file: &PolicyFile) -> Vec<(String, String)> {
                 }
                 if !(m.min_score > 0.0 && m.min_score <= 1.0) {
                     bad(format!("match.min_score {} is outside (0, 1]", m.min_score));
+                }
+                if !m.when.is_empty() && !m.metrics.is_empty() {
+                    bad("match.metrics does not apply with match.when (a condition names its metric)".into());
                 }
                 if !(m.for_secs >= 0.0 && m.for_secs <= 86_400.0) {
                     bad(format!(

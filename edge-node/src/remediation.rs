@@ -6,6 +6,7 @@
 use crate::approval::{Approval, SharedApprovals, State};
 use crate::budget::Budgets;
 use crate::entity::{Entities, EntityState};
+use crate::liveness::Liveness;
 use crate::policy::{Mode, Policy, PolicySet};
 use crate::rails::{fleet_sick, RailsConfig, RateLimit};
 use std::collections::HashMap;
@@ -50,6 +51,14 @@ struct Target {
     /// After a failed verification with `escalate_on_failure`: the anomaly
     /// and the policy that takes over for it.
     escalated: Option<(Option<String>, String)>,
+    /// The policy that matched (before any escalation): whether recovery is
+    /// judged by its liveness conditions or by the anomaly score.
+    matched: String,
+    /// When the last command was sent, Unix ms.
+    acted_ms: Option<i64>,
+    /// Cooldown backoff counts only actions after this instant (the last
+    /// time the target stayed healthy for `cooldown_reset_secs`).
+    reset_ms: Option<i64>,
 }
 
 impl Target {
@@ -62,6 +71,9 @@ impl Target {
             lease: None,
             trigger: (0.0, String::new()),
             escalated: None,
+            matched: policy.to_string(),
+            acted_ms: None,
+            reset_ms: None,
         }
     }
 }
@@ -186,6 +198,11 @@ impl Engine {
         self.policies = policies;
     }
 
+    /// The policies in force.
+    pub fn policies(&self) -> &PolicySet {
+        &self.policies
+    }
+
     /// Version of the policies in force.
     pub fn policy_version(&self) -> &str {
         &self.policies.version
@@ -303,12 +320,47 @@ impl Engine {
         d.audit.push(rec);
     }
 
-    /// Advances every target after a scoring tick.
-    pub fn on_tick(&mut self, now_ms: i64, entities: &Entities, model: &str) -> Decisions {
+    /// Advances every target after a scoring tick (or after samples that
+    /// changed a liveness condition): liveness conditions first, then
+    /// anomalies.
+    pub fn on_tick(
+        &mut self,
+        now_ms: i64,
+        entities: &Entities,
+        live: &Liveness,
+        model: &str,
+    ) -> Decisions {
         let mut d = Decisions::default();
-        self.advance_in_flight(now_ms, entities, model, &mut d);
+        self.advance_in_flight(now_ms, entities, live, model, &mut d);
+        self.reset_calm(now_ms, entities, live);
         self.short_circuit(now_ms, entities, model, &mut d);
+        // A dead process needs no detector's opinion; a target a condition
+        // speaks for is not also weighed by its score this tick (two
+        // triggers would audit each hold twice).
+        let mut spoken = std::collections::HashSet::new();
+        for f in live.firing() {
+            let Some(p) = self.policy(&f.policy).filter(|p| p.is_liveness()).cloned() else {
+                continue;
+            };
+            if (f.held_ms as f64) < p.for_secs() * 1000.0 {
+                continue;
+            }
+            spoken.insert(f.entity.clone());
+            let e = EntityState::from_condition(f);
+            let why = format!(
+                "{}: {} has held for {:.1} s ({} = {})",
+                f.entity,
+                f.condition,
+                f.held_ms as f64 / 1000.0,
+                f.metric,
+                f.value
+            );
+            self.consider(&p, &e, now_ms, model, &why, &mut d);
+        }
         for e in entities.all().filter(|e| e.anomalous) {
+            if spoken.contains(&e.entity) {
+                continue;
+            }
             let Some(p) = self
                 .policies
                 .policies
@@ -318,7 +370,17 @@ impl Engine {
             else {
                 continue;
             };
-            self.consider(&p, e, now_ms, model, &mut d);
+            if ((now_ms - e.since_ms) as f64 / 1000.0) < p.for_secs() {
+                continue;
+            }
+            let why = format!(
+                "{} anomalous for {:.1} s (score {:.3}, top metric {})",
+                e.entity,
+                (now_ms - e.since_ms) as f64 / 1000.0,
+                e.score,
+                e.top_metric,
+            );
+            self.consider(&p, e, now_ms, model, &why, &mut d);
         }
         d
     }
@@ -329,12 +391,11 @@ impl Engine {
         e: &EntityState,
         now_ms: i64,
         model: &str,
+        why: &str,
         d: &mut Decisions,
     ) {
         let state = self.targets.get(&e.entity);
-        if state.is_some_and(|t| !matches!(t.phase, Phase::Idle))
-            || ((now_ms - e.since_ms) as f64 / 1000.0) < p.for_secs()
-        {
+        if state.is_some_and(|t| !matches!(t.phase, Phase::Idle)) {
             return;
         }
         // A failed verification may have handed this anomaly down the chain.
@@ -355,7 +416,8 @@ impl Engine {
         };
         self.targets
             .entry(e.entity.clone())
-            .or_insert_with(|| Target::new(&p.name));
+            .or_insert_with(|| Target::new(&p.name))
+            .matched = p.name.clone();
         let chosen = match verdict {
             Ok(c) => c,
             Err(held) => return self.hold(held, e, model, d),
@@ -429,6 +491,7 @@ impl Engine {
             sent_ms: now_ms,
         };
         t.policy = acting.name.clone();
+        t.acted_ms = Some(now_ms);
         t.held_for = None;
         t.trigger = (e.score, e.top_metric.clone());
         if let Err(err) = self
@@ -438,15 +501,7 @@ impl Engine {
             // The spend still counts in memory; only a restart could forget it.
             tracing::warn!(error = %err, "Budget not saved.");
         }
-        let detail = format!(
-            "{} anomalous for {:.1} s (score {:.3}, top metric {}); {}sending {} to {agent}",
-            e.entity,
-            (now_ms - e.since_ms) as f64 / 1000.0,
-            e.score,
-            e.top_metric,
-            note,
-            acting.action
-        );
+        let detail = format!("{why}; {note}sending {} to {agent}", acting.action);
         d.audit.push(self.record(
             AuditKind::ActionSent,
             &acting.name,
@@ -680,10 +735,62 @@ impl Engine {
         }
     }
 
+    /// Since when `entity` has been healthy, as the policy that matched it
+    /// judges: its liveness conditions clear, or its anomaly closed.
+    fn healthy_since(
+        &self,
+        matched: &str,
+        entity: &EntityId,
+        entities: &Entities,
+        live: &Liveness,
+    ) -> Option<i64> {
+        if self.policy(matched).is_some_and(Policy::is_liveness) {
+            live.ok_since(matched, entity)
+        } else {
+            entities
+                .get(entity)
+                .filter(|e| !e.anomalous)
+                .map(|e| e.since_ms)
+        }
+    }
+
+    /// Ends the cooldowns (and restarts the backoff) of every idle target
+    /// that has stayed healthy for its policy's `cooldown_reset_secs` since
+    /// it was last acted on.
+    fn reset_calm(&mut self, now_ms: i64, entities: &Entities, live: &Liveness) {
+        let mut calm = Vec::new();
+        for (entity, t) in &self.targets {
+            let Some(acted_ms) = t.acted_ms.filter(|&a| t.reset_ms < Some(a)) else {
+                continue;
+            };
+            if !matches!(t.phase, Phase::Idle) {
+                continue;
+            }
+            let Some(reset_ms) = self
+                .policy(&t.matched)
+                .map(|p| p.cooldown_reset_secs as i64 * 1000)
+            else {
+                continue;
+            };
+            let since = self.healthy_since(&t.matched, entity, entities, live);
+            if since.is_some_and(|s| s >= acted_ms && now_ms - s >= reset_ms) {
+                calm.push(entity.clone());
+            }
+        }
+        for entity in calm {
+            if let Some(t) = self.targets.get_mut(&entity) {
+                t.cooldowns.clear();
+                t.escalated = None;
+                t.reset_ms = Some(now_ms);
+            }
+        }
+    }
+
     fn advance_in_flight(
         &mut self,
         now_ms: i64,
         entities: &Entities,
+        live: &Liveness,
         model: &str,
         d: &mut Decisions,
     ) {
@@ -710,10 +817,9 @@ impl Engine {
                     result_ms,
                     until_ms,
                 } => {
-                    let healthy_ms = entities
-                        .get(entity)
-                        .filter(|e| !e.anomalous)
-                        .map(|e| now_ms - e.since_ms.max(*result_ms))
+                    let healthy_ms = self
+                        .healthy_since(&t.matched, entity, entities, live)
+                        .map(|s| now_ms - s.max(*result_ms))
                         .unwrap_or(0);
                     let need = self.healthy_for_ms(&t.policy);
                     let verdict = if healthy_ms >= need {
@@ -772,11 +878,14 @@ impl Engine {
     }
 
     /// The cooldown after `policy` acted on `entity`: backed off by how often
-    /// its action ran there inside the budget window.
+    /// its action ran there inside the budget window (since the target last
+    /// stayed healthy long enough to reset it).
     fn cooldown_ms(&self, policy: &str, entity: &EntityId, now_ms: i64) -> i64 {
+        let reset_ms = self.targets.get(entity).and_then(|t| t.reset_ms);
         self.policy(policy)
             .map(|p| {
                 let window = p.budget.per_secs as i64 * 1000;
+                let window = reset_ms.map_or(window, |r| window.min(now_ms - r));
                 p.cooldown_ms(
                     self.budgets
                         .used(entity.as_str(), &p.action, now_ms, window),
@@ -857,3 +966,6 @@ impl Engine {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod liveness_tests;

@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
-use vigil::stack::{BrokerChoice, StackOptions, DEMO_POLICY};
+use vigil::stack::{BrokerChoice, StackOptions};
 
 /// Stack options for tests: free ports, fast ticks, short cooldowns.
 pub fn test_options(broker: BrokerChoice, data_dir: &Path, service_bin: &str) -> StackOptions {
@@ -19,7 +19,6 @@ pub fn test_options(broker: BrokerChoice, data_dir: &Path, service_bin: &str) ->
     o.tick_ms = 500;
     o.interval_secs = 0.5;
     o.workload_rate = 10;
-    o.policy = DEMO_POLICY.replace("cooldown_secs: 15", "cooldown_secs: 3");
     o
 }
 
@@ -275,6 +274,16 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     out
 }
 
+/// The demo policy that heals `kind`: a dead or hung service is the
+/// liveness rule's, the rest the anomaly score's.
+pub fn demo_policy_for(kind: vigil::demo::FaultKind) -> &'static str {
+    use vigil::demo::FaultKind;
+    match kind {
+        FaultKind::Crash | FaultKind::Hang => "restart-dead-demo-web",
+        _ => "restart-demo-web",
+    }
+}
+
 async fn heal_each(
     stack: &vigil::stack::Stack,
     faults: &[vigil::demo::FaultKind],
@@ -320,9 +329,10 @@ async fn heal_each(
             health.status()
         );
         let audit = get_json(&format!("{}/api/v1/audit", stack.edge_url)).await?;
+        let policy = demo_policy_for(kind);
         let verified = audit.as_array().into_iter().flatten().any(|a| {
             a["kind"] == "verified"
-                && a["policy"] == "restart-demo-web"
+                && a["policy"] == policy
                 && a["ts_ms"].as_i64() >= Some(rec.injected_at_ms)
         });
         anyhow::ensure!(
@@ -335,7 +345,7 @@ async fn heal_each(
             || async {
                 // Queried by the fields the cloud API filters on.
                 let v = get_json(&format!(
-                    "{}/api/v1/audit?site=demo&kind=verified&policy=restart-demo-web&target={}",
+                    "{}/api/v1/audit?site=demo&kind=verified&policy={policy}&target={}",
                     stack.cloud_url, stack.target
                 ))
                 .await
@@ -344,7 +354,7 @@ async fn heal_each(
                     .iter()
                     .any(|a| {
                         a["kind"] == "verified"
-                            && a["policy"] == "restart-demo-web"
+                            && a["policy"] == policy
                             && a["ts_ms"].as_i64() >= Some(rec.injected_at_ms)
                     })
                     .then_some(())

@@ -44,7 +44,12 @@ fn decide(engine: &mut Engine, now: i64) -> Command {
     cache.set_scores(&pending, &[0.99]);
     let mut entities = Entities::default();
     entities.update(&cache, Levels::plain(0.95), now, 5_000, "site-1", "m1");
-    let mut d = engine.on_tick(now, &entities, "m1");
+    let mut d = engine.on_tick(
+        now,
+        &entities,
+        &vigil_edge::liveness::Liveness::default(),
+        "m1",
+    );
     assert_eq!(d.commands.len(), 1, "{:?}", d.audit);
     d.commands.remove(0).1
 }

@@ -24,6 +24,7 @@ struct World {
     cache: Cache,
     entities: Entities,
     engine: Engine,
+    live: Liveness,
 }
 
 impl World {
@@ -33,6 +34,7 @@ impl World {
             cache: Cache::new(10, 10),
             entities: Entities::default(),
             engine: Engine::new("s".into(), set, 10_000, Budgets::in_memory()),
+            live: Liveness::default(),
         }
     }
 
@@ -49,7 +51,7 @@ impl World {
         self.cache.set_scores(&pending, &scores);
         self.entities
             .update(&self.cache, Levels::plain(0.95), now, 5_000, "s", "m1");
-        self.engine.on_tick(now, &self.entities, "m1")
+        self.engine.on_tick(now, &self.entities, &self.live, "m1")
     }
 
     fn result(&mut self, t: i64, cmd: &Command, outcome: Outcome) -> Decisions {
@@ -219,6 +221,7 @@ impl World {
             cache: Cache::new(10, 10),
             entities: Entities::default(),
             engine: Engine::new("s".into(), set, 10_000, budgets),
+            live: Liveness::default(),
         }
     }
 
@@ -361,7 +364,7 @@ fn tick_many(w: &mut World, t: i64, services: &[(String, f32)]) -> Decisions {
     w.cache.set_scores(&pending, &scores);
     w.entities
         .update(&w.cache, Levels::plain(0.95), now, 5_000, "s", "m1");
-    w.engine.on_tick(now, &w.entities, "m1")
+    w.engine.on_tick(now, &w.entities, &w.live, "m1")
 }
 
 fn storm_world(rails: RailsConfig) -> World {
@@ -370,6 +373,7 @@ fn storm_world(rails: RailsConfig) -> World {
         cache: Cache::new(1000, 10),
         entities: Entities::default(),
         engine: Engine::new("s".into(), set, 10_000, Budgets::in_memory()).with_rails(rails),
+        live: Liveness::default(),
     }
 }
 
@@ -466,6 +470,7 @@ fn approve_world() -> (World, crate::approval::SharedApprovals) {
         cache: Cache::new(10, 10),
         entities: Entities::default(),
         engine,
+        live: Liveness::default(),
     };
     (w, approvals)
 }
@@ -582,6 +587,7 @@ fn a_site_wide_policy_still_acts_while_the_short_circuit_holds() {
         cache: Cache::new(100, 10),
         entities: Entities::default(),
         engine: Engine::new("s".into(), set, 10_000, Budgets::in_memory()),
+        live: Liveness::default(),
     };
     let mut services: Vec<(String, f32)> = (0..9).map(|i| (format!("w{i}"), 0.99)).collect();
     services.push(("lb".into(), 0.99));

@@ -1,0 +1,405 @@
+//! Liveness rules: plain conditions on an entity's latest values (`up == 0`,
+//! `http_ok == 0`, `rss_bytes > 2e9`) that a policy acts on beside anomaly
+//! scores. A dead process is restarted every time, however long it has been
+//! down and whatever the detector has come to expect: Monit, systemd and
+//! Kubernetes liveness probes behave the same way.
+//!
+//! Conditions are judged per sample, in order, so "holds for 2 s" means two
+//! samples 2 s apart both held, not "two ticks saw it".
+
+use crate::cache::Cache;
+use crate::policy::{glob, PolicySet};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::fmt;
+use vigil_core::EntityId;
+
+/// A comparison in a condition.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Op {
+    /// `==`
+    Eq,
+    /// `!=`
+    Ne,
+    /// `<`
+    Lt,
+    /// `<=`
+    Le,
+    /// `>`
+    Gt,
+    /// `>=`
+    Ge,
+}
+
+impl Op {
+    // Two-character operators first, so `<=` is not read as `<`.
+    const ALL: [(&'static str, Op); 6] = [
+        ("==", Op::Eq),
+        ("!=", Op::Ne),
+        ("<=", Op::Le),
+        (">=", Op::Ge),
+        ("<", Op::Lt),
+        (">", Op::Gt),
+    ];
+
+    fn as_str(self) -> &'static str {
+        Self::ALL
+            .iter()
+            .find(|(_, o)| *o == self)
+            .map_or("?", |(s, _)| s)
+    }
+
+    fn holds(self, a: f64, b: f64) -> bool {
+        match self {
+            Op::Eq => a == b,
+            Op::Ne => a != b,
+            Op::Lt => a < b,
+            Op::Le => a <= b,
+            Op::Gt => a > b,
+            Op::Ge => a >= b,
+        }
+    }
+}
+
+/// `<metric pattern> <op> <number>`, e.g. `up == 0` or `http_*_seconds > 2`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Condition {
+    /// Metric pattern (`*` matches any run of characters).
+    pub metric: String,
+    /// Comparison.
+    pub op: Op,
+    /// Right-hand side.
+    pub value: f64,
+}
+
+impl Condition {
+    /// Whether `value` of a matching metric meets the condition.
+    pub fn holds(&self, value: f64) -> bool {
+        self.op.holds(value, self.value)
+    }
+}
+
+impl TryFrom<String> for Condition {
+    type Error = String;
+    fn try_from(text: String) -> Result<Self, String> {
+        let bad = || {
+            format!(
+                "condition {text:?} is not `<metric> <op> <number>` with op one of == != < <= > >="
+            )
+        };
+        let (at, op, len) = Op::ALL
+            .iter()
+            .filter_map(|(s, op)| text.find(s).map(|i| (i, *op, s.len())))
+            .min_by_key(|(i, _, len)| (*i, std::cmp::Reverse(*len)))
+            .ok_or_else(bad)?;
+        let metric = text[..at].trim();
+        let number = text[at + len..].trim();
+        let value: f64 = number.parse().map_err(|_| bad())?;
+        let metric_ok = !metric.is_empty()
+            && metric
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-' | '*'));
+        if !metric_ok || !value.is_finite() {
+            return Err(bad());
+        }
+        Ok(Self {
+            metric: metric.to_string(),
+            op,
+            value,
+        })
+    }
+}
+
+impl From<Condition> for String {
+    fn from(c: Condition) -> String {
+        c.to_string()
+    }
+}
+
+impl fmt::Display for Condition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {} {}", self.metric, self.op.as_str(), self.value)
+    }
+}
+
+/// A liveness condition that holds now for a policy's target.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Firing {
+    /// The policy whose condition holds.
+    pub policy: String,
+    /// Its target.
+    pub entity: EntityId,
+    /// The condition, as written.
+    pub condition: String,
+    /// The metric that meets it and its latest value.
+    pub metric: String,
+    /// Latest value.
+    pub value: f64,
+    /// Timestamp of the first sample of this run that met it.
+    pub since_ms: i64,
+    /// How long it has held, from sample timestamps.
+    pub held_ms: i64,
+    /// Id of this episode (from its first sample to the first sample that
+    /// no longer meets any condition); written where an anomaly id goes.
+    pub episode: String,
+}
+
+/// One series a condition watches.
+#[derive(Debug)]
+struct Watch {
+    policy: String,
+    entity: EntityId,
+    metric: String,
+    condition: usize,
+    slot: usize,
+    /// The series' identity in that slot (slots are reused after eviction).
+    born: u64,
+    /// Newest sample looked at.
+    last_ts: i64,
+    /// First sample of the current run that met the condition.
+    held_since: Option<i64>,
+    /// First sample of the current run that did not.
+    ok_since: Option<i64>,
+    value: f64,
+}
+
+/// Condition state of every liveness policy over the cache.
+#[derive(Debug, Default)]
+pub struct Liveness {
+    watches: Vec<Watch>,
+    /// Cache slots born up to this have been matched against the policies.
+    scanned: u64,
+    /// Policy file version the watches were built for.
+    version: String,
+    /// Open episodes by (policy, entity).
+    episodes: HashMap<(String, EntityId), String>,
+    firing: Vec<Firing>,
+}
+
+impl Liveness {
+    /// Reads the samples added to watched series since the last call and
+    /// works out which conditions hold. `stale_ms`: a series without a
+    /// sample that recent says nothing (its agent may be gone).
+    pub fn update(&mut self, cache: &Cache, policies: &PolicySet, now_ms: i64, stale_ms: i64) {
+        if self.version != policies.version {
+            self.watches.clear();
+            self.scanned = 0;
+            self.version = policies.version.clone();
+        }
+        self.scan(cache, policies);
+        let entries = cache.entries();
+        self.watches
+            .retain(|w| entries.get(w.slot).is_some_and(|e| e.born == w.born));
+        for w in &mut self.watches {
+            let e = &entries[w.slot];
+            let Some(cond) = policies
+                .policies
+                .iter()
+                .find(|p| p.name == w.policy)
+                .and_then(|p| p.matcher.as_ref())
+                .and_then(|m| m.when.get(w.condition))
+            else {
+                continue;
+            };
+            let after = w.last_ts;
+            for p in e.points.iter().filter(|p| p.ts_ms > after) {
+                if cond.holds(p.value) {
+                    w.held_since.get_or_insert(p.ts_ms);
+                    w.ok_since = None;
+                } else {
+                    w.ok_since.get_or_insert(p.ts_ms);
+                    w.held_since = None;
+                }
+                w.value = p.value;
+                w.last_ts = p.ts_ms;
+            }
+        }
+        self.collect(policies, now_ms, stale_ms);
+    }
+
+    /// Matches cache slots born since the last scan against every condition.
+    fn scan(&mut self, cache: &Cache, policies: &PolicySet) {
+        let newest = cache.entries().iter().map(|e| e.born).max().unwrap_or(0);
+        if newest <= self.scanned {
+            return;
+        }
+        for (slot, e) in cache.entries().iter().enumerate() {
+            if e.born <= self.scanned {
+                continue;
+            }
+            for p in &policies.policies {
+                let Some(m) = p.matcher.as_ref().filter(|m| !m.when.is_empty()) else {
+                    continue;
+                };
+                if !glob(&m.entity, e.id.entity.as_str()) {
+                    continue;
+                }
+                for (k, c) in m.when.iter().enumerate() {
+                    if glob(&c.metric, &e.id.metric) {
+                        self.watches.push(Watch {
+                            policy: p.name.clone(),
+                            entity: e.id.entity.clone(),
+                            metric: e.id.metric.clone(),
+                            condition: k,
+                            slot,
+                            born: e.born,
+                            last_ts: i64::MIN,
+                            held_since: None,
+                            ok_since: None,
+                            value: 0.0,
+                        });
+                    }
+                }
+            }
+        }
+        self.scanned = newest;
+    }
+
+    fn collect(&mut self, policies: &PolicySet, now_ms: i64, stale_ms: i64) {
+        let mut groups: HashMap<(&str, &EntityId), Option<&Watch>> = HashMap::new();
+        for w in &self.watches {
+            let fresh = now_ms - w.last_ts <= stale_ms;
+            let slot = groups.entry((&w.policy, &w.entity)).or_insert(None);
+            if let (true, Some(since)) = (fresh, w.held_since) {
+                if slot.is_none_or(|b| since < b.held_since.unwrap_or(i64::MAX)) {
+                    *slot = Some(w);
+                }
+            }
+        }
+        let mut firing = Vec::new();
+        let mut open = HashMap::new();
+        for ((policy, entity), w) in groups {
+            let Some(w) = w else { continue };
+            let key = (policy.to_string(), entity.clone());
+            let episode = self
+                .episodes
+                .remove(&key)
+                .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+            let since = w.held_since.unwrap_or(w.last_ts);
+            let condition = policies
+                .policies
+                .iter()
+                .find(|p| p.name == policy)
+                .and_then(|p| p.matcher.as_ref())
+                .and_then(|m| m.when.get(w.condition))
+                .map(|c| c.to_string())
+                .unwrap_or_default();
+            firing.push(Firing {
+                policy: policy.to_string(),
+                entity: entity.clone(),
+                condition,
+                metric: w.metric.clone(),
+                value: w.value,
+                since_ms: since,
+                held_ms: w.last_ts - since,
+                episode: episode.clone(),
+            });
+            open.insert(key, episode);
+        }
+        firing.sort_by(|a, b| (&a.policy, &a.entity).cmp(&(&b.policy, &b.entity)));
+        self.episodes = open;
+        self.firing = firing;
+    }
+
+    /// Conditions that hold now, one per (policy, target), in a stable order.
+    pub fn firing(&self) -> &[Firing] {
+        &self.firing
+    }
+
+    /// Whether any condition of `policy` holds for `entity` now.
+    pub fn holds(&self, policy: &str, entity: &EntityId) -> bool {
+        self.firing
+            .iter()
+            .any(|f| f.policy == policy && &f.entity == entity)
+    }
+
+    /// Since when none of `policy`'s conditions has held for `entity`
+    /// (the first sample of the current healthy run of each watched
+    /// series, the latest of them); `None` while one holds or nothing is
+    /// known.
+    pub fn ok_since(&self, policy: &str, entity: &EntityId) -> Option<i64> {
+        let mut out: Option<i64> = None;
+        for w in self
+            .watches
+            .iter()
+            .filter(|w| w.policy == policy && &w.entity == entity)
+        {
+            out = Some(out.unwrap_or(i64::MIN).max(w.ok_since?));
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+    use vigil_core::SeriesId;
+
+    #[test]
+    fn conditions_parse_and_print() {
+        let c = Condition::try_from("up == 0".to_string()).unwrap();
+        assert_eq!((c.metric.as_str(), c.op, c.value), ("up", Op::Eq, 0.0));
+        assert!(c.holds(0.0) && !c.holds(1.0));
+        let c = Condition::try_from("http_*_seconds>=2.5".to_string()).unwrap();
+        assert_eq!((c.op, c.value), (Op::Ge, 2.5));
+        assert_eq!(c.to_string(), "http_*_seconds >= 2.5");
+        assert_eq!(
+            Condition::try_from("rss_bytes < 1e9".to_string())
+                .unwrap()
+                .op,
+            Op::Lt
+        );
+        for bad in ["up", "up = 0", "== 0", "up == x", "up == inf", "a b == 1"] {
+            assert!(Condition::try_from(bad.to_string()).is_err(), "{bad}");
+        }
+    }
+
+    fn policies() -> PolicySet {
+        PolicySet::parse(
+            "policies:\n  - name: live\n    match: { entity: \"service/*/web\", when: [\"up == 0\", \"http_ok == 0\"], for_secs: 2 }\n    action: restart\n",
+            Path::new("p.yaml"),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn a_condition_holds_from_its_first_sample_and_clears_on_the_first_good_one() {
+        let set = policies();
+        let web = EntityId::service("h", "web");
+        let up = SeriesId::new(web.clone(), "up");
+        let cpu = SeriesId::new(web.clone(), "cpu_percent");
+        let mut cache = Cache::new(10, 10);
+        let mut live = Liveness::default();
+        for (t, v) in [(1000, 1.0), (2000, 0.0), (3000, 0.0)] {
+            cache.push(&up, t, v, t, 0).unwrap();
+            cache.push(&cpu, t, 5.0, t, 0).unwrap();
+        }
+        live.update(&cache, &set, 3000, 5000);
+        let f = &live.firing()[0];
+        assert_eq!((f.since_ms, f.held_ms), (2000, 1000));
+        assert_eq!((f.metric.as_str(), f.condition.as_str()), ("up", "up == 0"));
+        let episode = f.episode.clone();
+        assert_eq!(live.ok_since("live", &web), None);
+        cache.push(&up, 4000, 0.0, 4000, 0).unwrap();
+        live.update(&cache, &set, 4000, 5000);
+        assert_eq!(live.firing()[0].held_ms, 2000);
+        assert_eq!(live.firing()[0].episode, episode, "one episode per run");
+        cache.push(&up, 5000, 1.0, 5000, 0).unwrap();
+        live.update(&cache, &set, 5000, 5000);
+        assert!(live.firing().is_empty());
+        assert_eq!(live.ok_since("live", &web), Some(5000));
+        // A stale series says nothing: its last word does not fire forever.
+        cache.push(&up, 6000, 0.0, 6000, 0).unwrap();
+        live.update(&cache, &set, 6000, 5000);
+        assert_eq!(live.firing().len(), 1);
+        assert_ne!(
+            live.firing()[0].episode,
+            episode,
+            "a new run is a new episode"
+        );
+        live.update(&cache, &set, 20_000, 5000);
+        assert!(live.firing().is_empty());
+    }
+}
