@@ -23,30 +23,9 @@ pub fn keygen(dir: &Path, name: &str, force: bool) -> anyhow::Result<String> {
         );
     }
     let key = SecretKey::generate()?;
-    write_secret(&secret, &key.to_text())?;
-    std::fs::write(&public, key.public().to_text())
-        .with_context(|| format!("writing {}", public.display()))?;
+    key.write_pair(&secret)
+        .with_context(|| format!("writing {} and {}", secret.display(), public.display()))?;
     Ok(key.public().id())
-}
-
-#[cfg(unix)]
-fn write_secret(path: &Path, text: &str) -> anyhow::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("writing {}", path.display()))?;
-    f.write_all(text.as_bytes())?;
-    Ok(())
-}
-
-#[cfg(not(unix))]
-fn write_secret(path: &Path, text: &str) -> anyhow::Result<()> {
-    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
 }
 
 fn read(file: &Path) -> anyhow::Result<(Vec<u8>, Bundle)> {

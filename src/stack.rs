@@ -231,6 +231,10 @@ impl Stack {
             ..EdgeConfig::default()
         };
         edge.model.trusted_keys = vec![keys.join("vigil.pub").display().to_string()];
+        // The edge signs its commands; the agent runs only what it signed.
+        let command_key = edge.command_key_path();
+        vigil_core::signing::SecretKey::read_or_create(&command_key)
+            .map_err(|e| anyhow::anyhow!("edge command key: {e}"))?;
         spawn_role(
             &tasks,
             &errors,
@@ -260,6 +264,7 @@ impl Stack {
                 health_url: Some(format!("{service_url}/healthz")),
                 health_timeout_ms: 800,
             }],
+            trusted_edge_keys: vec![command_key.with_extension("pub").display().to_string()],
             ..AgentConfig::default()
         };
         let problems = agent.validate();

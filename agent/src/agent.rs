@@ -79,6 +79,13 @@ pub async fn run(
     vigil_core::telemetry::spawn_server(&tracker, listener, &metrics.registry, api, &shutdown);
     let ledger_path = config.data_dir.join("ledger.json");
     let ledger = Ledger::open(&ledger_path).map_err(anyhow::Error::msg)?;
+    let keys = vigil_core::signing::Keyring::load(&config.trusted_edge_keys)
+        .map_err(|e| anyhow::anyhow!("trusted_edge_keys: {}", e.join("; ")))?;
+    if config.allow_unsigned_commands {
+        warn!("allow_unsigned_commands is set: any client that may publish on this agent's command topic can run its catalog actions.");
+    } else if keys.is_empty() {
+        warn!("No edge key is trusted (trusted_edge_keys): every command will be refused.");
+    }
     let executor = Executor::new(
         host.clone(),
         catalog,
@@ -86,7 +93,11 @@ pub async fn run(
         Duration::from_secs(config.max_action_secs),
         ledger,
         config.breaker.clone(),
-    );
+    )
+    .with_trust(crate::executor::Trust {
+        keys,
+        allow_unsigned: config.allow_unsigned_commands,
+    });
     let catalog_watch = (!config.catalog.as_os_str().is_empty()).then(|| {
         let text = std::fs::read_to_string(&config.catalog).ok();
         FileWatch::new(&config.catalog, text)
@@ -102,6 +113,7 @@ pub async fn run(
         catalog_watch,
         services: supervisor.lock().await.names(),
         reload: Duration::from_secs_f64(config.reload_secs),
+        ratelog: Default::default(),
     };
     tracker.spawn(commands.run(inbox, shutdown.child_token()));
     let collect = CollectLoop::new(
@@ -134,6 +146,7 @@ struct CommandLoop {
     catalog_watch: Option<FileWatch>,
     services: Vec<String>,
     reload: Duration,
+    ratelog: vigil_core::ratelog::RateLog,
 }
 
 impl CommandLoop {
@@ -167,9 +180,24 @@ impl CommandLoop {
                     continue;
                 }
             };
-            let timer = self.metrics.action_seconds.start_timer();
-            let result = self.executor.handle(&cmd).await;
-            timer.observe_duration();
+            let result = match self.executor.authenticate(&cmd) {
+                Ok(()) => {
+                    let timer = self.metrics.action_seconds.start_timer();
+                    let result = self.executor.handle(&cmd).await;
+                    timer.observe_duration();
+                    result
+                }
+                Err((reason, detail)) => {
+                    self.metrics
+                        .commands_refused
+                        .with_label_values(&[reason])
+                        .inc();
+                    if let Some(skipped) = self.ratelog.allow(reason) {
+                        warn!(id = %cmd.id, action = %cmd.action, holder = %cmd.holder, reason, %detail, skipped, "Command refused unrun.");
+                    }
+                    self.executor.refused(&cmd, detail)
+                }
+            };
             self.metrics
                 .actions
                 .with_label_values(&[result.outcome.as_str()])

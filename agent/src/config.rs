@@ -40,6 +40,14 @@ pub struct AgentConfig {
     /// unreachable, sent in order when both are back; beyond it the oldest
     /// go (and are counted).
     pub buffer_batches: usize,
+    /// Public keys of the edges whose commands this agent runs (key text or
+    /// `.pub` files, as `vigil keygen` writes them; the edge keeps its key
+    /// in `<data_dir>/command.key` and its public half beside it). A
+    /// command without a signature one of them verifies runs nothing.
+    pub trusted_edge_keys: Vec<String>,
+    /// Run unsigned commands too (the broker's ACL is then the only wall).
+    /// For migrations only; the agent warns at start while it is set.
+    pub allow_unsigned_commands: bool,
 }
 
 /// One watched service.
@@ -86,6 +94,8 @@ impl Default for AgentConfig {
             breaker: crate::breaker::BreakerConfig::default(),
             reload_secs: 2.0,
             buffer_batches: 600,
+            trusted_edge_keys: Vec::new(),
+            allow_unsigned_commands: false,
         }
     }
 }
@@ -185,6 +195,13 @@ impl AgentConfig {
         }
         if self.max_action_secs == 0 {
             e.push("max_action_secs: must be positive".into());
+        }
+        if let Err(errors) = vigil_core::signing::Keyring::load(&self.trusted_edge_keys) {
+            e.extend(
+                errors
+                    .into_iter()
+                    .map(|x| x.replacen("trusted_keys", "trusted_edge_keys", 1)),
+            );
         }
         e
     }

@@ -16,9 +16,29 @@ use vigil_core::clock::now_ms;
 use vigil_core::message::{Command, CommandResult, Outcome};
 use vigil_core::EntityId;
 
+/// Reasons a command is refused before anything it asks is looked at
+/// (label values of `vigil_agent_commands_refused_total`).
+pub const REFUSALS: [&str; 5] = [
+    "unsigned",
+    "unknown_key",
+    "bad_signature",
+    "wrong_agent",
+    "bad_target",
+];
+
+/// Who may command this agent: the edges whose keys it trusts.
+#[derive(Clone, Debug, Default)]
+pub struct Trust {
+    /// Trusted edge keys.
+    pub keys: vigil_core::signing::Keyring,
+    /// Run unsigned commands as well (migrations only).
+    pub allow_unsigned: bool,
+}
+
 /// Validates and runs commands against the catalog.
 pub struct Executor {
     host: String,
+    trust: Trust,
     catalog: Catalog,
     supervisor: Arc<Mutex<Supervisor>>,
     max_action: Duration,
@@ -40,6 +60,7 @@ impl Executor {
     ) -> Self {
         Self {
             host,
+            trust: Trust::default(),
             catalog,
             supervisor,
             max_action,
@@ -50,6 +71,55 @@ impl Executor {
                 .connect_timeout(Duration::from_secs(10))
                 .build()
                 .unwrap_or_default(),
+        }
+    }
+
+    /// Sets which edges may command this agent.
+    pub fn with_trust(mut self, trust: Trust) -> Self {
+        self.trust = trust;
+        self
+    }
+
+    /// Checks that a trusted edge signed `cmd` for this agent and that its
+    /// target is well formed; `Err` is (reason label, detail). Nothing of
+    /// the command is acted on, leased or remembered before this passes.
+    pub fn authenticate(&self, cmd: &Command) -> Result<(), (&'static str, String)> {
+        use vigil_core::signing::SignError;
+        if let Err(why) = cmd.target.validate() {
+            return Err(("bad_target", format!("target {why}")));
+        }
+        match cmd.verify(&self.trust.keys) {
+            Ok(_) if cmd.to != self.host => Err((
+                "wrong_agent",
+                format!("signed for agent {:?}, not {:?}", cmd.to, self.host),
+            )),
+            Ok(_) => Ok(()),
+            Err(SignError::Unsigned) if self.trust.allow_unsigned => Ok(()),
+            Err(SignError::Unsigned) => Err((
+                "unsigned",
+                "unsigned command refused: no trusted edge signed it".into(),
+            )),
+            Err(SignError::UnknownKey(k)) => Err((
+                "unknown_key",
+                format!("signed by key {k}, which this agent does not trust"),
+            )),
+            Err(e) => Err(("bad_signature", e.to_string())),
+        }
+    }
+
+    /// The result reported for a command refused by [`Self::authenticate`].
+    pub fn refused(&self, cmd: &Command, detail: String) -> CommandResult {
+        let now = now_ms();
+        CommandResult {
+            command_id: cmd.id.clone(),
+            host: self.host.clone(),
+            action: cmd.action.clone(),
+            target: cmd.target.clone(),
+            outcome: Outcome::Rejected,
+            detail,
+            started_ms: now,
+            finished_ms: now,
+            lease_token: None,
         }
     }
 
@@ -316,6 +386,8 @@ mod tests {
             holder: "s/edge-1".into(),
             lease_token: None,
             lease_ms: 1000,
+            to: "h1".into(),
+            signature: None,
         }
     }
 

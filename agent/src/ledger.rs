@@ -179,6 +179,8 @@ mod tests {
             holder: holder.into(),
             lease_token: token,
             lease_ms,
+            to: "h1".into(),
+            signature: None,
         }
     }
 

@@ -28,6 +28,8 @@ pub struct AgentMetrics {
     pub backlog: IntGauge,
     /// Held batches dropped because the backlog was full.
     pub backlog_dropped: IntCounter,
+    /// Commands refused before any check of what they ask, by reason.
+    pub commands_refused: IntCounterVec,
 }
 
 impl AgentMetrics {
@@ -86,6 +88,17 @@ impl AgentMetrics {
             "vigil_agent_backlog_dropped_total",
             "Held metric batches dropped, oldest first, because the backlog was full.",
         )?;
+        let commands_refused = IntCounterVec::new(
+            prometheus::Opts::new(
+                "vigil_agent_commands_refused_total",
+                "Commands refused unrun because no trusted edge signed them for this agent, by reason (unsigned, unknown_key, bad_signature, wrong_agent, bad_target).",
+            ),
+            &["reason"],
+        )?;
+        for r in crate::executor::REFUSALS {
+            commands_refused.with_label_values(&[r]);
+        }
+        vigil_core::telemetry::register(&registry, "agent", &commands_refused)?;
         vigil_core::telemetry::register(&registry, "agent", &backlog)?;
         vigil_core::telemetry::register(&registry, "agent", &backlog_dropped)?;
         vigil_core::telemetry::register(&registry, "agent", &catalog_reloads)?;
@@ -103,6 +116,7 @@ impl AgentMetrics {
             catalog_reloads,
             backlog,
             backlog_dropped,
+            commands_refused,
             service_metric,
         })
     }

@@ -287,6 +287,8 @@ mod tests {
             holder: String::new(),
             lease_token: None,
             lease_ms: 0,
+            to: "h".into(),
+            signature: None,
         };
         cmd.params.insert("zone".into(), "eu\",\"x\":\"1".into());
         let body = fill(r#"{"zone":"{zone}","t":"{target}"}"#, &cmd, json_escape);

@@ -183,6 +183,8 @@ fn command(id: &str, action: &str) -> Command {
         holder: "site-1/edge-1".into(),
         lease_token: None,
         lease_ms: 60_000,
+        to: "h1".into(),
+        signature: None,
     }
 }
 

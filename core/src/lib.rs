@@ -12,6 +12,7 @@ pub mod mqtt;
 pub mod ratelog;
 pub mod series;
 pub mod shutdown;
+pub mod signing;
 pub mod telemetry;
 pub mod topic;
 pub mod watch;

@@ -67,9 +67,45 @@ pub struct Command {
     /// command, ms (long enough to cover the action and its verification).
     #[serde(default)]
     pub lease_ms: i64,
+    /// The agent (host) it is for: a signed command runs only there, so a
+    /// command for one host replayed to another does nothing.
+    #[serde(default)]
+    pub to: String,
+    /// The edge's ed25519 signature over every other field; agents refuse
+    /// a command without one that a trusted edge key verifies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<crate::signing::Signature>,
 }
 impl Payload for Command {
     const KIND: &'static str = "command";
+}
+
+impl Command {
+    /// The bytes the signature covers: the command as JSON without its
+    /// signature (field order is the struct's; params are sorted).
+    pub fn signing_bytes(&self) -> Vec<u8> {
+        let mut c = self.clone();
+        c.signature = None;
+        serde_json::to_vec(&c).unwrap_or_default()
+    }
+
+    /// Signs the command with the edge's key.
+    pub fn sign(&mut self, key: &crate::signing::SecretKey) {
+        self.signature = Some(key.sign(&self.signing_bytes()));
+    }
+
+    /// Checks the signature against the trusted edge keys; returns the id
+    /// of the key that made it.
+    pub fn verify(
+        &self,
+        keys: &crate::signing::Keyring,
+    ) -> Result<String, crate::signing::SignError> {
+        let sig = self
+            .signature
+            .as_ref()
+            .ok_or(crate::signing::SignError::Unsigned)?;
+        keys.verify(&self.signing_bytes(), sig)
+    }
 }
 
 /// How a command ended on the agent.
@@ -218,6 +254,9 @@ pub enum AuditKind {
     Verified,
     /// The target did not recover in time.
     VerifyFailed,
+    /// A result for no command in flight: one this edge never sent (a
+    /// forged command, another edge's) or one already closed (a replay).
+    UnexpectedResult,
 }
 
 impl AuditKind {
@@ -230,6 +269,7 @@ impl AuditKind {
             AuditKind::ActionResult => "action_result",
             AuditKind::Verified => "verified",
             AuditKind::VerifyFailed => "verify_failed",
+            AuditKind::UnexpectedResult => "unexpected_result",
         }
     }
 }

@@ -41,6 +41,31 @@ impl EntityId {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// Checks the id's form: `host/<h>`, `service/<h>/<s>` or `sensor/<s>`,
+    /// each name 1-64 of `[A-Za-z0-9._-]`. Whatever arrives from the
+    /// network as a target passes this before anything acts on it (no
+    /// spaces, no `;`, nothing a shell or a URL would read twice).
+    pub fn validate(&self) -> Result<(), String> {
+        let parts: Vec<&str> = self.0.split('/').collect();
+        let names = match parts.as_slice() {
+            ["host", h] | ["sensor", h] => vec![*h],
+            ["service", h, s] => vec![*h, *s],
+            _ => {
+                return Err(format!(
+                    "{:?} is not host/<host>, service/<host>/<service> or sensor/<sensor>",
+                    self.0
+                ))
+            }
+        };
+        match names.iter().find(|n| !crate::topic::valid_level(n)) {
+            Some(n) => Err(format!(
+                "{:?}: name {n:?} must be 1-64 of [A-Za-z0-9._-]",
+                self.0
+            )),
+            None => Ok(()),
+        }
+    }
 }
 
 impl fmt::Display for EntityId {
@@ -85,6 +110,24 @@ impl fmt::Display for SeriesId {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn entity_ids_are_checked_for_form() {
+        for ok in ["host/h1", "service/h1/web", "sensor/temp-1"] {
+            assert_eq!(EntityId(ok.into()).validate(), Ok(()), "{ok}");
+        }
+        for bad in [
+            "host/demo-host; rm -rf /tmp/x",
+            "host/",
+            "service/h1",
+            "service/h1/web/x",
+            "disk/h1",
+            "host/a b",
+            "",
+        ] {
+            assert!(EntityId(bad.into()).validate().is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn entity_knows_its_host() {

@@ -48,6 +48,14 @@ impl AuditLog {
         self.file.flush()
     }
 
+    /// The `action_sent` record of `command_id`, if it is recent.
+    pub fn sent(&self, command_id: &str) -> Option<&AuditRecord> {
+        self.recent.iter().rev().find(|r| {
+            r.kind == vigil_core::message::AuditKind::ActionSent
+                && r.command_id.as_deref() == Some(command_id)
+        })
+    }
+
     /// The most recent records, oldest first.
     pub fn recent(&self) -> Vec<AuditRecord> {
         self.recent.iter().cloned().collect()

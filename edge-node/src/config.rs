@@ -64,6 +64,10 @@ pub struct EdgeConfig {
     pub api_token: Option<String>,
     /// Model updates from the cloud: family, trusted keys, transfer.
     pub model: crate::model::ModelConfig,
+    /// The key this edge signs its commands with (agents trust its public
+    /// half, `<key>.pub`, in `trusted_edge_keys`). Empty:
+    /// `<data_dir>/command.key`, made on the first start.
+    pub command_key: PathBuf,
 }
 
 /// Bounds of the per-series ring cache.
@@ -112,11 +116,21 @@ impl Default for EdgeConfig {
             reload_secs: 2.0,
             api_token: None,
             model: crate::model::ModelConfig::default(),
+            command_key: PathBuf::new(),
         }
     }
 }
 
 impl EdgeConfig {
+    /// Where the command signing key is.
+    pub fn command_key_path(&self) -> PathBuf {
+        if self.command_key.as_os_str().is_empty() {
+            self.data_dir.join("command.key")
+        } else {
+            self.command_key.clone()
+        }
+    }
+
     /// How sample timestamps are placed on the edge's clock.
     pub fn timing(&self) -> crate::timing::Timing {
         crate::timing::Timing {

@@ -105,6 +105,13 @@ pub async fn run(
     let budgets = crate::budget::Budgets::open(&config.data_dir.join("budgets.json"))?;
     let keys = Keyring::load(&config.model.trusted_keys)
         .map_err(|e| anyhow::anyhow!("model.trusted_keys: {}", e.join("; ")))?;
+    let key_path = config.command_key_path();
+    let (command_key, made) = vigil_core::signing::SecretKey::read_or_create(&key_path)
+        .map_err(|e| anyhow::anyhow!("command_key: {e}"))?;
+    if made {
+        info!(key = %key_path.display(), public = %key_path.with_extension("pub").display(), "Made a command signing key; agents must trust its public half (trusted_edge_keys).");
+    }
+    info!(key_id = %command_key.public().id(), "Commands are signed.");
     let node_id = format!("{site}/{}", config.node);
     let (mut models, installed) = Models::open(
         config.model.clone(),
@@ -235,6 +242,7 @@ pub async fn run(
         live: Liveness::default(),
         due: Default::default(),
         ratelog: Default::default(),
+        command_key,
     };
     info!(%site, "Edge node running.");
     node.run(inbox, installs, shutdown).await;
@@ -275,6 +283,8 @@ struct Node {
     live: Liveness,
     /// Log lines about bad input, at most one per sender and kind a while.
     ratelog: vigil_core::ratelog::RateLog,
+    /// Signs every command (agents run only what a trusted edge signed).
+    command_key: vigil_core::signing::SecretKey,
     /// (policy, target) pairs whose condition had held long enough at the
     /// last decision: a new one is decided on at once, not at the next tick.
     due: std::collections::HashSet<(String, EntityId)>,
@@ -610,16 +620,16 @@ impl Node {
                     .received
                     .with_label_values(&["result"])
                     .inc();
-                self.metrics
-                    .action_results
-                    .with_label_values(&[r.outcome.as_str()])
-                    .inc();
                 let model = self.model_version();
                 match self.engine.on_result(&r, now, &model) {
-                    Some(d) => self.apply(d),
-                    None => {
-                        warn!(command_id = %r.command_id, outcome = r.outcome.as_str(), "Result for no command in flight; ignored.")
+                    Some(d) => {
+                        self.metrics
+                            .action_results
+                            .with_label_values(&[r.outcome.as_str()])
+                            .inc();
+                        self.apply(d)
                     }
+                    None => self.unexpected_result(&r, &model),
                 }
             }
             Ok(Inbound::AgentPresence { host, online }) => {
@@ -722,6 +732,53 @@ impl Node {
                 }
             }
         }
+    }
+
+    /// Audits a result for no command in flight: one this edge never sent
+    /// (forged, or another edge's) or one it closed already (a replay).
+    fn unexpected_result(&mut self, r: &vigil_core::message::CommandResult, model: &str) {
+        self.metrics.unexpected_results.inc();
+        let sent = self
+            .shared
+            .audit
+            .lock()
+            .ok()
+            .and_then(|a| a.sent(&r.command_id).cloned());
+        let why = match &sent {
+            Some(_) => "a command this edge sent and has closed (a replay or a late result)",
+            None => "a command this edge never sent (forged, or another edge's)",
+        };
+        if let Some(skipped) = self.ratelog.allow(&format!("unexpected {}", r.host)) {
+            warn!(command_id = %r.command_id, agent = %r.host, outcome = r.outcome.as_str(), why, skipped, "Result for no command in flight.");
+        }
+        let rec = AuditRecord {
+            ts_ms: now_ms(),
+            site: self.config.site.clone(),
+            kind: AuditKind::UnexpectedResult,
+            policy: sent.as_ref().map(|s| s.policy.clone()).unwrap_or_default(),
+            policy_version: self.engine.policy_version().to_string(),
+            target: r.target.clone(),
+            action: r.action.clone(),
+            command_id: Some(r.command_id.clone()),
+            anomaly_id: sent.and_then(|s| s.anomaly_id),
+            model_version: model.to_string(),
+            score: None,
+            top_metric: String::new(),
+            mode: String::new(),
+            lease_token: r.lease_token,
+            outcome: Some(r.outcome),
+            rail: None,
+            detail: format!(
+                "{} on {} for {why}: {}",
+                r.outcome.as_str(),
+                r.host,
+                r.detail
+            ),
+        };
+        self.apply(Decisions {
+            commands: Vec::new(),
+            audit: vec![rec],
+        });
     }
 
     fn model_version(&self) -> String {
@@ -927,7 +984,9 @@ impl Node {
 
     fn apply(&mut self, d: Decisions) {
         let now = now_ms();
-        for (agent, cmd) in d.commands {
+        for (agent, mut cmd) in d.commands {
+            cmd.to = agent.clone();
+            cmd.sign(&self.command_key);
             // Detected when its anomaly (or liveness episode) opened.
             let opened = cmd.anomaly_id.as_ref().and_then(|id| {
                 let recent = self.shared.anomalies.lock().ok()?;

@@ -55,6 +55,8 @@ pub struct EdgeMetrics {
     pub samples_refused: IntCounterVec,
     /// Samples placed at their arrival time, by why.
     pub samples_restamped: IntCounterVec,
+    /// Results for no command in flight (forged, another edge's, replays).
+    pub unexpected_results: IntCounter,
     /// Anomaly score per series (limited to the highest `score_gauges_max`).
     pub anomaly_score: GaugeVec,
     /// Anomaly events opened.
@@ -130,7 +132,11 @@ impl EdgeMetrics {
                     "vigil_edge_samples_restamped_total",
                     "Samples judged by their arrival time (sender_clock: the sender's clock is off; ahead: stamped ahead of the edge's clock).",
                 ),
-                &["why"],
+                &["reason"],
+            )?,
+            unexpected_results: IntCounter::new(
+                "vigil_edge_unexpected_results_total",
+                "Command results for no command in flight: never sent by this edge (forged, another edge's) or already closed (replays); each is audited.",
             )?,
             anomaly_score: GaugeVec::new(
                 Opts::new(
@@ -283,6 +289,7 @@ impl EdgeMetrics {
         vigil_core::telemetry::register(r, "edge", &m.samples)?;
         vigil_core::telemetry::register(r, "edge", &m.samples_refused)?;
         vigil_core::telemetry::register(r, "edge", &m.samples_restamped)?;
+        vigil_core::telemetry::register(r, "edge", &m.unexpected_results)?;
         vigil_core::telemetry::register(r, "edge", &m.anomaly_score)?;
         vigil_core::telemetry::register(r, "edge", &m.anomalies)?;
         vigil_core::telemetry::register(r, "edge", &m.anomalous_entities)?;

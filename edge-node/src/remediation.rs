@@ -485,6 +485,8 @@ impl Engine {
             lease_token: t.lease,
             // Covers the action, its result and the verify window after it.
             lease_ms: self.command_ttl_ms + RESULT_GRACE_MS + within_ms,
+            to: agent.clone(),
+            signature: None,
         };
         t.phase = Phase::Awaiting {
             command: command.clone(),
@@ -617,6 +619,8 @@ impl Engine {
                         holder: self.holder.clone(),
                         lease_token: None,
                         lease_ms: 0,
+                        to: agent.clone(),
+                        signature: None,
                     };
                     d.audit.push(AuditRecord {
                         action: command.action.clone(),

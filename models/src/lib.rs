@@ -11,7 +11,7 @@ pub mod forecaster;
 pub mod fused;
 pub mod gate;
 pub mod novelty;
-pub mod signing;
+pub use vigil_core::signing;
 pub mod training;
 
 pub use detector::{Detector, DetectorConfig, TickScores};

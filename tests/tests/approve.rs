@@ -15,8 +15,12 @@ async fn a_crash_waits_for_approval_then_is_restarted() -> anyhow::Result<()> {
         dir.path(),
         env!("CARGO_BIN_EXE_vigil-demo-service"),
     );
-    anyhow::ensure!(opts.policy.contains("mode: auto"));
-    opts.policy = opts.policy.replacen("mode: auto", "mode: approve", 1);
+    // The crash is the liveness rule's: it asks instead of acting.
+    let live = "      for_secs: 0\n    action: restart-demo-web\n";
+    anyhow::ensure!(opts.policy.contains(live));
+    opts.policy = opts
+        .policy
+        .replacen(live, &format!("{live}    mode: approve\n"), 1);
     let stack = Stack::start(opts).await?;
     wait_until_warm(&stack).await?;
     let ran = "vigil_agent_actions_total{outcome=\"succeeded\"}";
@@ -29,7 +33,7 @@ async fn a_crash_waits_for_approval_then_is_restarted() -> anyhow::Result<()> {
         list.as_array()?.first().cloned()
     })
     .await?;
-    assert_eq!(request["policy"], "restart-demo-web");
+    assert_eq!(request["policy"], "restart-dead-demo-web");
     assert_eq!(request["target"], stack.target.as_str());
     // Nothing runs while the request waits.
     tokio::time::sleep(Duration::from_secs(2)).await;

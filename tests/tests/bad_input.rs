@@ -11,6 +11,7 @@ use vigil::demo::FaultKind;
 use vigil::stack::{BrokerChoice, Stack};
 use vigil_core::clock::now_ms;
 use vigil_core::message::{Command, CommandResult, Outcome};
+use vigil_core::signing::SecretKey;
 use vigil_core::{decode, encode, topic};
 use vigil_tests::{metric, test_options, wait_for, wait_healed, wait_until_warm};
 
@@ -58,7 +59,18 @@ async fn raw_client(stack: &Stack) -> anyhow::Result<Raw> {
     Ok(Raw { client, results })
 }
 
+/// A command as the stack's edge would send it: signed with its key.
 fn command(stack: &Stack, id: &str, action: &str, expires_ms: i64) -> Command {
+    let mut c = unsigned(stack, id, action, expires_ms);
+    c.sign(&edge_key(stack));
+    c
+}
+
+fn edge_key(stack: &Stack) -> SecretKey {
+    SecretKey::read(&stack.data_dir.join("edge/command.key")).expect("the edge's command key")
+}
+
+fn unsigned(stack: &Stack, id: &str, action: &str, expires_ms: i64) -> Command {
     Command {
         id: id.into(),
         action: action.into(),
@@ -68,9 +80,11 @@ fn command(stack: &Stack, id: &str, action: &str, expires_ms: i64) -> Command {
         expires_ms,
         policy: "test".into(),
         anomaly_id: None,
-        holder: "test/raw".into(),
+        holder: "demo/edge-1".into(),
         lease_token: None,
         lease_ms: 0,
+        to: "demo-host".into(),
+        signature: None,
     }
 }
 
@@ -213,5 +227,116 @@ async fn scenario(stack: &Stack) -> anyhow::Result<()> {
     let index = stack.tracker.lock().map(|t| t.report().len()).unwrap_or(0);
     stack.inject(FaultKind::Crash).await?;
     wait_healed(stack, index, "crash").await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn only_commands_a_trusted_edge_signed_run() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let stack = Stack::start(test_options(
+        BrokerChoice::Embedded(0),
+        dir.path(),
+        env!("CARGO_BIN_EXE_vigil-demo-service"),
+    ))
+    .await?;
+    let result = forgeries(&stack).await;
+    assert!(
+        stack.stop(Duration::from_secs(5)).await,
+        "stack did not stop in time"
+    );
+    result
+}
+
+async fn forgeries(stack: &Stack) -> anyhow::Result<()> {
+    let first_pid = wait_until_warm(stack).await?;
+    let mut raw = raw_client(stack).await?;
+    let (edge, agent) = (stack.edge_url.as_str(), stack.agent_url.as_str());
+    let commands = topic::commands("demo", "demo-host");
+    let later = now_ms() + 30_000;
+    let refused =
+        |reason: &str| format!("vigil_agent_commands_refused_total{{reason=\"{reason}\"}}");
+
+    // The edge's holder name and no signature: what anyone on the broker could send.
+    let plain = unsigned(stack, "f-unsigned", "restart-demo-web", later);
+    // Signed, but by a key no agent trusts.
+    let mut forged = unsigned(stack, "f-forged", "restart-demo-web", later);
+    forged.sign(&SecretKey::generate()?);
+    // Signed by the edge for a harmless action, then rewritten.
+    let mut tampered = command(stack, "f-tampered", "page-ops", later);
+    tampered.action = "restart-demo-web".into();
+    // Signed by the edge for another agent.
+    let mut elsewhere = unsigned(stack, "f-elsewhere", "restart-demo-web", later);
+    elsewhere.to = "other-host".into();
+    elsewhere.sign(&edge_key(stack));
+    // Signed, naming a target with shell metacharacters.
+    let mut shell = unsigned(stack, "f-shell", "page-ops", later);
+    shell.target = vigil_core::EntityId("host/demo-host; rm -rf /tmp/x".into());
+    shell.sign(&edge_key(stack));
+    for (cmd, reason, says) in [
+        (&plain, "unsigned", "unsigned"),
+        (&forged, "unknown_key", "does not trust"),
+        (&tampered, "bad_signature", "does not verify"),
+        (&elsewhere, "wrong_agent", "other-host"),
+        (&shell, "bad_target", "not host/"),
+    ] {
+        raw.send(&commands, encode(cmd)).await?;
+        let r = next_result(&mut raw, &cmd.id).await?;
+        assert_eq!(r.outcome, Outcome::Rejected, "{}: {}", cmd.id, r.detail);
+        assert!(r.detail.contains(says), "{}: {}", cmd.id, r.detail);
+        assert_eq!(metric(agent, &refused(reason)).await?, 1.0, "{reason}");
+    }
+    // Nothing ran and nothing was leased: no restart, no new PID, and the
+    // shell target never reached the ledger.
+    assert_eq!(
+        metric(agent, "vigil_agent_actions_total{outcome=\"succeeded\"}").await?,
+        0.0
+    );
+    assert_eq!(vigil_tests::service_pid(agent).await, Some(first_pid));
+    let ledger =
+        std::fs::read_to_string(stack.data_dir.join("agent/ledger.json")).unwrap_or_default();
+    assert!(!ledger.contains("rm -rf"), "{ledger}");
+
+    // A signed command runs once; its replay runs nothing.
+    let once = command(stack, "f-once", "page-ops", later);
+    raw.send(&commands, encode(&once)).await?;
+    assert_eq!(
+        next_result(&mut raw, "f-once").await?.outcome,
+        Outcome::Succeeded
+    );
+    raw.send(&commands, encode(&once)).await?;
+    assert_eq!(
+        next_result(&mut raw, "f-once").await?.outcome,
+        Outcome::Duplicate
+    );
+
+    // The edge audits every result it did not send.
+    let ids = [
+        "f-unsigned",
+        "f-forged",
+        "f-tampered",
+        "f-elsewhere",
+        "f-shell",
+        "f-once",
+    ];
+    wait_for(
+        "the edge to audit the results it never sent",
+        Duration::from_secs(10),
+        || async {
+            let audit = vigil_tests::get_json(&format!("{edge}/api/v1/audit"))
+                .await
+                .ok()?;
+            let seen: Vec<String> = audit
+                .as_array()?
+                .iter()
+                .filter(|a| a["kind"] == "unexpected_result")
+                .filter_map(|a| a["command_id"].as_str().map(str::to_string))
+                .collect();
+            ids.iter()
+                .all(|id| seen.iter().any(|s| s == id))
+                .then_some(())
+        },
+    )
+    .await?;
+    assert!(metric(edge, "vigil_edge_unexpected_results_total").await? >= 7.0);
     Ok(())
 }

@@ -48,7 +48,7 @@ async fn edits_are_picked_up_and_broken_ones_refused() -> anyhow::Result<()> {
     );
 
     // A good edit is in force within seconds.
-    let edited = original.replace("cooldown_secs: 3", "cooldown_secs: 4");
+    let edited = original.replace("cooldown_secs: 5", "cooldown_secs: 6");
     assert_ne!(edited, original);
     std::fs::write(&policy, &edited)?;
     wait_for(

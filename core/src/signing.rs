@@ -1,4 +1,5 @@
-//! ed25519 keys and signatures for bundles and releases.
+//! ed25519 keys and signatures: model bundles and releases (the cloud's
+//! key), remediation commands (the edge's key).
 //!
 //! Key files are one line of text: `vigil-ed25519-secret:<64 hex>` or
 //! `vigil-ed25519-public:<64 hex>`. A key's id is the first 16 hex digits of
@@ -115,6 +116,38 @@ impl PublicKey {
     /// The key's id: 16 hex digits of the sha256 of the key.
     pub fn id(&self) -> String {
         hex::encode(&Sha256::digest(self.0.to_bytes())[..8])
+    }
+}
+
+impl SecretKey {
+    /// Writes the key to `secret` (readable by its owner only) and its
+    /// public half to `secret` with the extension `.pub`.
+    pub fn write_pair(&self, secret: &Path) -> std::io::Result<std::path::PathBuf> {
+        use std::io::Write;
+        let mut open = std::fs::OpenOptions::new();
+        open.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut open, 0o600);
+        open.open(secret)?.write_all(self.to_text().as_bytes())?;
+        let public = secret.with_extension("pub");
+        std::fs::write(&public, self.public().to_text())?;
+        Ok(public)
+    }
+
+    /// Reads the key at `path`, or makes one there (with its `.pub`) when
+    /// the file does not exist; `true` when it was made now.
+    pub fn read_or_create(path: &Path) -> Result<(Self, bool), SignError> {
+        if path.exists() {
+            return Self::read(path).map(|k| (k, false));
+        }
+        let key = Self::generate()?;
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| SignError::BadKey(format!("{}: {e}", dir.display())))?;
+        }
+        key.write_pair(path)
+            .map_err(|e| SignError::BadKey(format!("{}: {e}", path.display())))?;
+        Ok((key, true))
     }
 }
 
