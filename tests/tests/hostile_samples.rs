@@ -140,3 +140,77 @@ async fn bad_samples_and_a_series_flood_are_refused_and_counted() -> anyhow::Res
     stop.cancel();
     Ok(())
 }
+
+/// One message stamped four minutes ahead (its samples only, and a whole
+/// envelope from a clock four minutes fast) must not blind the service's
+/// series: a crash ten seconds later is detected and healed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_forged_future_timestamp_does_not_stop_detection() -> anyhow::Result<()> {
+    use vigil::stack::{BrokerChoice, Stack};
+    let dir = tempfile::tempdir()?;
+    let stack = Stack::start(vigil_tests::test_options(
+        BrokerChoice::Embedded(0),
+        dir.path(),
+        env!("CARGO_BIN_EXE_vigil-demo-service"),
+    ))
+    .await?;
+    let result = async {
+        vigil_tests::wait_until_warm(&stack).await?;
+        let mut opts = rumqttc::MqttOptions::new(
+            "skewed",
+            stack.broker.ip().to_string(),
+            stack.broker.port(),
+        );
+        opts.set_max_packet_size(1 << 20, 1 << 20);
+        let (client, mut ev) = rumqttc::AsyncClient::new(opts, 16);
+        tokio::spawn(async move { while ev.poll().await.is_ok() {} });
+        let ahead = now_ms() + 240_000;
+        let forged = MetricBatch {
+            host: "demo-host".into(),
+            seq: 1,
+            samples: vec![Sample {
+                entity: stack.target.clone(),
+                metric: "up".into(),
+                ts_ms: ahead,
+                value: 1.0,
+            }],
+        };
+        let metrics_topic = topic::metrics("demo", "demo-host");
+        let fast_clock = format!(
+            r#"{{"v":1,"kind":"metrics","sent_ms":{ahead},"body":{}}}"#,
+            serde_json::to_string(&forged)?
+        );
+        for bytes in [encode(&forged), fast_clock.into_bytes()] {
+            client
+                .publish(&metrics_topic, rumqttc::QoS::AtLeastOnce, false, bytes)
+                .await?;
+        }
+        let edge = stack.edge_url.as_str();
+        wait_for("both to be placed at arrival", Duration::from_secs(10), || async {
+            let ahead = metric(edge, "vigil_edge_samples_restamped_total{reason=\"ahead\"}")
+                .await
+                .ok()?;
+            let clock = metric(
+                edge,
+                "vigil_edge_samples_restamped_total{reason=\"sender_clock\"}",
+            )
+            .await
+            .ok()?;
+            (ahead >= 1.0 && clock >= 1.0).then_some(())
+        })
+        .await?;
+        let refused = "vigil_edge_samples_refused_total{reason=\"out_of_order\"}";
+        let before = metric(edge, refused).await?;
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        // The real samples kept coming in: at most the one the forged
+        // sample's arrival pushed out of order was refused.
+        assert!(metric(edge, refused).await? <= before + 2.0);
+        let index = stack.tracker.lock().map(|t| t.report().len()).unwrap_or(0);
+        stack.inject(vigil::demo::FaultKind::Crash).await?;
+        vigil_tests::wait_healed(&stack, index, "crash").await?;
+        anyhow::Ok(())
+    }
+    .await;
+    assert!(stack.stop(Duration::from_secs(5)).await);
+    result
+}
