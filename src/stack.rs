@@ -152,7 +152,19 @@ impl Stack {
     pub async fn start(opts: StackOptions) -> anyhow::Result<Stack> {
         let broker = match opts.broker {
             BrokerChoice::Embedded(port) => crate::broker::start(port, MAX_PACKET_BYTES)?,
-            BrokerChoice::External(addr) => addr,
+            BrokerChoice::External(addr) => {
+                // Fail now and say why, rather than run a stack that cannot talk.
+                let reach = tokio::net::TcpStream::connect(addr);
+                match tokio::time::timeout(Duration::from_secs(3), reach).await {
+                    Ok(Ok(_)) => addr,
+                    Ok(Err(e)) => anyhow::bail!(
+                        "cannot reach the MQTT broker at {addr}: {e} (start it, or leave out --broker to use the embedded one)"
+                    ),
+                    Err(_) => anyhow::bail!(
+                        "cannot reach the MQTT broker at {addr}: no answer within 3 s"
+                    ),
+                }
+            }
         };
         let mqtt = MqttSettings {
             host: broker.ip().to_string(),

@@ -227,3 +227,30 @@ fn eval_smd_reads_parquet_and_reports_events_and_root_cause() {
     assert_eq!(c["events_found"], 1, "{v}");
     assert_eq!(c["root_cause_hits"], 1, "{v}");
 }
+
+#[test]
+fn up_with_an_unreachable_broker_fails_and_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    // A port nobody listens on.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let started = Instant::now();
+    let out = vigil()
+        .arg("up")
+        .args(FREE_PORTS)
+        .args(["--broker", &dead.to_string(), "--duration", "30"])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "exited 0 with no broker: {stderr}");
+    assert!(
+        stderr.contains(&format!("cannot reach the MQTT broker at {dead}")),
+        "{stderr}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(10));
+}

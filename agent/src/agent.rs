@@ -76,7 +76,16 @@ pub async fn run(
         async move { axum::Json(sup.lock().await.status()) }
     });
     let api = axum::Router::new().route("/api/v1/services", services);
-    vigil_core::telemetry::spawn_server(&tracker, listener, &metrics.registry, api, &shutdown);
+    let health = vigil_core::telemetry::Health::default();
+    health.add("mqtt", publisher.readiness());
+    vigil_core::telemetry::spawn_server(
+        &tracker,
+        listener,
+        &metrics.registry,
+        health,
+        api,
+        &shutdown,
+    );
     let ledger_path = config.data_dir.join("ledger.json");
     let ledger = Ledger::open(&ledger_path).map_err(anyhow::Error::msg)?;
     let keys = vigil_core::signing::Keyring::load(&config.trusted_edge_keys)

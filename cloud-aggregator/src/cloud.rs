@@ -108,10 +108,13 @@ pub async fn run(
         metrics.models.clone(),
         server_token.clone(),
     ));
+    let health = vigil_core::telemetry::Health::default();
+    health.add("mqtt", publisher.readiness());
     vigil_core::telemetry::spawn_server(
         &tracker,
         listener,
         &metrics.registry,
+        health,
         crate::api::router(shared.clone()),
         &shutdown,
     );

@@ -27,8 +27,15 @@ pub struct MqttSettings {
     pub client_id: String,
     /// Keep-alive interval in seconds.
     pub keep_alive_secs: u64,
-    /// Largest packet accepted or sent, in bytes (rumqttc's default is 10 KiB).
+    /// Largest packet sent, in bytes (rumqttc's default is 10 KiB); also
+    /// the broker's limit to set (Mosquitto: `message_size_limit`).
     pub max_packet_bytes: usize,
+    /// Largest packet read off the connection. A larger one costs the
+    /// connection (the MQTT stream cannot skip it), so this sits well above
+    /// `max_packet_bytes`: a message between the two is read and refused by
+    /// size (counted as `oversized`), and the broker's own limit keeps
+    /// anything larger from arriving at all.
+    pub max_incoming_bytes: usize,
     /// Optional user name.
     pub username: Option<String>,
     /// Optional password.
@@ -49,6 +56,7 @@ impl Default for MqttSettings {
             client_id: String::new(),
             keep_alive_secs: 15,
             max_packet_bytes: 1024 * 1024,
+            max_incoming_bytes: 16 * 1024 * 1024,
             username: None,
             password: None,
             tls: None,
@@ -74,6 +82,12 @@ impl MqttSettings {
         }
         if self.max_packet_bytes < 1024 {
             errors.push(format!("{at}.max_packet_bytes: must be at least 1024"));
+        }
+        if self.max_incoming_bytes < self.max_packet_bytes {
+            errors.push(format!(
+                "{at}.max_incoming_bytes: must be at least max_packet_bytes ({})",
+                self.max_packet_bytes
+            ));
         }
         if self.reconnect_min_ms == 0 || self.reconnect_min_ms > self.reconnect_max_ms {
             errors.push(format!(
@@ -256,7 +270,11 @@ pub struct Publisher {
     connected: Arc<AtomicBool>,
     connections: Arc<AtomicU64>,
     extra: Arc<Mutex<Vec<String>>>,
+    down: Down,
 }
+
+/// Since when the link is down (Unix ms) and its last error.
+type Down = Arc<Mutex<Option<(i64, String)>>>;
 
 impl Publisher {
     /// Subscribes to `filter` now and after every reconnect, until
@@ -316,6 +334,25 @@ impl Publisher {
         self.connected.load(Ordering::Relaxed)
     }
 
+    /// A `/healthz` check: ready while connected; otherwise how long the
+    /// link has been down and the last error.
+    pub fn readiness(&self) -> impl Fn() -> Result<(), String> + Send + Sync + 'static {
+        let (connected, down) = (self.connected.clone(), self.down.clone());
+        move || {
+            if connected.load(Ordering::Relaxed) {
+                return Ok(());
+            }
+            let why = down.lock().ok().and_then(|d| d.clone());
+            Err(match why {
+                Some((since, e)) => format!(
+                    "MQTT link down for {} s: {e}",
+                    (crate::clock::now_ms() - since).max(0) / 1000
+                ),
+                None => "MQTT link not connected yet".into(),
+            })
+        }
+    }
+
     /// Connections made so far; a change means the broker may have lost
     /// what was retained (a restarted broker without persistence).
     pub fn connections(&self) -> u64 {
@@ -333,6 +370,7 @@ pub struct Link {
     connected: Arc<AtomicBool>,
     connections: Arc<AtomicU64>,
     extra: Arc<Mutex<Vec<String>>>,
+    down: Down,
 }
 
 /// Creates the client and the link task; spawn `link.run(token)` and publish
@@ -351,7 +389,10 @@ pub fn open(
     };
     let mut opts = MqttOptions::new(id, s.host.clone(), s.port);
     opts.set_keep_alive(Duration::from_secs(s.keep_alive_secs));
-    opts.set_max_packet_size(s.max_packet_bytes, s.max_packet_bytes);
+    opts.set_max_packet_size(
+        s.max_incoming_bytes.max(s.max_packet_bytes),
+        s.max_packet_bytes,
+    );
     opts.set_clean_session(true);
     if let (Some(u), Some(p)) = (&s.username, &s.password) {
         opts.set_credentials(u.clone(), p.clone());
@@ -376,12 +417,14 @@ pub fn open(
     let connected = Arc::new(AtomicBool::new(false));
     let connections = Arc::new(AtomicU64::new(0));
     let extra = Arc::new(Mutex::new(Vec::new()));
+    let down: Down = Arc::new(Mutex::new(None));
     let publisher = Publisher {
         client: client.clone(),
         metrics: metrics.clone(),
         connected: connected.clone(),
         connections: connections.clone(),
         extra: extra.clone(),
+        down: down.clone(),
     };
     Ok((
         publisher,
@@ -394,6 +437,7 @@ pub fn open(
             connected,
             connections,
             extra,
+            down,
         },
     ))
 }
@@ -436,14 +480,20 @@ impl Link {
                 }
                 Ok(other) => debug!(event = ?other, "MQTT event."),
                 Err(e) => {
+                    let delay = backoff.next_delay();
                     if self.connected.swap(false, Ordering::Relaxed) {
-                        warn!(error = %e, "Lost MQTT connection; reconnecting with backoff.");
+                        warn!(%broker, error = %e, retry_in_ms = delay.as_millis() as u64, "Lost MQTT connection; reconnecting with backoff.");
                     } else {
-                        debug!(error = %e, "MQTT connection attempt failed.");
+                        // Every attempt: the backoff (capped at
+                        // reconnect_max_ms) already spaces these lines.
+                        warn!(%broker, error = %e, retry_in_ms = delay.as_millis() as u64, "Cannot connect to the MQTT broker; retrying with backoff.");
+                    }
+                    if let Ok(mut d) = self.down.lock() {
+                        let since = d.as_ref().map_or_else(crate::clock::now_ms, |(s, _)| *s);
+                        *d = Some((since, e.to_string()));
                     }
                     self.metrics.connected.set(0);
                     self.metrics.reconnects.inc();
-                    let delay = backoff.next_delay();
                     tokio::select! {
                         _ = shutdown.cancelled() => break,
                         _ = tokio::time::sleep(delay) => {}
@@ -456,6 +506,9 @@ impl Link {
 
     fn on_connected(&mut self) {
         self.connected.store(true, Ordering::Relaxed);
+        if let Ok(mut d) = self.down.lock() {
+            *d = None;
+        }
         self.connections.fetch_add(1, Ordering::Relaxed);
         self.metrics.connected.set(1);
         // try_* because awaiting the request channel from the task that drains

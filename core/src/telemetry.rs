@@ -88,8 +88,44 @@ pub fn render(registry: &Registry) -> String {
     String::from_utf8(buf).unwrap_or_default()
 }
 
-/// A router serving `/metrics` from `registry` and `/healthz`.
-pub fn router(registry: Registry) -> Router {
+/// A readiness check: `Ok` or why the role is not ready.
+type Check = Box<dyn Fn() -> Result<(), String> + Send + Sync>;
+
+/// What `/healthz` reports: 200 and `ok` while every check passes, 503 and
+/// each failing check's reason otherwise (a role that cannot reach its
+/// broker is running but not doing its job, and says so).
+#[derive(Clone, Default)]
+pub struct Health {
+    checks: std::sync::Arc<std::sync::Mutex<Vec<(String, Check)>>>,
+}
+
+impl Health {
+    /// Adds a named check.
+    pub fn add(&self, name: &str, check: impl Fn() -> Result<(), String> + Send + Sync + 'static) {
+        if let Ok(mut c) = self.checks.lock() {
+            c.push((name.to_string(), Box::new(check)));
+        }
+    }
+
+    /// Whether every check passes, and the text `/healthz` answers.
+    pub fn report(&self) -> (bool, String) {
+        let Ok(checks) = self.checks.lock() else {
+            return (false, "not ready: health checks unavailable\n".into());
+        };
+        let failing: Vec<String> = checks
+            .iter()
+            .filter_map(|(name, f)| f().err().map(|why| format!("{name}: {why}")))
+            .collect();
+        if failing.is_empty() {
+            (true, "ok\n".into())
+        } else {
+            (false, format!("not ready: {}\n", failing.join("; ")))
+        }
+    }
+}
+
+/// A router serving `/metrics` from `registry` and `/healthz` from `health`.
+pub fn router(registry: Registry, health: Health) -> Router {
     Router::new()
         .route(
             "/metrics",
@@ -100,7 +136,18 @@ pub fn router(registry: Registry) -> Router {
                 }
             }),
         )
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route(
+            "/healthz",
+            get(move || {
+                let (ready, text) = health.report();
+                let status = if ready {
+                    axum::http::StatusCode::OK
+                } else {
+                    axum::http::StatusCode::SERVICE_UNAVAILABLE
+                };
+                async move { (status, text).into_response() }
+            }),
+        )
 }
 
 /// For an API write: `Some(401 response)` unless `headers` carry
@@ -140,16 +187,18 @@ pub async fn bind(listen: &str) -> anyhow::Result<TcpListener> {
         .with_context(|| format!("binding {listen} (in use? set `listen` in the config)"))
 }
 
-/// Spawns the role's HTTP server on `tracker`: `/metrics` and `/healthz`
-/// from `registry`, plus the role's own `api` routes, until `shutdown`.
+/// Spawns the role's HTTP server on `tracker`: `/metrics` from `registry`,
+/// `/healthz` from `health`, plus the role's own `api` routes, until
+/// `shutdown`.
 pub fn spawn_server(
     tracker: &tokio_util::task::TaskTracker,
     listener: TcpListener,
     registry: &Registry,
+    health: Health,
     api: Router,
     shutdown: &CancellationToken,
 ) {
-    let app = router(registry.clone()).merge(api);
+    let app = router(registry.clone(), health).merge(api);
     tracker.spawn(serve(listener, app, shutdown.child_token()));
 }
 

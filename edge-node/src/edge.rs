@@ -200,10 +200,13 @@ pub async fn run(
     tracker.spawn(out_task.run(out_token.clone()));
     let uplink_token = CancellationToken::new();
     tracker.spawn(uplink_task.run(uplink_token.clone()));
+    let health = vigil_core::telemetry::Health::default();
+    health.add("mqtt", publisher.readiness());
     vigil_core::telemetry::spawn_server(
         &tracker,
         listener,
         &metrics.registry,
+        health,
         crate::api::router(shared.clone()),
         &shutdown,
     );

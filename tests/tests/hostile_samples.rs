@@ -156,11 +156,8 @@ async fn a_forged_future_timestamp_does_not_stop_detection() -> anyhow::Result<(
     .await?;
     let result = async {
         vigil_tests::wait_until_warm(&stack).await?;
-        let mut opts = rumqttc::MqttOptions::new(
-            "skewed",
-            stack.broker.ip().to_string(),
-            stack.broker.port(),
-        );
+        let mut opts =
+            rumqttc::MqttOptions::new("skewed", stack.broker.ip().to_string(), stack.broker.port());
         opts.set_max_packet_size(1 << 20, 1 << 20);
         let (client, mut ev) = rumqttc::AsyncClient::new(opts, 16);
         tokio::spawn(async move { while ev.poll().await.is_ok() {} });
@@ -186,18 +183,22 @@ async fn a_forged_future_timestamp_does_not_stop_detection() -> anyhow::Result<(
                 .await?;
         }
         let edge = stack.edge_url.as_str();
-        wait_for("both to be placed at arrival", Duration::from_secs(10), || async {
-            let ahead = metric(edge, "vigil_edge_samples_restamped_total{reason=\"ahead\"}")
+        wait_for(
+            "both to be placed at arrival",
+            Duration::from_secs(10),
+            || async {
+                let ahead = metric(edge, "vigil_edge_samples_restamped_total{reason=\"ahead\"}")
+                    .await
+                    .ok()?;
+                let clock = metric(
+                    edge,
+                    "vigil_edge_samples_restamped_total{reason=\"sender_clock\"}",
+                )
                 .await
                 .ok()?;
-            let clock = metric(
-                edge,
-                "vigil_edge_samples_restamped_total{reason=\"sender_clock\"}",
-            )
-            .await
-            .ok()?;
-            (ahead >= 1.0 && clock >= 1.0).then_some(())
-        })
+                (ahead >= 1.0 && clock >= 1.0).then_some(())
+            },
+        )
         .await?;
         let refused = "vigil_edge_samples_refused_total{reason=\"out_of_order\"}";
         let before = metric(edge, refused).await?;
