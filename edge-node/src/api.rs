@@ -52,6 +52,8 @@ struct SeriesRow {
     score: f32,
     ts_ms: Option<i64>,
     points: usize,
+    /// Whether a tick has scored its newest point.
+    scored: bool,
 }
 
 async fn series(
@@ -60,8 +62,7 @@ async fn series(
 ) -> Json<Vec<SeriesRow>> {
     let cache = s.lock_cache();
     let rows = cache
-        .entries()
-        .iter()
+        .live_entries()
         .map(|e| (e.id.to_string(), e))
         .filter(|(id, _)| q.prefix.as_deref().is_none_or(|p| id.starts_with(p)))
         .map(|(id, e)| SeriesRow {
@@ -70,6 +71,7 @@ async fn series(
             score: e.score,
             ts_ms: e.points.back().map(|p| p.ts_ms),
             points: e.points.len(),
+            scored: e.points.back().is_some_and(|p| p.scored),
         })
         .collect();
     Json(rows)

@@ -1,5 +1,13 @@
 //! The bounded per-series ring cache. Each series keeps its last N points
 //! with their scores, and the newest unscored value for the next tick.
+//!
+//! Series have a lifecycle: one idle for `evict_idle_secs` is evicted, and
+//! when the cache is full a new series takes the slot of the stalest one
+//! that is not live (a series is live once it has sent two samples, the
+//! latest within `protect_secs`). So a flood of junk names, each sent once,
+//! cannot lock out a real sensor that comes later, and a working series is
+//! never pushed out. An evicted slot is reused; its detector row starts
+//! afresh (`take_evicted`).
 
 use serde::Serialize;
 use std::collections::{HashMap, VecDeque};
@@ -33,8 +41,35 @@ pub struct Entry {
     /// Points added since the last uplink took them.
     unsent: usize,
     /// When the series got its slot, as a count of series ever admitted
-    /// (slots are reused; this tells one occupant from the next).
+    /// (slots are reused; this tells one occupant from the next). 0: the
+    /// slot is free.
     pub born: u64,
+    /// Samples accepted since the series got its slot.
+    samples: u64,
+}
+
+impl Entry {
+    fn free() -> Self {
+        Self {
+            id: SeriesId::new(vigil_core::EntityId(String::new()), ""),
+            points: VecDeque::new(),
+            pending: None,
+            score: 0.0,
+            unsent: 0,
+            born: 0,
+            samples: 0,
+        }
+    }
+
+    /// Whether the series has shown it is a stream: two samples or more,
+    /// the latest within `protect_ms` of `now_ms`.
+    fn live(&self, now_ms: i64, protect_ms: i64) -> bool {
+        self.samples >= 2
+            && self
+                .points
+                .back()
+                .is_some_and(|p| now_ms - p.ts_ms <= protect_ms)
+    }
 }
 
 /// Why a sample was not cached.
@@ -93,6 +128,15 @@ pub struct Cache {
     max_past_ms: i64,
     max_abs: f64,
     born: u64,
+    /// Free slots, reused before the vector grows.
+    free: Vec<usize>,
+    /// Slots emptied since the last `take_evicted`.
+    evicted: Vec<usize>,
+    /// Points of evicted series that no uplink took.
+    lost: u64,
+    idle_ms: i64,
+    /// `None`: no series is ever pushed out to make room.
+    protect_ms: Option<i64>,
 }
 
 /// Points not yet uplinked, taken by [`Cache::take_unsent`].
@@ -115,6 +159,11 @@ impl Cache {
             max_past_ms: i64::MAX,
             max_abs: f64::MAX,
             born: 0,
+            free: Vec::new(),
+            evicted: Vec::new(),
+            lost: 0,
+            idle_ms: i64::MAX,
+            protect_ms: None,
         }
     }
 
@@ -131,14 +180,81 @@ impl Cache {
         self
     }
 
+    /// Evicts series idle for `idle_ms` (at [`Cache::sweep`]) and lets a
+    /// new series take the stalest slot that is not live, a series being
+    /// live while its latest of two or more samples is within `protect_ms`.
+    pub fn with_lifecycle(mut self, idle_ms: i64, protect_ms: i64) -> Self {
+        self.idle_ms = idle_ms;
+        self.protect_ms = Some(protect_ms);
+        self
+    }
+
     /// Number of series.
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.index.len()
     }
 
     /// True when empty.
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.index.is_empty()
+    }
+
+    /// Evicts every series without a sample for `idle_ms`; returns how many.
+    pub fn sweep(&mut self, now_ms: i64) -> usize {
+        let idle: Vec<usize> = (0..self.entries.len())
+            .filter(|&i| {
+                let e = &self.entries[i];
+                e.born != 0
+                    && e.points
+                        .back()
+                        .is_none_or(|p| now_ms - p.ts_ms > self.idle_ms)
+            })
+            .collect();
+        for &i in &idle {
+            self.evict(i);
+            self.free.push(i);
+        }
+        idle.len()
+    }
+
+    /// Empties slot `i` (its series forgotten, its memory returned).
+    fn evict(&mut self, i: usize) {
+        let old = std::mem::replace(&mut self.entries[i], Entry::free());
+        self.index.remove(&old.id);
+        self.lost += old.unsent.min(old.points.len()) as u64;
+        self.evicted.push(i);
+    }
+
+    /// The slot for a new series: a free one, a new one below the bound,
+    /// or the stalest one that is not live (evicted now).
+    fn slot_for_new(&mut self, now_ms: i64) -> Option<(usize, bool)> {
+        if let Some(i) = self.free.pop() {
+            return Some((i, false));
+        }
+        if self.entries.len() < self.max_series {
+            self.entries.push(Entry::free());
+            return Some((self.entries.len() - 1, false));
+        }
+        let protect_ms = self.protect_ms?;
+        let stalest = self
+            .entries
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| !e.live(now_ms, protect_ms))
+            .min_by_key(|(_, e)| e.points.back().map_or(i64::MIN, |p| p.ts_ms))
+            .map(|(i, _)| i)?;
+        self.evict(stalest);
+        Some((stalest, true))
+    }
+
+    /// Slots emptied since the last call: the detector starts those rows afresh.
+    pub fn take_evicted(&mut self) -> Vec<usize> {
+        std::mem::take(&mut self.evicted)
+    }
+
+    /// The slots that hold a series, with their slot numbers.
+    pub fn live_entries(&self) -> impl Iterator<Item = &Entry> {
+        self.entries.iter().filter(|e| e.born != 0)
     }
 
     /// Adds a sample. `now_ms` and `max_future_ms` bound the timestamp.
@@ -150,6 +266,20 @@ impl Cache {
         now_ms: i64,
         max_future_ms: i64,
     ) -> Result<(), Refusal> {
+        self.push_admit(id, ts_ms, value, now_ms, max_future_ms)
+            .map(|_| ())
+    }
+
+    /// As [`Cache::push`]; `Ok(true)` when a new series took the slot of a
+    /// stale one to get in.
+    pub fn push_admit(
+        &mut self,
+        id: &SeriesId,
+        ts_ms: i64,
+        value: f64,
+        now_ms: i64,
+        max_future_ms: i64,
+    ) -> Result<bool, Refusal> {
         if !value.is_finite() {
             return Err(Refusal::NotFinite);
         }
@@ -162,23 +292,22 @@ impl Cache {
         if ts_ms < now_ms.saturating_sub(self.max_past_ms) {
             return Err(Refusal::Past);
         }
-        let slot = match self.index.get(id) {
-            Some(&s) => s,
+        let (slot, displaced) = match self.index.get(id) {
+            Some(&s) => (s, false),
             None => {
-                if self.entries.len() >= self.max_series {
-                    return Err(Refusal::Full);
-                }
+                let (slot, displaced) = self.slot_for_new(now_ms).ok_or(Refusal::Full)?;
                 self.born += 1;
-                self.entries.push(Entry {
+                self.entries[slot] = Entry {
                     id: id.clone(),
                     points: VecDeque::with_capacity(self.points),
                     pending: None,
                     score: 0.0,
                     unsent: 0,
                     born: self.born,
-                });
-                self.index.insert(id.clone(), self.entries.len() - 1);
-                self.entries.len() - 1
+                    samples: 0,
+                };
+                self.index.insert(id.clone(), slot);
+                (slot, displaced)
             }
         };
         let e = &mut self.entries[slot];
@@ -198,7 +327,8 @@ impl Cache {
         });
         e.pending = Some(value);
         e.unsent += 1;
-        Ok(())
+        e.samples += 1;
+        Ok(displaced)
     }
 
     /// Takes each series' pending value for the next tick (slot order).
@@ -222,7 +352,10 @@ impl Cache {
 
     /// Every point added since the last call, for the uplink.
     pub fn take_unsent(&mut self) -> Unsent {
-        let mut out = Unsent::default();
+        let mut out = Unsent {
+            lost: std::mem::take(&mut self.lost),
+            ..Unsent::default()
+        };
         for e in &mut self.entries {
             let n = e.unsent.min(e.points.len());
             out.lost += (e.unsent - n) as u64;
@@ -309,6 +442,54 @@ mod tests {
         assert_eq!(c.push(&id("a"), 5, 2.0, 100, 10), Err(Refusal::Duplicate));
         assert_eq!(c.push(&id("b"), 5, 1.0, 100, 10), Err(Refusal::Full));
         assert_eq!(c.len(), 1);
+    }
+
+    #[test]
+    fn junk_names_make_room_for_a_real_series_but_never_push_out_a_live_one() {
+        let mut c = Cache::new(3, 5).with_lifecycle(3_600_000, 60_000);
+        // A live series: two samples, the latest recent.
+        c.push(&id("live"), 1_000, 1.0, 1_000, 0).unwrap();
+        c.push(&id("live"), 2_000, 1.0, 2_000, 0).unwrap();
+        c.push(&id("junk-0"), 2_000, 1.0, 2_000, 0).unwrap();
+        c.push(&id("junk-1"), 3_000, 1.0, 3_000, 0).unwrap();
+        assert_eq!(c.take_evicted(), Vec::<usize>::new());
+        // Full: a new name takes the stalest junk slot, not the live one.
+        assert_eq!(c.push_admit(&id("sensor"), 4_000, 1.0, 4_000, 0), Ok(true));
+        assert!(c.get(&id("junk-0")).is_none());
+        assert!(c.get(&id("live")).is_some());
+        assert_eq!(c.take_evicted(), vec![1]);
+        assert_eq!(c.get(&id("sensor")).unwrap().born, 4);
+        assert_eq!(c.len(), 3);
+        // Everything live: nothing to push out.
+        c.push(&id("sensor"), 5_000, 1.0, 5_000, 0).unwrap();
+        c.push(&id("junk-1"), 5_000, 1.0, 5_000, 0).unwrap();
+        assert_eq!(
+            c.push(&id("more"), 5_000, 1.0, 5_000, 0),
+            Err(Refusal::Full)
+        );
+        // The live series goes quiet past protect_secs: now it can go.
+        c.push(&id("sensor"), 70_000, 1.0, 70_000, 0).unwrap();
+        c.push(&id("junk-1"), 70_000, 1.0, 70_000, 0).unwrap();
+        assert_eq!(c.push_admit(&id("more"), 70_000, 1.0, 70_000, 0), Ok(true));
+        assert!(c.get(&id("live")).is_none());
+    }
+
+    #[test]
+    fn idle_series_are_evicted_and_their_slots_reused() {
+        let mut c = Cache::new(10, 5).with_lifecycle(10_000, 60_000);
+        c.push(&id("a"), 1_000, 1.0, 1_000, 0).unwrap();
+        c.push(&id("b"), 1_000, 1.0, 1_000, 0).unwrap();
+        c.push(&id("b"), 9_000, 1.0, 9_000, 0).unwrap();
+        assert_eq!(c.sweep(12_000), 1, "a is idle past 10 s");
+        assert_eq!(c.len(), 1);
+        assert_eq!(c.live_entries().count(), 1);
+        assert_eq!(c.take_evicted(), vec![0]);
+        // Its unsent point is counted as lost to the uplink.
+        let u = c.take_unsent();
+        assert_eq!((u.points.len(), u.lost), (2, 1));
+        c.push(&id("c"), 12_000, 1.0, 12_000, 0).unwrap();
+        assert_eq!(c.entries().len(), 2, "the free slot was reused");
+        assert_eq!(c.take_pending(), vec![Some(1.0), Some(1.0)]);
     }
 
     #[test]

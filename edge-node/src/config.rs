@@ -78,6 +78,12 @@ pub struct CacheConfig {
     pub max_series: usize,
     /// Points kept per series.
     pub points_per_series: usize,
+    /// A series without a sample for this many seconds is evicted.
+    pub evict_idle_secs: u64,
+    /// When the cache is full, a new series takes the slot of the stalest
+    /// series that is not live; a series is live (never pushed out) once it
+    /// has sent two samples, the latest within this many seconds.
+    pub protect_secs: u64,
 }
 
 impl Default for CacheConfig {
@@ -85,6 +91,8 @@ impl Default for CacheConfig {
         Self {
             max_series: 10_000,
             points_per_series: 300,
+            evict_idle_secs: 3600,
+            protect_secs: 60,
         }
     }
 }

@@ -141,7 +141,11 @@ pub async fn run(
         cache: Mutex::new(
             Cache::new(config.cache.max_series, config.cache.points_per_series)
                 .with_max_past(config.max_past_secs as i64 * 1000)
-                .with_max_abs(config.max_abs_value),
+                .with_max_abs(config.max_abs_value)
+                .with_lifecycle(
+                    config.cache.evict_idle_secs as i64 * 1000,
+                    config.cache.protect_secs as i64 * 1000,
+                ),
         ),
         entities: Mutex::new(Entities::default()),
         anomalies: Mutex::new(VecDeque::new()),
@@ -709,7 +713,17 @@ impl Node {
     ) {
         let pushed = placed.and_then(|(ts, restamp)| {
             let max_future = self.config.max_future_secs as i64 * 1000;
-            cache.push(id, ts, value, now, max_future).map(|()| restamp)
+            let displaced = cache.push_admit(id, ts, value, now, max_future)?;
+            if displaced {
+                self.metrics
+                    .series_evicted
+                    .with_label_values(&["room"])
+                    .inc();
+                if let Some(skipped) = self.ratelog.allow("room") {
+                    info!(%sender, series = %id, skipped, "Cache full: a new series took the slot of the stalest one that was not live.");
+                }
+            }
+            Ok(restamp)
         });
         match pushed {
             Ok(restamp) => {
@@ -796,7 +810,19 @@ impl Node {
         let Some(mut detector) = self.detector.take() else {
             return;
         };
-        let values = self.shared.lock_cache().take_pending();
+        let (values, evicted) = {
+            let mut cache = self.shared.lock_cache();
+            let idle = cache.sweep(now_ms());
+            if idle > 0 {
+                self.metrics
+                    .series_evicted
+                    .with_label_values(&["idle"])
+                    .inc_by(idle as u64);
+                info!(series = idle, "Evicted idle series.");
+            }
+            (cache.take_pending(), cache.take_evicted())
+        };
+        detector.reset_rows(&evicted);
         let timer = self.metrics.tick_seconds.start_timer();
         // Tensor work stays off the async workers.
         let joined = tokio::task::spawn_blocking(move || {
@@ -964,8 +990,7 @@ impl Node {
         // (and, if so configured, only anomalous ones).
         let anomalous_only = self.config.score_gauges_anomalous_only;
         let mut top: Vec<(f32, String)> = cache
-            .entries()
-            .iter()
+            .live_entries()
             .filter(|e| !anomalous_only || e.score >= threshold)
             .map(|e| (e.score, e.id.to_string()))
             .collect();

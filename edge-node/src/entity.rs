@@ -114,6 +114,10 @@ impl Entities {
                 });
             }
         }
+        // An entity whose every series left the cache goes too (unless it
+        // is anomalous: its episode closes first).
+        self.map
+            .retain(|k, st| st.anomalous || rolled.contains_key(k));
         let mut events = Vec::new();
         for (entity, mut list) in rolled {
             list.sort_by(|a, b| b.score.total_cmp(&a.score));

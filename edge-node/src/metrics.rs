@@ -57,6 +57,8 @@ pub struct EdgeMetrics {
     pub samples_restamped: IntCounterVec,
     /// Results for no command in flight (forged, another edge's, replays).
     pub unexpected_results: IntCounter,
+    /// Series evicted from the cache, by reason.
+    pub series_evicted: IntCounterVec,
     /// Anomaly score per series (limited to the highest `score_gauges_max`).
     pub anomaly_score: GaugeVec,
     /// Anomaly events opened.
@@ -137,6 +139,13 @@ impl EdgeMetrics {
             unexpected_results: IntCounter::new(
                 "vigil_edge_unexpected_results_total",
                 "Command results for no command in flight: never sent by this edge (forged, another edge's) or already closed (replays); each is audited.",
+            )?,
+            series_evicted: IntCounterVec::new(
+                Opts::new(
+                    "vigil_edge_series_evicted_total",
+                    "Series evicted from the cache (idle: no sample for evict_idle_secs; room: a new series took the slot of the stalest one that was not live).",
+                ),
+                &["reason"],
             )?,
             anomaly_score: GaugeVec::new(
                 Opts::new(
@@ -290,6 +299,10 @@ impl EdgeMetrics {
         vigil_core::telemetry::register(r, "edge", &m.samples_refused)?;
         vigil_core::telemetry::register(r, "edge", &m.samples_restamped)?;
         vigil_core::telemetry::register(r, "edge", &m.unexpected_results)?;
+        vigil_core::telemetry::register(r, "edge", &m.series_evicted)?;
+        for r in ["idle", "room"] {
+            m.series_evicted.with_label_values(&[r]);
+        }
         vigil_core::telemetry::register(r, "edge", &m.anomaly_score)?;
         vigil_core::telemetry::register(r, "edge", &m.anomalies)?;
         vigil_core::telemetry::register(r, "edge", &m.anomalous_entities)?;

@@ -153,6 +153,19 @@ struct Slot {
     anomalous: bool,
 }
 
+impl Slot {
+    fn fresh(window: usize) -> Self {
+        Self {
+            base: Baseline::default(),
+            novelty: Novelty::default(),
+            deviated: 0,
+            history: VecDeque::with_capacity(window + 1),
+            last_input: 0.0,
+            anomalous: false,
+        }
+    }
+}
+
 /// Batched, stateful scorer over a growing set of series slots.
 pub struct Detector {
     cfg: DetectorConfig,
@@ -361,16 +374,21 @@ impl Detector {
         self.c.resize(n * self.cfg.hidden, 0.0);
         self.forecast.resize(n, 0.0);
         for _ in 0..extra {
-            self.slots.push(Slot {
-                base: Baseline::default(),
-                novelty: Novelty::default(),
-                deviated: 0,
-                history: VecDeque::with_capacity(self.cfg.train_window + 1),
-                last_input: 0.0,
-                anomalous: false,
-            });
+            self.slots.push(Slot::fresh(self.cfg.train_window));
         }
         Ok(())
+    }
+
+    /// Starts rows afresh: their series left and the slots went to new
+    /// ones, which must not inherit their predecessors' state.
+    pub fn reset_rows(&mut self, rows: &[usize]) {
+        let (hd, n) = (self.cfg.hidden, self.slots.len());
+        for &i in rows.iter().filter(|&&i| i < n) {
+            self.slots[i] = Slot::fresh(self.cfg.train_window);
+            self.h[i * hd..(i + 1) * hd].fill(0.0);
+            self.c[i * hd..(i + 1) * hd].fill(0.0);
+            self.forecast[i] = 0.0;
+        }
     }
 
     /// Scores one tick. `values[i]` is series slot `i`'s new value, or `None`

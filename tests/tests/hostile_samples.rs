@@ -1,7 +1,9 @@
 //! Hostile samples at the edge, counted exactly: NaN and infinite readings,
 //! a sample out of order, one repeated, one far in the future and one far in
-//! the past, and a flood of 20,000 new series names against a cache of 100.
-//! The detector keeps scoring and memory stays at the cache's bound.
+//! the past, one of 1.7e308, and a flood of 20,000 new series names against
+//! a cache of 100. The flood churns through the slots of series that are
+//! not live, a live series keeps its slot, a real sensor that comes after
+//! the flood is accepted and scored, and memory stays at the cache's bound.
 
 #![cfg(test)]
 
@@ -72,6 +74,14 @@ async fn bad_samples_and_a_series_flood_are_refused_and_counted() -> anyhow::Res
             sample("m0", now),                  // the same timestamp again
             sample("m1", now + 3_600_000),      // an hour ahead
             sample("m2", now - 2 * 86_400_000), // two days old
+            Sample {
+                value: 1.7e308, // no real reading
+                ..sample("m3", now)
+            },
+            // A live series: samples a second apart.
+            sample("steady", now - 2000),
+            sample("steady", now - 1000),
+            sample("steady", now),
         ],
     };
     publish(topic::metrics("s", "h1"), encode(&bad)).await?;
@@ -89,18 +99,30 @@ async fn bad_samples_and_a_series_flood_are_refused_and_counted() -> anyhow::Res
         };
         publish(topic::metrics("s", "h1"), encode(&flood)).await?;
     }
+    // A real sensor after the flood.
+    publish(topic::sensor("s", "t-new"), b"21.5".to_vec()).await?;
     let refused = |r: &str| format!("vigil_edge_samples_refused_total{{reason=\"{r}\"}}");
+    // New series: m0, steady, 20,000 flood names and t-new, in 100 slots.
+    let displaced = 1.0 + 1.0 + 20_000.0 + 1.0 - 100.0;
     let want = [
         (refused("out_of_order"), 1.0),
         (refused("duplicate"), 1.0),
         (refused("future"), 1.0),
         (refused("past"), 1.0),
-        (refused("cache_full"), 20_000.0 - 99.0),
-        ("vigil_edge_samples_total".to_string(), 100.0),
+        (refused("too_large"), 1.0),
+        (refused("cache_full"), 0.0),
+        (
+            "vigil_edge_series_evicted_total{reason=\"room\"}".to_string(),
+            displaced,
+        ),
+        (
+            "vigil_edge_samples_total".to_string(),
+            1.0 + 3.0 + 20_000.0 + 1.0,
+        ),
         ("vigil_edge_series".to_string(), 100.0),
         (
             "vigil_messages_received_total{kind=\"sensor\"}".to_string(),
-            4.0,
+            5.0,
         ),
     ];
     let got = wait_for("every refusal counted", Duration::from_secs(30), || async {
@@ -137,6 +159,20 @@ async fn bad_samples_and_a_series_flood_are_refused_and_counted() -> anyhow::Res
     .await?;
     let series = vigil_tests::get_json(&format!("{edge}/api/v1/series")).await?;
     assert_eq!(series.as_array().map(Vec::len), Some(100));
+    let row = |name: &str| {
+        series
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|r| r["series"] == name)
+            .cloned()
+    };
+    assert!(
+        row("host/h1:steady").is_some(),
+        "the live series kept its slot"
+    );
+    let sensor = row("sensor/t-new:value").expect("the new sensor is cached");
+    assert_eq!(sensor["scored"], true, "{sensor}");
     stop.cancel();
     Ok(())
 }
