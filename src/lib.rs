@@ -6,6 +6,7 @@ pub mod broker;
 pub mod console;
 pub mod demo;
 pub mod eval;
+pub mod memory_bench;
 pub mod model_tool;
 pub mod policy_check;
 pub mod stack;

@@ -138,6 +138,25 @@ enum BenchCmd {
         #[arg(long, default_value_t = 300)]
         bytes: usize,
     },
+    /// Run the real vigil-edge binary under a mid-size site's load (SERIES
+    /// series at 1 Hz from simulated agents on an embedded broker) for
+    /// MINUTES per phase, with the cloud up and then away, and report its
+    /// resident memory: peak, and the mean and slope over the last 20
+    /// minutes. Needs vigil-edge beside vigil (cargo build --release --workspace).
+    EdgeMemory {
+        /// Series in all.
+        #[arg(long, default_value_t = 10_000)]
+        series: usize,
+        /// Minutes per phase.
+        #[arg(long, default_value_t = 30.0)]
+        minutes: f64,
+        /// Phases, in order: up (a cloud takes the uplink), away (none does).
+        #[arg(long, value_delimiter = ',', default_value = "up,away")]
+        phases: Vec<String>,
+        /// Also write every reading as JSON here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
     /// Start an embedded broker, a cloud and EDGES edge nodes in this
     /// process, publish a release to all of them, and time until every one
     /// scores with it.
@@ -333,6 +352,21 @@ async fn main() -> anyhow::Result<()> {
             let report =
                 tokio::task::spawn_blocking(move || vigil::bench::spool(messages, batch, bytes))
                     .await??;
+            println!("{report}");
+            Ok(())
+        }
+        Cmd::Bench {
+            command:
+                BenchCmd::EdgeMemory {
+                    series,
+                    minutes,
+                    phases,
+                    json,
+                },
+        } => {
+            let report =
+                vigil::memory_bench::edge_memory(series, minutes, &phases, json.as_deref())
+                    .await?;
             println!("{report}");
             Ok(())
         }

@@ -363,6 +363,7 @@ impl Publisher {
 /// The task that owns the event loop.
 pub struct Link {
     spec: LinkSpec,
+    ratelog: crate::ratelog::RateLog,
     client: AsyncClient,
     eventloop: EventLoop,
     inbox: mpsc::Sender<Publish>,
@@ -430,6 +431,7 @@ pub fn open(
         publisher,
         Link {
             spec,
+            ratelog: Default::default(),
             client,
             eventloop,
             inbox,
@@ -470,6 +472,19 @@ impl Link {
                     info!(%broker, "Connected to MQTT broker.");
                     backoff.reset();
                     self.on_connected();
+                }
+                Ok(Event::Incoming(Packet::Publish(p)))
+                    if p.payload.len() > self.spec.settings.max_packet_bytes =>
+                {
+                    // Read off the wire so the connection survives, then
+                    // refused here: it never takes room in the inbox.
+                    self.metrics
+                        .malformed
+                        .with_label_values(&["oversized"])
+                        .inc();
+                    if let Some(skipped) = self.ratelog.allow(&p.topic) {
+                        warn!(topic = %p.topic, bytes = p.payload.len(), limit = self.spec.settings.max_packet_bytes, skipped, "Dropped an oversized message.");
+                    }
                 }
                 Ok(Event::Incoming(Packet::Publish(p))) => {
                     // A full inbox slows the broker down instead of losing data.

@@ -90,7 +90,10 @@ impl Default for CacheConfig {
     fn default() -> Self {
         Self {
             max_series: 10_000,
-            points_per_series: 300,
+            // A minute at 1 Hz: the uplink takes points every few ticks, so
+            // the ring is for the API and onset times (24 B a point: 14 MB
+            // for 10,000 series).
+            points_per_series: 60,
             evict_idle_secs: 3600,
             protect_secs: 60,
         }

@@ -186,7 +186,9 @@ pub async fn run(
             offline: presence(PresenceState::Offline),
         }),
     };
-    let (inbox_tx, inbox) = mpsc::channel(1024);
+    // At most 256 messages of at most mqtt.max_packet_bytes each (larger
+    // ones are dropped by the link before they get here).
+    let (inbox_tx, inbox) = mpsc::channel(256);
     let (publisher, link) = mqtt::open(spec, inbox_tx, metrics.link.clone())?;
     let (out, out_task) = outbox(4096, publisher.clone(), metrics.link.clone());
     let spool_path = config.data_dir.join("uplink.redb");

@@ -93,6 +93,9 @@ fn decode(v: &[u8]) -> Option<(String, Vec<u8>)> {
     Some((topic, v.get(4 + n..)?.to_vec()))
 }
 
+/// redb's page cache for the buffer.
+pub const CACHE_BYTES: usize = 4 * 1024 * 1024;
+
 /// The buffer.
 pub struct Spool {
     db: Database,
@@ -108,7 +111,12 @@ impl Spool {
     /// Opens (or creates) the buffer at `path`, bounded by `max_bytes`;
     /// what a previous run left is kept and counted.
     pub fn open(path: &Path, max_bytes: u64) -> Result<Self, SpoolError> {
-        let db = Database::create(path).map_err(store_err)?;
+        // redb caches up to 1 GiB of pages by default: a server's size, not
+        // an edge box's. The buffer is written once and read once, in order.
+        let db = Database::builder()
+            .set_cache_size(CACHE_BYTES)
+            .create(path)
+            .map_err(store_err)?;
         let mut s = Self {
             db,
             max_bytes,

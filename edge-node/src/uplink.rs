@@ -36,6 +36,9 @@ pub struct UplinkConfig {
     /// Seconds to wait for a receipt before sending a message again. Keep it
     /// above the cloud's `flush_secs`: the cloud acknowledges after writing.
     pub resend_secs: u64,
+    /// Most bytes waiting in memory for the buffer's writer (a slow disk);
+    /// a batch beyond it is dropped and counted.
+    pub queue_bytes: u64,
 }
 
 impl Default for UplinkConfig {
@@ -44,6 +47,7 @@ impl Default for UplinkConfig {
             buffer_bytes: 256 * 1024 * 1024,
             window: 256,
             resend_secs: 30,
+            queue_bytes: 16 * 1024 * 1024,
         }
     }
 }
@@ -65,6 +69,12 @@ impl UplinkConfig {
         }
         if self.resend_secs == 0 {
             e.push("uplink.resend_secs: must be positive".into());
+        }
+        if self.queue_bytes < 64 * 1024 {
+            e.push(format!(
+                "uplink.queue_bytes: {} is below the minimum of 65536",
+                self.queue_bytes
+            ));
         }
     }
 }
@@ -268,6 +278,9 @@ impl Delivery {
 #[derive(Clone)]
 pub struct Uplink {
     batches: mpsc::Sender<Vec<Queued>>,
+    /// Bytes queued for the writer, and the bound.
+    queued: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    max_queued: u64,
     acks: mpsc::Sender<UplinkAck>,
     stream: String,
     metrics: UplinkMetrics,
@@ -280,10 +293,24 @@ impl Uplink {
         if batch.is_empty() {
             return;
         }
-        if let Err(e) = self.batches.try_send(batch) {
-            let batch = match e {
-                mpsc::error::TrySendError::Full(b) | mpsc::error::TrySendError::Closed(b) => b,
-            };
+        use std::sync::atomic::Ordering;
+        let bytes = batch_bytes(&batch);
+        // An empty queue takes any batch, so a large site still makes progress.
+        let waiting = self.queued.load(Ordering::Relaxed);
+        let room = waiting == 0 || waiting + bytes <= self.max_queued;
+        let sent = if room {
+            self.queued.fetch_add(bytes, Ordering::Relaxed);
+            self.batches.try_send(batch).map_err(|e| {
+                self.queued.fetch_sub(bytes, Ordering::Relaxed);
+                match e {
+                    mpsc::error::TrySendError::Full(b)
+                    | mpsc::error::TrySendError::Closed(b) => b,
+                }
+            })
+        } else {
+            Err(batch)
+        };
+        if let Err(batch) = sent {
             warn!(
                 messages = batch.len(),
                 "Uplink writer is behind; dropped a batch."
@@ -306,6 +333,14 @@ impl Uplink {
     }
 }
 
+/// What a batch costs in memory while it waits for the writer.
+fn batch_bytes(batch: &[Queued]) -> u64 {
+    batch
+        .iter()
+        .map(|q| (q.payload.len() + q.topic.len()) as u64)
+        .sum()
+}
+
 /// Opens the buffer at `path` and returns the handle and the task that
 /// writes, sends and acknowledges.
 pub fn open(
@@ -325,14 +360,18 @@ pub fn open(
     }
     let (btx, brx) = mpsc::channel(256);
     let (atx, arx) = mpsc::channel(256);
+    let queued = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let handle = Uplink {
         batches: btx,
+        queued: queued.clone(),
+        max_queued: config.queue_bytes,
         acks: atx,
         stream: delivery.spool.stream().to_string(),
         metrics: metrics.clone(),
     };
     let task = UplinkTask {
         delivery: Some(delivery),
+        queued,
         batches: brx,
         acks: arx,
         publisher,
@@ -345,6 +384,7 @@ pub fn open(
 /// broker.
 pub struct UplinkTask {
     delivery: Option<Delivery>,
+    queued: std::sync::Arc<std::sync::atomic::AtomicU64>,
     batches: mpsc::Receiver<Vec<Queued>>,
     acks: mpsc::Receiver<UplinkAck>,
     publisher: Publisher,
@@ -373,6 +413,7 @@ impl UplinkTask {
                     while let Ok(more) = self.batches.try_recv() {
                         all.extend(more);
                     }
+                    self.queued.fetch_sub(batch_bytes(&all), std::sync::atomic::Ordering::Relaxed);
                     Work::Push(all)
                 }
                 Some(a) = self.acks.recv() => {
