@@ -365,8 +365,7 @@ async fn main() -> anyhow::Result<()> {
                 },
         } => {
             let report =
-                vigil::memory_bench::edge_memory(series, minutes, &phases, json.as_deref())
-                    .await?;
+                vigil::memory_bench::edge_memory(series, minutes, &phases, json.as_deref()).await?;
             println!("{report}");
             Ok(())
         }

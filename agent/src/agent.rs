@@ -36,7 +36,10 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let host = config.host_name();
     let site = config.site.clone();
-    let supervisor = Arc::new(Mutex::new(Supervisor::new(&config.services)));
+    // Pid files let a restarted agent adopt the services it left running.
+    let supervisor = Arc::new(Mutex::new(
+        Supervisor::new(&config.services).with_state_dir(config.data_dir.join("services")),
+    ));
     let problems = catalog.validate(&supervisor.lock().await.names());
     anyhow::ensure!(
         problems.is_empty(),

@@ -1,6 +1,13 @@
 //! Supervised services: processes the agent starts from an argv (no shell),
 //! watches, and restarts when a command says so. It does not restart a
 //! crashed process by itself: deciding that is the edge's job, under policy.
+//!
+//! Each service runs in its own process group, so it outlives an agent
+//! killed with SIGKILL, and its pid (with the kernel's start time, so a
+//! reused pid is not mistaken for it) is kept in `<state_dir>/<name>.pid`.
+//! A restarted agent adopts the process its predecessor started instead of
+//! starting a second copy; restarting an adopted service stops its whole
+//! group first.
 
 use crate::config::ServiceConfig;
 use std::collections::BTreeMap;
@@ -12,7 +19,37 @@ use tracing::{info, warn};
 struct Supervised {
     spec: ServiceConfig,
     child: Option<Child>,
+    /// A process a previous agent started, found alive through its pid file.
+    adopted: Option<Recorded>,
     restarts: u64,
+}
+
+/// What a pid file says: the process and when the kernel started it.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+struct Recorded {
+    pid: u32,
+    /// Field 22 of /proc/<pid>/stat (clock ticks after boot).
+    start: u64,
+    argv: Vec<String>,
+}
+
+/// The kernel's start time of `pid` while it runs (not a zombie).
+fn started_at(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces; fields resume after ')'.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    if fields.first() == Some(&"Z") {
+        return None;
+    }
+    fields.get(19)?.parse().ok()
+}
+
+impl Recorded {
+    /// Whether the recorded process still runs (same pid, same start).
+    fn alive(&self) -> bool {
+        started_at(self.pid) == Some(self.start)
+    }
 }
 
 /// A supervised service as reported by the agent's API.
@@ -30,6 +67,8 @@ pub struct ServiceStatus {
 #[derive(Default)]
 pub struct Supervisor {
     procs: BTreeMap<String, Supervised>,
+    /// Where pid files go; `None` keeps none (tests).
+    state_dir: Option<std::path::PathBuf>,
 }
 
 impl Supervisor {
@@ -44,12 +83,64 @@ impl Supervisor {
                     Supervised {
                         spec: s.clone(),
                         child: None,
+                        adopted: None,
                         restarts: 0,
                     },
                 )
             })
             .collect();
-        Self { procs }
+        Self {
+            procs,
+            state_dir: None,
+        }
+    }
+
+    /// Keeps pid files in `dir`, so a restarted agent finds its services.
+    pub fn with_state_dir(mut self, dir: std::path::PathBuf) -> Self {
+        self.state_dir = Some(dir);
+        self
+    }
+
+    fn pid_file(&self, name: &str) -> Option<std::path::PathBuf> {
+        self.state_dir
+            .as_ref()
+            .map(|d| d.join(format!("{name}.pid")))
+    }
+
+    /// The process a previous agent left running for `name`, if its pid
+    /// file names one that still runs the same argv.
+    fn recorded(&self, name: &str, argv: &[String]) -> Option<Recorded> {
+        let text = std::fs::read_to_string(self.pid_file(name)?).ok()?;
+        let r: Recorded = serde_json::from_str(&text).ok()?;
+        (r.argv == argv && r.alive()).then_some(r)
+    }
+
+    fn record(&self, name: &str, pid: u32, argv: &[String]) {
+        let Some(path) = self.pid_file(name) else {
+            return;
+        };
+        let Some(start) = started_at(pid) else {
+            return;
+        };
+        let r = Recorded {
+            pid,
+            start,
+            argv: argv.to_vec(),
+        };
+        let text = serde_json::to_vec(&r).unwrap_or_default();
+        let saved = path
+            .parent()
+            .map_or(Ok(()), std::fs::create_dir_all)
+            .and_then(|()| vigil_core::file::write_atomic(&path, &text));
+        if let Err(e) = saved {
+            warn!(service = %name, path = %path.display(), error = %e, "Could not write the pid file; a restarted agent would not find this service.");
+        }
+    }
+
+    fn forget(&self, name: &str) {
+        if let Some(path) = self.pid_file(name) {
+            let _ = std::fs::remove_file(path);
+        }
     }
 
     /// Names of supervised services.
@@ -57,14 +148,30 @@ impl Supervisor {
         self.procs.keys().cloned().collect()
     }
 
-    /// Starts every supervised service; returns the errors of those that failed.
+    /// Starts every supervised service, or adopts the process a previous
+    /// agent started for it; returns the errors of those that failed.
     pub fn start_all(&mut self) -> Vec<String> {
         let mut errors = Vec::new();
-        for (name, p) in self.procs.iter_mut() {
+        for name in self.names() {
+            let argv = self.procs[&name].spec.argv.clone();
+            if let Some(r) = self.recorded(&name, &argv) {
+                info!(service = %name, pid = r.pid, "Adopted the supervised service a previous agent started.");
+                if let Some(p) = self.procs.get_mut(&name) {
+                    p.adopted = Some(r);
+                }
+                continue;
+            }
+            let Some(p) = self.procs.get_mut(&name) else {
+                continue;
+            };
             match spawn(&p.spec) {
                 Ok(child) => {
-                    info!(service = %name, pid = child.id(), "Started supervised service.");
+                    let pid = child.id();
+                    info!(service = %name, pid, "Started supervised service.");
                     p.child = Some(child);
+                    if let Some(pid) = pid {
+                        self.record(&name, pid, &argv);
+                    }
                 }
                 Err(e) => errors.push(format!("service {name}: {e}")),
             }
@@ -75,6 +182,14 @@ impl Supervisor {
     /// The live PID of a supervised service, reaping it if it has exited.
     pub fn pid(&mut self, name: &str) -> Option<u32> {
         let p = self.procs.get_mut(name)?;
+        if let Some(r) = &p.adopted {
+            if r.alive() {
+                return Some(r.pid);
+            }
+            warn!(service = %name, pid = r.pid, "Adopted supervised service exited.");
+            p.adopted = None;
+            return None;
+        }
         let child = p.child.as_mut()?;
         match child.try_wait() {
             Ok(None) => child.id(),
@@ -99,11 +214,16 @@ impl Supervisor {
         if let Some(child) = p.child.take() {
             stop(name, child).await;
         }
+        if let Some(r) = p.adopted.take() {
+            stop_group(name, &r).await;
+        }
         let child = spawn(&p.spec).map_err(|e| format!("starting {name}: {e}"))?;
         let pid = child.id().ok_or_else(|| format!("{name} exited at once"))?;
         info!(service = %name, pid, "Restarted supervised service.");
         p.child = Some(child);
         p.restarts += 1;
+        let argv = p.spec.argv.clone();
+        self.record(name, pid, &argv);
         Ok(pid)
     }
 
@@ -125,10 +245,17 @@ impl Supervisor {
 
     /// Stops every supervised service (SIGTERM, then SIGKILL after 2 s).
     pub async fn stop_all(&mut self) {
-        for (name, p) in self.procs.iter_mut() {
+        for name in self.names() {
+            let Some(p) = self.procs.get_mut(&name) else {
+                continue;
+            };
             if let Some(child) = p.child.take() {
-                stop(name, child).await;
+                stop(&name, child).await;
             }
+            if let Some(r) = p.adopted.take() {
+                stop_group(&name, &r).await;
+            }
+            self.forget(&name);
         }
     }
 }
@@ -166,13 +293,38 @@ async fn stop(name: &str, mut child: Child) {
     }
 }
 
-/// Sends SIGTERM. The one unsafe call in the agent: libc::kill has no
-/// memory-safety preconditions; the PID is one of our own children.
-#[allow(unsafe_code)]
+/// Stops an adopted service's whole process group (it is not our child,
+/// so it cannot be waited for: its start time says when it is gone).
+async fn stop_group(name: &str, r: &Recorded) {
+    if !r.alive() {
+        return;
+    }
+    // The service leads its own group (process_group(0) at spawn).
+    signal(-(r.pid as i32), libc::SIGTERM);
+    for _ in 0..40 {
+        if !r.alive() {
+            info!(service = %name, pid = r.pid, "Stopped adopted service.");
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    warn!(service = %name, pid = r.pid, "Adopted service ignored SIGTERM for 2 s; killing its group.");
+    signal(-(r.pid as i32), libc::SIGKILL);
+}
+
+/// Sends SIGTERM.
 fn terminate(pid: u32) {
+    signal(pid as i32, libc::SIGTERM);
+}
+
+/// Sends `sig` to a process (or, negative, a process group). The one unsafe
+/// call in the agent: libc::kill has no memory-safety preconditions; the
+/// target is a service this agent (or its predecessor) started.
+#[allow(unsafe_code)]
+fn signal(target: i32, sig: i32) {
     #[cfg(unix)]
     unsafe {
-        libc::kill(pid as libc::pid_t, libc::SIGTERM);
+        libc::kill(target as libc::pid_t, sig);
     }
 }
 
@@ -210,6 +362,41 @@ mod tests {
         std::fs::read_to_string(format!("/proc/{pid}/stat"))
             .map(|s| !s.contains(") Z "))
             .unwrap_or(true)
+    }
+
+    #[tokio::test]
+    async fn a_new_supervisor_adopts_what_the_last_one_left_running() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut first = Supervisor::new(&[sleeper("a")]).with_state_dir(dir.path().into());
+        assert!(first.start_all().is_empty());
+        let pid = first.pid("a").unwrap();
+        // The agent dies without stopping anything (as under SIGKILL).
+        if let Some(p) = first.procs.get_mut("a") {
+            if let Some(c) = p.child.as_mut() {
+                // Forget the handle without killing the process.
+                let _ = c.id();
+            }
+            std::mem::forget(p.child.take());
+        }
+        let mut second = Supervisor::new(&[sleeper("a")]).with_state_dir(dir.path().into());
+        assert!(second.start_all().is_empty());
+        assert_eq!(second.pid("a"), Some(pid), "adopted, not started again");
+        // A restart stops the adopted group and starts one new copy.
+        let new = second.restart("a").await.unwrap();
+        assert_ne!(new, pid);
+        assert!(started_at(pid).is_none(), "the old copy is gone");
+        // A pid file naming another program (a reused pid) is not adopted.
+        let mut other = sleeper("a");
+        other.argv = vec!["sleep".into(), "31".into()];
+        let third_dir = tempfile::tempdir().unwrap();
+        std::fs::copy(dir.path().join("a.pid"), third_dir.path().join("a.pid")).unwrap();
+        let mut third = Supervisor::new(&[other]).with_state_dir(third_dir.path().into());
+        assert!(third.start_all().is_empty());
+        assert_ne!(third.pid("a"), Some(new));
+        third.stop_all().await;
+        second.stop_all().await;
+        assert!(started_at(new).is_none());
+        assert!(!dir.path().join("a.pid").exists());
     }
 
     #[tokio::test]

@@ -303,8 +303,7 @@ impl Uplink {
             self.batches.try_send(batch).map_err(|e| {
                 self.queued.fetch_sub(bytes, Ordering::Relaxed);
                 match e {
-                    mpsc::error::TrySendError::Full(b)
-                    | mpsc::error::TrySendError::Closed(b) => b,
+                    mpsc::error::TrySendError::Full(b) | mpsc::error::TrySendError::Closed(b) => b,
                 }
             })
         } else {
