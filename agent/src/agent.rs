@@ -126,6 +126,7 @@ pub async fn run(
         services: supervisor.lock().await.names(),
         reload: Duration::from_secs_f64(config.reload_secs),
         ratelog: Default::default(),
+        recent: Default::default(),
     };
     tracker.spawn(commands.run(inbox, shutdown.child_token()));
     let collect = CollectLoop::new(
@@ -159,6 +160,7 @@ struct CommandLoop {
     services: Vec<String>,
     reload: Duration,
     ratelog: vigil_core::ratelog::RateLog,
+    recent: std::collections::VecDeque<(tokio::time::Instant, vigil_core::message::CommandResult)>,
 }
 
 impl CommandLoop {
@@ -172,7 +174,7 @@ impl CommandLoop {
                 m = inbox.recv() => match m { Some(m) => m, None => break },
             };
             if let Some(topic::Route::EdgePresence { .. }) = topic::parse(&msg.topic) {
-                self.on_edge_presence(&msg.payload);
+                self.on_edge_presence(&msg.payload).await;
                 continue;
             }
             self.metrics
@@ -217,12 +219,22 @@ impl CommandLoop {
             self.publisher
                 .send(&topic::results(&self.site, &result.host), &result, false)
                 .await;
+            if self.recent.len() >= RECENT_RESULTS {
+                self.recent.pop_front();
+            }
+            self.recent.push_back((tokio::time::Instant::now(), result));
         }
     }
 }
 
+/// Results kept to send again when the edge comes back (an edge killed
+/// right after sending a command never saw its result).
+const RECENT_RESULTS: usize = 64;
+/// ...for this long.
+const RECENT_RESULTS_FOR: Duration = Duration::from_secs(600);
+
 impl CommandLoop {
-    fn on_edge_presence(&self, payload: &[u8]) {
+    async fn on_edge_presence(&mut self, payload: &[u8]) {
         self.metrics
             .link
             .received
@@ -233,6 +245,9 @@ impl CommandLoop {
                 let online = p.state == PresenceState::Online;
                 if self.edge.heard(online, self.publisher.connections()) {
                     info!(edge = %p.node, online, "Edge presence changed.");
+                    if online {
+                        self.resend_results().await;
+                    }
                 }
             }
             Err(e) => {
@@ -242,6 +257,25 @@ impl CommandLoop {
                     .with_label_values(&[e.reason()])
                     .inc();
             }
+        }
+    }
+
+    /// Sends the recent results again for an edge that has just come (back)
+    /// online: one that restarted mid-action closes its record with them.
+    async fn resend_results(&mut self) {
+        let now = tokio::time::Instant::now();
+        self.recent
+            .retain(|(at, _)| now.duration_since(*at) < RECENT_RESULTS_FOR);
+        for (_, r) in &self.recent {
+            self.publisher
+                .send(&topic::results(&self.site, &r.host), r, false)
+                .await;
+        }
+        if !self.recent.is_empty() {
+            info!(
+                results = self.recent.len(),
+                "Sent recent results again for the edge."
+            );
         }
     }
 

@@ -24,6 +24,9 @@ pub enum State {
     Expired,
     /// Approved and acted on.
     Used,
+    /// Closed unanswered (or approved but not yet acted on) because its
+    /// anomaly ended: nothing runs.
+    Closed,
 }
 
 impl State {
@@ -35,6 +38,7 @@ impl State {
             State::Rejected => "rejected",
             State::Expired => "expired",
             State::Used => "used",
+            State::Closed => "closed",
         }
     }
 }
@@ -66,6 +70,9 @@ pub struct Approval {
     pub decided_by: Option<String>,
     /// When it was answered, Unix ms.
     pub decided_ms: Option<i64>,
+    /// Why it closed without running, when it did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 /// Why an answer was not taken.
@@ -74,9 +81,9 @@ pub enum AnswerError {
     /// No request has this id.
     #[error("no approval request {0}")]
     Unknown(String),
-    /// It was answered already, or expired.
-    #[error("approval request {0} is {1:?}, not pending")]
-    NotPending(String, State),
+    /// It was answered already, expired, or closed.
+    #[error("approval request {0} is {s}, not pending{why}", s = .1.as_str(), why = .2.as_ref().map(|w| format!(": {w}")).unwrap_or_default())]
+    NotPending(String, State, Option<String>),
 }
 
 /// The requests, shared by the engine and the API.
@@ -148,7 +155,11 @@ impl Approvals {
             .find(|a| a.id == id)
             .ok_or_else(|| AnswerError::Unknown(id.to_string()))?;
         if a.state != State::Pending {
-            return Err(AnswerError::NotPending(id.to_string(), a.state));
+            return Err(AnswerError::NotPending(
+                id.to_string(),
+                a.state,
+                a.note.clone(),
+            ));
         }
         a.state = if approve {
             State::Approved
@@ -158,6 +169,28 @@ impl Approvals {
         a.decided_by = Some(by.to_string());
         a.decided_ms = Some(now_ms);
         Ok(a.clone())
+    }
+
+    /// The pending request for `target`, whatever its policy or anomaly:
+    /// one target has at most one.
+    pub fn pending_for(&self, target: &EntityId) -> Option<&Approval> {
+        self.list
+            .iter()
+            .find(|a| a.state == State::Pending && &a.target == target)
+    }
+
+    /// Closes every pending or approved-but-unused request whose anomaly is
+    /// no longer `open`, noting `why`; returns those it closed.
+    pub fn close_ended(&mut self, open: impl Fn(&Approval) -> bool, why: &str) -> Vec<Approval> {
+        let mut closed = Vec::new();
+        for a in &mut self.list {
+            if matches!(a.state, State::Pending | State::Approved) && !open(a) {
+                a.state = State::Closed;
+                a.note = Some(why.to_string());
+                closed.push(a.clone());
+            }
+        }
+        closed
     }
 
     /// Every request, oldest first.
@@ -184,13 +217,14 @@ mod tests {
             state: State::Pending,
             decided_by: None,
             decided_ms: None,
+            note: None,
         })
     }
 
     #[test]
     fn state_names_match_their_json() {
         use State::*;
-        for st in [Pending, Approved, Rejected, Expired, Used] {
+        for st in [Pending, Approved, Rejected, Expired, Used, Closed] {
             assert_eq!(serde_json::to_value(st).unwrap(), st.as_str());
         }
     }
@@ -205,12 +239,12 @@ mod tests {
         );
         assert_eq!(
             q.answer(&a.id, false, "bob", 600).unwrap_err(),
-            AnswerError::NotPending(a.id.clone(), State::Approved)
+            AnswerError::NotPending(a.id.clone(), State::Approved, None)
         );
         let b = ask(&mut q, 1000);
         assert_eq!(
             q.answer(&b.id, true, "alice", 1001).unwrap_err(),
-            AnswerError::NotPending(b.id.clone(), State::Expired)
+            AnswerError::NotPending(b.id.clone(), State::Expired, None)
         );
         assert!(matches!(
             q.answer("nope", true, "x", 0),

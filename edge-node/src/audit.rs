@@ -10,6 +10,31 @@ use vigil_core::message::AuditRecord;
 /// Records kept in memory for the API.
 const RECENT: usize = 1000;
 
+/// Bytes of an existing log read back at start (its last records).
+const TAIL_BYTES: u64 = 2 * 1024 * 1024;
+
+/// The last records of the log at `path` (a torn last line is skipped).
+fn tail(path: &Path) -> std::io::Result<VecDeque<AuditRecord>> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = File::open(path)?;
+    let len = f.metadata()?.len();
+    let from = len.saturating_sub(TAIL_BYTES);
+    f.seek(SeekFrom::Start(from))?;
+    let mut text = Vec::new();
+    f.read_to_end(&mut text)?;
+    let mut lines = text.split(|&b| b == b'\n');
+    if from > 0 {
+        lines.next(); // starts mid-line
+    }
+    let mut out: VecDeque<AuditRecord> = lines
+        .filter_map(|l| serde_json::from_slice(l).ok())
+        .collect();
+    while out.len() > RECENT {
+        out.pop_front();
+    }
+    Ok(out)
+}
+
 /// The audit trail of one edge node.
 pub struct AuditLog {
     path: PathBuf,
@@ -18,7 +43,8 @@ pub struct AuditLog {
 }
 
 impl AuditLog {
-    /// Opens (creating) `path` for appending.
+    /// Opens (creating) `path` for appending; the last records already in
+    /// it are read back (so a restarted edge knows what it left open).
     pub fn open(path: &Path) -> std::io::Result<Self> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
@@ -27,7 +53,37 @@ impl AuditLog {
         Ok(Self {
             path: path.to_path_buf(),
             file,
-            recent: VecDeque::new(),
+            recent: tail(path)?,
+        })
+    }
+
+    /// `action_sent` records with no result, verdict or unexpected-result
+    /// record after them: what an edge killed mid-action left open.
+    pub fn open_actions(&self) -> Vec<AuditRecord> {
+        use vigil_core::message::AuditKind;
+        let closed: std::collections::HashSet<&str> = self
+            .recent
+            .iter()
+            .filter(|r| r.kind != AuditKind::ActionSent)
+            .filter_map(|r| r.command_id.as_deref())
+            .collect();
+        self.recent
+            .iter()
+            .filter(|r| r.kind == AuditKind::ActionSent)
+            .filter(|r| {
+                r.command_id
+                    .as_deref()
+                    .is_some_and(|id| !closed.contains(id))
+            })
+            .cloned()
+            .collect()
+    }
+
+    /// The result recorded for `command_id`, if it is recent.
+    pub fn result_of(&self, command_id: &str) -> Option<&AuditRecord> {
+        self.recent.iter().rev().find(|r| {
+            r.kind == vigil_core::message::AuditKind::ActionResult
+                && r.command_id.as_deref() == Some(command_id)
         })
     }
 
@@ -102,7 +158,35 @@ mod tests {
             .lines()
             .map(|l| serde_json::from_str(l).unwrap())
             .collect();
-        assert_eq!(lines, vec![rec.clone(), rec]);
-        assert_eq!(log.recent().len(), 1);
+        assert_eq!(lines, vec![rec.clone(), rec.clone()]);
+        // What the first run wrote is read back at open.
+        assert_eq!(log.recent().len(), 2);
+        // A torn last line (a crash mid-write) is skipped, and an
+        // action_sent with nothing after it is open.
+        let sent = AuditRecord {
+            kind: vigil_core::message::AuditKind::ActionSent,
+            command_id: Some("open-1".into()),
+            ..rec.clone()
+        };
+        let closed = AuditRecord {
+            kind: vigil_core::message::AuditKind::ActionResult,
+            ..rec
+        };
+        log.append(&closed).unwrap();
+        log.append(&sent).unwrap();
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap()
+            .write_all(b"{\"ts_ms\":1,\"si")
+            .unwrap();
+        let log = AuditLog::open(&path).unwrap();
+        assert_eq!(log.recent().len(), 4);
+        let open: Vec<_> = log
+            .open_actions()
+            .into_iter()
+            .filter_map(|r| r.command_id)
+            .collect();
+        assert_eq!(open, ["open-1"]);
     }
 }

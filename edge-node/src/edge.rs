@@ -217,7 +217,7 @@ pub async fn run(
         &shutdown,
     );
 
-    let engine = Engine::new(
+    let mut engine = Engine::new(
         site.clone(),
         policies,
         config.command_ttl_secs as i64 * 1000,
@@ -226,6 +226,17 @@ pub async fn run(
     .with_rails(config.rails.clone())
     .with_node(&config.node)
     .with_approvals(shared.approvals.clone());
+    // Commands sent before a restart whose result never came: take them
+    // back, so every action_sent record ends with a result and a verdict.
+    let open = shared
+        .audit
+        .lock()
+        .map(|a| a.open_actions())
+        .unwrap_or_default();
+    if !open.is_empty() {
+        info!(commands = open.len(), "Commands were in flight when the edge stopped; waiting for their results, then checking recovery.");
+    }
+    let resumed = engine.resume(&open, &detector.model_version());
     let policy_watch = (!config.policy.as_os_str().is_empty()).then(|| {
         let text = std::fs::read_to_string(&config.policy).ok();
         FileWatch::new(&config.policy, text)
@@ -254,6 +265,8 @@ pub async fn run(
         command_key,
     };
     info!(%site, "Edge node running.");
+    let mut node = node;
+    node.apply(resumed);
     node.run(inbox, installs, shutdown).await;
 
     // The uplink task stores what is still queued before it stops.
@@ -756,13 +769,25 @@ impl Node {
     /// Audits a result for no command in flight: one this edge never sent
     /// (forged, or another edge's) or one it closed already (a replay).
     fn unexpected_result(&mut self, r: &vigil_core::message::CommandResult, model: &str) {
-        self.metrics.unexpected_results.inc();
         let sent = self
             .shared
             .audit
             .lock()
             .ok()
             .and_then(|a| a.sent(&r.command_id).cloned());
+        let known = sent.as_ref().is_some_and(|_| {
+            self.shared.audit.lock().is_ok_and(|a| {
+                a.result_of(&r.command_id)
+                    .is_some_and(|x| x.outcome.is_some())
+            })
+        });
+        if known {
+            // An agent sends its recent results again when the edge comes
+            // back; these are already on record.
+            tracing::debug!(command_id = %r.command_id, "Result already on record.");
+            return;
+        }
+        self.metrics.unexpected_results.inc();
         let why = match &sent {
             Some(_) => "a command this edge sent and has closed (a replay or a late result)",
             None => "a command this edge never sent (forged, or another edge's)",

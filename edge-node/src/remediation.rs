@@ -26,6 +26,9 @@ enum Phase {
     Awaiting {
         command: Command,
         sent_ms: i64,
+        /// Sent by this edge before it restarted: without a result in time
+        /// the outcome is unknown and recovery is checked all the same.
+        resumed: bool,
     },
     Verifying {
         command: Command,
@@ -332,6 +335,7 @@ impl Engine {
     ) -> Decisions {
         let mut d = Decisions::default();
         self.advance_in_flight(now_ms, entities, live, model, &mut d);
+        self.close_ended_approvals(entities, live, model, &mut d);
         self.reset_calm(now_ms, entities, live);
         self.short_circuit(now_ms, entities, model, &mut d);
         // A dead process needs no detector's opinion; a target a condition
@@ -491,6 +495,7 @@ impl Engine {
         t.phase = Phase::Awaiting {
             command: command.clone(),
             sent_ms: now_ms,
+            resumed: false,
         };
         t.policy = acting.name.clone();
         t.acted_ms = Some(now_ms);
@@ -533,6 +538,19 @@ impl Engine {
                 reason,
             })
         };
+        // One target, one pending request, whatever asked first.
+        if let Some(other) = q
+            .pending_for(&e.entity)
+            .filter(|a| a.policy != c.policy.name || a.anomaly_id != e.anomaly_id)
+        {
+            return held(
+                "approval",
+                format!(
+                    "approval {} ({} for {}) is pending for this target",
+                    other.id, other.action, other.policy
+                ),
+            );
+        }
         match q.find(&c.policy.name, &e.entity, &e.anomaly_id) {
             Some(a) if a.state == State::Approved => {
                 Gate::Go(a.id.clone(), a.decided_by.clone().unwrap_or_default())
@@ -581,6 +599,7 @@ impl Engine {
                 state: State::Pending,
                 decided_by: None,
                 decided_ms: None,
+                note: None,
             })),
         }
     }
@@ -758,6 +777,44 @@ impl Engine {
         }
     }
 
+    /// Closes every open approval request whose anomaly (or liveness
+    /// episode) has ended, with an audit record: answering it later gets a
+    /// 409 that says why, and nothing runs.
+    fn close_ended_approvals(
+        &mut self,
+        entities: &Entities,
+        live: &Liveness,
+        model: &str,
+        d: &mut Decisions,
+    ) {
+        let closed = match self.approvals.lock() {
+            Ok(mut q) => q.close_ended(
+                |a| {
+                    let anomaly = entities.get(&a.target).and_then(|e| e.anomaly_id.as_ref());
+                    a.anomaly_id.is_some()
+                        && (anomaly == a.anomaly_id.as_ref()
+                            || live
+                                .firing()
+                                .iter()
+                                .any(|f| Some(&f.episode) == a.anomaly_id.as_ref()))
+                },
+                "its anomaly ended before it was acted on; nothing ran",
+            ),
+            Err(_) => return,
+        };
+        for a in closed {
+            let detail = format!(
+                "approval: request {} to run {} closed: its anomaly ended before it was acted on; nothing ran",
+                a.id, a.action
+            );
+            let mut rec = self.base(AuditKind::HeldBack, &a.policy, &a.target, model, detail);
+            rec.action = a.action.clone();
+            rec.anomaly_id = a.anomaly_id.clone();
+            rec.rail = Some("approval closed".into());
+            d.audit.push(rec);
+        }
+    }
+
     /// Ends the cooldowns (and restarts the backoff) of every idle target
     /// that has stayed healthy for its policy's `cooldown_reset_secs` since
     /// it was last acted on.
@@ -800,12 +857,28 @@ impl Engine {
     ) {
         let mut done = Vec::new();
         let mut escalations = Vec::new();
+        let mut unknown = Vec::new();
         for (entity, t) in &self.targets {
             let cooldown = self.cooldown_ms(&t.policy, entity, now_ms);
             match &t.phase {
-                Phase::Awaiting { command, sent_ms }
-                    if now_ms > sent_ms + self.command_ttl_ms + RESULT_GRACE_MS =>
-                {
+                Phase::Awaiting {
+                    command,
+                    sent_ms,
+                    resumed: true,
+                } if now_ms > sent_ms + self.command_ttl_ms + RESULT_GRACE_MS => {
+                    let rec = self.record(
+                        AuditKind::ActionResult,
+                        &t.policy,
+                        command,
+                        model,
+                        None,
+                        "unknown: the edge restarted before the agent's result arrived; checking recovery".into(),
+                    );
+                    unknown.push((entity.clone(), command.clone(), rec));
+                }
+                Phase::Awaiting {
+                    command, sent_ms, ..
+                } if now_ms > sent_ms + self.command_ttl_ms + RESULT_GRACE_MS => {
                     let rec = self.record(
                         AuditKind::ActionResult,
                         &t.policy,
@@ -875,6 +948,76 @@ impl Engine {
             }
             d.audit.push(rec);
         }
+        for (entity, command, rec) in unknown {
+            let within_ms = self
+                .targets
+                .get(&entity)
+                .and_then(|t| self.policy(&t.policy))
+                .map_or(60_000, |p| (p.verify.within_secs * 1000.0) as i64);
+            if let Some(t) = self.targets.get_mut(&entity) {
+                t.phase = Phase::Verifying {
+                    command,
+                    result_ms: now_ms,
+                    until_ms: now_ms + within_ms,
+                };
+            }
+            d.audit.push(rec);
+        }
+    }
+
+    /// Takes back the commands this edge sent before it restarted and never
+    /// saw a result for (their `action_sent` records): each waits for its
+    /// result (an agent sends its recent results again when the edge comes
+    /// back) and is then verified; pages are closed as unknown at once.
+    pub fn resume(&mut self, open: &[AuditRecord], model: &str) -> Decisions {
+        let mut d = Decisions::default();
+        for rec in open {
+            let Some(id) = rec.command_id.clone() else {
+                continue;
+            };
+            let command = Command {
+                id,
+                action: rec.action.clone(),
+                target: rec.target.clone(),
+                params: Default::default(),
+                issued_ms: rec.ts_ms,
+                expires_ms: rec.ts_ms + self.command_ttl_ms,
+                policy: rec.policy.clone(),
+                anomaly_id: rec.anomaly_id.clone(),
+                holder: self.holder.clone(),
+                lease_token: rec.lease_token,
+                lease_ms: 0,
+                to: String::new(),
+                signature: None,
+            };
+            if rec.policy == SHORT_CIRCUIT {
+                let mut closed = self.record(
+                    AuditKind::ActionResult,
+                    SHORT_CIRCUIT,
+                    &command,
+                    model,
+                    None,
+                    "unknown: the edge restarted before the page's result arrived".into(),
+                );
+                closed.target = rec.target.clone();
+                d.audit.push(closed);
+                continue;
+            }
+            let t = self
+                .targets
+                .entry(rec.target.clone())
+                .or_insert_with(|| Target::new(&rec.policy));
+            t.policy = rec.policy.clone();
+            t.acted_ms = Some(rec.ts_ms);
+            t.trigger = (rec.score.unwrap_or(0.0), rec.top_metric.clone());
+            t.lease = rec.lease_token;
+            t.phase = Phase::Awaiting {
+                command,
+                sent_ms: rec.ts_ms,
+                resumed: true,
+            };
+        }
+        d
     }
 
     fn policy(&self, name: &str) -> Option<&Policy> {

@@ -200,3 +200,154 @@ fn a_liveness_policy_ignores_the_score_and_a_score_policy_ignores_conditions() {
         "{errs:?}"
     );
 }
+
+/// The three loose ends of the record: a command left open by a restart,
+/// an approval whose anomaly ended, and two requests for one target.
+mod loose_ends {
+    use super::*;
+    use crate::approval::State;
+
+    #[test]
+    fn a_command_left_open_by_a_restart_is_closed_and_verified() {
+        let mut h = Host::new(POLICY);
+        for t in 0..3 {
+            h.second(t, false);
+        }
+        let sent = h
+            .audit
+            .iter()
+            .find(|r| r.kind == AuditKind::ActionSent)
+            .cloned()
+            .unwrap();
+        // Records carry the wall clock; this one was written at second 2.
+        let sent = AuditRecord {
+            ts_ms: 2000,
+            ..sent
+        };
+        // A new engine, as after SIGKILL: it knows only the audit log.
+        let mut after = Host::new(POLICY);
+        let d = after.engine.resume(std::slice::from_ref(&sent), "m1");
+        assert!(d.audit.is_empty() && d.commands.is_empty());
+        // No result comes (the agent never got it, or it was lost): after
+        // the command's time the outcome is unknown and recovery is checked.
+        for t in 3..60 {
+            after.second(t, t >= 20);
+            // `second` answers only commands it saw sent; none here.
+        }
+        let kinds: Vec<AuditKind> = after
+            .audit
+            .iter()
+            .filter(|r| r.command_id == sent.command_id)
+            .map(|r| r.kind)
+            .collect();
+        assert_eq!(
+            kinds,
+            [AuditKind::ActionResult, AuditKind::Verified],
+            "{:?}",
+            after.audit
+        );
+        let result = after
+            .audit
+            .iter()
+            .find(|r| r.kind == AuditKind::ActionResult)
+            .unwrap();
+        assert!(
+            result.detail.starts_with("unknown: the edge restarted"),
+            "{}",
+            result.detail
+        );
+        // Its result, when it does come, closes it the ordinary way.
+        let mut third = Host::new(POLICY);
+        third.engine.resume(std::slice::from_ref(&sent), "m1");
+        let r = CommandResult {
+            command_id: sent.command_id.clone().unwrap(),
+            host: "h1".into(),
+            action: sent.action.clone(),
+            target: sent.target.clone(),
+            outcome: Outcome::Succeeded,
+            detail: "restarted".into(),
+            started_ms: 3000,
+            finished_ms: 3000,
+            lease_token: Some(1),
+        };
+        let d = third
+            .engine
+            .on_result(&r, 4000, "m1")
+            .expect("in flight again");
+        assert_eq!(d.audit[0].outcome, Some(Outcome::Succeeded));
+    }
+
+    const APPROVE: &str = r#"
+policies:
+  - name: restart-dead-web
+    match: { entity: "service/*/web", when: ["up == 0"], for_secs: 0 }
+    action: restart-web
+    mode: approve
+  - name: restart-sick-web
+    match: { entity: "service/*/web", min_score: 0.5, for_secs: 0 }
+    action: restart-web
+    mode: approve
+"#;
+
+    #[test]
+    fn an_approval_whose_anomaly_ended_is_closed_and_answers_409() {
+        let approvals = crate::approval::SharedApprovals::default();
+        let mut h = Host::new(APPROVE);
+        h.engine = Engine::new(
+            "s".into(),
+            PolicySet::parse(APPROVE, Path::new("p.yaml")).unwrap(),
+            10_000,
+            Budgets::in_memory(),
+        )
+        .with_approvals(approvals.clone());
+        h.second(0, false);
+        let asked = approvals.lock().unwrap().all();
+        assert_eq!(asked.len(), 1);
+        assert_eq!(asked[0].state, State::Pending);
+        // The service comes back by itself before anyone answers.
+        h.second(1, true);
+        let a = approvals.lock().unwrap().all()[0].clone();
+        assert_eq!(a.state, State::Closed);
+        let closed = h.audit.last().unwrap();
+        assert_eq!(closed.rail.as_deref(), Some("approval closed"));
+        assert!(closed.detail.contains("nothing ran"), "{}", closed.detail);
+        let err = approvals
+            .lock()
+            .unwrap()
+            .answer(&a.id, true, "late", 2000)
+            .unwrap_err();
+        assert!(err.to_string().contains("its anomaly ended"), "{err}");
+        assert!(h.sent.is_empty());
+    }
+
+    #[test]
+    fn one_target_has_one_pending_request() {
+        let approvals = crate::approval::SharedApprovals::default();
+        let set = PolicySet::parse(APPROVE, Path::new("p.yaml")).unwrap();
+        let mut engine = Engine::new("s".into(), set, 10_000, Budgets::in_memory())
+            .with_approvals(approvals.clone());
+        let web = EntityId::service("h1", "web");
+        let mut cache = Cache::new(10, 10);
+        let mut entities = Entities::default();
+        let mut live = Liveness::default();
+        // Dead (a condition) and, by its score, anomalous too.
+        for t in [1000, 2000] {
+            cache
+                .push(&SeriesId::new(web.clone(), "up"), t, 0.0, t, 0)
+                .unwrap();
+            let p = cache.take_pending();
+            cache.set_scores(&p, &[0.99]);
+            entities.update(&cache, Levels::plain(0.95), t, 5000, "s", "m1");
+            live.update(&cache, engine.policies(), t, 5000);
+            engine.on_tick(t, &entities, &live, "m1");
+        }
+        let pending: Vec<_> = approvals
+            .lock()
+            .unwrap()
+            .all()
+            .into_iter()
+            .filter(|a| a.state == State::Pending)
+            .collect();
+        assert_eq!(pending.len(), 1, "{pending:?}");
+    }
+}
