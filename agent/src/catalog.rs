@@ -4,7 +4,6 @@
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::Path;
-use vigil_core::config::yaml_error;
 
 /// The catalog file.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -323,7 +322,10 @@ impl Catalog {
     /// Parses catalog text and checks it against the supervised `services`;
     /// `path` is only used in messages.
     pub fn parse(text: &str, path: &Path, services: &[String]) -> Result<Self, Vec<String>> {
-        let cat: Catalog = serde_yaml_ng::from_str(text).map_err(|e| vec![yaml_error(path, &e)])?;
+        let cat: Catalog = match vigil_core::config::parse_all(text, path) {
+            (Some(c), problems) if problems.is_empty() => c,
+            (_, problems) => return Err(problems),
+        };
         let lines: Vec<&str> = text.lines().collect();
         let problems: Vec<String> = cat
             .validate(services)

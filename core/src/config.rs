@@ -6,16 +6,137 @@ use std::path::Path;
 
 /// `file:line:column: message` for a YAML error.
 pub fn yaml_error(path: &Path, e: &serde_yaml_ng::Error) -> String {
+    let msg = e.to_string();
+    // The location leads; serde_yaml's own "at line … column …" would repeat it.
+    let msg = msg
+        .rsplit_once(" at line ")
+        .map_or(msg.as_str(), |(m, _)| m);
     match e.location() {
-        Some(l) => format!("{}:{}:{}: {e}", path.display(), l.line(), l.column()),
-        None => format!("{}: {e}", path.display()),
+        Some(l) => format!("{}:{}:{}: {msg}", path.display(), l.line(), l.column()),
+        None => format!("{}: {msg}", path.display()),
     }
 }
 
-/// Reads and parses a YAML file into `T`.
+/// Reads and parses a YAML file into `T`; the first problem only (see
+/// [`parse_all`] for every one).
 pub fn load_yaml<T: DeserializeOwned>(path: &Path) -> Result<T, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
     serde_yaml_ng::from_str(&text).map_err(|e| yaml_error(path, &e))
+}
+
+/// Most problems one file reports.
+const MAX_PROBLEMS: usize = 50;
+
+/// Parses `text` into `T`, reporting every field serde refuses, each at its
+/// own line and column: serde stops at the first bad field, so the line
+/// of each one found is set aside (blanked, keeping the line numbers) and
+/// the text parsed again, until it parses or no progress is made.
+/// Returns what finally parsed (with the bad fields at their defaults)
+/// beside the problems, so that semantic checks can still run on it.
+pub fn parse_all<T: DeserializeOwned>(text: &str, path: &Path) -> (Option<T>, Vec<String>) {
+    let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+    let mut problems = Vec::new();
+    let mut blanked = std::collections::HashSet::new();
+    loop {
+        let current = lines.join("\n");
+        let e = match serde_yaml_ng::from_str::<T>(&current) {
+            Ok(v) => return (Some(v), problems),
+            Err(e) => e,
+        };
+        let msg = e.to_string();
+        let msg = msg
+            .rsplit_once(" at line ")
+            .map_or(msg.as_str(), |(m, _)| m);
+        let Some(loc) = e.location() else {
+            problems.push(format!("{}: {msg}", path.display()));
+            return (None, problems);
+        };
+        let line = loc.line();
+        // A required field whose line was set aside is missing now: not the
+        // file's problem. The item that lacks it is set aside whole (its
+        // other fields were checked as far as serde got).
+        let consequence = msg.contains("missing field") && !blanked.is_empty();
+        if !consequence {
+            problems.push(format!("{}:{line}:{}: {msg}", path.display(), loc.column()));
+        }
+        if problems.len() >= MAX_PROBLEMS || !blanked.insert(line) {
+            return (None, problems);
+        }
+        let Some(first) = lines.get(line.saturating_sub(1)) else {
+            return (None, problems);
+        };
+        let depth = first.len() - first.trim_start().len();
+        let mut i = line - 1;
+        loop {
+            lines[i] = String::new();
+            i += 1;
+            let deeper = lines.get(i).is_some_and(|l| {
+                let t = l.trim();
+                t.is_empty() || t.starts_with('#') || l.len() - l.trim_start().len() > depth
+            });
+            if !consequence || !deeper {
+                break;
+            }
+        }
+    }
+}
+
+/// Where the field `dotted` (`mqtt.port`, `services[1].name`) is written
+/// in block-style YAML `text`: its 1-based line and column.
+pub fn locate_field(text: &str, dotted: &str) -> Option<(usize, usize)> {
+    let lines: Vec<&str> = text.lines().collect();
+    let content = |i: usize| {
+        let t = lines[i].trim();
+        !t.is_empty() && !t.starts_with('#')
+    };
+    let indent = |i: usize| lines[i].len() - lines[i].trim_start().len();
+    // Where a line's key starts (after a list item's `- `).
+    let key_at = |i: usize| {
+        let t = lines[i].trim_start();
+        indent(i) + if t.starts_with("- ") { 2 } else { 0 }
+    };
+    let (mut from, mut to, mut found) = (0usize, lines.len(), None);
+    for part in dotted.split('.') {
+        let (key, index) = match part.split_once('[') {
+            Some((k, rest)) => (k, Some(rest.trim_end_matches(']').parse::<usize>().ok()?)),
+            None => (part, None),
+        };
+        let child = (from..to).find(|&i| content(i)).map(key_at)?;
+        let at = (from..to).find(|&i| {
+            content(i)
+                && key_at(i) == child
+                && lines[i]
+                    .trim_start()
+                    .trim_start_matches("- ")
+                    .starts_with(&format!("{key}:"))
+        })?;
+        found = Some((at + 1, key_at(at) + 1));
+        let end = (at + 1..to)
+            .find(|&i| {
+                content(i)
+                    && key_at(i) <= key_at(at)
+                    && !(lines[i].trim_start().starts_with("- ") && indent(i) >= key_at(at))
+            })
+            .unwrap_or(to);
+        (from, to) = (at + 1, end);
+        if let Some(n) = index {
+            let item_indent = (from..to)
+                .filter(|&i| content(i) && lines[i].trim_start().starts_with("- "))
+                .map(indent)
+                .min()?;
+            let items: Vec<usize> = (from..to)
+                .filter(|&i| {
+                    content(i)
+                        && indent(i) == item_indent
+                        && lines[i].trim_start().starts_with("- ")
+                })
+                .collect();
+            let start = *items.get(n)?;
+            found = Some((start + 1, indent(start) + 1));
+            (from, to) = (start, items.get(n + 1).copied().unwrap_or(to));
+        }
+    }
+    found
 }
 
 /// Loads `path` (or `T::default()` without one), validates it with
@@ -24,16 +145,30 @@ pub fn load_validated<T: DeserializeOwned + Default>(
     path: Option<&Path>,
     validate: impl Fn(&T) -> Vec<String>,
 ) -> Result<T, Vec<String>> {
-    let config = match path {
-        Some(p) => load_yaml(p).map_err(|e| vec![e])?,
-        None => T::default(),
+    let (config, text) = match path {
+        Some(p) => {
+            let text =
+                std::fs::read_to_string(p).map_err(|e| vec![format!("{}: {e}", p.display())])?;
+            match parse_all::<T>(&text, p) {
+                (Some(c), problems) if problems.is_empty() => (c, text),
+                (_, problems) => return Err(problems),
+            }
+        }
+        None => (T::default(), String::new()),
     };
     let name = path
         .map(|p| p.display().to_string())
         .unwrap_or_else(|| "defaults".into());
+    // `field: what is wrong` goes to the field's own line when it is written.
     let problems: Vec<String> = validate(&config)
         .into_iter()
-        .map(|p| format!("{name}: {p}"))
+        .map(|p| {
+            let field = p.split_once(':').map(|(f, _)| f.trim()).unwrap_or("");
+            match locate_field(&text, field).filter(|_| !field.contains(' ')) {
+                Some((line, col)) => format!("{name}:{line}:{col}: {p}"),
+                None => format!("{name}: {p}"),
+            }
+        })
         .collect();
     if problems.is_empty() {
         Ok(config)
@@ -103,7 +238,31 @@ mod tests {
         })
         .unwrap_err();
         assert_eq!(e.len(), 2);
-        assert!(e[1].ends_with("c.yaml: b: zero"), "{e:?}");
+        assert!(e[1].ends_with("c.yaml:2:1: b: zero"), "{e:?}");
         assert!(load_validated::<C>(None, |_| vec![]).is_ok());
+    }
+
+    #[test]
+    fn every_bad_field_is_reported_at_its_own_line_not_only_the_first() {
+        let text = "a: x\nb: 2\nzzz: 1\nb2: 3\n";
+        let (parsed, e) = parse_all::<C>(text, Path::new("c.yaml"));
+        assert_eq!(parsed.map(|c| c.b), Some(2), "the rest still parses");
+        assert_eq!(e.len(), 3, "{e:?}");
+        assert!(e[0].starts_with("c.yaml:1:4: a: invalid type"), "{e:?}");
+        assert!(e[1].starts_with("c.yaml:3:1: unknown field `zzz`"), "{e:?}");
+        assert!(e[2].starts_with("c.yaml:4:1: unknown field `b2`"), "{e:?}");
+        let (ok, none) = parse_all::<C>("a: 1\n", Path::new("c.yaml"));
+        assert_eq!((ok.map(|c| c.a), none.len()), (Some(1), 0));
+    }
+
+    #[test]
+    fn fields_are_found_by_their_dotted_path() {
+        let text = "site: s1\nmqtt:\n  host: h\n  port: 0\nrails:\n  port: 5\nservices:\n  - name: a\n    argv: [x]\n  - name: b\n    health_url: ftp://x\n";
+        assert_eq!(locate_field(text, "site"), Some((1, 1)));
+        assert_eq!(locate_field(text, "mqtt.port"), Some((4, 3)));
+        assert_eq!(locate_field(text, "rails.port"), Some((6, 3)));
+        assert_eq!(locate_field(text, "services[1].health_url"), Some((11, 5)));
+        assert_eq!(locate_field(text, "services[0].name"), Some((8, 5)));
+        assert_eq!(locate_field(text, "nope"), None);
     }
 }

@@ -5,7 +5,6 @@
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
-use vigil_core::config::yaml_error;
 use vigil_core::EntityId;
 
 /// A policy file.
@@ -268,97 +267,84 @@ impl PolicySet {
         Self::parse(&text, path)
     }
 
-    /// Parses policy text; `path` is only used in messages.
+    /// Parses policy text; `path` is only used in messages. Every problem
+    /// is reported, each at its own line: the edge and `vigil policy
+    /// check` read policy files through this one front end.
     pub fn parse(text: &str, path: &Path) -> Result<Self, Vec<String>> {
         let lines = text.lines().collect::<Vec<_>>();
-        let file: PolicyFile = match serde_yaml_ng::from_str(text) {
-            Ok(f) => f,
-            Err(e) => {
-                // serde stops at the first bad field: parse policy by policy
-                // to report every one, then check the ones that parsed.
-                let (partial, mut errors) = parse_each(&lines, path);
-                if errors.is_empty() {
-                    return Err(vec![yaml_error(path, &e)]);
-                }
-                errors.extend(
-                    validate(&partial)
-                        .into_iter()
-                        // These depend on the policies that did not parse.
-                        .filter(|(_, p)| {
-                            !p.contains("no policy is named") && !p.contains("can never act")
-                        })
-                        .map(|(name, p)| locate(path, &lines, &name, &p)),
-                );
-                return Err(errors);
-            }
-        };
-        let problems = validate(&file);
-        if !problems.is_empty() {
-            return Err(problems
-                .into_iter()
-                .map(|(name, p)| locate(path, &lines, &name, &p))
-                .collect());
+        let (file, errors) = vigil_core::config::parse_all::<PolicyFile>(text, path);
+        // serde numbers the policies that parsed; the file's own numbering
+        // counts every item, set aside or not.
+        let mut errors: Vec<String> = errors.into_iter().map(|e| renumber(&lines, &e)).collect();
+        let partial = !errors.is_empty();
+        if let Some(file) = &file {
+            errors.extend(
+                validate(file)
+                    .into_iter()
+                    // With policies set aside these depend on what is missing.
+                    .filter(|(_, p)| {
+                        !partial
+                            || !(p.contains("no policy is named") || p.contains("can never act"))
+                    })
+                    .map(|(at, p)| locate(path, &lines, &at, &p)),
+            );
         }
-        Ok(Self {
-            policies: file.policies,
-            version: content_hash(text),
-        })
+        match file {
+            Some(file) if errors.is_empty() => Ok(Self {
+                policies: file.policies,
+                version: content_hash(text),
+            }),
+            _ => Err(errors),
+        }
     }
 }
 
-/// Parses each item of a block-style `policies:` list on its own: the
-/// policies that parse, and every error of those that do not, with the
-/// file's line and column. No errors when the list cannot be split.
-fn parse_each(lines: &[&str], path: &Path) -> (PolicyFile, Vec<String>) {
-    let mut out = (PolicyFile::default(), Vec::new());
-    let Some(start) = lines.iter().position(|l| l.starts_with("policies:")) else {
-        return out;
+/// `file:line:col: policies[k]...` with `k` the index of the list item
+/// that holds `line` in the file.
+fn renumber(lines: &[&str], e: &str) -> String {
+    let mut parts = e.splitn(4, ':');
+    let (Some(file), Some(line), Some(col), Some(rest)) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return e.to_string();
     };
-    let (mut items, mut indent, mut end) = (Vec::new(), None, lines.len());
-    for (i, l) in lines.iter().enumerate().skip(start + 1) {
-        let t = l.trim_start();
-        if t.is_empty() || t.starts_with('#') {
-            continue;
-        }
-        let ind = l.len() - t.len();
-        if ind == 0 {
-            end = i;
-            break;
-        }
-        if t.starts_with("- ") && *indent.get_or_insert(ind) == ind {
-            items.push(i);
-        }
+    let (Ok(line), Some(tail)) = (
+        line.parse::<usize>(),
+        rest.trim_start()
+            .strip_prefix("policies[")
+            .and_then(|r| r.split_once(']')),
+    ) else {
+        return e.to_string();
+    };
+    let Some(start) = lines.iter().position(|l| l.starts_with("policies:")) else {
+        return e.to_string();
+    };
+    let items = lines
+        .iter()
+        .enumerate()
+        .skip(start + 1)
+        .filter(|(_, l)| l.trim_start().starts_with("- "));
+    let depth = items
+        .clone()
+        .map(|(_, l)| l.len() - l.trim_start().len())
+        .min();
+    let k = items
+        .filter(|(_, l)| Some(l.len() - l.trim_start().len()) == depth)
+        .filter(|(i, _)| *i < line)
+        .count();
+    match k.checked_sub(1) {
+        Some(k) => format!("{file}:{line}:{col}: policies[{k}]{}", tail.1),
+        None => e.to_string(),
     }
-    for (k, &a) in items.iter().enumerate() {
-        let b = items.get(k + 1).copied().unwrap_or(end);
-        let doc = format!("policies:\n{}", lines[a..b].join("\n"));
-        match serde_yaml_ng::from_str::<PolicyFile>(&doc) {
-            Ok(f) => out.0.policies.extend(f.policies),
-            Err(e) => {
-                let msg = e.to_string();
-                let msg = msg
-                    .rsplit_once(" at line ")
-                    .map_or(msg.as_str(), |(m, _)| m);
-                let msg = msg.replacen("policies[0]", &format!("policies[{k}]"), 1);
-                out.1.push(match e.location() {
-                    Some(l) => format!(
-                        "{}:{}:{}: {msg}",
-                        path.display(),
-                        a + l.line() - 1,
-                        l.column()
-                    ),
-                    None => format!("{}:{}: {msg}", path.display(), a + 1),
-                });
-            }
-        }
-    }
-    out
 }
 
-/// Problems as (policy name, message).
-fn validate(file: &PolicyFile) -> Vec<(String, String)> {
+/// Where a policy is: its name and which policy of that name it is.
+type At = (String, usize);
+
+/// Problems as (where, message).
+fn validate(file: &PolicyFile) -> Vec<(At, String)> {
     let mut out = Vec::new();
-    let mut names = std::collections::HashSet::new();
+    let mut names: HashMap<String, usize> = HashMap::new();
     let by_name: HashMap<&str, &Policy> =
         file.policies.iter().map(|p| (p.name.as_str(), p)).collect();
     let escalated_to: HashSet<&str> = file
@@ -367,16 +353,19 @@ fn validate(file: &PolicyFile) -> Vec<(String, String)> {
         .filter_map(|p| p.escalate.as_deref())
         .collect();
     for (i, p) in file.policies.iter().enumerate() {
+        let seen = names.entry(p.name.clone()).or_default();
+        let occurrence = *seen;
+        *seen += 1;
         let mut bad = |msg: String| {
             out.push((
-                p.name.clone(),
+                (p.name.clone(), occurrence),
                 format!("policy {:?} (#{}): {msg}", p.name, i + 1),
             ))
         };
         if p.name.trim().is_empty() {
             bad("name must not be empty".into());
         }
-        if !names.insert(p.name.clone()) {
+        if occurrence > 0 {
             bad("name is used twice".into());
         }
         if !vigil_core::topic::valid_level(&p.action) {
@@ -467,17 +456,45 @@ fn escalation_cycle(start: &str, by_name: &HashMap<&str, &Policy>) -> Option<Vec
     None
 }
 
-/// Prefixes a semantic problem with the line where its policy is named.
-fn locate(path: &Path, lines: &[&str], name: &str, problem: &str) -> String {
+/// Prefixes a semantic problem with the line where its policy is named
+/// (the `n`-th policy of that name, for a name used twice).
+fn locate(path: &Path, lines: &[&str], (name, n): &At, problem: &str) -> String {
     let needle = format!("name: {name}");
     let quoted = format!("name: \"{name}\"");
-    match lines
+    let found = lines
         .iter()
-        .position(|l| l.contains(&needle) || l.contains(&quoted))
-    {
-        Some(i) if !name.is_empty() => format!("{}:{}: {problem}", path.display(), i + 1),
-        _ => format!("{}: {problem}", path.display()),
-    }
+        .enumerate()
+        .filter(|(_, l)| l.contains(&needle) || l.contains(&quoted))
+        .nth(*n);
+    let Some((i, l)) = found.filter(|_| !name.is_empty()) else {
+        return format!("{}: {problem}", path.display());
+    };
+    // The field the problem names (`action`, `match.min_score`, `budget:`),
+    // found within this policy's lines: its own line and column.
+    let item_indent = l.len() - l.trim_start().trim_start_matches("- ").len();
+    let field = problem
+        .split_once("): ")
+        .map(|(_, rest)| rest)
+        .and_then(|rest| rest.split([' ', ':']).next())
+        .and_then(|f| f.rsplit('.').next())
+        .unwrap_or("");
+    let at = lines
+        .iter()
+        .enumerate()
+        .skip(i)
+        .take_while(|(j, x)| {
+            *j == i || x.trim().is_empty() || x.len() - x.trim_start().len() >= item_indent
+        })
+        .find_map(|(j, x)| {
+            let c = x.find(&format!("{field}:")).filter(|_| !field.is_empty())?;
+            // A whole word: not `min_score` inside `xmin_score`.
+            let before = x[..c].chars().last();
+            before
+                .is_none_or(|b| !(b.is_alphanumeric() || b == '_'))
+                .then_some((j, c))
+        });
+    let (line, col) = at.unwrap_or((i, l.find("name:").unwrap_or(0)));
+    format!("{}:{}:{}: {problem}", path.display(), line + 1, col + 1)
 }
 
 /// FNV-1a 64-bit of the text, as hex: a stable version for audit records.
@@ -531,9 +548,13 @@ policies:
         let text = "policies:\n  - name: a\n    match: { entity: \"sensor/x\", min_score: 2 }\n    action: \"rm -rf\"\n  - name: a\n    match: { entity: \"service/*\" }\n    action: ok\n";
         let errs = PolicySet::parse(text, Path::new("p.yaml")).unwrap_err();
         assert_eq!(errs.len(), 4, "{errs:?}");
-        assert!(errs.iter().all(|e| e.starts_with("p.yaml:2:")), "{errs:?}");
-        assert!(errs.iter().any(|e| e.contains("agent is required")));
-        assert!(errs.iter().any(|e| e.contains("used twice")));
+        let at =
+            |line: &str, what: &str| errs.iter().any(|e| e.starts_with(line) && e.contains(what));
+        // Each at the field's own line and column; the duplicate at the second use.
+        assert!(at("p.yaml:4:5:", "is not a valid action name"), "{errs:?}");
+        assert!(at("p.yaml:3:34:", "min_score 2"), "{errs:?}");
+        assert!(at("p.yaml:2:5:", "agent is required"), "{errs:?}");
+        assert!(at("p.yaml:5:5:", "used twice"), "{errs:?}");
     }
 
     #[test]
@@ -568,13 +589,13 @@ policies:
         let has =
             |line: &str, what: &str| errs.iter().any(|e| e.starts_with(line) && e.contains(what));
         assert!(has("p.yaml:4:5:", "unknown field `acton`"), "{errs:?}");
-        assert!(has("p.yaml:6:", "for_secs"), "{errs:?}");
+        assert!(has("p.yaml:6:", "policies[1].match.for_secs"), "{errs:?}");
         assert!(
-            has("p.yaml:8:", "the chain loops (c -> d -> c)"),
+            has("p.yaml:11:5:", "the chain loops (c -> d -> c)"),
             "{errs:?}"
         );
         assert!(
-            has("p.yaml:12:", "the chain loops (d -> c -> d)"),
+            has("p.yaml:14:5:", "the chain loops (d -> c -> d)"),
             "{errs:?}"
         );
         assert_eq!(errs.len(), 4, "{errs:?}");
@@ -603,19 +624,19 @@ policies:
         let has =
             |line: &str, what: &str| errs.iter().any(|e| e.starts_with(line) && e.contains(what));
         assert!(
-            has("p.yaml:2:", "the chain loops (a -> b -> a)"),
+            has("p.yaml:5:5:", "the chain loops (a -> b -> a)"),
             "{errs:?}"
         );
         assert!(
-            has("p.yaml:6:", "the chain loops (b -> a -> b)"),
+            has("p.yaml:8:5:", "the chain loops (b -> a -> b)"),
             "{errs:?}"
         );
         assert!(
-            has("p.yaml:9:", "no policy is named \"nobody\""),
+            has("p.yaml:12:5:", "no policy is named \"nobody\""),
             "{errs:?}"
         );
-        assert!(has("p.yaml:9:", "budget: max and per_secs"), "{errs:?}");
-        assert!(has("p.yaml:9:", "cooldown_backoff 0.5"), "{errs:?}");
+        assert!(has("p.yaml:13:5:", "budget: max and per_secs"), "{errs:?}");
+        assert!(has("p.yaml:14:5:", "cooldown_backoff 0.5"), "{errs:?}");
         assert!(has("p.yaml:15:", "can never act"), "{errs:?}");
         assert_eq!(errs.len(), 6, "{errs:?}");
     }

@@ -211,26 +211,46 @@ impl Spool {
     /// Up to `max` messages to send next: the most important priority
     /// first, each priority oldest first.
     pub fn peek(&self, max: usize) -> Result<Vec<Item>, SpoolError> {
+        self.window(max, u64::MAX, |_| false)
+            .map(|(items, _)| items)
+    }
+
+    /// The window in replay order: at most `max` messages and about
+    /// `max_bytes` (always at least one). Returns the messages not `held`
+    /// (decoded) and the sequence numbers of the whole window; held ones are
+    /// neither copied nor decoded.
+    pub fn window(
+        &self,
+        max: usize,
+        max_bytes: u64,
+        held: impl Fn(u64) -> bool,
+    ) -> Result<(Vec<Item>, Vec<u64>), SpoolError> {
         let tx = self.db.begin_read().map_err(store_err)?;
-        let mut out = Vec::new();
+        let (mut out, mut seqs, mut bytes) = (Vec::new(), Vec::new(), 0u64);
         for p in Priority::ALL {
-            if out.len() >= max {
-                break;
-            }
             let t = tx.open_table(TABLES[p as usize]).map_err(store_err)?;
-            for row in t.iter().map_err(store_err)?.take(max - out.len()) {
+            for row in t.iter().map_err(store_err)? {
+                if seqs.len() >= max || (bytes >= max_bytes && !seqs.is_empty()) {
+                    return Ok((out, seqs));
+                }
                 let (k, v) = row.map_err(store_err)?;
+                let seq = k.value();
+                bytes += v.value().len() as u64;
+                seqs.push(seq);
+                if held(seq) {
+                    continue;
+                }
                 // A value this build cannot read is skipped (and acked by seq).
                 let (topic, payload) = decode(v.value()).unwrap_or_default();
                 out.push(Item {
                     priority: p,
-                    seq: k.value(),
+                    seq,
                     topic,
                     payload,
                 });
             }
         }
-        Ok(out)
+        Ok((out, seqs))
     }
 
     /// Removes delivered messages by sequence number, in one durable

@@ -33,6 +33,9 @@ pub struct UplinkConfig {
     pub buffer_bytes: u64,
     /// Most messages out without a receipt from the cloud.
     pub window: usize,
+    /// ...and about this many bytes (a message of raw samples is up to
+    /// ~200 KB): what is out is read again from the buffer to resend.
+    pub window_bytes: u64,
     /// Seconds to wait for a receipt before sending a message again. Keep it
     /// above the cloud's `flush_secs`: the cloud acknowledges after writing.
     pub resend_secs: u64,
@@ -46,6 +49,7 @@ impl Default for UplinkConfig {
         Self {
             buffer_bytes: 256 * 1024 * 1024,
             window: 256,
+            window_bytes: 4 * 1024 * 1024,
             resend_secs: 30,
             queue_bytes: 16 * 1024 * 1024,
         }
@@ -69,6 +73,12 @@ impl UplinkConfig {
         }
         if self.resend_secs == 0 {
             e.push("uplink.resend_secs: must be positive".into());
+        }
+        if self.window_bytes < 64 * 1024 {
+            e.push(format!(
+                "uplink.window_bytes: {} is below the minimum of 65536",
+                self.window_bytes
+            ));
         }
         if self.queue_bytes < 64 * 1024 {
             e.push(format!(
@@ -177,6 +187,7 @@ pub struct Delivery {
     /// Sequence number → when it was last sent (Unix ms).
     out: HashMap<u64, i64>,
     window: usize,
+    window_bytes: u64,
     resend_ms: i64,
     dropped_seen: [u64; 3],
 }
@@ -199,6 +210,7 @@ impl Delivery {
             spool: Spool::open(path, config.buffer_bytes)?,
             out: HashMap::new(),
             window: config.window,
+            window_bytes: config.window_bytes,
             resend_ms: config.resend_secs as i64 * 1000,
             dropped_seen: [0; 3],
         })
@@ -234,19 +246,20 @@ impl Delivery {
     /// What to publish now: the first `window` messages in replay order that
     /// are not out, or have been out longer than the resend delay.
     pub fn due(&mut self, now_ms: i64) -> Result<Vec<Send>, SpoolError> {
-        let items = self.spool.peek(self.window)?;
+        let out = &self.out;
+        let resend_ms = self.resend_ms;
+        // Messages out and not yet due again are not read at all.
+        let (items, window) = self.spool.window(self.window, self.window_bytes, |seq| {
+            out.get(&seq).is_some_and(|&at| now_ms - at < resend_ms)
+        })?;
         let floor = self.spool.floor()?;
         let stream = self.spool.stream().to_string();
         // Only what is in the window stays out (the rest was acked or dropped).
-        let keep: std::collections::HashSet<u64> = items.iter().map(|i| i.seq).collect();
+        let keep: std::collections::HashSet<u64> = window.into_iter().collect();
         self.out.retain(|s, _| keep.contains(s));
         let mut sends = Vec::new();
         for i in items {
-            let resend = match self.out.get(&i.seq) {
-                Some(&at) if now_ms - at < self.resend_ms => continue,
-                Some(_) => true,
-                None => false,
-            };
+            let resend = self.out.contains_key(&i.seq);
             self.out.insert(i.seq, now_ms);
             let seq = Seq {
                 stream: stream.clone(),
