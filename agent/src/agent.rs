@@ -50,12 +50,15 @@ pub async fn run(
         warn!(error = %e, "Could not start supervised service.");
     }
 
+    // Announced with presence, so the edge can check its policies.
+    let actions: Vec<String> = catalog.actions.keys().cloned().collect();
     let presence = |state| {
         encode(&Presence {
             node: host.clone(),
             role: "agent".into(),
             state,
             ts_ms: now_ms(),
+            actions: actions.clone(),
         })
     };
     let spec = LinkSpec {

@@ -190,6 +190,7 @@ mod tests {
             role: "agent".into(),
             state: PresenceState::Online,
             ts_ms: 5,
+            actions: vec![],
         }
     }
 

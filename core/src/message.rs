@@ -198,6 +198,10 @@ pub struct Presence {
     pub state: PresenceState,
     /// When it was written, Unix ms.
     pub ts_ms: i64,
+    /// An agent's catalog action names: what it can be commanded to run
+    /// (the edge checks its policies against them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub actions: Vec<String>,
 }
 impl Payload for Presence {
     const KIND: &'static str = "presence";

@@ -166,6 +166,7 @@ pub async fn run(
             role: "edge".into(),
             state,
             ts_ms: now_ms(),
+            actions: vec![],
         })
     };
     let p = topic::PREFIX;
@@ -263,6 +264,7 @@ pub async fn run(
         due: Default::default(),
         ratelog: Default::default(),
         command_key,
+        policy_problems: Vec::new(),
     };
     info!(%site, "Edge node running.");
     let mut node = node;
@@ -307,6 +309,8 @@ struct Node {
     ratelog: vigil_core::ratelog::RateLog,
     /// Signs every command (agents run only what a trusted edge signed).
     command_key: vigil_core::signing::SecretKey,
+    /// Policy problems already warned about.
+    policy_problems: Vec<String>,
     /// (policy, target) pairs whose condition had held long enough at the
     /// last decision: a new one is decided on at once, not at the next tick.
     due: std::collections::HashSet<(String, EntityId)>,
@@ -654,13 +658,21 @@ impl Node {
                     None => self.unexpected_result(&r, &model),
                 }
             }
-            Ok(Inbound::AgentPresence { host, online }) => {
+            Ok(Inbound::AgentPresence {
+                host,
+                online,
+                actions,
+            }) => {
                 self.metrics
                     .link
                     .received
                     .with_label_values(&["presence"])
                     .inc();
-                info!(%host, online, "Agent presence.");
+                info!(%host, online, actions = actions.len(), "Agent presence.");
+                if online && !actions.is_empty() {
+                    self.engine.set_agent_actions(&host, actions);
+                    self.check_policies_against_agents();
+                }
                 if let Ok(mut a) = self.shared.agents.lock() {
                     a.insert(host, online);
                 }
@@ -764,6 +776,18 @@ impl Node {
                 }
             }
         }
+    }
+
+    /// Warns about every policy that names an action an agent it would
+    /// send to does not have (from the catalogs agents announce), and
+    /// counts them; the engine holds such actions back, naming the rail.
+    fn check_policies_against_agents(&mut self) {
+        let problems = self.engine.missing_actions(&self.shared.lock_entities());
+        self.metrics.policy_problems.set(problems.len() as i64);
+        for p in problems.iter().filter(|p| !self.policy_problems.contains(p)) {
+            warn!(problem = %p, "Policy names an action the agent does not have.");
+        }
+        self.policy_problems = problems;
     }
 
     /// Audits a result for no command in flight: one this edge never sent
@@ -1136,6 +1160,8 @@ impl Node {
     }
 
     fn heartbeat(&mut self) {
+        // New entities can bring policies to agents that lack their action.
+        self.check_policies_against_agents();
         // Budgets walk every known target: once a heartbeat, not every tick.
         for (policy, left) in self.engine.budgets_left(now_ms()) {
             self.metrics

@@ -35,6 +35,8 @@ pub enum Inbound {
         host: String,
         /// Online or not.
         online: bool,
+        /// Its catalog's action names (empty from agents that do not say).
+        actions: Vec<String>,
     },
     /// A model family's signed release (checked by `model`).
     Release {
@@ -98,6 +100,7 @@ pub fn classify(
             Ok(Inbound::AgentPresence {
                 host: host.to_string(),
                 online: p.state == PresenceState::Online,
+                actions: p.actions,
             })
         }
         Route::Sensor { site: s, sensor } if s == site => {

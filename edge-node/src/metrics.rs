@@ -59,6 +59,8 @@ pub struct EdgeMetrics {
     pub unexpected_results: IntCounter,
     /// Series evicted from the cache, by reason.
     pub series_evicted: IntCounterVec,
+    /// Policies naming an action an agent they would send to lacks.
+    pub policy_problems: IntGauge,
     /// Anomaly score per series (limited to the highest `score_gauges_max`).
     pub anomaly_score: GaugeVec,
     /// Anomaly events opened.
@@ -146,6 +148,10 @@ impl EdgeMetrics {
                     "Series evicted from the cache (idle: no sample for evict_idle_secs; room: a new series took the slot of the stalest one that was not live).",
                 ),
                 &["reason"],
+            )?,
+            policy_problems: IntGauge::new(
+                "vigil_edge_policy_problems",
+                "Policies naming an action that an agent they would send to does not have in its catalog (as the agents announce them).",
             )?,
             anomaly_score: GaugeVec::new(
                 Opts::new(
@@ -300,6 +306,7 @@ impl EdgeMetrics {
         vigil_core::telemetry::register(r, "edge", &m.samples_restamped)?;
         vigil_core::telemetry::register(r, "edge", &m.unexpected_results)?;
         vigil_core::telemetry::register(r, "edge", &m.series_evicted)?;
+        vigil_core::telemetry::register(r, "edge", &m.policy_problems)?;
         for r in ["idle", "room"] {
             m.series_evicted.with_label_values(&[r]);
         }

@@ -106,6 +106,8 @@ pub struct Engine {
     tripped: Option<String>,
     /// Page commands sent by the short-circuit, awaiting their result.
     pages: HashMap<String, Command>,
+    /// The catalog action names each agent announced with its presence.
+    agent_actions: HashMap<String, Vec<String>>,
 }
 
 /// A rail that held an action back, and why.
@@ -148,6 +150,7 @@ impl Engine {
             rate: RateLimit::default(),
             tripped: None,
             pages: HashMap::new(),
+            agent_actions: HashMap::new(),
         }
     }
 
@@ -189,6 +192,46 @@ impl Engine {
                 (p.name.as_str(), left)
             })
             .collect()
+    }
+
+    /// Takes the action names an agent announced.
+    pub fn set_agent_actions(&mut self, agent: &str, actions: Vec<String>) {
+        self.agent_actions.insert(agent.to_string(), actions);
+    }
+
+    /// Whether `agent` is known to lack `action` (unknown agents are not).
+    fn lacks(&self, agent: &str, action: &str) -> bool {
+        self.agent_actions
+            .get(agent)
+            .is_some_and(|a| !a.iter().any(|x| x == action))
+    }
+
+    /// Every policy naming an action that an announcing agent it would send
+    /// to lacks: its own `agent`, or the host of a known entity it matches.
+    pub fn missing_actions(&self, entities: &Entities) -> Vec<String> {
+        let mut out = Vec::new();
+        for p in &self.policies.policies {
+            let hosts: std::collections::HashSet<&str> = match (&p.agent, &p.matcher) {
+                (Some(a), _) => std::iter::once(a.as_str()).collect(),
+                (None, Some(m)) => entities
+                    .all()
+                    .filter(|e| crate::policy::glob(&m.entity, e.entity.as_str()))
+                    .filter_map(|e| e.entity.host_name())
+                    .collect(),
+                // Reached by escalation: on the escalating policy's agent.
+                (None, None) => Default::default(),
+            };
+            for agent in self.agent_actions.keys() {
+                let reaches = hosts.contains(agent.as_str());
+                if reaches && self.lacks(agent, &p.action) {
+                    out.push(format!(
+                        "policy {:?} (version {}) runs {:?} on agent {agent}, whose catalog has no such action",
+                        p.name, self.policies.version, p.action
+                    ));
+                }
+            }
+        }
+        out
     }
 
     /// Whether the site-wide short-circuit is holding every action.
@@ -749,6 +792,13 @@ impl Engine {
             ));
         }
         match agent {
+            Some(agent) if self.lacks(&agent, &acting.action) => Err(reason(
+                "agent",
+                format!(
+                    "{note}agent {agent} has no action {:?} in its catalog",
+                    acting.action
+                ),
+            )),
             Some(agent) => Ok(Chosen {
                 policy: acting,
                 agent,

@@ -531,6 +531,7 @@ mod tests {
                     role: "edge".into(),
                     state: vigil_core::message::PresenceState::Online,
                     ts_ms: i as i64,
+                    actions: vec![],
                 };
                 Queued::new(p, format!("t/{}", p.as_str()), &body)
             })

@@ -19,6 +19,7 @@ fn spec(port: u16, topic: &str, id: &str) -> LinkSpec {
             role: "agent".into(),
             state,
             ts_ms: now_ms(),
+            actions: vec![],
         })
     };
     LinkSpec {

@@ -351,3 +351,36 @@ policies:
         assert_eq!(pending.len(), 1, "{pending:?}");
     }
 }
+
+#[test]
+fn a_policy_naming_an_action_the_agent_lacks_is_held_and_reported() {
+    let mut h = Host::new(POLICY);
+    h.engine
+        .set_agent_actions("h1", vec!["page-ops".into(), "restart-db".into()]);
+    h.engine.set_agent_actions("ops", vec!["page-ops".into()]);
+    for t in 0..5 {
+        h.second(t, false);
+    }
+    // Only h1 has an entity the policy matches; ops is not reached.
+    let problems = h.engine.missing_actions(&h.entities);
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(
+        problems[0].contains("\"restart-web\" on agent h1"),
+        "{problems:?}"
+    );
+    assert!(
+        h.sent.is_empty(),
+        "nothing sent to an agent that cannot run it"
+    );
+    let held = h
+        .audit
+        .iter()
+        .find(|r| r.kind == AuditKind::HeldBack)
+        .unwrap();
+    assert_eq!(held.rail.as_deref(), Some("agent"));
+    assert!(
+        held.detail.contains("has no action \"restart-web\""),
+        "{}",
+        held.detail
+    );
+}
