@@ -233,6 +233,10 @@ struct UpArgs {
     /// Seconds between injected faults.
     #[arg(long, default_value_t = 60)]
     fault_interval_secs: u64,
+    /// No fault before this many seconds: the detector learns what normal
+    /// looks like first (50 samples at 1 Hz).
+    #[arg(long, default_value_t = 60)]
+    warmup_secs: u64,
     /// Stop after this many seconds (default: run until Ctrl-C).
     #[arg(long)]
     duration: Option<u64>,
@@ -404,6 +408,7 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
     let injector = tokio::spawn(run_injector(
         stack.clone(),
         Duration::from_secs(args.fault_interval_secs.max(5)),
+        Duration::from_secs(args.warmup_secs),
     ));
 
     let started = Instant::now();

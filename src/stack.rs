@@ -477,10 +477,11 @@ fn api_token(path: &Path) -> anyhow::Result<String> {
 
 /// Injects a service fault every `interval`, in turn, and lets the sensor
 /// drift for 30 s once every four faults (first at 2.5 intervals), until the
-/// stack stops.
-pub async fn run_injector(stack: Arc<Stack>, interval: Duration) {
+/// stack stops. Nothing is injected during the first `warmup` (the detector
+/// learns what normal looks like first).
+pub async fn run_injector(stack: Arc<Stack>, interval: Duration, warmup: Duration) {
     let shutdown = stack.token();
-    let start = tokio::time::Instant::now();
+    let start = tokio::time::Instant::now() + warmup.saturating_sub(interval);
     let mut next_fault = start + interval;
     let mut next_drift = start + interval.mul_f64(2.5);
     let mut drift_end: Option<tokio::time::Instant> = None;

@@ -61,6 +61,8 @@ fn up_with_duration_writes_a_summary_and_exits_zero() {
             "12",
             "--fault-interval-secs",
             "5",
+            "--warmup-secs",
+            "0",
             "--data-dir",
         ])
         .arg(dir.path().join("data"))
@@ -253,4 +255,49 @@ fn up_with_an_unreachable_broker_fails_and_says_why() {
         "{stderr}"
     );
     assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+/// Seven minutes of the demo with a fault every 20 s: every fault is
+/// healed, and a crash or a hang is acted on within 3 s of its injection
+/// (the liveness rule; the summary's injection and action times).
+#[test]
+fn every_fault_of_a_seven_minute_demo_is_healed_and_crashes_and_hangs_within_3_s() {
+    let dir = tempfile::tempdir().unwrap();
+    let summary = dir.path().join("summary.json");
+    let status = vigil()
+        .arg("up")
+        .args(FREE_PORTS)
+        .args([
+            "--duration",
+            "420",
+            "--fault-interval-secs",
+            "20",
+            "--data-dir",
+        ])
+        .arg(dir.path().join("data"))
+        .arg("--summary")
+        .arg(&summary)
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "{status}");
+    let s: serde_json::Value = serde_json::from_slice(&std::fs::read(&summary).unwrap()).unwrap();
+    let faults = s["faults"].as_array().unwrap();
+    assert!(faults.len() >= 15, "{} faults", faults.len());
+    // The last fault may be cut short by the end of the run.
+    let ended = s["duration_secs"].as_f64().unwrap();
+    let first = faults[0]["injected_at_ms"].as_i64().unwrap();
+    let start_ms = first - 60_000;
+    for f in faults {
+        let injected = f["injected_at_ms"].as_i64().unwrap();
+        if (injected - start_ms) as f64 / 1000.0 > ended - 25.0 {
+            continue;
+        }
+        assert!(f["healed_at_ms"].is_i64(), "not healed: {f:#}\n{s:#}");
+        if matches!(f["kind"].as_str(), Some("crash" | "hang")) {
+            let acted = f["action_at_ms"].as_i64().unwrap() - injected;
+            assert!(acted <= 3000, "acted on {acted} ms after injection: {f:#}");
+        }
+    }
+    assert_eq!(s["clean_shutdown"], true);
 }

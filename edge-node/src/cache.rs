@@ -132,6 +132,8 @@ pub struct Cache {
     free: Vec<usize>,
     /// Slots emptied since the last `take_evicted`.
     evicted: Vec<usize>,
+    /// Slots given to new series since the last `take_admitted`.
+    admitted: Vec<usize>,
     /// Points of evicted series that no uplink took.
     lost: u64,
     idle_ms: i64,
@@ -161,6 +163,7 @@ impl Cache {
             born: 0,
             free: Vec::new(),
             evicted: Vec::new(),
+            admitted: Vec::new(),
             lost: 0,
             idle_ms: i64::MAX,
             protect_ms: None,
@@ -247,6 +250,12 @@ impl Cache {
         Some((stalest, true))
     }
 
+    /// Slots given to new series since the last call (a restarted edge
+    /// restores their detector rows from its snapshot).
+    pub fn take_admitted(&mut self) -> Vec<usize> {
+        std::mem::take(&mut self.admitted)
+    }
+
     /// Slots emptied since the last call: the detector starts those rows afresh.
     pub fn take_evicted(&mut self) -> Vec<usize> {
         std::mem::take(&mut self.evicted)
@@ -307,6 +316,7 @@ impl Cache {
                     samples: 0,
                 };
                 self.index.insert(id.clone(), slot);
+                self.admitted.push(slot);
                 (slot, displaced)
             }
         };

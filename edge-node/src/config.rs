@@ -50,6 +50,10 @@ pub struct EdgeConfig {
     pub clock_tolerance_secs: f64,
     /// Values larger in magnitude than this are refused (`too_large`).
     pub max_abs_value: f64,
+    /// Seconds between detector snapshots (`<data_dir>/detector.snap`,
+    /// also written at a clean stop), from which a restarted edge scores
+    /// at once; 0: none.
+    pub snapshot_secs: u64,
     /// Publish the anomaly score of at most this many series as gauges (highest first).
     pub score_gauges_max: usize,
     /// Publish the score gauge only for series at or above the threshold
@@ -121,6 +125,7 @@ impl Default for EdgeConfig {
             max_past_secs: 6 * 3600,
             clock_tolerance_secs: 5.0,
             max_abs_value: 1e15,
+            snapshot_secs: 60,
             score_gauges_max: 500,
             score_gauges_anomalous_only: false,
             rails: crate::rails::RailsConfig::default(),

@@ -135,6 +135,25 @@ pub async fn run(
         }
         None => Detector::new(config.detector.clone())?,
     };
+    // A snapshot from before a restart: rows go back as their series return.
+    let snap_path = config.data_dir.join("detector.snap");
+    let mut snapshot = crate::snapshot::load(&snap_path).unwrap_or_default();
+    let mut detector = detector;
+    if let Some((w, steps)) = snapshot
+        .weights
+        .take()
+        .filter(|_| detector.release().is_none())
+    {
+        if let Err(e) = detector.load_weights_bytes(&w, steps) {
+            warn!(error = %e, "The snapshot's weights do not fit; starting from the model's own.");
+        }
+    }
+    if !snapshot.is_empty() {
+        info!(
+            series = snapshot.len(),
+            "Detector snapshot read; series resume where they left off."
+        );
+    }
     let shared = Arc::new(Shared {
         site: site.clone(),
         node: config.node.clone(),
@@ -265,6 +284,7 @@ pub async fn run(
         ratelog: Default::default(),
         command_key,
         policy_problems: Vec::new(),
+        snapshot,
     };
     info!(%site, "Edge node running.");
     let mut node = node;
@@ -311,6 +331,8 @@ struct Node {
     command_key: vigil_core::signing::SecretKey,
     /// Policy problems already warned about.
     policy_problems: Vec<String>,
+    /// Detector rows from before a restart, waiting for their series.
+    snapshot: crate::snapshot::Snapshot,
     /// (policy, target) pairs whose condition had held long enough at the
     /// last decision: a new one is decided on at once, not at the next tick.
     due: std::collections::HashSet<(String, EntityId)>,
@@ -420,7 +442,9 @@ impl Node {
                 self.uplink.queue(std::mem::take(&mut self.to_cloud));
             }
         }
-        // Points not yet handed over go to the buffer before we stop.
+        // Points not yet handed over go to the buffer before we stop, and
+        // what the detector learnt to its snapshot.
+        self.save_snapshot(false);
         self.uplink_samples();
         self.uplink.queue(std::mem::take(&mut self.to_cloud));
     }
@@ -784,7 +808,10 @@ impl Node {
     fn check_policies_against_agents(&mut self) {
         let problems = self.engine.missing_actions(&self.shared.lock_entities());
         self.metrics.policy_problems.set(problems.len() as i64);
-        for p in problems.iter().filter(|p| !self.policy_problems.contains(p)) {
+        for p in problems
+            .iter()
+            .filter(|p| !self.policy_problems.contains(p))
+        {
             warn!(problem = %p, "Policy names an action the agent does not have.");
         }
         self.policy_problems = problems;
@@ -861,7 +888,7 @@ impl Node {
         let Some(mut detector) = self.detector.take() else {
             return;
         };
-        let (values, evicted) = {
+        let (values, evicted, restores) = {
             let mut cache = self.shared.lock_cache();
             let idle = cache.sweep(now_ms());
             if idle > 0 {
@@ -871,9 +898,24 @@ impl Node {
                     .inc_by(idle as u64);
                 info!(series = idle, "Evicted idle series.");
             }
-            (cache.take_pending(), cache.take_evicted())
+            let admitted = cache.take_admitted();
+            let restores: Vec<(usize, Vec<u32>)> = if self.snapshot.is_empty() {
+                Vec::new()
+            } else {
+                admitted
+                    .into_iter()
+                    .filter_map(|i| {
+                        let id = cache.entries().get(i)?.id.to_string();
+                        Some((i, self.snapshot.take(&id)?))
+                    })
+                    .collect()
+            };
+            (cache.take_pending(), cache.take_evicted(), restores)
         };
         detector.reset_rows(&evicted);
+        for (row, words) in restores {
+            detector.restore_row(row, &words);
+        }
         let timer = self.metrics.tick_seconds.start_timer();
         // Tensor work stays off the async workers.
         let joined = tokio::task::spawn_blocking(move || {
@@ -941,6 +983,32 @@ impl Node {
         self.decide(now, &model);
         if self.ticks % self.config.uplink_every_ticks == 0 {
             self.uplink_samples();
+        }
+        let every = (self.config.snapshot_secs * 1000 / self.config.tick_ms.max(1)).max(1);
+        if self.config.snapshot_secs > 0 && self.ticks % every == 0 {
+            self.save_snapshot(true);
+            // Series that have not come back within a snapshot period are gone.
+            self.snapshot.clear();
+        }
+    }
+
+    /// Writes the detector snapshot (on a blocking thread when `background`).
+    fn save_snapshot(&self, background: bool) {
+        if self.config.snapshot_secs == 0 {
+            return;
+        }
+        let Some(d) = &self.detector else { return };
+        let bytes = crate::snapshot::encode(d, &self.shared.lock_cache());
+        let path = self.config.data_dir.join("detector.snap");
+        let write = move || {
+            if let Err(e) = vigil_core::file::write_atomic(&path, &bytes) {
+                warn!(error = %e, path = %path.display(), "Could not write the detector snapshot.");
+            }
+        };
+        if background {
+            drop(tokio::task::spawn_blocking(write));
+        } else {
+            write();
         }
     }
 

@@ -379,6 +379,71 @@ impl Detector {
         Ok(())
     }
 
+    /// Row `i`'s whole state (baseline, novelty, history, LSTM state,
+    /// forecast) as 32-bit words, for a snapshot; `None` past the end.
+    pub fn row_state(&self, i: usize) -> Option<Vec<u32>> {
+        let s = self.slots.get(i)?;
+        let hd = self.cfg.hidden;
+        let f = f32::to_bits;
+        let mut w = vec![
+            hd as u32,
+            s.base.count,
+            f(s.base.mean),
+            f(s.base.spread),
+            s.deviated,
+            f(s.last_input),
+            s.anomalous as u32,
+            f(self.forecast[i]),
+        ];
+        w.extend(s.novelty.to_words());
+        w.extend(self.h[i * hd..(i + 1) * hd].iter().map(|&x| f(x)));
+        w.extend(self.c[i * hd..(i + 1) * hd].iter().map(|&x| f(x)));
+        w.push(s.history.len() as u32);
+        w.extend(s.history.iter().map(|&x| f(x)));
+        Some(w)
+    }
+
+    /// Puts back a row saved by [`Detector::row_state`] into row `i`
+    /// (growing the rows as needed); false, and nothing changed, when the
+    /// words do not fit this detector (another hidden size, a torn file).
+    pub fn restore_row(&mut self, i: usize, w: &[u32]) -> bool {
+        let hd = self.cfg.hidden;
+        let fixed = 8 + 7 + 2 * hd + 1;
+        if w.len() < fixed || w[0] as usize != hd {
+            return false;
+        }
+        let n_hist = w[fixed - 1] as usize;
+        if w.len() != fixed + n_hist || n_hist > self.cfg.train_window + 1 {
+            return false;
+        }
+        if self.grow(i + 1).is_err() {
+            return false;
+        }
+        let f = f32::from_bits;
+        let novelty: [u32; 7] = match w[8..15].try_into() {
+            Ok(a) => a,
+            Err(_) => return false,
+        };
+        self.slots[i] = Slot {
+            base: Baseline {
+                count: w[1],
+                mean: f(w[2]),
+                spread: f(w[3]),
+            },
+            novelty: Novelty::from_words(novelty),
+            deviated: w[4],
+            history: w[fixed..].iter().map(|&x| f(x)).collect(),
+            last_input: f(w[5]),
+            anomalous: w[6] != 0,
+        };
+        self.forecast[i] = f(w[7]);
+        for k in 0..hd {
+            self.h[i * hd + k] = f(w[15 + k]);
+            self.c[i * hd + k] = f(w[15 + hd + k]);
+        }
+        true
+    }
+
     /// Starts rows afresh: their series left and the slots went to new
     /// ones, which must not inherit their predecessors' state.
     pub fn reset_rows(&mut self, rows: &[usize]) {
@@ -637,6 +702,34 @@ mod tests {
     fn noisy(i: usize) -> f64 {
         // Deterministic noise in [-1, 1].
         ((i as f64 * 12.9898).sin() * 43758.5453).fract()
+    }
+
+    #[test]
+    fn a_restored_row_scores_as_the_original_would() {
+        let mut a = Detector::new(DetectorConfig::default()).unwrap();
+        for t in 0..120 {
+            a.tick(&[Some(100.0 + noisy(t)), Some(1.0)]).unwrap();
+        }
+        // A new detector, rows in another order (slots differ after a restart).
+        let mut b = Detector::new(DetectorConfig::default()).unwrap();
+        b.load_weights_bytes(&a.weights_bytes().unwrap(), a.train_steps())
+            .unwrap();
+        assert!(b.restore_row(1, &a.row_state(0).unwrap()));
+        assert!(b.restore_row(0, &a.row_state(1).unwrap()));
+        let mut fresh = Detector::new(DetectorConfig::default()).unwrap();
+        // The health flag drops: the restored detector sees it at once.
+        let sa = a.tick(&[Some(100.0), Some(0.0)]).unwrap();
+        let sb = b.tick(&[Some(0.0), Some(100.0)]).unwrap();
+        let sf = fresh.tick(&[Some(100.0), Some(0.0)]).unwrap();
+        assert_eq!(sa.scores[1], sb.scores[0]);
+        assert_eq!(sa.scores[0], sb.scores[1]);
+        assert!(sa.scores[1] >= 0.95, "{:?}", sa.scores);
+        assert_eq!(sf.scores[1], 0.0, "a fresh detector is still learning");
+        // Words that do not fit are refused and change nothing.
+        let mut w = a.row_state(0).unwrap();
+        w.pop();
+        assert!(!b.restore_row(0, &w));
+        assert!(!b.restore_row(0, &[]));
     }
 
     #[test]

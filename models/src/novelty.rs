@@ -80,6 +80,38 @@ pub struct Novelty {
 }
 
 impl Novelty {
+    /// The state as 32-bit words (for a detector snapshot).
+    pub fn to_words(&self) -> [u32; 7] {
+        let f = f32::to_bits;
+        [
+            self.count,
+            f(self.value.lo),
+            f(self.value.hi),
+            f(self.smooth),
+            f(self.smooth_range.lo),
+            f(self.smooth_range.hi),
+            f(self.peak),
+        ]
+    }
+
+    /// The state from [`Novelty::to_words`].
+    pub fn from_words(w: [u32; 7]) -> Self {
+        let f = f32::from_bits;
+        Self {
+            count: w[0],
+            value: Range {
+                lo: f(w[1]),
+                hi: f(w[2]),
+            },
+            smooth: f(w[3]),
+            smooth_range: Range {
+                lo: f(w[4]),
+                hi: f(w[5]),
+            },
+            peak: f(w[6]),
+        }
+    }
+
     /// Takes the next value and the absolute forecast error for it (both in
     /// the series' own units) and returns the score in [0, 1] (0 while learning).
     pub fn update(&mut self, x: f32, forecast_err: f32, r: &NoveltyRates) -> f32 {

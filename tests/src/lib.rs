@@ -274,13 +274,15 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     out
 }
 
-/// The demo policy that heals `kind`: a dead or hung service is the
-/// liveness rule's, the rest the anomaly score's.
-pub fn demo_policy_for(kind: vigil::demo::FaultKind) -> &'static str {
+/// The demo policies that may heal `kind`: a dead or hung service is the
+/// liveness rule's, a slow one the latency objective's or the detector's,
+/// the rest the detector's.
+pub fn demo_policies_for(kind: vigil::demo::FaultKind) -> &'static [&'static str] {
     use vigil::demo::FaultKind;
     match kind {
-        FaultKind::Crash | FaultKind::Hang => "restart-dead-demo-web",
-        _ => "restart-demo-web",
+        FaultKind::Crash | FaultKind::Hang => &["restart-dead-demo-web"],
+        FaultKind::Latency => &["restart-slow-demo-web", "restart-demo-web"],
+        _ => &["restart-demo-web"],
     }
 }
 
@@ -329,11 +331,10 @@ async fn heal_each(
             health.status()
         );
         let audit = get_json(&format!("{}/api/v1/audit", stack.edge_url)).await?;
-        let policy = demo_policy_for(kind);
+        let policies = demo_policies_for(kind);
+        let by_policy = |a: &serde_json::Value| policies.iter().any(|p| a["policy"] == *p);
         let verified = audit.as_array().into_iter().flatten().any(|a| {
-            a["kind"] == "verified"
-                && a["policy"] == policy
-                && a["ts_ms"].as_i64() >= Some(rec.injected_at_ms)
+            a["kind"] == "verified" && by_policy(a) && a["ts_ms"].as_i64() >= Some(rec.injected_at_ms)
         });
         anyhow::ensure!(
             verified,
@@ -345,7 +346,7 @@ async fn heal_each(
             || async {
                 // Queried by the fields the cloud API filters on.
                 let v = get_json(&format!(
-                    "{}/api/v1/audit?site=demo&kind=verified&policy={policy}&target={}",
+                    "{}/api/v1/audit?site=demo&kind=verified&target={}",
                     stack.cloud_url, stack.target
                 ))
                 .await
@@ -354,7 +355,7 @@ async fn heal_each(
                     .iter()
                     .any(|a| {
                         a["kind"] == "verified"
-                            && a["policy"] == policy
+                            && by_policy(a)
                             && a["ts_ms"].as_i64() >= Some(rec.injected_at_ms)
                     })
                     .then_some(())
