@@ -914,30 +914,28 @@ impl Engine {
                 Phase::Awaiting {
                     command,
                     sent_ms,
-                    resumed: true,
+                    resumed,
                 } if now_ms > sent_ms + self.command_ttl_ms + RESULT_GRACE_MS => {
+                    let detail = if *resumed {
+                        "unknown: the edge restarted before the agent's result arrived; checking recovery"
+                    } else {
+                        "no result from the agent in time"
+                    };
                     let rec = self.record(
                         AuditKind::ActionResult,
                         &t.policy,
                         command,
                         model,
                         None,
-                        "unknown: the edge restarted before the agent's result arrived; checking recovery".into(),
+                        detail.into(),
                     );
-                    unknown.push((entity.clone(), command.clone(), rec));
-                }
-                Phase::Awaiting {
-                    command, sent_ms, ..
-                } if now_ms > sent_ms + self.command_ttl_ms + RESULT_GRACE_MS => {
-                    let rec = self.record(
-                        AuditKind::ActionResult,
-                        &t.policy,
-                        command,
-                        model,
-                        None,
-                        "no result from the agent in time".into(),
-                    );
-                    done.push((entity.clone(), now_ms + cooldown, rec));
+                    // A command taken back after a restart may well have
+                    // run: its target's recovery is checked all the same.
+                    if *resumed {
+                        unknown.push((entity.clone(), command.clone(), rec));
+                    } else {
+                        done.push((entity.clone(), now_ms + cooldown, rec));
+                    }
                 }
                 Phase::Verifying {
                     command,

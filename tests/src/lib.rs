@@ -24,6 +24,32 @@ pub fn test_options(broker: BrokerChoice, data_dir: &Path, service_bin: &str) ->
 
 pub use vigil::wait::wait_for;
 
+/// Starts the demo stack for a test on `broker`, runs `scenario` on it,
+/// stops it (which must take under 5 s) and returns the scenario's result.
+pub async fn with_demo_stack<F, Fut>(
+    broker: BrokerChoice,
+    dir: &Path,
+    service_bin: &str,
+    scenario: F,
+) -> anyhow::Result<()>
+where
+    F: FnOnce(std::sync::Arc<vigil::stack::Stack>) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let stack = std::sync::Arc::new(
+        vigil::stack::Stack::start(test_options(broker, dir, service_bin)).await?,
+    );
+    let result = scenario(stack.clone()).await;
+    let report = stack.tracker.lock().map(|t| t.report()).unwrap_or_default();
+    let stack = std::sync::Arc::try_unwrap(stack)
+        .map_err(|_| anyhow::anyhow!("the scenario kept the stack"))?;
+    anyhow::ensure!(
+        stack.stop(Duration::from_secs(5)).await,
+        "stack did not stop in time"
+    );
+    result.map_err(|e| e.context(format!("faults: {report:#?}")))
+}
+
 /// The value of one sample on a `/metrics` page, e.g.
 /// `vigil_agent_actions_total{outcome="succeeded"}`; 0 when absent.
 pub async fn metric(base_url: &str, sample: &str) -> anyhow::Result<f64> {
@@ -334,7 +360,9 @@ async fn heal_each(
         let policies = demo_policies_for(kind);
         let by_policy = |a: &serde_json::Value| policies.iter().any(|p| a["policy"] == *p);
         let verified = audit.as_array().into_iter().flatten().any(|a| {
-            a["kind"] == "verified" && by_policy(a) && a["ts_ms"].as_i64() >= Some(rec.injected_at_ms)
+            a["kind"] == "verified"
+                && by_policy(a)
+                && a["ts_ms"].as_i64() >= Some(rec.injected_at_ms)
         });
         anyhow::ensure!(
             verified,

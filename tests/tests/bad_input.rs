@@ -13,7 +13,7 @@ use vigil_core::clock::now_ms;
 use vigil_core::message::{Command, CommandResult, Outcome};
 use vigil_core::signing::SecretKey;
 use vigil_core::{decode, encode, topic};
-use vigil_tests::{metric, test_options, wait_for, wait_healed, wait_until_warm};
+use vigil_tests::{metric, wait_for, wait_healed, wait_until_warm, with_demo_stack};
 
 struct Raw {
     client: AsyncClient,
@@ -105,19 +105,11 @@ async fn next_result(raw: &mut Raw, id: &str) -> anyhow::Result<CommandResult> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn bad_messages_are_counted_and_refused_and_the_loop_goes_on() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let stack = Stack::start(test_options(
-        BrokerChoice::Embedded(0),
-        dir.path(),
-        env!("CARGO_BIN_EXE_vigil-demo-service"),
-    ))
-    .await?;
-    let result = scenario(&stack).await;
-    let report = stack.tracker.lock().map(|t| t.report()).unwrap_or_default();
-    assert!(
-        stack.stop(Duration::from_secs(5)).await,
-        "stack did not stop in time"
-    );
-    result.map_err(|e| e.context(format!("faults: {report:#?}")))
+    let bin = env!("CARGO_BIN_EXE_vigil-demo-service");
+    with_demo_stack(BrokerChoice::Embedded(0), dir.path(), bin, |s| async move {
+        scenario(&s).await
+    })
+    .await
 }
 
 async fn scenario(stack: &Stack) -> anyhow::Result<()> {
@@ -233,18 +225,11 @@ async fn scenario(stack: &Stack) -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn only_commands_a_trusted_edge_signed_run() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let stack = Stack::start(test_options(
-        BrokerChoice::Embedded(0),
-        dir.path(),
-        env!("CARGO_BIN_EXE_vigil-demo-service"),
-    ))
-    .await?;
-    let result = forgeries(&stack).await;
-    assert!(
-        stack.stop(Duration::from_secs(5)).await,
-        "stack did not stop in time"
-    );
-    result
+    let bin = env!("CARGO_BIN_EXE_vigil-demo-service");
+    with_demo_stack(BrokerChoice::Embedded(0), dir.path(), bin, |s| async move {
+        forgeries(&s).await
+    })
+    .await
 }
 
 async fn forgeries(stack: &Stack) -> anyhow::Result<()> {

@@ -7,7 +7,9 @@
 use std::time::Duration;
 use vigil::stack::{BrokerChoice, Stack};
 use vigil_core::topic;
-use vigil_tests::{external_required, metric, test_options, wait_for, wait_until_warm, Mosquitto};
+use vigil_tests::{
+    external_required, metric, wait_for, wait_until_warm, with_demo_stack, Mosquitto,
+};
 
 const FIVE_MB: usize = 5 * 1024 * 1024;
 
@@ -88,15 +90,11 @@ async fn no_role_disconnects(stack: &Stack, expect_counted: bool) -> anyhow::Res
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_embedded_broker_refuses_it() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let stack = Stack::start(test_options(
-        BrokerChoice::Embedded(0),
-        dir.path(),
-        env!("CARGO_BIN_EXE_vigil-demo-service"),
-    ))
-    .await?;
-    let r = no_role_disconnects(&stack, false).await;
-    assert!(stack.stop(Duration::from_secs(5)).await);
-    r
+    let bin = env!("CARGO_BIN_EXE_vigil-demo-service");
+    with_demo_stack(BrokerChoice::Embedded(0), dir.path(), bin, |s| async move {
+        no_role_disconnects(&s, false).await
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -114,17 +112,17 @@ async fn through_mosquitto_the_roles_skip_and_count_it() -> anyhow::Result<()> {
             return Ok(());
         };
         let dir = tempfile::tempdir()?;
-        let stack = Stack::start(test_options(
-            BrokerChoice::External(broker.addr),
-            dir.path(),
-            env!("CARGO_BIN_EXE_vigil-demo-service"),
-        ))
-        .await?;
+        let bin = env!("CARGO_BIN_EXE_vigil-demo-service");
         // Without a broker limit the roles see it; with one, nobody does.
         let limited = settings.contains("message_size_limit");
-        let r = no_role_disconnects(&stack, !limited).await;
-        assert!(stack.stop(Duration::from_secs(5)).await);
-        r.map_err(|e| e.context(format!("mosquitto with {settings:?}")))?;
+        with_demo_stack(
+            BrokerChoice::External(broker.addr),
+            dir.path(),
+            bin,
+            |s| async move { no_role_disconnects(&s, !limited).await },
+        )
+        .await
+        .map_err(|e| e.context(format!("mosquitto with {settings:?}")))?;
     }
     Ok(())
 }
