@@ -663,6 +663,13 @@ impl Node {
                 let mut cache = shared.lock_cache();
                 self.accept(&mut cache, &id.entity.to_string(), &id, placed, value, now);
                 self.metrics.series.set(cache.len() as i64);
+                self.live
+                    .update(&cache, self.engine.policies(), now, self.stale_ms());
+                drop(cache);
+                if self.newly_due() {
+                    let model = self.model_version();
+                    self.decide(now, &model);
+                }
             }
             Ok(Inbound::Result(r)) => {
                 self.metrics

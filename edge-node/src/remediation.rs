@@ -122,7 +122,7 @@ enum Gate {
     /// Approved (this request id, by whom): act.
     Go(String, String),
     /// A new request was filed.
-    Asked(Approval),
+    Asked(Box<Approval>),
     /// Pending, rejected or expired.
     Wait(Held),
 }
@@ -623,7 +623,7 @@ impl Engine {
             ),
             // Nobody asked yet for this anomaly, or the approved action ran
             // and is needed again: ask (again).
-            _ => Gate::Asked(q.request(Approval {
+            _ => Gate::Asked(Box::new(q.request(Approval {
                 id: String::new(),
                 policy: c.policy.name.clone(),
                 target: e.entity.clone(),
@@ -643,7 +643,7 @@ impl Engine {
                 decided_by: None,
                 decided_ms: None,
                 note: None,
-            })),
+            }))),
         }
     }
 
