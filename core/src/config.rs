@@ -66,7 +66,7 @@ pub fn parse_all<T: DeserializeOwned>(text: &str, path: &Path) -> (Option<T>, Ve
             return (None, problems);
         };
         let depth = first.len() - first.trim_start().len();
-        let mut i = line - 1;
+        let mut i = line.saturating_sub(1);
         loop {
             lines[i] = String::new();
             i += 1;

@@ -49,7 +49,7 @@ impl Default for UplinkConfig {
         Self {
             buffer_bytes: 256 * 1024 * 1024,
             window: 256,
-            window_bytes: 4 * 1024 * 1024,
+            window_bytes: 16 * 1024 * 1024,
             resend_secs: 30,
             queue_bytes: 16 * 1024 * 1024,
         }
