@@ -27,8 +27,11 @@ struct Args {
     print_config: bool,
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    vigil_core::runtime::build()?.block_on(agent())
+}
+
+async fn agent() -> anyhow::Result<()> {
     let args = Args::parse();
     vigil_core::telemetry::init_tracing("info");
     let overrides =

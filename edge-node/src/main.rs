@@ -28,8 +28,11 @@ struct Args {
     print_config: bool,
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    vigil_core::runtime::build()?.block_on(edge())
+}
+
+async fn edge() -> anyhow::Result<()> {
     let args = Args::parse();
     vigil_core::telemetry::init_tracing("info");
     let overrides = |c: &mut EdgeConfig| c.policy = args.policy.clone().unwrap_or(c.policy.clone());
