@@ -23,6 +23,11 @@ pub struct Action {
     /// Parameters a command may fill (`{name}` in argv).
     #[serde(default)]
     pub params: Vec<String>,
+    /// Entity patterns the action may be commanded for (`*` matches any
+    /// run of characters); empty: any well-formed entity. A command for
+    /// another target is refused before any lease is taken.
+    #[serde(default)]
+    pub targets: Vec<String>,
     /// Timeout of one attempt, seconds.
     #[serde(default = "default_timeout_secs")]
     pub timeout_secs: u64,
@@ -165,6 +170,8 @@ struct RawAction {
     annotations: Option<BTreeMap<String, String>>,
     #[serde(default)]
     params: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    targets: Vec<String>,
     #[serde(default = "default_timeout_secs")]
     timeout_secs: u64,
     #[serde(default = "default_retries")]
@@ -255,6 +262,7 @@ impl TryFrom<RawAction> for Action {
         Ok(Action {
             kind,
             params: r.params,
+            targets: r.targets,
             timeout_secs: r.timeout_secs,
             retries: r.retries,
             retry_backoff_ms: r.retry_backoff_ms,
@@ -266,6 +274,7 @@ impl From<Action> for RawAction {
     fn from(a: Action) -> Self {
         let mut r = RawAction {
             params: a.params,
+            targets: a.targets,
             timeout_secs: a.timeout_secs,
             retries: a.retries,
             retry_backoff_ms: a.retry_backoff_ms,

@@ -207,6 +207,17 @@ impl Executor {
                 "parameter {k:?} is too long or has control characters"
             ));
         }
+        if !action.targets.is_empty()
+            && !action
+                .targets
+                .iter()
+                .any(|p| vigil_core::series::glob(p, cmd.target.as_str()))
+        {
+            return reject(format!(
+                "action {:?} is not for target {} (its catalog entry allows {:?})",
+                cmd.action, cmd.target, action.targets
+            ));
+        }
         if let ActionKind::RestartProcess { service } = &action.kind {
             let expected = EntityId::service(&self.host, service);
             if cmd.target != expected {
@@ -496,6 +507,20 @@ actions:
             std::fs::read_to_string(&log).unwrap(),
             "restart nginx.service\nrestart nope.service\n"
         );
+    }
+
+    #[tokio::test]
+    async fn an_action_runs_only_for_the_targets_its_catalog_entry_allows() {
+        let mut ex =
+            executor("actions:\n  notify: { kind: log, message: hi, targets: [\"sensor/*\"] }\n");
+        let mut c = command("t1", "notify");
+        c.target = EntityId::sensor("temp-1");
+        assert_eq!(ex.handle(&c).await.outcome, Outcome::Succeeded);
+        let r = ex.handle(&command("t2", "notify")).await;
+        assert_eq!(r.outcome, Outcome::Rejected, "{}", r.detail);
+        assert!(r.detail.contains("is not for target"), "{}", r.detail);
+        // Refused before the ledger: no lease was taken for it.
+        assert!(!ex.ledger.ran("t2"));
     }
 
     #[tokio::test]

@@ -189,28 +189,7 @@ impl Default for Verify {
     }
 }
 
-/// `*`-glob match (a `*` matches any run of characters, `/` included).
-pub fn glob(pattern: &str, text: &str) -> bool {
-    let parts: Vec<&str> = pattern.split('*').collect();
-    if parts.len() == 1 {
-        return pattern == text;
-    }
-    let (first, last) = (parts[0], parts[parts.len() - 1]);
-    if !text.starts_with(first)
-        || !text[first.len()..].ends_with(last)
-        || text.len() < first.len() + last.len()
-    {
-        return false;
-    }
-    let mut rest = &text[first.len()..text.len() - last.len()];
-    for mid in &parts[1..parts.len() - 1] {
-        match rest.find(mid) {
-            Some(i) => rest = &rest[i + mid.len()..],
-            None => return false,
-        }
-    }
-    true
-}
+pub use vigil_core::series::glob;
 
 impl Policy {
     /// Whether this policy applies to `entity` with this top metric and score.
@@ -651,16 +630,5 @@ policies:
         let p = &set.policies[0];
         let got: Vec<i64> = (1..=4).map(|n| p.cooldown_ms(n)).collect();
         assert_eq!(got, [10_000, 20_000, 35_000, 35_000]);
-    }
-
-    #[test]
-    fn glob_patterns() {
-        assert!(glob("service/*/web", "service/h1/web"));
-        assert!(glob("*", "anything"));
-        assert!(glob("a*b*c", "aXXbYYc"));
-        assert!(!glob("a*b*c", "aXXc"));
-        assert!(!glob("ab*ba", "aba"));
-        assert!(glob("exact", "exact"));
-        assert!(!glob("exact", "exactly"));
     }
 }
