@@ -641,15 +641,8 @@ impl Node {
                     self.accept(&mut cache, &batch.host, &id, placed, s.value, now);
                 }
                 self.metrics.series.set(cache.len() as i64);
-                self.live
-                    .update(&cache, self.engine.policies(), now, self.stale_ms());
                 drop(cache);
-                // A liveness condition that has just held long enough is
-                // acted on now: a crash costs one sample interval, not a tick.
-                if self.newly_due() {
-                    let model = self.model_version();
-                    self.decide(now, &model);
-                }
+                self.after_samples(now);
             }
             Ok(Inbound::Sensor { name, ts_ms, value }) => {
                 self.metrics
@@ -663,13 +656,8 @@ impl Node {
                 let mut cache = shared.lock_cache();
                 self.accept(&mut cache, &id.entity.to_string(), &id, placed, value, now);
                 self.metrics.series.set(cache.len() as i64);
-                self.live
-                    .update(&cache, self.engine.policies(), now, self.stale_ms());
                 drop(cache);
-                if self.newly_due() {
-                    let model = self.model_version();
-                    self.decide(now, &model);
-                }
+                self.after_samples(now);
             }
             Ok(Inbound::Result(r)) => {
                 self.metrics
@@ -1023,6 +1011,22 @@ impl Node {
     /// entity (a dead process stops reporting its CPU).
     fn stale_ms(&self) -> i64 {
         (self.config.tick_ms as i64 * 5).max(5_000)
+    }
+
+    /// After new samples: the liveness conditions are updated, and one that
+    /// has just held long enough is acted on now (a crash costs one sample
+    /// interval, not a tick).
+    fn after_samples(&mut self, now: i64) {
+        let stale_ms = self.stale_ms();
+        {
+            let cache = self.shared.lock_cache();
+            self.live
+                .update(&cache, self.engine.policies(), now, stale_ms);
+        }
+        if self.newly_due() {
+            let model = self.model_version();
+            self.decide(now, &model);
+        }
     }
 
     /// (policy, target) pairs whose liveness condition has held long enough.
