@@ -13,7 +13,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
@@ -432,7 +431,7 @@ fn start_demo_link(
         subscriptions: vec![topic::uplink(site, "anomaly"), topic::uplink(site, "audit")],
         presence: None,
     };
-    let (tx, mut rx) = mpsc::channel(256);
+    let (tx, mut rx) = mqtt::inbox(256, 4 << 20);
     let metrics = LinkMetrics::new(&prometheus::Registry::new())?;
     let (publisher, link) = mqtt::open(spec, tx, metrics)?;
     tasks.spawn(link.run(shutdown.clone()));

@@ -11,11 +11,11 @@ use crate::ledger::Ledger;
 use crate::metrics::AgentMetrics;
 use crate::supervisor::Supervisor;
 use anyhow::Context;
-use rumqttc::Publish;
+
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, Mutex};
+use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
@@ -71,7 +71,7 @@ pub async fn run(
             offline: presence(PresenceState::Offline),
         }),
     };
-    let (inbox_tx, inbox) = mpsc::channel(64);
+    let (inbox_tx, inbox) = mqtt::inbox(64, 4 << 20);
     let (publisher, link) = mqtt::open(spec, inbox_tx, metrics.link.clone())?;
 
     let tracker = TaskTracker::new();
@@ -167,7 +167,7 @@ struct CommandLoop {
 }
 
 impl CommandLoop {
-    async fn run(mut self, mut inbox: mpsc::Receiver<Publish>, shutdown: CancellationToken) {
+    async fn run(mut self, mut inbox: mqtt::Inbox, shutdown: CancellationToken) {
         let mut reload = tokio::time::interval(self.reload);
         reload.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {

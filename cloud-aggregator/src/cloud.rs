@@ -91,7 +91,8 @@ pub async fn run(
         ],
         presence: None,
     };
-    let (inbox_tx, inbox) = mpsc::channel(1024);
+    // At most 1024 messages and 64 MiB: the link waits for room beyond it.
+    let (inbox_tx, inbox) = vigil_core::mqtt::inbox(1024, 64 << 20);
     let (publisher, link) = mqtt::open(spec, inbox_tx, metrics.link.clone())?;
     let tracker = TaskTracker::new();
     let link_token = link.spawn_on(&tracker);
@@ -151,7 +152,7 @@ struct Aggregator {
 }
 
 impl Aggregator {
-    async fn run(&mut self, mut inbox: mpsc::Receiver<Publish>, shutdown: CancellationToken) {
+    async fn run(&mut self, mut inbox: vigil_core::mqtt::Inbox, shutdown: CancellationToken) {
         let mut flush = tokio::time::interval(Duration::from_secs(self.config.flush_secs));
         let mut refresh = tokio::time::interval(Duration::from_secs(1));
         let every = self.config.models.train_every_secs.max(1);

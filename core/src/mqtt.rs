@@ -262,6 +262,64 @@ pub struct LinkSpec {
     pub presence: Option<PresenceSpec>,
 }
 
+/// Incoming publishes for a role, bounded in count and in bytes: the link
+/// waits for room (the broker then holds what is left) instead of queueing
+/// without limit.
+pub struct Inbox {
+    rx: mpsc::Receiver<Publish>,
+    room: Arc<tokio::sync::Semaphore>,
+    max: usize,
+}
+
+/// The link's end of an [`Inbox`].
+pub struct InboxTx {
+    tx: mpsc::Sender<Publish>,
+    room: Arc<tokio::sync::Semaphore>,
+    max: usize,
+}
+
+/// An inbox of at most `count` messages and `max_bytes` bytes (topic and
+/// payload; a single message counts as at most `max_bytes`).
+pub fn inbox(count: usize, max_bytes: usize) -> (InboxTx, Inbox) {
+    let (tx, rx) = mpsc::channel(count.max(1));
+    let max = max_bytes.clamp(1, u32::MAX as usize);
+    let room = Arc::new(tokio::sync::Semaphore::new(max));
+    (
+        InboxTx {
+            tx,
+            room: room.clone(),
+            max,
+        },
+        Inbox { rx, room, max },
+    )
+}
+
+fn cost(p: &Publish, max: usize) -> u32 {
+    (p.payload.len() + p.topic.len()).clamp(1, max) as u32
+}
+
+impl Inbox {
+    /// The next message; `None` once the link has stopped.
+    pub async fn recv(&mut self) -> Option<Publish> {
+        let p = self.rx.recv().await?;
+        self.room.add_permits(cost(&p, self.max) as usize);
+        Some(p)
+    }
+}
+
+impl InboxTx {
+    /// Waits for room, then queues `p`; `Err` once the inbox is gone.
+    async fn send(&self, p: Publish) -> Result<(), ()> {
+        let permit = self
+            .room
+            .acquire_many(cost(&p, self.max))
+            .await
+            .map_err(|_| ())?;
+        permit.forget();
+        self.tx.send(p).await.map_err(|_| ())
+    }
+}
+
 /// Publishes envelopes through a shared client, with a bounded wait.
 #[derive(Clone)]
 pub struct Publisher {
@@ -366,7 +424,7 @@ pub struct Link {
     ratelog: crate::ratelog::RateLog,
     client: AsyncClient,
     eventloop: EventLoop,
-    inbox: mpsc::Sender<Publish>,
+    inbox: InboxTx,
     metrics: LinkMetrics,
     connected: Arc<AtomicBool>,
     connections: Arc<AtomicU64>,
@@ -379,7 +437,7 @@ pub struct Link {
 /// Fails only when the TLS files cannot be read.
 pub fn open(
     spec: LinkSpec,
-    inbox: mpsc::Sender<Publish>,
+    inbox: InboxTx,
     metrics: LinkMetrics,
 ) -> anyhow::Result<(Publisher, Link)> {
     let s = &spec.settings;
@@ -569,6 +627,24 @@ impl Link {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn the_inbox_is_bounded_in_bytes_and_frees_room_as_it_is_read() {
+        let (tx, mut rx) = inbox(10, 100);
+        let msg = |n: usize| Publish::new("t", QoS::AtLeastOnce, vec![0u8; n]);
+        tx.send(msg(59)).await.unwrap();
+        // 60 bytes are in; another 60 do not fit until the first is read.
+        let second = tx.send(msg(59));
+        tokio::pin!(second);
+        let blocked = tokio::time::timeout(Duration::from_millis(50), &mut second).await;
+        assert!(blocked.is_err(), "over the byte bound");
+        assert_eq!(rx.recv().await.map(|p| p.payload.len()), Some(59));
+        second.await.unwrap();
+        // A single message larger than the bound still gets through alone.
+        assert_eq!(rx.recv().await.map(|p| p.payload.len()), Some(59));
+        tx.send(msg(500)).await.unwrap();
+        assert_eq!(rx.recv().await.map(|p| p.payload.len()), Some(500));
+    }
 
     #[test]
     fn default_settings_validate_and_round_trip() {

@@ -206,9 +206,8 @@ pub async fn run(
             offline: presence(PresenceState::Offline),
         }),
     };
-    // At most 256 messages of at most mqtt.max_packet_bytes each (larger
-    // ones are dropped by the link before they get here).
-    let (inbox_tx, inbox) = mpsc::channel(256);
+    // At most 256 messages and 16 MiB: the link waits for room beyond it.
+    let (inbox_tx, inbox) = mqtt::inbox(256, 16 << 20);
     let (publisher, link) = mqtt::open(spec, inbox_tx, metrics.link.clone())?;
     let (out, out_task) = outbox(4096, publisher.clone(), metrics.link.clone());
     let spool_path = config.data_dir.join("uplink.redb");
@@ -413,7 +412,7 @@ fn verify_bundle(
 impl Node {
     async fn run(
         mut self,
-        mut inbox: mpsc::Receiver<Publish>,
+        mut inbox: mqtt::Inbox,
         mut installs: mpsc::Receiver<Install>,
         shutdown: CancellationToken,
     ) {

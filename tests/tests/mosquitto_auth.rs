@@ -14,7 +14,6 @@ use rcgen::{
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use vigil_core::mqtt::{self, LinkMetrics, LinkSpec, MqttSettings, TlsSettings};
 use vigil_tests::{external_required, wait_for, Mosquitto};
@@ -81,12 +80,7 @@ fn link(
     user: Option<(&str, &str)>,
     tls: Option<TlsSettings>,
     subscriptions: Vec<String>,
-) -> anyhow::Result<(
-    LinkMetrics,
-    mqtt::Publisher,
-    mpsc::Receiver<rumqttc::Publish>,
-    CancellationToken,
-)> {
+) -> anyhow::Result<(LinkMetrics, mqtt::Publisher, mqtt::Inbox, CancellationToken)> {
     let settings = MqttSettings {
         port,
         username: user.map(|u| u.0.to_string()),
@@ -106,7 +100,7 @@ fn link(
         presence: None,
     };
     let metrics = LinkMetrics::new(&prometheus::Registry::new())?;
-    let (tx, rx) = mpsc::channel(64);
+    let (tx, rx) = mqtt::inbox(64, 4 << 20);
     let (publisher, l) = mqtt::open(spec, tx, metrics.clone())?;
     let stop = CancellationToken::new();
     tokio::spawn(l.run(stop.clone()));
@@ -142,11 +136,7 @@ async fn refused(m: &LinkMetrics) -> anyhow::Result<()> {
 }
 
 /// Publishes probes on `topic` until one arrives in `inbox`.
-async fn probe(
-    from: &mqtt::Publisher,
-    topic: &str,
-    inbox: &mut mpsc::Receiver<rumqttc::Publish>,
-) -> anyhow::Result<()> {
+async fn probe(from: &mqtt::Publisher, topic: &str, inbox: &mut mqtt::Inbox) -> anyhow::Result<()> {
     for _ in 0..50 {
         from.send_raw(topic, "probe", b"probe".to_vec(), false)
             .await;
@@ -158,7 +148,7 @@ async fn probe(
 }
 
 /// The next message that is not a probe.
-async fn next(inbox: &mut mpsc::Receiver<rumqttc::Publish>) -> anyhow::Result<rumqttc::Publish> {
+async fn next(inbox: &mut mqtt::Inbox) -> anyhow::Result<rumqttc::Publish> {
     loop {
         let m = tokio::time::timeout(Duration::from_secs(10), inbox.recv())
             .await?

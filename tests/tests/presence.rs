@@ -5,7 +5,6 @@
 
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use std::time::Duration;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use vigil_core::clock::now_ms;
 use vigil_core::message::{Presence, PresenceState};
@@ -72,7 +71,7 @@ async fn last_will_and_farewell_leave_offline_retained() -> anyhow::Result<()> {
     let topic = "vigil/v1/s/h1/presence";
 
     // Abrupt death: the task is aborted, its socket drops without DISCONNECT.
-    let (tx, _rx) = mpsc::channel(8);
+    let (tx, _rx) = mqtt::inbox(8, 1 << 20);
     let (_pub, link) = mqtt::open(
         spec(port, topic, "dies"),
         tx,
@@ -85,7 +84,7 @@ async fn last_will_and_farewell_leave_offline_retained() -> anyhow::Result<()> {
     wait_state(port, topic, PresenceState::Offline).await?;
 
     // Clean stop: online again, then the farewell says offline.
-    let (tx, _rx) = mpsc::channel(8);
+    let (tx, _rx) = mqtt::inbox(8, 1 << 20);
     let (_pub, link) = mqtt::open(
         spec(port, topic, "clean"),
         tx,
