@@ -122,10 +122,19 @@ fn spawn_edge(dir: &Path, port: u16, series: usize) -> anyhow::Result<Child> {
 
 /// Publishes `series` series over `hosts` hosts, one batch per host a second.
 async fn agents(port: u16, hosts: usize, series: usize, stop: CancellationToken) {
-    let mut opts = rumqttc::MqttOptions::new("bench-agents", "127.0.0.1", port);
+    let id = format!("bench-agents-{}", now_ms());
+    let mut opts = rumqttc::MqttOptions::new(id, "127.0.0.1", port);
     opts.set_max_packet_size(1 << 20, 1 << 20);
     let (client, mut ev) = rumqttc::AsyncClient::new(opts, 4096);
-    tokio::spawn(async move { while ev.poll().await.is_ok() {} });
+    let done = stop.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = done.cancelled() => break,
+                e = ev.poll() => if e.is_err() { break },
+            }
+        }
+    });
     let per = series.div_ceil(hosts);
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut seq = 0u64;
@@ -169,8 +178,7 @@ async fn agents(port: u16, hosts: usize, series: usize, stop: CancellationToken)
     }
 }
 
-async fn run_phase(cloud_up: bool, series: usize, secs: u64) -> anyhow::Result<Phase> {
-    let port = crate::broker::start(0, 1 << 20)?.port();
+async fn run_phase(port: u16, cloud_up: bool, series: usize, secs: u64) -> anyhow::Result<Phase> {
     let dir = tempfile::tempdir()?;
     let stop = CancellationToken::new();
     if cloud_up {
@@ -241,6 +249,8 @@ pub async fn edge_memory(
     json: Option<&Path>,
 ) -> anyhow::Result<String> {
     let secs = (minutes * 60.0) as u64;
+    // One broker for every phase (rumqttd runs once per process).
+    let port = crate::broker::start(0, 1 << 20)?.port();
     let mut results = Vec::new();
     for p in phases {
         let up = match p.as_str() {
@@ -248,7 +258,7 @@ pub async fn edge_memory(
             "away" => false,
             other => anyhow::bail!("phase {other:?}: use up or away"),
         };
-        results.push(run_phase(up, series, secs).await?);
+        results.push(run_phase(port, up, series, secs).await?);
     }
     if let Some(path) = json {
         std::fs::write(path, serde_json::to_vec_pretty(&results)?)?;

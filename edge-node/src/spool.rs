@@ -468,3 +468,29 @@ mod tests {
         assert_eq!(s.dropped(Priority::Audit), 2);
     }
 }
+
+#[cfg(test)]
+mod file_size {
+    use super::*;
+
+    #[test]
+    fn the_file_stays_near_its_bound_while_full_buffers_drop() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("spool.redb");
+        let bound = 4u64 << 20;
+        let mut s = Spool::open(&path, bound).unwrap();
+        let payload = vec![b'x'; 150_000];
+        // 60 MB through a 4 MiB buffer, as with the cloud away for long.
+        for _ in 0..400 {
+            let items: Vec<(Priority, &str, &[u8])> = (0..1)
+                .map(|_| (Priority::Samples, "t", payload.as_slice()))
+                .collect();
+            s.push(&items).unwrap();
+        }
+        let size = std::fs::metadata(&path).unwrap().len();
+        assert!(
+            size <= 3 * bound + (8 << 20),
+            "file {size} bytes for a {bound}-byte bound"
+        );
+    }
+}
