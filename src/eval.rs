@@ -6,7 +6,7 @@ use anyhow::Context;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use vigil_models::eval::{nab, smd, stream};
-use vigil_models::DetectorConfig;
+use vigil_models::{Ablation, DetectorConfig};
 
 /// What `vigil eval nab` needs.
 #[derive(Clone, Debug)]
@@ -15,7 +15,7 @@ pub struct NabArgs {
     pub data: PathBuf,
     /// `combined_windows.json`.
     pub labels: PathBuf,
-    /// `profiles.json`; default: beside the labels folder.
+    /// `profiles.json`; default: found beside the labels (see [`find_profiles`]).
     pub profiles: Option<PathBuf>,
     /// Where result files go.
     pub out: PathBuf,
@@ -23,38 +23,92 @@ pub struct NabArgs {
     pub detector: String,
 }
 
-/// Runs the evaluation; returns the scores by profile.
+/// Runs the evaluation with `ablation` applied; returns the scores by
+/// profile. Result files of an ablation go under `<detector>-<ablation>`.
 pub fn nab(
     args: &NabArgs,
     cfg: &DetectorConfig,
+    ablation: Ablation,
 ) -> anyhow::Result<std::collections::BTreeMap<String, nab::ProfileScore>> {
-    let profiles_path = args
-        .profiles
-        .clone()
-        .unwrap_or_else(|| default_profiles(&args.labels));
+    let profiles_path = match &args.profiles {
+        Some(p) => p.clone(),
+        None => find_profiles(&args.labels)?,
+    };
     let windows = nab::load_windows(&args.labels)?;
     let profiles = nab::load_profiles(&profiles_path)?;
     let files = stream::read_data(&args.data, &windows)?;
     let bar = Progress::new("scoring", files.iter().map(|f| f.values.len()).sum());
-    let scored = stream::run(cfg, &files, |done, _| bar.show(done))?;
+    let scored = stream::run(cfg, ablation, &files, |done, _| bar.show(done))?;
     bar.finish();
-    stream::write_results(&args.out, &args.detector, &files, &scored, &windows)?;
+    let name = match ablation {
+        Ablation::Full => args.detector.clone(),
+        a => format!("{}-{a}", args.detector),
+    };
+    stream::write_results(&args.out, &name, &files, &scored, &windows)?;
     let scores = nab::score_corpus(&scored, &windows, &profiles)?;
-    let summary = args
-        .out
-        .join(&args.detector)
-        .join(format!("{}_scores.json", args.detector));
+    let summary = args.out.join(&name).join(format!("{name}_scores.json"));
     std::fs::write(&summary, serde_json::to_vec_pretty(&scores)?)
         .with_context(|| format!("writing {}", summary.display()))?;
     Ok(scores)
 }
 
-fn default_profiles(labels: &Path) -> PathBuf {
-    labels
+/// NAB's cost profiles for a labels file: `profiles.json` beside the labels
+/// folder (the layout in shared/), or `config/profiles.json` in a NAB
+/// checkout (`NAB/labels/combined_windows.json` → `NAB/config/profiles.json`).
+pub fn find_profiles(labels: &Path) -> anyhow::Result<PathBuf> {
+    let root = labels
         .parent()
         .and_then(Path::parent)
-        .unwrap_or(Path::new("."))
-        .join("profiles.json")
+        .unwrap_or(Path::new("."));
+    let candidates = [
+        root.join("profiles.json"),
+        root.join("config").join("profiles.json"),
+    ];
+    candidates
+        .iter()
+        .find(|p| p.is_file())
+        .cloned()
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "no NAB cost profiles at {} or {}; pass --profiles",
+                candidates[0].display(),
+                candidates[1].display()
+            )
+        })
+}
+
+/// The ablation table: the three normalised scores per row and each row's
+/// difference from the full detector's standard score.
+pub fn ablation_table(
+    rows: &[(
+        Ablation,
+        std::collections::BTreeMap<String, nab::ProfileScore>,
+    )],
+) -> String {
+    let get = |s: &std::collections::BTreeMap<String, nab::ProfileScore>, p: &str| {
+        s.get(p).map(|x| x.normalised).unwrap_or(f64::NAN)
+    };
+    let full = rows
+        .iter()
+        .find(|(a, _)| *a == Ablation::Full)
+        .map(|(_, s)| get(s, "standard"));
+    let mut out = format!(
+        "\n{:<20} {:>9} {:>8} {:>8} {:>10}\n",
+        "ablation", "standard", "low FP", "low FN", "vs full"
+    );
+    for (a, s) in rows {
+        let std = get(s, "standard");
+        let delta = full.map(|f| format!("{:+.2}", std - f)).unwrap_or_default();
+        out.push_str(&format!(
+            "{:<20} {:>9.2} {:>8.2} {:>8.2} {:>10}\n",
+            a.name(),
+            std,
+            get(s, "reward_low_FP_rate"),
+            get(s, "reward_low_FN_rate"),
+            delta
+        ));
+    }
+    out
 }
 
 /// One machine's SMD result.
@@ -245,4 +299,30 @@ pub fn smd_table(machines: &[SmdMachine]) -> String {
     }
     line("overall", "".into(), &all);
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn profiles_are_found_in_a_nab_checkout_and_beside_the_labels() {
+        let dir = tempfile::tempdir().unwrap();
+        let labels = dir.path().join("labels").join("combined_windows.json");
+        std::fs::create_dir_all(labels.parent().unwrap()).unwrap();
+        let err = find_profiles(&labels).unwrap_err().to_string();
+        assert!(
+            err.contains("config/profiles.json") && err.contains("--profiles"),
+            "{err}"
+        );
+        // NAB's own layout: NAB/config/profiles.json.
+        let nab = dir.path().join("config").join("profiles.json");
+        std::fs::create_dir_all(nab.parent().unwrap()).unwrap();
+        std::fs::write(&nab, "{}").unwrap();
+        assert_eq!(find_profiles(&labels).unwrap(), nab);
+        // shared/'s layout wins when both are there.
+        let beside = dir.path().join("profiles.json");
+        std::fs::write(&beside, "{}").unwrap();
+        assert_eq!(find_profiles(&labels).unwrap(), beside);
+    }
 }

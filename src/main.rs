@@ -192,9 +192,19 @@ enum EvalCmd {
         /// Detector name in result paths.
         #[arg(long, default_value = "vigil")]
         detector: String,
-        /// NAB cost profiles (default: profiles.json beside the labels folder).
+        /// NAB cost profiles (default: profiles.json beside the labels
+        /// folder, or config/profiles.json in a NAB checkout).
         #[arg(long)]
         profiles: Option<PathBuf>,
+        /// Seed for the LSTM's weights and training windows.
+        #[arg(long, default_value_t = vigil_models::DetectorConfig::default().seed)]
+        seed: u64,
+        /// Measure the detector with one part replaced or switched off:
+        /// full, persistence, untrained, no-range, no-smoothed-range,
+        /// no-forecast-record, no-sustained, or `all` for the whole table
+        /// (same data, same seed). Repeatable.
+        #[arg(long, value_delimiter = ',', default_value = "full")]
+        ablate: Vec<String>,
     },
     /// Server Machine Dataset: for every <machine>_train.parquet /
     /// <machine>_test.parquet pair, a fresh detector learns from the training
@@ -248,6 +258,20 @@ struct UpArgs {
     data_dir: PathBuf,
 }
 
+/// `--ablate` values: names, or `all` for every ablation.
+fn parse_ablations(names: &[String]) -> anyhow::Result<Vec<vigil_models::Ablation>> {
+    if names.iter().any(|n| n == "all") {
+        return Ok(vigil_models::Ablation::ALL.to_vec());
+    }
+    names
+        .iter()
+        .map(|n| {
+            n.parse()
+                .map_err(|e: String| anyhow::anyhow!("--ablate: {e}"))
+        })
+        .collect()
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
@@ -276,8 +300,11 @@ async fn main() -> anyhow::Result<()> {
                     out,
                     detector,
                     profiles,
+                    seed,
+                    ablate,
                 },
         } => {
+            let ablations = parse_ablations(&ablate)?;
             let args = vigil::eval::NabArgs {
                 data,
                 labels,
@@ -285,16 +312,32 @@ async fn main() -> anyhow::Result<()> {
                 out,
                 detector,
             };
-            let started = Instant::now();
-            let cfg = vigil_models::DetectorConfig::default();
-            let scores =
-                tokio::task::spawn_blocking(move || vigil::eval::nab(&args, &cfg)).await??;
-            println!("NAB scores ({:.1} s):", started.elapsed().as_secs_f64());
-            for (profile, s) in &scores {
+            let cfg = vigil_models::DetectorConfig {
+                seed,
+                ..vigil_models::DetectorConfig::default()
+            };
+            let mut rows = Vec::new();
+            for ablation in ablations {
+                let started = Instant::now();
+                let (a, c) = (args.clone(), cfg.clone());
+                let scores =
+                    tokio::task::spawn_blocking(move || vigil::eval::nab(&a, &c, ablation))
+                        .await??;
                 println!(
-                    "  {profile:<20} {:6.2}   (threshold {:.4})",
-                    s.normalised, s.threshold
+                    "NAB scores, {ablation} ({}), seed {seed} ({:.1} s):",
+                    ablation.describe(),
+                    started.elapsed().as_secs_f64()
                 );
+                for (profile, s) in &scores {
+                    println!(
+                        "  {profile:<20} {:6.2}   (threshold {:.4})",
+                        s.normalised, s.threshold
+                    );
+                }
+                rows.push((ablation, scores));
+            }
+            if rows.len() > 1 {
+                print!("{}", vigil::eval::ablation_table(&rows));
             }
             Ok(())
         }

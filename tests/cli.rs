@@ -154,8 +154,10 @@ fn eval_nab_writes_results_and_prints_three_scores() {
         r#"{"cat/f.csv": [["2020-01-01 04:55:00.000000", "2020-01-01 05:15:00.000000"]]}"#,
     )
     .unwrap();
+    // Where a NAB checkout keeps its profiles: found without --profiles.
+    std::fs::create_dir_all(dir.path().join("config")).unwrap();
     std::fs::write(
-        dir.path().join("profiles.json"),
+        dir.path().join("config/profiles.json"),
         r#"{"standard": {"CostMatrix": {"tpWeight": 1.0, "fnWeight": 1.0, "fpWeight": 0.11, "tnWeight": 1.0}}}"#,
     )
     .unwrap();
@@ -167,9 +169,37 @@ fn eval_nab_writes_results_and_prints_three_scores() {
             .arg("--labels")
             .arg(&labels)
             .arg("--out")
-            .arg(&out),
+            .arg(&out)
+            .args(["--ablate", "all"]),
     );
     assert!(stdout.contains("standard"), "{stdout}");
+    // Every ablation is measured in the same run, each with its own results.
+    let table = stdout.split("vs full").nth(1).unwrap_or_default();
+    for a in vigil_models::Ablation::ALL {
+        assert!(table.contains(a.name()), "{a} missing from {stdout}");
+        if a != vigil_models::Ablation::Full {
+            assert!(out
+                .join(format!("vigil-{a}/vigil-{a}_scores.json"))
+                .is_file());
+        }
+    }
+    // An unknown ablation is refused with the choices named.
+    let bad = vigil()
+        .args(["eval", "nab", "--data"])
+        .arg(dir.path().join("data"))
+        .arg("--labels")
+        .arg(&labels)
+        .arg("--out")
+        .arg(&out)
+        .args(["--ablate", "no-lstm"])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("persistence"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
     let result = std::fs::read_to_string(out.join("vigil/cat/vigil_f.csv")).unwrap();
     assert!(result.starts_with("timestamp,value,anomaly_score,label\n"));
     assert_eq!(result.lines().count(), 401);

@@ -12,6 +12,7 @@
 //! See docs/detector.md for why, and the NAB and SMD figures.
 //! The LSTM learns online from recent windows every `train_every_ticks`.
 
+use crate::ablation::Ablation;
 use crate::baseline::{Baseline, BaselineRates};
 use crate::forecaster::{Forecaster, ForecasterConfig};
 use crate::fused::FusedLstm;
@@ -189,6 +190,8 @@ pub struct Detector {
     last_loss: Option<f32>,
     /// The release these weights came from, and training steps at load.
     release: Option<(String, u64, u64)>,
+    /// The part replaced or switched off (measurement only).
+    ablation: Ablation,
 }
 
 impl Detector {
@@ -235,7 +238,19 @@ impl Detector {
             train_steps: 0,
             last_loss: None,
             release: None,
+            ablation: Ablation::Full,
         })
+    }
+
+    /// A fresh detector with one part replaced or switched off, to measure
+    /// that part's worth (`Untrained` also stops online training).
+    pub fn ablated(mut cfg: DetectorConfig, ablation: Ablation) -> Result<Self, ModelError> {
+        if ablation == Ablation::Untrained {
+            cfg.train_every_ticks = 0;
+        }
+        let mut d = Self::new(cfg)?;
+        d.ablation = ablation;
+        Ok(d)
     }
 
     /// Number of series slots.
@@ -468,7 +483,13 @@ impl Detector {
         let nrates = NoveltyRates {
             learn: self.cfg.novelty_learn,
             peak_decay: self.cfg.novelty_peak_decay,
+            on: [
+                self.ablation != Ablation::NoRange,
+                self.ablation != Ablation::NoSmoothedRange,
+                self.ablation != Ablation::NoForecastRecord,
+            ],
         };
+        let sustained = self.ablation != Ablation::NoSustained;
         for i in 0..n {
             let slot = &self.slots[i];
             inputs[i] = slot.last_input;
@@ -483,7 +504,7 @@ impl Detector {
             let predicted = slot.base.mean + self.forecast[i] * slot.base.scale(&self.rates);
             let slot = &mut self.slots[i];
             let novelty = slot.novelty.update(x, (x - predicted).abs(), &nrates);
-            let far = self.cfg.level_z > 0.0 && lz >= self.cfg.level_z;
+            let far = sustained && self.cfg.level_z > 0.0 && lz >= self.cfg.level_z;
             slot.deviated = if far {
                 slot.deviated.saturating_add(1)
             } else {
@@ -550,7 +571,11 @@ impl Detector {
                     .zip(&self.head_w)
                     .map(|(a, b)| a * b)
                     .sum();
-                self.forecast[i] = inputs[i] + delta + self.head_b;
+                self.forecast[i] = if self.ablation == Ablation::Persistence {
+                    inputs[i]
+                } else {
+                    inputs[i] + delta + self.head_b
+                };
             }
         }
         Ok(())

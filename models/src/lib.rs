@@ -3,6 +3,7 @@
 //! with online per-series baselines that turn values and forecast errors into
 //! scores in [0, 1]. Synchronous by design: callers run it off async threads.
 
+pub mod ablation;
 pub mod baseline;
 pub mod bundle;
 pub mod detector;
@@ -14,6 +15,7 @@ pub mod novelty;
 pub use vigil_core::signing;
 pub mod training;
 
+pub use ablation::Ablation;
 pub use detector::{Detector, DetectorConfig, TickScores};
 
 /// Errors from the model.

@@ -31,6 +31,9 @@ pub struct NoveltyRates {
     /// Per-sample decay of the forecast-error peak, so a record of long ago
     /// stops hiding new ones.
     pub peak_decay: f32,
+    /// Which evidences count: new range, new smoothed range, forecast
+    /// record (all on but in an ablation).
+    pub on: [bool; 3],
 }
 
 /// Scores an excursion `r` beyond a past extreme, as a share of that
@@ -139,10 +142,10 @@ impl Novelty {
             } else {
                 0.0
             };
-            self.value
-                .score(x)
-                .max(W_SMOOTH * smoothed)
-                .max(W_FORECAST * forecast)
+            let w = |k: usize, weight: f32| if r.on[k] { weight } else { 0.0 };
+            (w(0, 1.0) * self.value.score(x))
+                .max(w(1, W_SMOOTH) * smoothed)
+                .max(w(2, W_FORECAST) * forecast)
         } else {
             0.0
         };
@@ -164,6 +167,7 @@ mod tests {
     const R: NoveltyRates = NoveltyRates {
         learn: 50,
         peak_decay: 0.9999,
+        on: [true; 3],
     };
 
     fn noise(i: usize) -> f32 {

@@ -3,7 +3,7 @@
 //! using only rows up to `t`. Writes and reads NAB's result format.
 
 use crate::eval::nab::{NabError, ScoredFile, Windows};
-use crate::{Detector, DetectorConfig, ModelError};
+use crate::{Ablation, Detector, DetectorConfig, ModelError};
 use std::io::Write;
 use std::path::Path;
 
@@ -59,14 +59,16 @@ fn read_data_file(path: &Path, name: &str) -> Result<DataFile, NabError> {
     Ok(f)
 }
 
-/// Scores every file with one fresh detector, all files batched per row.
-/// `progress(done_rows, total_rows)` is called now and then.
+/// Scores every file with one fresh detector (with `ablation` applied), all
+/// files batched per row. `progress(done_rows, total_rows)` is called now
+/// and then.
 pub fn run(
     cfg: &DetectorConfig,
+    ablation: Ablation,
     files: &[DataFile],
     mut progress: impl FnMut(usize, usize),
 ) -> Result<Vec<ScoredFile>, ModelError> {
-    let mut detector = Detector::new(cfg.clone())?;
+    let mut detector = Detector::ablated(cfg.clone(), ablation)?;
     let longest = files.iter().map(|f| f.values.len()).max().unwrap_or(0);
     let total: usize = files.iter().map(|f| f.values.len()).sum();
     let mut scores: Vec<Vec<f64>> = files
@@ -175,7 +177,7 @@ mod tests {
             train_every_ticks: 0,
             ..DetectorConfig::default()
         };
-        let scored = run(&cfg, &files, |_, _| {}).unwrap();
+        let scored = run(&cfg, Ablation::Full, &files, |_, _| {}).unwrap();
         assert_eq!(scored[0].scores.len(), 300);
         assert_eq!(scored[1].scores.len(), 200);
         assert!(scored[0].scores[250] > 0.95, "the jump is flagged");
@@ -183,7 +185,7 @@ mod tests {
         let mut cut = files.clone();
         cut[0].values.truncate(251);
         cut[0].timestamps.truncate(251);
-        let again = run(&cfg, &cut, |_, _| {}).unwrap();
+        let again = run(&cfg, Ablation::Full, &cut, |_, _| {}).unwrap();
         assert_eq!(again[0].scores[..251], scored[0].scores[..251]);
         let dir = tempfile::tempdir().unwrap();
         let windows: Windows = BTreeMap::from([
@@ -206,7 +208,7 @@ mod tests {
                 ..files[1].clone()
             },
         ];
-        let scored = run(&cfg, &files, |_, _| {}).unwrap();
+        let scored = run(&cfg, Ablation::Full, &files, |_, _| {}).unwrap();
         write_results(dir.path(), "vigil", &files, &scored, &windows).unwrap();
         let path = dir.path().join("vigil/cat/vigil_f300.csv");
         let back = read_scored_csv(&path, "cat/f300.csv").unwrap();
