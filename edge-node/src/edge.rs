@@ -912,8 +912,11 @@ impl Node {
         }
         let timer = self.metrics.tick_seconds.start_timer();
         // Tensor work stays off the async workers.
+        // Every series is stamped with the tick's time (samples are on the
+        // edge's clock by now): the seasonal evidence needs the time of day.
+        let times = vec![now_ms().div_euclid(1000); values.len()];
         let joined = tokio::task::spawn_blocking(move || {
-            let r = detector.tick(&values);
+            let r = detector.tick_at(&values, &times);
             (detector, values, r)
         })
         .await;
@@ -941,9 +944,11 @@ impl Node {
         let stale_ms = self.stale_ms();
         let events = {
             let mut cache = self.shared.lock_cache();
-            cache.set_scores(&values, &scores.scores);
+            // The edge follows episodes on the evidence, not the onset-shaped
+            // score: a fault that persists must not read as a recovery.
+            cache.set_scores(&values, &scores.evidence);
             self.health
-                .observe(&cache, &values, &scores.scores, threshold as f32);
+                .observe(&cache, &values, &scores.evidence, threshold as f32);
             self.update_score_gauges(&cache, threshold as f32);
             let levels = self.config.rails.levels(threshold);
             let events = self.shared.lock_entities().update(

@@ -23,11 +23,18 @@ pub enum Ablation {
     NoForecastRecord,
     /// No sustained-far-deviation rule.
     NoSustained,
+    /// No seasonal (time-of-day profile) evidence.
+    NoSeason,
+    /// No refractory period after an alarm.
+    NoRefractory,
+    /// Range excursions counted whole, not only where the straight-line
+    /// continuation missed them.
+    NoLineGate,
 }
 
 impl Ablation {
     /// Every ablation, the full detector first.
-    pub const ALL: [Ablation; 7] = [
+    pub const ALL: [Ablation; 10] = [
         Ablation::Full,
         Ablation::Persistence,
         Ablation::Untrained,
@@ -35,6 +42,9 @@ impl Ablation {
         Ablation::NoSmoothedRange,
         Ablation::NoForecastRecord,
         Ablation::NoSustained,
+        Ablation::NoSeason,
+        Ablation::NoRefractory,
+        Ablation::NoLineGate,
     ];
 
     /// The name `--ablate` takes.
@@ -47,6 +57,9 @@ impl Ablation {
             Ablation::NoSmoothedRange => "no-smoothed-range",
             Ablation::NoForecastRecord => "no-forecast-record",
             Ablation::NoSustained => "no-sustained",
+            Ablation::NoSeason => "no-season",
+            Ablation::NoRefractory => "no-refractory",
+            Ablation::NoLineGate => "no-line-gate",
         }
     }
 
@@ -60,6 +73,9 @@ impl Ablation {
             Ablation::NoSmoothedRange => "new-smoothed-range evidence off",
             Ablation::NoForecastRecord => "forecast-record evidence off",
             Ablation::NoSustained => "sustained-deviation rule off",
+            Ablation::NoSeason => "seasonal evidence off",
+            Ablation::NoRefractory => "refractory period off",
+            Ablation::NoLineGate => "range excursions counted whole",
         }
     }
 }

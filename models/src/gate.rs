@@ -84,7 +84,8 @@ fn figures(model: &Detector, h: &Holdout, lookback: usize) -> Result<Figures, Mo
     for t in 0..len {
         let row: Vec<Option<f64>> = h.raw.iter().map(|s| s.get(t).copied()).collect();
         let s = d.tick(&row)?;
-        for ((v, f), &score) in row.iter().zip(flags.iter_mut()).zip(&s.scores) {
+        // Flags as the edge raises them: on the evidence, not held back.
+        for ((v, f), &score) in row.iter().zip(flags.iter_mut()).zip(&s.evidence) {
             if v.is_some() {
                 scored += 1;
                 if score >= threshold {

@@ -10,7 +10,11 @@
 //!   pattern that stay inside the range.
 //!
 //! A deviation the series has shown before scores low, however large: noisy
-//! series do not alarm on their usual noise. The state is a handful of floats.
+//! series do not alarm on their usual noise. A range excursion counts only
+//! as far as a straight-line continuation of the last two values did not
+//! foresee it: the first rise of a smooth cycle is new but expected, a jump
+//! is not (a new site does not alarm on its own cycles). The state is a
+//! handful of floats.
 
 /// Samples the smoothed value averages over.
 const SMOOTH: f32 = 24.0;
@@ -18,6 +22,9 @@ const SMOOTH: f32 = 24.0;
 /// the weakest (forecasts miss for many harmless reasons).
 const W_SMOOTH: f32 = 0.95;
 const W_FORECAST: f32 = 0.9;
+/// Samples before the forecast record scores: the error peak must have
+/// seen a good stretch of the series (NAB's probation is 15% of a file).
+const RECORD_FROM: u32 = 2000;
 /// How steeply an excursion rises from 0.5 (just beyond the old extreme)
 /// towards 1 (beyond it by a tenth of its scale: the range's width, or the
 /// error peak itself).
@@ -34,6 +41,9 @@ pub struct NoveltyRates {
     /// Which evidences count: new range, new smoothed range, forecast
     /// record (all on but in an ablation).
     pub on: [bool; 3],
+    /// Whether range excursions count only as far as the straight-line
+    /// continuation missed them (on but in an ablation).
+    pub line_gate: bool,
 }
 
 /// Scores an excursion `r` beyond a past extreme, as a share of that
@@ -55,11 +65,13 @@ struct Range {
 }
 
 impl Range {
-    /// Excursion beyond the range as a share of its width, scored in [0, 1]:
-    /// 0 inside, 0.5 just outside, 1 once outside by 1/(2 × slope) of it.
-    fn score(&self, x: f32) -> f32 {
+    /// The excursion beyond the range, counted only up to `unforeseen` (how
+    /// far the value is from where its recent course was heading), as a
+    /// share of the range's width, scored in [0, 1]: 0 inside, 0.5 just
+    /// outside, 1 once outside by 1/(2 × slope) of it.
+    fn score(&self, x: f32, unforeseen: f32) -> f32 {
         let width = (self.hi - self.lo).max(f32::EPSILON * self.hi.abs().max(1.0));
-        excess((x - self.hi).max(self.lo - x) / width)
+        excess((x - self.hi).max(self.lo - x).min(unforeseen) / width)
     }
 
     fn widen(&mut self, x: f32, first: bool) {
@@ -80,11 +92,19 @@ pub struct Novelty {
     smooth: f32,
     smooth_range: Range,
     peak: f32,
+    /// The last two values, and the smoothed miss of their straight-line
+    /// continuation.
+    last: f32,
+    prev: f32,
+    line_miss: f32,
 }
+
+/// Words in [`Novelty::to_words`].
+pub const WORDS: usize = 10;
 
 impl Novelty {
     /// The state as 32-bit words (for a detector snapshot).
-    pub fn to_words(&self) -> [u32; 7] {
+    pub fn to_words(&self) -> [u32; WORDS] {
         let f = f32::to_bits;
         [
             self.count,
@@ -94,11 +114,14 @@ impl Novelty {
             f(self.smooth_range.lo),
             f(self.smooth_range.hi),
             f(self.peak),
+            f(self.last),
+            f(self.prev),
+            f(self.line_miss),
         ]
     }
 
     /// The state from [`Novelty::to_words`].
-    pub fn from_words(w: [u32; 7]) -> Self {
+    pub fn from_words(w: [u32; WORDS]) -> Self {
         let f = f32::from_bits;
         Self {
             count: w[0],
@@ -112,6 +135,9 @@ impl Novelty {
                 hi: f(w[5]),
             },
             peak: f(w[6]),
+            last: f(w[7]),
+            prev: f(w[8]),
+            line_miss: f(w[9]),
         }
     }
 
@@ -130,20 +156,29 @@ impl Novelty {
         } else {
             0.0
         };
+        // How far the value is from the straight line through the last two.
+        let miss = if self.count >= 2 {
+            (x - (2.0 * self.last - self.prev)).abs()
+        } else {
+            0.0
+        };
+        let line_miss = self.line_miss + a * (miss - self.line_miss);
         let score = if self.count >= r.learn {
-            let forecast = if self.peak > 0.0 {
+            let forecast = if self.peak > 0.0 && self.count >= RECORD_FROM {
                 excess(err / self.peak - 1.0)
             } else {
                 0.0
             };
             // The smoothed range starts later: the EWMA needs time to settle.
             let smoothed = if self.count >= 2 * r.learn {
-                self.smooth_range.score(smooth)
+                let allowed = if r.line_gate { line_miss } else { f32::MAX };
+                self.smooth_range.score(smooth, allowed)
             } else {
                 0.0
             };
             let w = |k: usize, weight: f32| if r.on[k] { weight } else { 0.0 };
-            (w(0, 1.0) * self.value.score(x))
+            let allowed = if r.line_gate { miss } else { f32::MAX };
+            (w(0, 1.0) * self.value.score(x, allowed))
                 .max(w(1, W_SMOOTH) * smoothed)
                 .max(w(2, W_FORECAST) * forecast)
         } else {
@@ -154,7 +189,14 @@ impl Novelty {
         if self.count >= r.learn {
             self.smooth_range.widen(smooth, self.count == r.learn);
         }
-        self.peak = (self.peak * r.peak_decay).max(err);
+        // The first forecasts come from an empty state and a baseline still
+        // learning: their errors say nothing of the series, and would hide
+        // every record for thousands of samples.
+        if self.count >= r.learn / 2 {
+            self.peak = (self.peak * r.peak_decay).max(err);
+        }
+        self.line_miss = line_miss;
+        (self.prev, self.last) = (self.last, x);
         self.count = self.count.saturating_add(1);
         score
     }
@@ -168,6 +210,7 @@ mod tests {
         learn: 50,
         peak_decay: 0.9999,
         on: [true; 3],
+        line_gate: true,
     };
 
     fn noise(i: usize) -> f32 {
@@ -228,7 +271,17 @@ mod tests {
     #[test]
     fn a_forecast_error_record_scores_more_than_a_usual_error() {
         let mut n = Novelty::default();
-        for i in 0..300 {
+        // Before its peak has seen enough, a record does not count.
+        let forecast_only = NoveltyRates {
+            on: [false, false, true],
+            ..R
+        };
+        for i in 0..RECORD_FROM as usize {
+            let err = 1.0 + noise(i).abs() + if i == 1000 { 8.0 } else { 0.0 };
+            let s = n.update(10.0 + noise(i), err, &forecast_only);
+            assert_eq!(s, 0.0, "scored at {i}");
+        }
+        for i in 0..8000 {
             n.update(10.0 + noise(i), 1.0 + noise(i).abs(), &R);
         }
         let usual = n.update(10.0, 1.5, &R);

@@ -16,6 +16,8 @@ pub struct DataFile {
     pub timestamps: Vec<String>,
     /// Row values.
     pub values: Vec<f64>,
+    /// Row times, unix seconds (the timestamps read as UTC).
+    pub times: Vec<i64>,
 }
 
 /// Reads every data file named in `windows` from `<data>/<category>/<file>.csv`.
@@ -39,6 +41,7 @@ fn read_data_file(path: &Path, name: &str) -> Result<DataFile, NabError> {
         name: name.to_string(),
         timestamps: Vec::new(),
         values: Vec::new(),
+        times: Vec::new(),
     };
     for (n, line) in text
         .lines()
@@ -53,8 +56,11 @@ fn read_data_file(path: &Path, name: &str) -> Result<DataFile, NabError> {
             .trim()
             .parse()
             .map_err(|_| bad(format!("line {}: bad value {value:?}", n + 1)))?;
+        let time =
+            unix_secs(ts).ok_or_else(|| bad(format!("line {}: bad timestamp {ts:?}", n + 1)))?;
         f.timestamps.push(ts.trim().to_string());
         f.values.push(value);
+        f.times.push(time);
     }
     Ok(f)
 }
@@ -78,7 +84,11 @@ pub fn run(
     let mut done = 0;
     for t in 0..longest {
         let row: Vec<Option<f64>> = files.iter().map(|f| f.values.get(t).copied()).collect();
-        let s = detector.tick(&row)?;
+        let times: Vec<i64> = files
+            .iter()
+            .map(|f| f.times.get(t).copied().unwrap_or(0))
+            .collect();
+        let s = detector.tick_at(&row, &times)?;
         for (i, v) in row.iter().enumerate() {
             if v.is_some() {
                 scores[i].push(s.scores[i] as f64);
@@ -98,6 +108,27 @@ pub fn run(
             scores,
         })
         .collect())
+}
+
+/// Seconds since the epoch of `YYYY-MM-DD HH:MM:SS` (or with `T`), read as
+/// UTC; fractions of a second are dropped.
+pub fn unix_secs(ts: &str) -> Option<i64> {
+    let (date, time) = ts.trim().split_once([' ', 'T'])?;
+    let mut d = date.split('-').map(|p| p.parse::<i64>().ok());
+    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
+    let mut t = time.split(':');
+    let mut part = || -> Option<i64> { t.next()?.split('.').next()?.parse().ok() };
+    let (hh, mm, ss) = (part()?, part()?, part().unwrap_or(0));
+    if !(1..=12).contains(&m) || !(1..=31).contains(&day) {
+        return None;
+    }
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * ((m + 9) % 12) + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    Some((era * 146_097 + doe - 719_468) * 86_400 + hh * 3600 + mm * 60 + ss)
 }
 
 /// Writes NAB's result files: `<out>/<detector>/<category>/<detector>_<file>.csv`
@@ -152,6 +183,16 @@ fn label_rows(f: &DataFile, windows: &[(String, String)]) -> Vec<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn timestamps_read_as_utc_seconds() {
+        assert_eq!(unix_secs("1970-01-01 00:00:00"), Some(0));
+        assert_eq!(unix_secs("2020-01-01 00:00:00"), Some(1_577_836_800));
+        assert_eq!(unix_secs("2014-02-28 23:59:59.000"), Some(1_393_631_999));
+        assert_eq!(unix_secs("2016-02-29T12:00:00"), Some(1_456_747_200));
+        assert_eq!(unix_secs("2020-13-01 00:00:00"), None);
+        assert_eq!(unix_secs("yesterday"), None);
+    }
     use crate::eval::nab::read_scored_csv;
     use std::collections::BTreeMap;
 
@@ -171,6 +212,7 @@ mod tests {
                     }
                 })
                 .collect(),
+            times: (0..n as i64).map(|i| 1_577_836_800 + i).collect(),
         };
         let files = vec![mk(300, 250), mk(200, 1000)];
         let cfg = DetectorConfig {
