@@ -73,13 +73,8 @@ impl Baseline {
         // inflates the spread as fast as it moves the level, the deviation
         // never stands out, and a drifting sensor is never flagged.
         let warming = self.count < WARMING;
-        // Once warm, an anomalous value teaches the spread nothing: an
-        // outage that lasts must not widen it until the next outage no
-        // longer stands out (the level still moves, slowly).
-        if warming || !anomalous {
-            let sa = if warming { a } else { a * SPREAD_SLOWDOWN };
-            self.spread += sa * (dev - self.spread);
-        }
+        let sa = if warming { a } else { a * SPREAD_SLOWDOWN };
+        self.spread += sa * (dev - self.spread);
         self.count = self.count.saturating_add(1);
     }
 }

@@ -578,13 +578,11 @@ impl Detector {
             } else {
                 0.0
             };
-            // While the baseline is young it adapts fast: a far deviation
-            // waiting out `level_for` must not become its normal meanwhile.
-            // (Freezing it for every far deviation keeps level shifts far for
-            // thousands of samples: NAB 65.9, against 70.4.) The baseline
-            // judges by the evidence, not by what was held back.
-            let young = slot.base.count < crate::baseline::WARMING;
-            let anomalous = raw >= self.cfg.threshold || (far && young);
+            // A far deviation waiting out `level_for` must not become the
+            // normal meanwhile, or a fault the ranges already know (the
+            // second outage) is absorbed before the rule can speak. The
+            // baseline judges by the evidence, not by what was held back.
+            let anomalous = raw >= self.cfg.threshold || far;
             slot.base.update(x, anomalous, &self.rates);
             slot.anomalous = anomalous;
             slot.last_input = u;
@@ -729,7 +727,8 @@ const HELD_CAP: f32 = 0.5;
 
 /// The refractory period: an alarm at `threshold` starts `samples` of
 /// quiet in which the score is capped at [`HELD_CAP`], unless it beats the
-/// alarm by [`STRONGER_BY`] (which starts a new period).
+/// alarm by [`STRONGER_BY`] (which starts a new period). A score still at
+/// the threshold prolongs the quiet: a run is one detection, however long.
 fn hold_back(slot: &mut Slot, score: f32, samples: u32, threshold: f32) -> f32 {
     if samples == 0 {
         return score;
@@ -737,6 +736,10 @@ fn hold_back(slot: &mut Slot, score: f32, samples: u32, threshold: f32) -> f32 {
     if slot.quiet > 0 {
         slot.quiet -= 1;
         if score < slot.fired + STRONGER_BY {
+            if score >= threshold {
+                // Still the same run: it stays one detection.
+                slot.quiet = samples;
+            }
             return score.min(HELD_CAP);
         }
     } else if score < threshold {

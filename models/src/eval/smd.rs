@@ -140,7 +140,7 @@ pub fn run_machine(
     for (t, row) in train.iter().enumerate() {
         let s = d.tick(&as_values(row))?;
         if t >= train.len() / 2 {
-            train_max = train_max.max(s.scores.iter().copied().fold(0.0, f32::max));
+            train_max = train_max.max(s.evidence.iter().copied().fold(0.0, f32::max));
         }
         progress(1);
     }
@@ -148,9 +148,12 @@ pub fn run_machine(
     let mut scores = Vec::with_capacity(test.len());
     let mut top = Vec::with_capacity(test.len());
     for row in test {
+        // A machine's alarms as the edge raises them: on the evidence, which
+        // lasts as long as the anomaly (the onset-shaped score would cut one
+        // anomaly into an alarm every refractory period).
         let s = d.tick(&as_values(row))?;
         let (k, best) = s
-            .scores
+            .evidence
             .iter()
             .copied()
             .enumerate()
