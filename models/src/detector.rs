@@ -1116,6 +1116,21 @@ mod tests {
     }
 
     #[test]
+    fn a_series_state_stays_under_a_kilobyte() {
+        let cfg = DetectorConfig::default();
+        let mut d = Detector::new(cfg.clone()).unwrap();
+        for t in 0..200 {
+            d.tick_at(&[Some(noisy(t))], &[t as i64 * 300]).unwrap();
+        }
+        let history = d.slots[0].history.capacity() * std::mem::size_of::<f32>();
+        let lstm = 2 * cfg.hidden * std::mem::size_of::<f32>() + std::mem::size_of::<f32>();
+        let bytes = std::mem::size_of::<Slot>() + history + lstm;
+        assert!(bytes <= 1024, "{bytes} B a series");
+        // The snapshot row holds the same state.
+        assert!(d.row_state(0).unwrap().len() * 4 <= 1024);
+    }
+
+    #[test]
     fn rejects_bad_config_with_every_problem() {
         let cfg = DetectorConfig {
             hidden: 0,
