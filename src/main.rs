@@ -201,8 +201,9 @@ enum EvalCmd {
         seed: u64,
         /// Measure the detector with one part replaced or switched off:
         /// full, persistence, untrained, no-range, no-smoothed-range,
-        /// no-forecast-record, no-sustained, or `all` for the whole table
-        /// (same data, same seed). Repeatable.
+        /// no-forecast-record, no-sustained, no-season, no-refractory,
+        /// no-line-gate, or `all` for the whole table (same data, same
+        /// seed). Repeatable or comma-separated.
         #[arg(long, value_delimiter = ',', default_value = "full")]
         ablate: Vec<String>,
     },
