@@ -3,6 +3,7 @@
 //! per-machine detectors over the Server Machine Dataset.
 
 use anyhow::Context;
+use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use vigil_models::eval::{nab, smd, stream};
@@ -29,7 +30,7 @@ pub fn nab(
     args: &NabArgs,
     cfg: &DetectorConfig,
     ablation: Ablation,
-) -> anyhow::Result<std::collections::BTreeMap<String, nab::ProfileScore>> {
+) -> anyhow::Result<BTreeMap<String, nab::ProfileScore>> {
     let profiles_path = match &args.profiles {
         Some(p) => p.clone(),
         None => find_profiles(&args.labels)?,
@@ -79,13 +80,8 @@ pub fn find_profiles(labels: &Path) -> anyhow::Result<PathBuf> {
 
 /// The ablation table: the three normalised scores per row and each row's
 /// difference from the full detector's standard score.
-pub fn ablation_table(
-    rows: &[(
-        Ablation,
-        std::collections::BTreeMap<String, nab::ProfileScore>,
-    )],
-) -> String {
-    let get = |s: &std::collections::BTreeMap<String, nab::ProfileScore>, p: &str| {
+pub fn ablation_table(rows: &[(Ablation, BTreeMap<String, nab::ProfileScore>)]) -> String {
+    let get = |s: &BTreeMap<String, nab::ProfileScore>, p: &str| {
         s.get(p).map(|x| x.normalised).unwrap_or(f64::NAN)
     };
     let full = rows

@@ -162,16 +162,18 @@ fn eval_nab_writes_results_and_prints_three_scores() {
     )
     .unwrap();
     let out = dir.path().join("out");
-    let stdout = stdout_of_success(
-        vigil()
-            .args(["eval", "nab", "--data"])
+    let eval_nab = |ablate: &str| {
+        let mut cmd = vigil();
+        cmd.args(["eval", "nab", "--data"])
             .arg(dir.path().join("data"))
             .arg("--labels")
             .arg(&labels)
             .arg("--out")
             .arg(&out)
-            .args(["--ablate", "all"]),
-    );
+            .args(["--ablate", ablate]);
+        cmd
+    };
+    let stdout = stdout_of_success(&mut eval_nab("all"));
     assert!(stdout.contains("standard"), "{stdout}");
     // Every ablation is measured in the same run, each with its own results.
     let table = stdout.split("vs full").nth(1).unwrap_or_default();
@@ -184,16 +186,7 @@ fn eval_nab_writes_results_and_prints_three_scores() {
         }
     }
     // An unknown ablation is refused with the choices named.
-    let bad = vigil()
-        .args(["eval", "nab", "--data"])
-        .arg(dir.path().join("data"))
-        .arg("--labels")
-        .arg(&labels)
-        .arg("--out")
-        .arg(&out)
-        .args(["--ablate", "no-lstm"])
-        .output()
-        .unwrap();
+    let bad = eval_nab("no-lstm").output().unwrap();
     assert!(!bad.status.success());
     assert!(
         String::from_utf8_lossy(&bad.stderr).contains("persistence"),

@@ -467,11 +467,6 @@ mod tests {
         s.push(&[(Priority::Audit, "big", &huge)]).unwrap();
         assert_eq!(s.dropped(Priority::Audit), 2);
     }
-}
-
-#[cfg(test)]
-mod file_size {
-    use super::*;
 
     #[test]
     fn the_file_stays_near_its_bound_while_full_buffers_drop() {
@@ -482,10 +477,8 @@ mod file_size {
         let payload = vec![b'x'; 150_000];
         // 60 MB through a 4 MiB buffer, as with the cloud away for long.
         for _ in 0..400 {
-            let items: Vec<(Priority, &str, &[u8])> = (0..1)
-                .map(|_| (Priority::Samples, "t", payload.as_slice()))
-                .collect();
-            s.push(&items).unwrap();
+            s.push(&[(Priority::Samples, "t", payload.as_slice())])
+                .unwrap();
         }
         let size = std::fs::metadata(&path).unwrap().len();
         assert!(

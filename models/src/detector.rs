@@ -568,15 +568,11 @@ impl Detector {
             } else {
                 0.0
             };
-            let raw = if warm {
-                novelty.max(season).max(level)
+            let (raw, score) = if warm {
+                let raw = novelty.max(season).max(level);
+                (raw, hold_back(slot, raw, refractory, self.cfg.threshold))
             } else {
-                0.0
-            };
-            let score = if warm {
-                hold_back(slot, raw, refractory, self.cfg.threshold)
-            } else {
-                0.0
+                (0.0, 0.0)
             };
             // A far deviation waiting out `level_for` must not become the
             // normal meanwhile, or a fault the ranges already know (the

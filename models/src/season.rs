@@ -28,7 +28,7 @@ const PEAK_DECAY: f32 = 0.9999;
 const SLOPE: f32 = 5.0;
 
 /// Words in [`Season::to_words`].
-pub const WORDS: usize = BINS + BINS / 4 + 6;
+pub const WORDS: usize = BINS + BINS / 4 + 5;
 
 /// Per-series seasonal state: about 260 bytes.
 #[derive(Clone, Debug)]
@@ -124,7 +124,6 @@ impl Season {
             f(self.residual),
             f(self.peak),
             self.judged,
-            0,
         ]);
         w
     }
