@@ -132,7 +132,9 @@ impl DetectorConfig {
         e
     }
 
-    fn rates(&self) -> BaselineRates {
+    /// The baseline rates these settings give (also what offline code
+    /// normalises with, to see values as the detector does).
+    pub fn rates(&self) -> BaselineRates {
         BaselineRates {
             alpha: self.baseline_alpha,
             anomalous_factor: self.anomalous_factor,
