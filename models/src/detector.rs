@@ -89,7 +89,7 @@ impl Default for DetectorConfig {
             novelty_learn: 50,
             novelty_peak_decay: 0.9999,
             level_z: 30.0,
-            level_for: 2,
+            level_for: 3,
             refractory: 50,
         }
     }
@@ -1054,8 +1054,8 @@ mod tests {
                 _ => normal(t),
             };
             let s = d.tick(&[Some(x)]).unwrap().scores[0];
-            // Flagged within its first two samples (two seconds at 1 Hz).
-            if let Some((k, _)) = at.filter(|&(_, o)| o < len.min(2)) {
+            // Flagged within its first `level_for` (3) samples.
+            if let Some((k, _)) = at.filter(|&(_, o)| o < len.min(3)) {
                 best[k] = best[k].max(s);
             }
         }
