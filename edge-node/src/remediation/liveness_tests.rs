@@ -7,6 +7,7 @@ use crate::budget::Budgets;
 use crate::cache::Cache;
 use crate::entity::Levels;
 use std::path::Path;
+use vigil_core::message::{CommandResult, Outcome};
 use vigil_core::SeriesId;
 
 const POLICY: &str = r#"

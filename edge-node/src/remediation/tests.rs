@@ -5,6 +5,7 @@ use crate::entity::Levels;
 use crate::rails::RailsConfig;
 use std::collections::HashMap;
 use std::path::Path;
+use vigil_core::message::{CommandResult, Outcome};
 use vigil_core::SeriesId;
 
 const POLICY: &str = r#"
