@@ -265,6 +265,7 @@ pub fn spool(messages: usize, batch: usize, bytes: usize) -> anyhow::Result<Stri
     let dir = tempfile::tempdir()?;
     let mut out = String::new();
     let body = vec![b'x'; bytes];
+    let topic = vigil_core::topic::uplink("s", vigil_core::topic::UplinkKind::Samples);
     for (label, per) in [
         ("one commit per message", 1),
         ("one commit per batch", batch.max(1)),
@@ -276,13 +277,7 @@ pub fn spool(messages: usize, batch: usize, bytes: usize) -> anyhow::Result<Stri
             messages
         };
         let rows: Vec<(Priority, &str, &[u8])> = (0..per)
-            .map(|_| {
-                (
-                    Priority::Scores,
-                    "vigil/v1/s/uplink/samples",
-                    body.as_slice(),
-                )
-            })
+            .map(|_| (Priority::Scores, topic.as_str(), body.as_slice()))
             .collect();
         let start = Instant::now();
         for _ in 0..n / per {

@@ -22,6 +22,7 @@ use vigil_cloud::{CloudConfig, CloudMetrics};
 use vigil_core::clock::now_ms;
 use vigil_core::message::{AnomalyEvent, AuditRecord};
 use vigil_core::mqtt::{self, LinkMetrics, LinkSpec, MqttSettings};
+use vigil_core::topic::UplinkKind;
 use vigil_core::{decode, topic, EntityId};
 use vigil_edge::{EdgeConfig, EdgeMetrics, PolicySet};
 
@@ -428,7 +429,10 @@ fn start_demo_link(
     let spec = LinkSpec {
         settings,
         default_client_id: format!("vigil-demo-{site}-{}", std::process::id()),
-        subscriptions: vec![topic::uplink(site, "anomaly"), topic::uplink(site, "audit")],
+        subscriptions: vec![
+            topic::uplink(site, UplinkKind::Anomaly),
+            topic::uplink(site, UplinkKind::Audit),
+        ],
         presence: None,
     };
     let (tx, mut rx) = mqtt::inbox(256, 4 << 20);

@@ -25,7 +25,7 @@ use vigil_core::message::{
     AnomalyEvent, AuditRecord, ChunkRequest, Heartbeat, Presence, SampleBatch, UplinkAck,
 };
 use vigil_core::mqtt::{self, LinkSpec};
-use vigil_core::topic::{self, Route};
+use vigil_core::topic::{self, Route, UplinkKind};
 
 /// State the run loop writes and the API reads.
 pub struct Shared {
@@ -80,13 +80,12 @@ pub async fn run(
         }),
         api_token: config.api_token.clone(),
     });
-    let p = topic::PREFIX;
     let spec = LinkSpec {
         settings: config.mqtt.clone(),
         default_client_id: format!("vigil-cloud-{}", std::process::id()),
         subscriptions: vec![
-            format!("{p}/+/uplink/+"),
-            format!("{p}/+/+/presence"),
+            topic::filter::all_uplinks(),
+            topic::filter::all_presence(),
             topic::model_request(&config.models.family),
         ],
         presence: None,
@@ -198,12 +197,12 @@ impl Aggregator {
         let result: Result<(), (&'static str, DecodeError)> = (|| {
             match route {
                 Route::Uplink {
-                    kind: kind @ ("samples" | "scores"),
+                    kind: kind @ (UplinkKind::Samples | UplinkKind::Scores),
                     site,
                 } => {
                     let (b, seq): (SampleBatch, _) =
                         decode_seq(&m.payload, max).map_err(|e| ("samples", e))?;
-                    self.count(kind);
+                    self.count(kind.as_str());
                     if self.admit(site, seq.as_ref(), now) {
                         if let Some(s) = self.store.as_mut() {
                             s.add_samples(site, &b.samples);
@@ -211,7 +210,7 @@ impl Aggregator {
                     }
                 }
                 Route::Uplink {
-                    kind: "anomaly",
+                    kind: UplinkKind::Anomaly,
                     site,
                 } => {
                     let (a, seq): (AnomalyEvent, _) =
@@ -227,7 +226,7 @@ impl Aggregator {
                     push_bounded(&self.shared.anomalies, a, self.config.recent);
                 }
                 Route::Uplink {
-                    kind: "audit",
+                    kind: UplinkKind::Audit,
                     site,
                 } => {
                     let (a, seq): (AuditRecord, _) =
@@ -246,7 +245,8 @@ impl Aggregator {
                     push_bounded(&self.shared.audit, a, self.config.recent);
                 }
                 Route::Uplink {
-                    kind: "heartbeat", ..
+                    kind: UplinkKind::Heartbeat,
+                    ..
                 } => {
                     let hb: Heartbeat = decode(&m.payload, max).map_err(|e| ("heartbeat", e))?;
                     self.count("heartbeat");

@@ -7,7 +7,7 @@
 //! vigil/v1/{site}/{host}/presence     agent, retained, last will offline
 //! vigil/v1/{site}/sensors/{sensor}    device → edge  a number or {"value":…}
 //! vigil/v1/{site}/edge/presence       edge, retained, last will offline
-//! vigil/v1/{site}/uplink/{kind}       edge → cloud   scores|samples|anomaly|audit|heartbeat
+//! vigil/v1/{site}/uplink/{kind}       edge → cloud   UplinkKind: scores|samples|anomaly|audit|heartbeat
 //! vigil/v1/{site}/edge/ack            cloud → edge   UplinkAck (stored, may be deleted)
 //! vigil/v1/models/{family}/release    cloud, retained SignedRelease
 //! vigil/v1/models/{family}/chunk/{version}/{index}   cloud → edges, raw bytes
@@ -72,8 +72,82 @@ pub fn uplink_ack(site: &str) -> String {
 }
 
 /// Uplink of one message kind.
-pub fn uplink(site: &str, kind: &str) -> String {
-    format!("{PREFIX}/{site}/uplink/{kind}")
+pub fn uplink(site: &str, kind: UplinkKind) -> String {
+    format!("{PREFIX}/{site}/uplink/{}", kind.as_str())
+}
+
+/// What an uplink message carries: the last level of its topic. The edge
+/// sends by it, the cloud routes by it, and metrics label by its name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum UplinkKind {
+    /// Raw samples (`SampleBatch`).
+    Samples,
+    /// Samples with their scores (`SampleBatch`, sent before raw ones).
+    Scores,
+    /// An anomaly event (`AnomalyEvent`).
+    Anomaly,
+    /// An audit record (`AuditRecord`).
+    Audit,
+    /// The edge's heartbeat (`Heartbeat`).
+    Heartbeat,
+}
+
+impl UplinkKind {
+    /// Every kind.
+    pub const ALL: [UplinkKind; 5] = [
+        UplinkKind::Samples,
+        UplinkKind::Scores,
+        UplinkKind::Anomaly,
+        UplinkKind::Audit,
+        UplinkKind::Heartbeat,
+    ];
+
+    /// The topic level, and the label in metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UplinkKind::Samples => "samples",
+            UplinkKind::Scores => "scores",
+            UplinkKind::Anomaly => "anomaly",
+            UplinkKind::Audit => "audit",
+            UplinkKind::Heartbeat => "heartbeat",
+        }
+    }
+
+    /// The kind a topic level names; `None` for anything else.
+    pub fn parse(level: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == level)
+    }
+}
+
+/// Subscription filters: what each role listens to, built here beside the
+/// topics they must match.
+pub mod filter {
+    use super::PREFIX;
+
+    /// Every agent's metrics at a site (the edge).
+    pub fn metrics(site: &str) -> String {
+        format!("{PREFIX}/{site}/+/metrics")
+    }
+    /// Every agent's command results at a site (the edge).
+    pub fn results(site: &str) -> String {
+        format!("{PREFIX}/{site}/+/results")
+    }
+    /// Every presence at a site: its agents' and its edge's (the edge).
+    pub fn presence(site: &str) -> String {
+        format!("{PREFIX}/{site}/+/presence")
+    }
+    /// Every sensor of a site (the edge).
+    pub fn sensors(site: &str) -> String {
+        format!("{PREFIX}/{site}/sensors/+")
+    }
+    /// Every uplink of every site (the cloud).
+    pub fn all_uplinks() -> String {
+        format!("{PREFIX}/+/uplink/+")
+    }
+    /// Every presence of every site (the cloud).
+    pub fn all_presence() -> String {
+        format!("{PREFIX}/+/+/presence")
+    }
 }
 
 /// What a topic is, as parsed from an incoming message.
@@ -148,7 +222,7 @@ pub enum Route<'a> {
         /// Site.
         site: &'a str,
         /// Kind (last level).
-        kind: &'a str,
+        kind: UplinkKind,
     },
 }
 
@@ -168,7 +242,10 @@ pub fn parse(topic: &str) -> Option<Route<'_>> {
         [site, "sensors", sensor] => Some(Route::Sensor { site, sensor }),
         [site, "edge", "presence"] => Some(Route::EdgePresence { site }),
         [site, "edge", "ack"] => Some(Route::UplinkAck { site }),
-        [site, "uplink", kind] => Some(Route::Uplink { site, kind }),
+        [site, "uplink", kind] => Some(Route::Uplink {
+            site,
+            kind: UplinkKind::parse(kind)?,
+        }),
         [site, host, "metrics"] => Some(Route::Metrics { site, host }),
         [site, host, "commands"] => Some(Route::Commands { site, host }),
         [site, host, "results"] => Some(Route::Results { site, host }),
@@ -240,13 +317,13 @@ mod tests {
             parse(&uplink_ack("s")),
             Some(Route::UplinkAck { site: "s" })
         );
-        assert_eq!(
-            parse(&uplink("s", "audit")),
-            Some(Route::Uplink {
-                site: "s",
-                kind: "audit"
-            })
-        );
+        for kind in UplinkKind::ALL {
+            assert_eq!(
+                parse(&uplink("s", kind)),
+                Some(Route::Uplink { site: "s", kind })
+            );
+        }
+        assert_eq!(parse("vigil/v1/s/uplink/scorez"), None);
         assert_eq!(
             parse(&model_release("f")),
             Some(Route::ModelRelease { family: "f" })
@@ -267,6 +344,41 @@ mod tests {
         assert_eq!(parse("vigil/v1/models/f/presence"), None);
         assert_eq!(parse("vigil/v2/s/h/metrics"), None);
         assert_eq!(parse("vigil/v1/s/h/other"), None);
+    }
+
+    /// MQTT filter matching: `+` is one level, `#` the rest.
+    fn matches(filter: &str, topic: &str) -> bool {
+        let (mut f, mut t) = (filter.split('/'), topic.split('/'));
+        loop {
+            match (f.next(), t.next()) {
+                (Some("#"), _) => return true,
+                (Some("+"), Some(_)) => {}
+                (Some(a), Some(b)) if a == b => {}
+                (None, None) => return true,
+                _ => return false,
+            }
+        }
+    }
+
+    #[test]
+    fn each_filter_matches_its_topics_and_no_other() {
+        let cases = [
+            (filter::metrics("s"), metrics("s", "h")),
+            (filter::results("s"), results("s", "h")),
+            (filter::presence("s"), agent_presence("s", "h")),
+            (filter::presence("s"), edge_presence("s")),
+            (filter::sensors("s"), sensor("s", "t")),
+            (filter::all_uplinks(), uplink("s", UplinkKind::Audit)),
+            (filter::all_presence(), agent_presence("s", "h")),
+            (filter::all_presence(), edge_presence("s")),
+        ];
+        for (f, t) in &cases {
+            assert!(matches(f, t), "{f} should match {t}");
+        }
+        assert!(!matches(&filter::metrics("s"), &metrics("other", "h")));
+        assert!(!matches(&filter::metrics("s"), &results("s", "h")));
+        assert!(!matches(&filter::all_uplinks(), &uplink_ack("s")));
+        assert!(!matches(&filter::sensors("s"), &metrics("s", "h")));
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! `approve`-mode policies (the only writes). Served beside `/metrics` and
 //! `/healthz`.
 
-use crate::edge::Shared;
+use crate::shared::Shared;
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use axum::http::StatusCode;

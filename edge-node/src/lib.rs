@@ -19,6 +19,7 @@ pub mod outbox;
 pub mod policy;
 pub mod rails;
 pub mod remediation;
+pub mod shared;
 pub mod snapshot;
 pub mod spool;
 pub mod timing;

@@ -1,0 +1,196 @@
+//! What arrives from the broker: each message decoded, counted and handed
+//! to the part that owns it.
+
+use super::*;
+
+impl Node {
+    pub(super) fn on_message(&mut self, m: &Publish) {
+        let now = now_ms();
+        match classify(
+            &self.config.site,
+            &m.topic,
+            &m.payload,
+            self.config.max_message_bytes,
+            now,
+        ) {
+            Ok(Inbound::Batch { batch, sent_ms }) => {
+                self.metrics
+                    .link
+                    .received
+                    .with_label_values(&["metrics"])
+                    .inc();
+                let timing = self.config.timing();
+                let shift = timing.batch_shift(sent_ms, now);
+                if shift != 0 {
+                    self.metrics
+                        .samples_restamped
+                        .with_label_values(&[Restamp::SenderClock.as_str()])
+                        .inc_by(batch.samples.len() as u64);
+                    if let Some(skipped) = self.ratelog.allow(&format!("clock {}", batch.host)) {
+                        warn!(sender = %batch.host, off_secs = -shift as f64 / 1000.0, skipped, "Sender's clock is off; judging its samples by their arrival time.");
+                    }
+                }
+                let shared = self.shared.clone();
+                let mut cache = shared.lock_cache();
+                for s in batch.samples {
+                    let placed = timing.place(s.ts_ms.saturating_add(shift), now);
+                    let id = SeriesId::new(s.entity, s.metric);
+                    self.accept(&mut cache, &batch.host, &id, placed, s.value, now);
+                }
+                self.metrics.series.set(cache.len() as i64);
+                drop(cache);
+                self.after_samples(now);
+            }
+            Ok(Inbound::Sensor { name, ts_ms, value }) => {
+                self.metrics
+                    .link
+                    .received
+                    .with_label_values(&["sensor"])
+                    .inc();
+                let placed = self.config.timing().place_sensor(ts_ms, now);
+                let id = SeriesId::new(EntityId::sensor(&name), "value");
+                let shared = self.shared.clone();
+                let mut cache = shared.lock_cache();
+                self.accept(&mut cache, &id.entity.to_string(), &id, placed, value, now);
+                self.metrics.series.set(cache.len() as i64);
+                drop(cache);
+                self.after_samples(now);
+            }
+            Ok(Inbound::Result(r)) => {
+                self.metrics
+                    .link
+                    .received
+                    .with_label_values(&["result"])
+                    .inc();
+                let model = self.model_version();
+                match self.engine.on_result(&r, now, &model) {
+                    Some(d) => {
+                        self.metrics
+                            .action_results
+                            .with_label_values(&[r.outcome.as_str()])
+                            .inc();
+                        self.apply(d)
+                    }
+                    None => self.unexpected_result(&r, &model),
+                }
+            }
+            Ok(Inbound::AgentPresence {
+                host,
+                online,
+                actions,
+            }) => {
+                self.metrics
+                    .link
+                    .received
+                    .with_label_values(&["presence"])
+                    .inc();
+                info!(%host, online, actions = actions.len(), "Agent presence.");
+                if online && !actions.is_empty() {
+                    self.engine.set_agent_actions(&host, actions);
+                    self.check_policies_against_agents();
+                }
+                if let Ok(mut a) = self.shared.agents.lock() {
+                    a.insert(host, online);
+                }
+            }
+            Ok(Inbound::Ack(ack)) => {
+                self.metrics
+                    .link
+                    .received
+                    .with_label_values(&["uplink_ack"])
+                    .inc();
+                self.uplink.ack(ack);
+            }
+            Ok(Inbound::Release { family, signed }) if family == self.models.family() => {
+                self.metrics
+                    .link
+                    .received
+                    .with_label_values(&["release"])
+                    .inc();
+                match self.models.on_release(&signed, now) {
+                    Ok(next) => self.model_next(next),
+                    Err(r) => {
+                        self.refused(r.reason());
+                        warn!(reason = r.reason(), error = %r, "Model release refused; the running model keeps scoring.");
+                    }
+                }
+            }
+            Ok(Inbound::Chunk {
+                family,
+                version,
+                index,
+                bytes,
+            }) if family == self.models.family() => {
+                self.metrics
+                    .link
+                    .received
+                    .with_label_values(&["chunk"])
+                    .inc();
+                let next = self.models.on_chunk(version, index, &bytes, now);
+                self.count_chunks();
+                self.model_next(next);
+            }
+            Ok(Inbound::Release { .. } | Inbound::Chunk { .. } | Inbound::Ignored) => {}
+            Err((kind, e)) => {
+                self.metrics.link.received.with_label_values(&[kind]).inc();
+                self.metrics
+                    .link
+                    .malformed
+                    .with_label_values(&[e.reason()])
+                    .inc();
+                warn!(topic = %m.topic, kind, error = %e, "Dropped malformed message.");
+            }
+        }
+    }
+
+    /// Caches one sample placed on the edge's clock; every refusal and
+    /// restamp is counted, and logged (rate-limited) with its sender.
+    pub(super) fn accept(
+        &mut self,
+        cache: &mut Cache,
+        sender: &str,
+        id: &SeriesId,
+        placed: Result<(i64, Option<Restamp>), Refusal>,
+        value: f64,
+        now: i64,
+    ) {
+        let pushed = placed.and_then(|(ts, restamp)| {
+            let max_future = self.config.max_future_secs as i64 * 1000;
+            let displaced = cache.push_admit(id, ts, value, now, max_future)?;
+            if displaced {
+                self.metrics
+                    .series_evicted
+                    .with_label_values(&["room"])
+                    .inc();
+                if let Some(skipped) = self.ratelog.allow("room") {
+                    info!(%sender, series = %id, skipped, "Cache full: a new series took the slot of the stalest one that was not live.");
+                }
+            }
+            Ok(restamp)
+        });
+        match pushed {
+            Ok(restamp) => {
+                self.metrics.samples.inc();
+                if let Some(r) = restamp.filter(|r| *r == Restamp::Ahead) {
+                    self.metrics
+                        .samples_restamped
+                        .with_label_values(&[r.as_str()])
+                        .inc();
+                    if let Some(skipped) = self.ratelog.allow(&format!("ahead {sender}")) {
+                        warn!(%sender, series = %id, skipped, "Sample stamped ahead of the edge's clock; placed at its arrival time.");
+                    }
+                }
+            }
+            Err(r) => {
+                self.metrics
+                    .samples_refused
+                    .with_label_values(&[r.as_str()])
+                    .inc();
+                self.health.h.refused += 1;
+                if let Some(skipped) = self.ratelog.allow(&format!("{} {sender}", r.as_str())) {
+                    warn!(%sender, series = %id, reason = r.as_str(), %value, skipped, "Sample refused.");
+                }
+            }
+        }
+    }
+}
