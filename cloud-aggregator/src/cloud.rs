@@ -4,6 +4,7 @@
 //! registry, and flushes once more on shutdown.
 
 use crate::config::CloudConfig;
+use crate::ingest::{self, Inbound};
 use crate::metrics::CloudMetrics;
 use crate::models::{server, Hub, Lifecycle};
 use crate::receipts::{Intake, Receipts};
@@ -19,13 +20,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 use vigil_core::clock::now_ms;
-use vigil_core::decode;
-use vigil_core::envelope::{decode_seq, DecodeError, Seq};
-use vigil_core::message::{
-    AnomalyEvent, AuditRecord, ChunkRequest, Heartbeat, Presence, SampleBatch, UplinkAck,
-};
+use vigil_core::envelope::Seq;
+use vigil_core::message::{AnomalyEvent, AuditRecord, UplinkAck};
 use vigil_core::mqtt::{self, LinkSpec};
-use vigil_core::topic::{self, Route, UplinkKind};
+use vigil_core::topic;
 
 /// State the run loop writes and the API reads.
 pub struct Shared {
@@ -189,119 +187,92 @@ impl Aggregator {
     }
 
     fn on_message(&mut self, m: &Publish) {
-        let max = self.config.max_message_bytes;
-        let now = now_ms();
-        let Some(route) = topic::parse(&m.topic) else {
-            return;
-        };
-        let result: Result<(), (&'static str, DecodeError)> = (|| {
-            match route {
-                Route::Uplink {
-                    kind: kind @ (UplinkKind::Samples | UplinkKind::Scores),
-                    site,
-                } => {
-                    let (b, seq): (SampleBatch, _) =
-                        decode_seq(&m.payload, max).map_err(|e| ("samples", e))?;
-                    self.count(kind.as_str());
-                    if self.admit(site, seq.as_ref(), now) {
-                        if let Some(s) = self.store.as_mut() {
-                            s.add_samples(site, &b.samples);
-                        }
-                    }
-                }
-                Route::Uplink {
-                    kind: UplinkKind::Anomaly,
-                    site,
-                } => {
-                    let (a, seq): (AnomalyEvent, _) =
-                        decode_seq(&m.payload, max).map_err(|e| ("anomaly", e))?;
-                    self.count("anomaly");
-                    if !self.admit(site, seq.as_ref(), now) {
-                        return Ok(());
-                    }
-                    self.metrics.anomalies.inc();
-                    if let Some(s) = self.store.as_mut() {
-                        s.add_anomaly(&a);
-                    }
-                    push_bounded(&self.shared.anomalies, a, self.config.recent);
-                }
-                Route::Uplink {
-                    kind: UplinkKind::Audit,
-                    site,
-                } => {
-                    let (a, seq): (AuditRecord, _) =
-                        decode_seq(&m.payload, max).map_err(|e| ("audit", e))?;
-                    self.count("audit");
-                    if !self.admit(site, seq.as_ref(), now) {
-                        return Ok(());
-                    }
-                    self.metrics
-                        .audit_records
-                        .with_label_values(&[a.kind.as_str()])
-                        .inc();
-                    if let Some(s) = self.store.as_mut() {
-                        s.add_audit(&a);
-                    }
-                    push_bounded(&self.shared.audit, a, self.config.recent);
-                }
-                Route::Uplink {
-                    kind: UplinkKind::Heartbeat,
-                    ..
-                } => {
-                    let hb: Heartbeat = decode(&m.payload, max).map_err(|e| ("heartbeat", e))?;
-                    self.count("heartbeat");
-                    if let Ok(mut h) = self.shared.models.hub.lock() {
-                        let node = format!("{}/{}", hb.site, hb.node);
-                        h.observe(&node, hb.model_release, &hb.health, now);
-                    }
-                    if let Ok(mut r) = self.shared.registry.lock() {
-                        r.heartbeat(hb, now);
-                    }
-                }
-                Route::ModelRequest { .. } => {
-                    let req: ChunkRequest =
-                        decode(&m.payload, max).map_err(|e| ("chunk_request", e))?;
-                    self.count("chunk_request");
-                    if self
-                        .shared
-                        .models
-                        .jobs
-                        .try_send(server::Job::Chunks(req))
-                        .is_err()
-                    {
-                        self.metrics
-                            .link
-                            .dropped
-                            .with_label_values(&["chunk_request"])
-                            .inc();
-                    }
-                }
-                Route::AgentPresence { site, host } => {
-                    let p: Presence = decode(&m.payload, max).map_err(|e| ("presence", e))?;
-                    self.count("presence");
-                    if let Ok(mut r) = self.shared.registry.lock() {
-                        r.presence(site, "agent", host, p.state, now);
-                    }
-                }
-                Route::EdgePresence { site } => {
-                    let p: Presence = decode(&m.payload, max).map_err(|e| ("presence", e))?;
-                    self.count("presence");
-                    if let Ok(mut r) = self.shared.registry.lock() {
-                        r.presence(site, "edge", &p.node, p.state, now);
-                    }
-                }
-                _ => {}
+        let inbound = match ingest::classify(&m.topic, &m.payload, self.config.max_message_bytes) {
+            Ok(i) => i,
+            Err((kind, e)) => {
+                self.count(kind);
+                self.metrics
+                    .link
+                    .malformed
+                    .with_label_values(&[e.reason()])
+                    .inc();
+                warn!(topic = %m.topic, kind, error = %e, "Dropped malformed message.");
+                return;
             }
-            Ok(())
-        })();
-        if let Err((kind, e)) = result {
-            self.count(kind);
-            self.metrics
-                .link
-                .malformed
-                .with_label_values(&[e.reason()])
-                .inc();
-            warn!(topic = %m.topic, kind, error = %e, "Dropped malformed message.");
+        };
+        let now = now_ms();
+        match inbound {
+            Inbound::Samples {
+                site,
+                kind,
+                batch,
+                seq,
+            } => {
+                self.count(kind.as_str());
+                if self.admit(&site, seq.as_ref(), now) {
+                    if let Some(s) = self.store.as_mut() {
+                        s.add_samples(&site, &batch.samples);
+                    }
+                }
+            }
+            Inbound::Anomaly { site, event, seq } => {
+                self.count("anomaly");
+                if !self.admit(&site, seq.as_ref(), now) {
+                    return;
+                }
+                self.metrics.anomalies.inc();
+                if let Some(s) = self.store.as_mut() {
+                    s.add_anomaly(&event);
+                }
+                push_bounded(&self.shared.anomalies, event, self.config.recent);
+            }
+            Inbound::Audit { site, record, seq } => {
+                self.count("audit");
+                if !self.admit(&site, seq.as_ref(), now) {
+                    return;
+                }
+                self.metrics
+                    .audit_records
+                    .with_label_values(&[record.kind.as_str()])
+                    .inc();
+                if let Some(s) = self.store.as_mut() {
+                    s.add_audit(&record);
+                }
+                push_bounded(&self.shared.audit, record, self.config.recent);
+            }
+            Inbound::Heartbeat(hb) => {
+                self.count("heartbeat");
+                if let Ok(mut h) = self.shared.models.hub.lock() {
+                    let node = format!("{}/{}", hb.site, hb.node);
+                    h.observe(&node, hb.model_release, &hb.health, now);
+                }
+                if let Ok(mut r) = self.shared.registry.lock() {
+                    r.heartbeat(hb, now);
+                }
+            }
+            Inbound::ChunkRequest(req) => {
+                self.count("chunk_request");
+                let job = server::Job::Chunks(req);
+                if self.shared.models.jobs.try_send(job).is_err() {
+                    self.metrics
+                        .link
+                        .dropped
+                        .with_label_values(&["chunk_request"])
+                        .inc();
+                }
+            }
+            Inbound::Presence {
+                site,
+                role,
+                node,
+                state,
+            } => {
+                self.count("presence");
+                if let Ok(mut r) = self.shared.registry.lock() {
+                    r.presence(&site, role, &node, state, now);
+                }
+            }
+            Inbound::Ignored => {}
         }
     }
 

@@ -6,6 +6,7 @@
 pub mod api;
 pub mod cloud;
 pub mod config;
+pub mod ingest;
 pub mod metrics;
 pub mod models;
 pub mod receipts;

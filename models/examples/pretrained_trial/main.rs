@@ -53,7 +53,8 @@ fn main() -> anyhow::Result<()> {
         if pretrained {
             d.load_weights_bytes(&weights, 0)?;
         }
-        let s = nab::score_corpus(&score(&mut d, &files)?, &windows, &profiles)?;
+        let scored = stream::run_with(&mut d, &files, |_, _| {})?;
+        let s = nab::score_corpus(&scored, &windows, &profiles)?;
         println!(
             "{name:24} standard {:.2}  low FP {:.2}  low FN {:.2}",
             s["standard"].normalised,
@@ -62,32 +63,4 @@ fn main() -> anyhow::Result<()> {
         );
     }
     Ok(())
-}
-
-/// Every file as one series of the batch, row `t` in tick `t` (as `eval nab`).
-fn score(d: &mut Detector, files: &[stream::DataFile]) -> anyhow::Result<Vec<nab::ScoredFile>> {
-    let longest = files.iter().map(|f| f.values.len()).max().unwrap_or(0);
-    let mut scores: Vec<Vec<f64>> = files.iter().map(|_| Vec::new()).collect();
-    for t in 0..longest {
-        let row: Vec<Option<f64>> = files.iter().map(|f| f.values.get(t).copied()).collect();
-        let times: Vec<i64> = files
-            .iter()
-            .map(|f| f.times.get(t).copied().unwrap_or(0))
-            .collect();
-        let s = d.tick_at(&row, &times)?;
-        for (i, v) in row.iter().enumerate() {
-            if v.is_some() {
-                scores[i].push(s.scores[i] as f64);
-            }
-        }
-    }
-    Ok(files
-        .iter()
-        .zip(scores)
-        .map(|(f, scores)| nab::ScoredFile {
-            name: f.name.clone(),
-            timestamps: f.timestamps.clone(),
-            scores,
-        })
-        .collect())
 }

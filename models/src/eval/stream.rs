@@ -73,9 +73,18 @@ pub fn run(
     cfg: &DetectorConfig,
     ablation: Ablation,
     files: &[DataFile],
-    mut progress: impl FnMut(usize, usize),
+    progress: impl FnMut(usize, usize),
 ) -> Result<Vec<ScoredFile>, ModelError> {
     let mut detector = Detector::ablated(cfg.clone(), ablation)?;
+    run_with(&mut detector, files, progress)
+}
+
+/// [`run`] with a detector made by the caller (loaded weights, say).
+pub fn run_with(
+    detector: &mut Detector,
+    files: &[DataFile],
+    mut progress: impl FnMut(usize, usize),
+) -> Result<Vec<ScoredFile>, ModelError> {
     let longest = files.iter().map(|f| f.values.len()).max().unwrap_or(0);
     let total: usize = files.iter().map(|f| f.values.len()).sum();
     let mut scores: Vec<Vec<f64>> = files
