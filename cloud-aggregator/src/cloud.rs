@@ -189,16 +189,7 @@ impl Aggregator {
     fn on_message(&mut self, m: &Publish) {
         let inbound = match ingest::classify(&m.topic, &m.payload, self.config.max_message_bytes) {
             Ok(i) => i,
-            Err((kind, e)) => {
-                self.count(kind);
-                self.metrics
-                    .link
-                    .malformed
-                    .with_label_values(&[e.reason()])
-                    .inc();
-                warn!(topic = %m.topic, kind, error = %e, "Dropped malformed message.");
-                return;
-            }
+            Err((kind, e)) => return self.metrics.link.refused(&m.topic, kind, &e),
         };
         let now = now_ms();
         match inbound {

@@ -182,6 +182,14 @@ pub struct LinkMetrics {
 }
 
 impl LinkMetrics {
+    /// Counts a message refused on decoding (received, by its kind, and
+    /// malformed, by reason) and logs it.
+    pub fn refused(&self, topic: &str, kind: &str, e: &crate::envelope::DecodeError) {
+        self.received.with_label_values(&[kind]).inc();
+        self.malformed.with_label_values(&[e.reason()]).inc();
+        warn!(topic, kind, error = %e, "Dropped malformed message.");
+    }
+
     /// Creates and registers the counters in `registry`.
     pub fn new(registry: &Registry) -> prometheus::Result<Self> {
         let connected = IntGauge::new(

@@ -131,15 +131,7 @@ impl Node {
                 self.model_next(next);
             }
             Ok(Inbound::Release { .. } | Inbound::Chunk { .. } | Inbound::Ignored) => {}
-            Err((kind, e)) => {
-                self.metrics.link.received.with_label_values(&[kind]).inc();
-                self.metrics
-                    .link
-                    .malformed
-                    .with_label_values(&[e.reason()])
-                    .inc();
-                warn!(topic = %m.topic, kind, error = %e, "Dropped malformed message.");
-            }
+            Err((kind, e)) => self.metrics.link.refused(&m.topic, kind, &e),
         }
     }
 

@@ -19,9 +19,7 @@ impl Detector {
         batch: usize,
         window: usize,
     ) -> Result<f32, ModelError> {
-        let x = Tensor::from_vec(xs, (batch, window, 1), &self.device)?;
-        let y = Tensor::from_vec(ys, (batch, window), &self.device)?;
-        let loss = candle_nn::loss::mse(&self.model.forward_seq(&x)?, &y)?;
+        let loss = self.loss_of(xs, ys, batch, window)?;
         let opt = match self.optimizer.as_mut() {
             Some(o) => o,
             None => self
@@ -45,10 +43,24 @@ impl Detector {
         batch: usize,
         window: usize,
     ) -> Result<f32, ModelError> {
+        Ok(self
+            .loss_of(xs, ys, batch, window)?
+            .detach()
+            .to_scalar::<f32>()?)
+    }
+
+    /// The forecast's mean squared error over the windows, as a tensor
+    /// that training can differentiate.
+    fn loss_of(
+        &self,
+        xs: Vec<f32>,
+        ys: Vec<f32>,
+        batch: usize,
+        window: usize,
+    ) -> Result<Tensor, ModelError> {
         let x = Tensor::from_vec(xs, (batch, window, 1), &self.device)?;
         let y = Tensor::from_vec(ys, (batch, window), &self.device)?;
-        let loss = candle_nn::loss::mse(&self.model.forward_seq(&x)?.detach(), &y)?;
-        Ok(loss.to_scalar::<f32>()?)
+        Ok(candle_nn::loss::mse(&self.model.forward_seq(&x)?, &y)?)
     }
 
     /// One AdamW step on windows sampled from the series' recent history.
