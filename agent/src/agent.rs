@@ -180,11 +180,7 @@ impl CommandLoop {
                 self.on_edge_presence(&msg.payload).await;
                 continue;
             }
-            self.metrics
-                .link
-                .received
-                .with_label_values(&["command"])
-                .inc();
+            self.metrics.link.count("command");
             let cmd: Command = match decode(&msg.payload, self.max_bytes) {
                 Ok(c) => c,
                 Err(e) => {
@@ -238,11 +234,7 @@ const RECENT_RESULTS_FOR: Duration = Duration::from_secs(600);
 
 impl CommandLoop {
     async fn on_edge_presence(&mut self, payload: &[u8]) {
-        self.metrics
-            .link
-            .received
-            .with_label_values(&["presence"])
-            .inc();
+        self.metrics.link.count("presence");
         match decode::<Presence>(payload, self.max_bytes) {
             Ok(p) => {
                 let online = p.state == PresenceState::Online;

@@ -199,7 +199,7 @@ impl Aggregator {
                 batch,
                 seq,
             } => {
-                self.count(kind.as_str());
+                self.metrics.link.count(kind.as_str());
                 if self.admit(&site, seq.as_ref(), now) {
                     if let Some(s) = self.store.as_mut() {
                         s.add_samples(&site, &batch.samples);
@@ -207,7 +207,7 @@ impl Aggregator {
                 }
             }
             Inbound::Anomaly { site, event, seq } => {
-                self.count("anomaly");
+                self.metrics.link.count("anomaly");
                 if !self.admit(&site, seq.as_ref(), now) {
                     return;
                 }
@@ -218,7 +218,7 @@ impl Aggregator {
                 push_bounded(&self.shared.anomalies, event, self.config.recent);
             }
             Inbound::Audit { site, record, seq } => {
-                self.count("audit");
+                self.metrics.link.count("audit");
                 if !self.admit(&site, seq.as_ref(), now) {
                     return;
                 }
@@ -232,7 +232,7 @@ impl Aggregator {
                 push_bounded(&self.shared.audit, record, self.config.recent);
             }
             Inbound::Heartbeat(hb) => {
-                self.count("heartbeat");
+                self.metrics.link.count("heartbeat");
                 if let Ok(mut h) = self.shared.models.hub.lock() {
                     let node = format!("{}/{}", hb.site, hb.node);
                     h.observe(&node, hb.model_release, &hb.health, now);
@@ -242,7 +242,7 @@ impl Aggregator {
                 }
             }
             Inbound::ChunkRequest(req) => {
-                self.count("chunk_request");
+                self.metrics.link.count("chunk_request");
                 let job = server::Job::Chunks(req);
                 if self.shared.models.jobs.try_send(job).is_err() {
                     self.metrics
@@ -258,7 +258,7 @@ impl Aggregator {
                 node,
                 state,
             } => {
-                self.count("presence");
+                self.metrics.link.count("presence");
                 if let Ok(mut r) = self.shared.registry.lock() {
                     r.presence(&site, role, &node, state, now);
                 }
@@ -295,10 +295,6 @@ impl Aggregator {
                 .send(&topic::uplink_ack(&site), &ack, false)
                 .await;
         }
-    }
-
-    fn count(&self, kind: &str) {
-        self.metrics.link.received.with_label_values(&[kind]).inc();
     }
 
     fn refresh_registry(&self) {

@@ -182,10 +182,15 @@ pub struct LinkMetrics {
 }
 
 impl LinkMetrics {
+    /// Counts one message received, by kind.
+    pub fn count(&self, kind: &str) {
+        self.received.with_label_values(&[kind]).inc();
+    }
+
     /// Counts a message refused on decoding (received, by its kind, and
     /// malformed, by reason) and logs it.
     pub fn refused(&self, topic: &str, kind: &str, e: &crate::envelope::DecodeError) {
-        self.received.with_label_values(&[kind]).inc();
+        self.count(kind);
         self.malformed.with_label_values(&[e.reason()]).inc();
         warn!(topic, kind, error = %e, "Dropped malformed message.");
     }

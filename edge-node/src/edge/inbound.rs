@@ -14,11 +14,7 @@ impl Node {
             now,
         ) {
             Ok(Inbound::Batch { batch, sent_ms }) => {
-                self.metrics
-                    .link
-                    .received
-                    .with_label_values(&["metrics"])
-                    .inc();
+                self.metrics.link.count("metrics");
                 let timing = self.config.timing();
                 let shift = timing.batch_shift(sent_ms, now);
                 if shift != 0 {
@@ -42,11 +38,7 @@ impl Node {
                 self.after_samples(now);
             }
             Ok(Inbound::Sensor { name, ts_ms, value }) => {
-                self.metrics
-                    .link
-                    .received
-                    .with_label_values(&["sensor"])
-                    .inc();
+                self.metrics.link.count("sensor");
                 let placed = self.config.timing().place_sensor(ts_ms, now);
                 let id = SeriesId::new(EntityId::sensor(&name), "value");
                 let shared = self.shared.clone();
@@ -57,11 +49,7 @@ impl Node {
                 self.after_samples(now);
             }
             Ok(Inbound::Result(r)) => {
-                self.metrics
-                    .link
-                    .received
-                    .with_label_values(&["result"])
-                    .inc();
+                self.metrics.link.count("result");
                 let model = self.model_version();
                 match self.engine.on_result(&r, now, &model) {
                     Some(d) => {
@@ -79,11 +67,7 @@ impl Node {
                 online,
                 actions,
             }) => {
-                self.metrics
-                    .link
-                    .received
-                    .with_label_values(&["presence"])
-                    .inc();
+                self.metrics.link.count("presence");
                 info!(%host, online, actions = actions.len(), "Agent presence.");
                 if online && !actions.is_empty() {
                     self.engine.set_agent_actions(&host, actions);
@@ -94,19 +78,11 @@ impl Node {
                 }
             }
             Ok(Inbound::Ack(ack)) => {
-                self.metrics
-                    .link
-                    .received
-                    .with_label_values(&["uplink_ack"])
-                    .inc();
+                self.metrics.link.count("uplink_ack");
                 self.uplink.ack(ack);
             }
             Ok(Inbound::Release { family, signed }) if family == self.models.family() => {
-                self.metrics
-                    .link
-                    .received
-                    .with_label_values(&["release"])
-                    .inc();
+                self.metrics.link.count("release");
                 match self.models.on_release(&signed, now) {
                     Ok(next) => self.model_next(next),
                     Err(r) => {
@@ -121,11 +97,7 @@ impl Node {
                 index,
                 bytes,
             }) if family == self.models.family() => {
-                self.metrics
-                    .link
-                    .received
-                    .with_label_values(&["chunk"])
-                    .inc();
+                self.metrics.link.count("chunk");
                 let next = self.models.on_chunk(version, index, &bytes, now);
                 self.count_chunks();
                 self.model_next(next);
