@@ -2,6 +2,7 @@
 //! publishes them to its edge node; runs remediation commands, but only those
 //! that name an action in its local catalog, and reports the result.
 
+pub mod actions;
 pub mod agent;
 pub mod backlog;
 pub mod breaker;
@@ -11,7 +12,6 @@ pub mod config;
 pub mod executor;
 pub mod ledger;
 pub mod metrics;
-pub mod remote;
 pub mod supervisor;
 
 pub use agent::run;
