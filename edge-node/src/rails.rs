@@ -1,10 +1,10 @@
-//! Site-wide rails over every policy: a global rate limit on actions, and a
+//! Settings of the site-wide rails over every policy (the rails themselves
+//! are in `remediation/rails/`): a global rate limit on actions, and a
 //! short-circuit that stops acting when too much of the site looks sick at
 //! once (a sick fleet is not a sick host: restarting everything amplifies
 //! an outage whose cause is elsewhere, a network or a shared database).
 
 use serde::{Deserialize, Serialize};
-use std::collections::VecDeque;
 
 /// Site-wide rail settings (the edge config's `rails:`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -83,27 +83,6 @@ impl RailsConfig {
     }
 }
 
-/// Sent-action times for the rate limit.
-#[derive(Debug, Default)]
-pub struct RateLimit {
-    sent: VecDeque<i64>,
-}
-
-impl RateLimit {
-    /// Actions sent in the 60 s before `now_ms`.
-    pub fn in_last_minute(&mut self, now_ms: i64) -> usize {
-        while self.sent.front().is_some_and(|&t| now_ms - t >= 60_000) {
-            self.sent.pop_front();
-        }
-        self.sent.len()
-    }
-
-    /// Counts one action sent at `now_ms`.
-    pub fn record(&mut self, now_ms: i64) {
-        self.sent.push_back(now_ms);
-    }
-}
-
 /// Whether the site is sick as a whole: `sick` of `total` targets anomalous.
 pub fn fleet_sick(cfg: &RailsConfig, sick: usize, total: usize) -> bool {
     total >= cfg.short_circuit_min_targets && sick as f64 > cfg.short_circuit_share * total as f64
@@ -112,17 +91,6 @@ pub fn fleet_sick(cfg: &RailsConfig, sick: usize, total: usize) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn rate_limit_forgets_after_a_minute() {
-        let mut r = RateLimit::default();
-        for t in [0, 10_000, 59_000] {
-            r.record(t);
-        }
-        assert_eq!(r.in_last_minute(59_500), 3);
-        assert_eq!(r.in_last_minute(60_000), 2);
-        assert_eq!(r.in_last_minute(119_000), 0);
-    }
 
     #[test]
     fn a_fleet_is_sick_only_above_the_share_and_the_size() {

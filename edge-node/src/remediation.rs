@@ -3,12 +3,12 @@
 //! command at a time per target, and verifies recovery afterwards. Every
 //! decision becomes an audit record.
 
-use crate::approval::{Approval, SharedApprovals};
+use crate::approval::SharedApprovals;
 use crate::budget::Budgets;
 use crate::entity::{Entities, EntityState};
 use crate::liveness::Liveness;
 use crate::policy::{Mode, Policy, PolicySet};
-use crate::rails::{RailsConfig, RateLimit};
+use crate::rails::RailsConfig;
 use std::collections::HashMap;
 use vigil_core::message::{AuditKind, AuditRecord, Command};
 use vigil_core::EntityId;
@@ -41,36 +41,8 @@ pub struct Engine {
     budgets: Budgets,
     rails: RailsConfig,
     rate: RateLimit,
-    /// Why the site-wide short-circuit holds everything, while it does.
-    tripped: Option<String>,
-    /// Page commands sent by the short-circuit, awaiting their result.
-    pages: HashMap<String, Command>,
-    /// The catalog action names each agent announced with its presence.
-    agent_actions: HashMap<String, Vec<String>>,
-}
-
-/// A rail that held an action back, and why.
-struct Held {
-    policy: Box<Policy>,
-    rail: &'static str,
-    reason: String,
-}
-
-/// What the approval rail says.
-enum Verdict {
-    /// Approved (this request id, by whom): act.
-    Go(String, String),
-    /// A new request was filed.
-    Asked(Box<Approval>),
-    /// Pending, rejected or expired.
-    Wait(Held),
-}
-
-/// The policy that will act (after escalation), its agent, and how it was reached.
-struct Chosen {
-    policy: Policy,
-    agent: String,
-    note: String,
+    short_circuit: ShortCircuit,
+    agents: Agents,
 }
 
 impl Engine {
@@ -87,9 +59,8 @@ impl Engine {
             budgets,
             rails: RailsConfig::default(),
             rate: RateLimit::default(),
-            tripped: None,
-            pages: HashMap::new(),
-            agent_actions: HashMap::new(),
+            short_circuit: ShortCircuit::default(),
+            agents: Agents::default(),
         }
     }
 
@@ -135,47 +106,12 @@ impl Engine {
 
     /// Takes the action names an agent announced.
     pub fn set_agent_actions(&mut self, agent: &str, actions: Vec<String>) {
-        self.agent_actions.insert(agent.to_string(), actions);
-    }
-
-    /// Whether `agent` is known to lack `action` (unknown agents are not).
-    fn lacks(&self, agent: &str, action: &str) -> bool {
-        self.agent_actions
-            .get(agent)
-            .is_some_and(|a| !a.iter().any(|x| x == action))
-    }
-
-    /// Every policy naming an action that an announcing agent it would send
-    /// to lacks: its own `agent`, or the host of a known entity it matches.
-    pub fn missing_actions(&self, entities: &Entities) -> Vec<String> {
-        let mut out = Vec::new();
-        for p in &self.policies.policies {
-            let hosts: std::collections::HashSet<&str> = match (&p.agent, &p.matcher) {
-                (Some(a), _) => std::iter::once(a.as_str()).collect(),
-                (None, Some(m)) => entities
-                    .all()
-                    .filter(|e| crate::policy::glob(&m.entity, e.entity.as_str()))
-                    .filter_map(|e| e.entity.host_name())
-                    .collect(),
-                // Reached by escalation: on the escalating policy's agent.
-                (None, None) => Default::default(),
-            };
-            for agent in self.agent_actions.keys() {
-                let reaches = hosts.contains(agent.as_str());
-                if reaches && self.lacks(agent, &p.action) {
-                    out.push(format!(
-                        "policy {:?} (version {}) runs {:?} on agent {agent}, whose catalog has no such action",
-                        p.name, self.policies.version, p.action
-                    ));
-                }
-            }
-        }
-        out
+        self.agents.set(agent, actions);
     }
 
     /// Whether the site-wide short-circuit is holding every action.
     pub fn short_circuited(&self) -> bool {
-        self.tripped.is_some()
+        self.short_circuit.tripped.is_some()
     }
 
     /// Replaces the policies (reload); in-flight actions finish as they were.
@@ -267,6 +203,8 @@ impl Engine {
         d
     }
 
+    /// Runs the rails for `p` on `e` and, when they all pass, sends its
+    /// action (or that of the policy it escalated to).
     fn consider(
         &mut self,
         p: &Policy,
@@ -300,56 +238,81 @@ impl Engine {
             .entry(e.entity.clone())
             .or_insert_with(|| Target::new(&p.name))
             .matched = p.name.clone();
-        let chosen = match verdict {
+        let mut chosen = match verdict {
             Ok(c) => c,
             Err(held) => return self.hold(held, e, model, d),
         };
-        let approval = if chosen.policy.mode == Mode::Approve {
-            match self.approval(&chosen, e, now_ms) {
-                Verdict::Go(id, by) => Some((id, by)),
-                Verdict::Asked(a) => {
-                    let detail = format!(
-                        "approval: asked for approval {} to run {} on {} (expires in {} s); approve with POST /api/v1/approvals/{}/approve",
-                        a.id, a.action, a.agent, chosen.policy.approval_ttl_secs, a.id
-                    );
-                    let rec = self.noted(
-                        AuditKind::AwaitingApproval,
-                        &chosen.policy,
-                        e,
-                        model,
-                        Some("approval"),
-                        detail,
-                    );
-                    d.audit.push(rec);
-                    return;
-                }
-                Verdict::Wait(held) => return self.hold(held, e, model, d),
-            }
-        } else {
-            None
+        let Ok(approval) = self.approval_rail(&chosen, e, now_ms, model, d) else {
+            return;
         };
-        let sent = self.rate.in_last_minute(now_ms);
-        if sent >= self.rails.max_actions_per_minute as usize {
-            let reason = format!(
-                "{sent} actions in the last minute (at most {})",
-                self.rails.max_actions_per_minute
-            );
-            let held = Held {
-                policy: Box::new(chosen.policy),
-                rail: "rate limit",
-                reason,
-            };
+        let max = self.rails.max_actions_per_minute;
+        if let Err(held) = self.rate.check(max, &chosen.policy, now_ms) {
             return self.hold(held, e, model, d);
         }
-        self.rate.record(now_ms);
-        let mut note = chosen.note;
         if let Some((id, by)) = approval {
             if let Ok(mut q) = self.approvals.lock() {
                 q.mark_used(&id);
             }
-            note = format!("{note}approved by {by} ({id}); ");
+            chosen.note = format!("{}approved by {by} ({id}); ", chosen.note);
         }
-        let (acting, agent) = (chosen.policy, chosen.agent);
+        self.send(chosen, e, now_ms, model, why, d);
+    }
+
+    /// The approval rail of an `approve` policy: `Ok(Some((id, by)))` when
+    /// approved, `Ok(None)` for other modes, `Err` when it asked or waits
+    /// (audited here).
+    fn approval_rail(
+        &mut self,
+        chosen: &Chosen,
+        e: &EntityState,
+        now_ms: i64,
+        model: &str,
+        d: &mut Decisions,
+    ) -> Result<Option<(String, String)>, ()> {
+        if chosen.policy.mode != Mode::Approve {
+            return Ok(None);
+        }
+        match self.approval(chosen, e, now_ms) {
+            Verdict::Go(id, by) => Ok(Some((id, by))),
+            Verdict::Asked(a) => {
+                let detail = format!(
+                    "approval: asked for approval {} to run {} on {} (expires in {} s); approve with POST /api/v1/approvals/{}/approve",
+                    a.id, a.action, a.agent, chosen.policy.approval_ttl_secs, a.id
+                );
+                let rec = self.noted(
+                    AuditKind::AwaitingApproval,
+                    &chosen.policy,
+                    e,
+                    model,
+                    Some("approval"),
+                    detail,
+                );
+                d.audit.push(rec);
+                Err(())
+            }
+            Verdict::Wait(held) => {
+                self.hold(held, e, model, d);
+                Err(())
+            }
+        }
+    }
+
+    /// Sends the chosen policy's action to its agent under this target's
+    /// lease, spends its budget and audits it.
+    fn send(
+        &mut self,
+        chosen: Chosen,
+        e: &EntityState,
+        now_ms: i64,
+        model: &str,
+        why: &str,
+        d: &mut Decisions,
+    ) {
+        let Chosen {
+            policy: acting,
+            agent,
+            note,
+        } = chosen;
         let within_ms = (acting.verify.within_secs * 1000.0) as i64;
         let Some(t) = self.targets.get_mut(&e.entity) else {
             return;
@@ -402,23 +365,6 @@ impl Engine {
         self.policies.policies.iter().find(|p| p.name == name)
     }
 
-    /// The cooldown after `policy` acted on `entity`: backed off by how often
-    /// its action ran there inside the budget window (since the target last
-    /// stayed healthy long enough to reset it).
-    fn cooldown_ms(&self, policy: &str, entity: &EntityId, now_ms: i64) -> i64 {
-        let reset_ms = self.targets.get(entity).and_then(|t| t.reset_ms);
-        self.policy(policy)
-            .map(|p| {
-                let window = p.budget.per_secs as i64 * 1000;
-                let window = reset_ms.map_or(window, |r| window.min(now_ms - r));
-                p.cooldown_ms(
-                    self.budgets
-                        .used(entity.as_str(), &p.action, now_ms, window),
-                )
-            })
-            .unwrap_or(60_000)
-    }
-
     fn healthy_for_ms(&self, policy: &str) -> i64 {
         self.policy(policy)
             .map(|p| (p.verify.healthy_for_secs * 1000.0) as i64)
@@ -426,13 +372,12 @@ impl Engine {
     }
 }
 
-mod approval_rail;
-mod choose;
+mod rails;
 mod record;
-mod short_circuit;
 mod target;
 mod verify;
 
+use rails::{Agents, Chosen, RateLimit, ShortCircuit, Verdict};
 use target::{Phase, Target};
 
 #[cfg(test)]

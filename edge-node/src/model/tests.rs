@@ -1,4 +1,3 @@
-
 use super::*;
 use vigil_models::signing::SecretKey;
 

@@ -1,6 +1,7 @@
 //! Audit records: what every decision writes down, sent or held back.
 
-use super::{Decisions, Engine, Held};
+use super::rails::Hold;
+use super::{Decisions, Engine};
 use crate::entity::EntityState;
 use crate::policy::Policy;
 use vigil_core::message::{AuditKind, AuditRecord, Command, Outcome};
@@ -90,7 +91,7 @@ impl Engine {
     }
 
     /// Audits a held-back decision once per anomaly and rail.
-    pub(super) fn hold(&mut self, held: Held, e: &EntityState, model: &str, d: &mut Decisions) {
+    pub(super) fn hold(&mut self, held: Hold, e: &EntityState, model: &str, d: &mut Decisions) {
         let key = (e.anomaly_id.clone(), held.rail);
         let Some(t) = self.targets.get_mut(&e.entity) else {
             return;

@@ -272,7 +272,7 @@ impl Engine {
 
     /// Takes an agent's result. Unknown command ids return `None`.
     pub fn on_result(&mut self, r: &CommandResult, now_ms: i64, model: &str) -> Option<Decisions> {
-        if let Some(page) = self.pages.remove(&r.command_id) {
+        if let Some(page) = self.short_circuit.pages.remove(&r.command_id) {
             let detail = format!("{} on {}: {}", r.outcome.as_str(), r.host, r.detail);
             let rec = self.record(
                 AuditKind::ActionResult,

@@ -1,36 +1,45 @@
 //! The approval rail: an `approve` policy acts only on an approval given
 //! for this anomaly, once; it asks when nobody has been asked.
 
-use super::{Chosen, Engine, Held, Verdict};
+use super::{Chosen, Hold};
 use crate::approval::{Approval, State};
 use crate::entity::EntityState;
+use crate::remediation::Engine;
+
+const RAIL: &str = "approval";
+
+/// What the approval rail says.
+pub(in crate::remediation) enum Verdict {
+    /// Approved (this request id, by whom): act.
+    Go(String, String),
+    /// A new request was filed.
+    Asked(Box<Approval>),
+    /// Pending, rejected or expired.
+    Wait(Hold),
+}
 
 impl Engine {
     /// The approval rail of an `approve` policy: go on an approval (once),
     /// ask when nobody was asked for this anomaly, wait otherwise.
-    pub(super) fn approval(&self, c: &Chosen, e: &EntityState, now_ms: i64) -> Verdict {
+    pub(in crate::remediation) fn approval(
+        &self,
+        c: &Chosen,
+        e: &EntityState,
+        now_ms: i64,
+    ) -> Verdict {
         let Ok(mut q) = self.approvals.lock() else {
-            return Verdict::Wait(Held {
-                policy: Box::new(c.policy.clone()),
-                rail: "approval",
-                reason: "the approval queue is unavailable".into(),
-            });
+            let why = "the approval queue is unavailable";
+            return Verdict::Wait(Hold::because(RAIL, &c.policy, why));
         };
         q.expire(now_ms);
-        let held = |rail, reason| {
-            Verdict::Wait(Held {
-                policy: Box::new(c.policy.clone()),
-                rail,
-                reason,
-            })
-        };
+        let held = |rail, reason: String| Verdict::Wait(Hold::because(rail, &c.policy, reason));
         // One target, one pending request, whatever asked first.
         if let Some(other) = q
             .pending_for(&e.entity)
             .filter(|a| a.policy != c.policy.name || a.anomaly_id != e.anomaly_id)
         {
             return held(
-                "approval",
+                RAIL,
                 format!(
                     "approval {} ({} for {}) is pending for this target",
                     other.id, other.action, other.policy
@@ -42,7 +51,7 @@ impl Engine {
                 Verdict::Go(a.id.clone(), a.decided_by.clone().unwrap_or_default())
             }
             Some(a) if a.state == State::Pending => held(
-                "approval",
+                RAIL,
                 format!(
                     "waiting for approval {} ({} s left)",
                     a.id,

@@ -2,15 +2,37 @@
 //! of the targets are anomalous, a sick site is not a sick host; every
 //! action is held, and one page goes out.
 
-use super::{Decisions, Engine, SHORT_CIRCUIT};
+use super::Hold;
 use crate::entity::Entities;
+use crate::policy::Policy;
 use crate::rails::fleet_sick;
+use crate::remediation::{Decisions, Engine, SHORT_CIRCUIT};
+use std::collections::HashMap;
 use vigil_core::message::{AuditKind, AuditRecord, Command};
 use vigil_core::EntityId;
 
+/// The short-circuit's state.
+#[derive(Debug, Default)]
+pub(in crate::remediation) struct ShortCircuit {
+    /// Why it holds everything, while it does.
+    pub tripped: Option<String>,
+    /// Page commands sent when it tripped, awaiting their result.
+    pub pages: HashMap<String, Command>,
+}
+
+impl ShortCircuit {
+    /// Holds every policy but a `site_wide` one while tripped.
+    pub fn check(&self, p: &Policy) -> Result<(), Hold> {
+        match self.tripped.as_ref().filter(|_| !p.site_wide) {
+            Some(why) => Err(Hold::because(SHORT_CIRCUIT, p, why.clone())),
+            None => Ok(()),
+        }
+    }
+}
+
 impl Engine {
     /// Trips (once, with one page) or clears the site-wide short-circuit.
-    pub(super) fn short_circuit(
+    pub(in crate::remediation) fn short_circuit(
         &mut self,
         now_ms: i64,
         entities: &Entities,
@@ -24,7 +46,7 @@ impl Engine {
         );
         let sick_site = fleet_sick(&self.rails, sick, total);
         let site_target = EntityId::host(&self.site);
-        match (&self.tripped, sick_site) {
+        match (&self.short_circuit.tripped, sick_site) {
             (None, true) => {
                 tracing::error!(sick, total, "Site-wide short-circuit: remediation paused.");
                 d.audit.push(self.base(
@@ -63,10 +85,12 @@ impl Engine {
                             format!("paging: {why}"),
                         )
                     });
-                    self.pages.insert(command.id.clone(), command.clone());
+                    self.short_circuit
+                        .pages
+                        .insert(command.id.clone(), command.clone());
                     d.commands.push((agent.clone(), command));
                 }
-                self.tripped = Some(why);
+                self.short_circuit.tripped = Some(why);
             }
             (Some(_), false) => {
                 tracing::warn!(
@@ -81,7 +105,7 @@ impl Engine {
                     model,
                     format!("{SHORT_CIRCUIT} cleared: {sick} of {total} targets anomalous"),
                 ));
-                self.tripped = None;
+                self.short_circuit.tripped = None;
             }
             _ => {}
         }
