@@ -49,17 +49,17 @@ pub fn render(stack: &Stack, elapsed: Duration, log: &str) -> String {
         "-",
         rows
     );
-    let verified = e.verifications.with_label_values(&["verified"]).get();
+    let verified = e.remediation.verifications.with_label_values(&["verified"]).get();
     let _ = writeln!(
         out,
         "  {:<8} {:<10} {:>7} {:>10} {:>9}  {} verified healed, {} held back",
         "edge",
         yes(e.link.connected.get()),
-        e.series.get(),
-        e.anomalies.get(),
-        e.commands_sent.get(),
+        e.cache.series.get(),
+        e.detection.anomalies.get(),
+        e.remediation.commands_sent.get(),
         verified,
-        Collector::collect(&e.held_back)
+        Collector::collect(&e.remediation.held_back)
             .iter()
             .flat_map(|f| f.get_metric())
             .map(|m| m.get_counter().get_value() as u64)

@@ -68,6 +68,95 @@ where
     r.register(Box::new(metric.clone()))
 }
 
+/// One component's metrics in its role's registry: each made, documented
+/// and registered in one call, so a component declares its own metrics
+/// where it counts them and the role's metrics struct composes the groups.
+#[derive(Clone, Copy)]
+pub struct Group<'a> {
+    registry: &'a Registry,
+    role: &'static str,
+}
+
+impl<'a> Group<'a> {
+    /// Metrics of `role` registered in `registry`.
+    pub fn new(registry: &'a Registry, role: &'static str) -> Self {
+        Self { registry, role }
+    }
+
+    fn add<C: prometheus::core::Collector + Clone + 'static>(&self, c: C) -> prometheus::Result<C> {
+        register(self.registry, self.role, &c)?;
+        Ok(c)
+    }
+
+    /// A counter.
+    pub fn counter(&self, name: &str, help: &str) -> prometheus::Result<prometheus::IntCounter> {
+        self.add(prometheus::IntCounter::new(name, help)?)
+    }
+
+    /// An integer gauge.
+    pub fn gauge(&self, name: &str, help: &str) -> prometheus::Result<prometheus::IntGauge> {
+        self.add(prometheus::IntGauge::new(name, help)?)
+    }
+
+    /// A float gauge.
+    pub fn float_gauge(&self, name: &str, help: &str) -> prometheus::Result<prometheus::Gauge> {
+        self.add(prometheus::Gauge::new(name, help)?)
+    }
+
+    /// Counters by `labels`; each of `values` (of a single label) exists
+    /// from the start, so dashboards and alerts see a 0 rather than no series.
+    pub fn counters(
+        &self,
+        name: &str,
+        help: &str,
+        labels: &[&str],
+        values: &[&str],
+    ) -> prometheus::Result<prometheus::IntCounterVec> {
+        let c = prometheus::IntCounterVec::new(prometheus::Opts::new(name, help), labels)?;
+        for v in values {
+            c.with_label_values(&[v]);
+        }
+        self.add(c)
+    }
+
+    /// Integer gauges by `labels`.
+    pub fn gauges(
+        &self,
+        name: &str,
+        help: &str,
+        labels: &[&str],
+    ) -> prometheus::Result<prometheus::IntGaugeVec> {
+        self.add(prometheus::IntGaugeVec::new(
+            prometheus::Opts::new(name, help),
+            labels,
+        )?)
+    }
+
+    /// Float gauges by `labels`.
+    pub fn float_gauges(
+        &self,
+        name: &str,
+        help: &str,
+        labels: &[&str],
+    ) -> prometheus::Result<prometheus::GaugeVec> {
+        self.add(prometheus::GaugeVec::new(
+            prometheus::Opts::new(name, help),
+            labels,
+        )?)
+    }
+
+    /// A histogram with `buckets`.
+    pub fn histogram(
+        &self,
+        name: &str,
+        help: &str,
+        buckets: &[f64],
+    ) -> prometheus::Result<prometheus::Histogram> {
+        let opts = prometheus::HistogramOpts::new(name, help).buckets(buckets.to_vec());
+        self.add(prometheus::Histogram::with_opts(opts)?)
+    }
+}
+
 /// The metrics registered so far, by role then name.
 pub fn documented() -> Vec<MetricDoc> {
     let mut v: Vec<MetricDoc> = DOCUMENTED

@@ -9,6 +9,9 @@
 //! never pushed out. An evicted slot is reused; its detector row starts
 //! afresh (`take_evicted`).
 
+mod metrics;
+pub use metrics::CacheMetrics;
+
 use serde::Serialize;
 use std::collections::{HashMap, VecDeque};
 use vigil_core::SeriesId;

@@ -293,6 +293,7 @@ impl Node {
             let idle = cache.sweep(now_ms());
             if idle > 0 {
                 self.metrics
+                    .cache
                     .series_evicted
                     .with_label_values(&["idle"])
                     .inc_by(idle as u64);
@@ -316,7 +317,7 @@ impl Node {
         for (row, words) in restores {
             detector.restore_row(row, &words);
         }
-        let timer = self.metrics.tick_seconds.start_timer();
+        let timer = self.metrics.detection.tick_seconds.start_timer();
         // Tensor work stays off the async workers.
         // Every series is stamped with the tick's time (samples are on the
         // edge's clock by now): the seasonal evidence needs the time of day.
@@ -343,7 +344,7 @@ impl Node {
         };
         let model = detector.model_version();
         let threshold = detector.config().threshold as f64;
-        self.metrics.threshold.set(threshold);
+        self.metrics.detection.threshold.set(threshold);
         self.detector = Some(detector);
         self.ticks += 1;
         let now = now_ms();
@@ -371,6 +372,7 @@ impl Node {
                 let top = SeriesId::new(ev.entity.clone(), &ev.top_metric);
                 if let Some(onset) = cache.onset(&top, levels.exit as f32) {
                     self.metrics
+                        .detection
                         .fault_to_detection_seconds
                         .observe((now - onset).max(0) as f64 / 1000.0);
                 }
@@ -454,10 +456,11 @@ impl Node {
                 top.select_nth_unstable_by(max, |a, b| b.0.total_cmp(&a.0));
                 top.truncate(max);
             }
-            self.metrics.anomaly_score.reset();
+            self.metrics.detection.anomaly_score.reset();
         }
         for (score, id) in top {
             self.metrics
+                .detection
                 .anomaly_score
                 .with_label_values(&[id.as_str()])
                 .set(score as f64);

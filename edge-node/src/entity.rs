@@ -2,6 +2,9 @@
 //! score is the highest of its fresh series; the metric behind it is the
 //! reported root cause. A normal → anomalous transition is an anomaly event.
 
+mod metrics;
+pub use metrics::DetectionMetrics;
+
 use crate::cache::Cache;
 use serde::Serialize;
 use std::collections::BTreeMap;

@@ -10,6 +10,9 @@
 //! before it are kept in `<data_dir>/models/` for restarts and rollbacks.
 //! No I/O but those two files; the run loop does the sending.
 
+mod metrics;
+pub use metrics::ModelMetrics;
+
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use vigil_core::message::{ChunkRequest, Release, SignedRelease, Stage};

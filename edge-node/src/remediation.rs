@@ -372,11 +372,13 @@ impl Engine {
     }
 }
 
+pub mod metrics;
 mod rails;
 mod record;
 mod target;
 mod verify;
 
+pub use metrics::RemediationMetrics;
 use rails::{Agents, Chosen, RateLimit, ShortCircuit, Verdict};
 use target::{Phase, Target};
 

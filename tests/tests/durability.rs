@@ -578,10 +578,10 @@ async fn broker_restart(
         })
         .await?;
         println!("edge has {points} points of {series} from while the broker was down");
-        let sent = stack.edge_metrics.commands_sent.get();
+        let sent = stack.edge_metrics.remediation.commands_sent.get();
         stack.inject(vigil::demo::FaultKind::Crash).await?;
         vigil_tests::wait_healed(&stack, 0, "crash").await?;
-        let accepted = stack.edge_metrics.samples.get();
+        let accepted = stack.edge_metrics.cache.samples.get();
         drained(&stack.edge_url).await?;
         wait_for("the store to catch up", Duration::from_secs(60), || async {
             let rows = stack
@@ -597,10 +597,10 @@ async fn broker_restart(
             .map(|o| stack.agent_metrics.actions.with_label_values(&[o]).get())
             .sum::<u64>();
         let duplicates = stack.agent_metrics.actions.with_label_values(&["duplicate"]).get();
-        let sent = stack.edge_metrics.commands_sent.get() - sent;
+        let sent = stack.edge_metrics.remediation.commands_sent.get() - sent;
         println!("after the restart: {sent} commands sent, {ran} ran in all, {duplicates} refused as duplicates; {accepted} samples accepted before the check");
         anyhow::ensure!(sent >= 1, "no command was sent for the fault");
-        anyhow::ensure!(ran <= stack.edge_metrics.commands_sent.get(), "{ran} actions ran for {} commands", stack.edge_metrics.commands_sent.get());
+        anyhow::ensure!(ran <= stack.edge_metrics.remediation.commands_sent.get(), "{ran} actions ran for {} commands", stack.edge_metrics.remediation.commands_sent.get());
         anyhow::Ok(accepted)
     }
     .await;

@@ -17,16 +17,21 @@ impl Node {
         match result {
             Ok(set) => {
                 info!(path = %watch.path().display(), version = %set.version, policies = set.policies.len(), "Policy reloaded.");
-                self.metrics.policy_reloads.with_label_values(&["ok"]).inc();
+                self.metrics
+                    .remediation
+                    .policy_reloads
+                    .with_label_values(&["ok"])
+                    .inc();
                 if let Ok(mut i) = self.shared.info.lock() {
                     i.policy_version = set.version.clone();
                 }
                 self.engine.set_policies(set);
                 // Policies that went away lose their budget gauge.
-                self.metrics.budget_left.reset();
+                self.metrics.remediation.budget_left.reset();
             }
             Err(errors) => {
                 self.metrics
+                    .remediation
                     .policy_reloads
                     .with_label_values(&["failed"])
                     .inc();
@@ -40,7 +45,10 @@ impl Node {
     /// counts them; the engine holds such actions back, naming the rail.
     pub(super) fn check_policies_against_agents(&mut self) {
         let problems = self.engine.missing_actions(&self.shared.lock_entities());
-        self.metrics.policy_problems.set(problems.len() as i64);
+        self.metrics
+            .remediation
+            .policy_problems
+            .set(problems.len() as i64);
         for p in problems
             .iter()
             .filter(|p| !self.policy_problems.contains(p))
@@ -75,7 +83,7 @@ impl Node {
             tracing::debug!(command_id = %r.command_id, "Result already on record.");
             return;
         }
-        self.metrics.unexpected_results.inc();
+        self.metrics.remediation.unexpected_results.inc();
         let why = match &sent {
             Some(_) => "a command this edge sent and has closed (a replay or a late result)",
             None => "a command this edge never sent (forged, or another edge's)",
@@ -136,7 +144,7 @@ impl Node {
 
     /// Counts an anomaly, keeps it for the API and sends it to the cloud.
     pub(super) fn record_anomaly(&mut self, ev: AnomalyEvent) {
-        self.metrics.anomalies.inc();
+        self.metrics.detection.anomalies.inc();
         self.for_cloud(Priority::Audit, UplinkKind::Anomaly, &ev);
         if let Ok(mut a) = self.shared.anomalies.lock() {
             if a.len() >= RECENT_ANOMALIES {
@@ -163,6 +171,7 @@ impl Node {
             .inspect(|f| {
                 // The fault showed in its first sample that met the condition.
                 self.metrics
+                    .detection
                     .fault_to_detection_seconds
                     .observe((now - f.since_ms).max(0) as f64 / 1000.0);
             })
@@ -188,12 +197,14 @@ impl Node {
         let decisions = {
             let ents = self.shared.lock_entities();
             self.metrics
+                .detection
                 .anomalous_entities
                 .set(ents.anomalous_count() as i64);
             self.engine.on_tick(now, &ents, &self.live, model)
         };
         self.due = due;
         self.metrics
+            .remediation
             .short_circuit
             .set(self.engine.short_circuited() as i64);
         self.apply(decisions);
@@ -211,13 +222,14 @@ impl Node {
             });
             if let Some(since) = opened {
                 self.metrics
+                    .remediation
                     .detection_to_action_seconds
                     .observe((now - since).max(0) as f64 / 1000.0);
             }
             info!(target_entity = %cmd.target, action = %cmd.action, %agent, id = %cmd.id, "Sending remediation command.");
-            self.metrics.commands_sent.inc();
+            self.metrics.remediation.commands_sent.inc();
             if cmd.policy == crate::remediation::SHORT_CIRCUIT {
-                self.metrics.pages.inc();
+                self.metrics.remediation.pages.inc();
             }
             self.health.h.actions += 1;
             self.out
@@ -228,7 +240,7 @@ impl Node {
             info!(kind = ?rec.kind, policy = %rec.policy, target_entity = %rec.target, detail = %rec.detail, "Audit.");
             if let Ok(mut log) = self.shared.audit.lock() {
                 if let Err(e) = log.append(&rec) {
-                    self.metrics.audit_write_errors.inc();
+                    self.metrics.remediation.audit_write_errors.inc();
                     warn!(error = %e, path = %log.path().display(), "Could not write audit record.");
                 }
             }
@@ -239,26 +251,31 @@ impl Node {
     pub(super) fn count_audit(&self, rec: &AuditRecord) {
         if matches!(rec.kind, AuditKind::Verified | AuditKind::VerifyFailed) {
             self.metrics
+                .remediation
                 .policy_outcome(&rec.policy, rec.kind == AuditKind::Verified);
         }
         match rec.kind {
             AuditKind::HeldBack => self
                 .metrics
+                .remediation
                 .held_back
                 .with_label_values(&[crate::metrics::rail_label(rec)])
                 .inc(),
             AuditKind::Verified => self
                 .metrics
+                .remediation
                 .verifications
                 .with_label_values(&["verified"])
                 .inc(),
             AuditKind::VerifyFailed => self
                 .metrics
+                .remediation
                 .verifications
                 .with_label_values(&["failed"])
                 .inc(),
             AuditKind::ActionResult if rec.outcome.is_none() => self
                 .metrics
+                .remediation
                 .action_results
                 .with_label_values(&["no_result"])
                 .inc(),

@@ -19,6 +19,7 @@ impl Node {
                 let shift = timing.batch_shift(sent_ms, now);
                 if shift != 0 {
                     self.metrics
+                        .cache
                         .samples_restamped
                         .with_label_values(&[Restamp::SenderClock.as_str()])
                         .inc_by(batch.samples.len() as u64);
@@ -33,7 +34,7 @@ impl Node {
                     let id = SeriesId::new(s.entity, s.metric);
                     self.accept(&mut cache, &batch.host, &id, placed, s.value, now);
                 }
-                self.metrics.series.set(cache.len() as i64);
+                self.metrics.cache.series.set(cache.len() as i64);
                 drop(cache);
                 self.after_samples(now);
             }
@@ -44,7 +45,7 @@ impl Node {
                 let shared = self.shared.clone();
                 let mut cache = shared.lock_cache();
                 self.accept(&mut cache, &id.entity.to_string(), &id, placed, value, now);
-                self.metrics.series.set(cache.len() as i64);
+                self.metrics.cache.series.set(cache.len() as i64);
                 drop(cache);
                 self.after_samples(now);
             }
@@ -54,6 +55,7 @@ impl Node {
                 match self.engine.on_result(&r, now, &model) {
                     Some(d) => {
                         self.metrics
+                            .remediation
                             .action_results
                             .with_label_values(&[r.outcome.as_str()])
                             .inc();
@@ -123,7 +125,7 @@ impl Node {
             let displaced = cache.push_admit(id, ts, value, now, max_future)?;
             if displaced {
                 self.metrics
-                    .series_evicted
+                    .cache.series_evicted
                     .with_label_values(&["room"])
                     .inc();
                 if let Some(skipped) = self.ratelog.allow("room") {
@@ -134,9 +136,10 @@ impl Node {
         });
         match pushed {
             Ok(restamp) => {
-                self.metrics.samples.inc();
+                self.metrics.cache.samples.inc();
                 if let Some(r) = restamp.filter(|r| *r == Restamp::Ahead) {
                     self.metrics
+                        .cache
                         .samples_restamped
                         .with_label_values(&[r.as_str()])
                         .inc();
@@ -147,6 +150,7 @@ impl Node {
             }
             Err(r) => {
                 self.metrics
+                    .cache
                     .samples_refused
                     .with_label_values(&[r.as_str()])
                     .inc();

@@ -68,9 +68,10 @@ impl Node {
             i.model_version = now.clone();
             i.model_release = release;
         }
-        self.metrics.model_release.set(release.unwrap_or(0) as i64);
+        self.metrics.model.release.set(release.unwrap_or(0) as i64);
         self.metrics
-            .model_updates
+            .model
+            .updates
             .with_label_values(&["installed"])
             .inc();
         (was, now)
@@ -79,11 +80,13 @@ impl Node {
     /// Counts a refused release or bundle; the running model stays.
     pub(super) fn refused(&self, reason: &str) {
         self.metrics
-            .model_refusals
+            .model
+            .refusals
             .with_label_values(&[reason])
             .inc();
         self.metrics
-            .model_updates
+            .model
+            .updates
             .with_label_values(&["refused"])
             .inc();
     }
@@ -112,7 +115,8 @@ impl Node {
         let (was, now) = self.put_model(new, Some(release.version));
         if let Some(t) = started {
             self.metrics
-                .model_transfer_seconds
+                .model
+                .transfer_seconds
                 .observe((now_ms() - t).max(0) as f64 / 1000.0);
         }
         info!(from = %was, to = %now, stage = release.stage.as_str(), bytes = bytes.len(), "Model swapped in.");
@@ -126,7 +130,7 @@ impl Node {
             ("bad", c.bad),
             ("unexpected", c.unexpected),
         ] {
-            let m = self.metrics.model_chunks.with_label_values(&[label]);
+            let m = self.metrics.model.chunks.with_label_values(&[label]);
             m.inc_by(n.saturating_sub(m.get()));
         }
     }
@@ -186,7 +190,7 @@ pub(super) fn starting_model(
         Some(Ok(d)) => {
             if let Some((_, v)) = d.release() {
                 models.resumed(v);
-                metrics.model_release.set(v as i64);
+                metrics.model.release.set(v as i64);
             }
             info!(model = %d.model_version(), "Loaded the installed model.");
             d

@@ -52,6 +52,7 @@ impl Node {
         // Budgets walk every known target: once a heartbeat, not every tick.
         for (policy, left) in self.engine.budgets_left(now_ms()) {
             self.metrics
+                .remediation
                 .budget_left
                 .with_label_values(&[policy])
                 .set(left as i64);

@@ -1,0 +1,57 @@
+//! The cache's metrics: series held, samples taken, refused, restamped and
+//! series evicted.
+
+use prometheus::{IntCounter, IntCounterVec, IntGauge, Registry};
+use vigil_core::telemetry::Group;
+
+/// What the cache counts.
+#[derive(Clone)]
+pub struct CacheMetrics {
+    /// Series in the cache.
+    pub series: IntGauge,
+    /// Samples accepted into the cache.
+    pub samples: IntCounter,
+    /// Samples refused, by reason.
+    pub samples_refused: IntCounterVec,
+    /// Samples placed at their arrival time, by why.
+    pub samples_restamped: IntCounterVec,
+    /// Series evicted from the cache, by reason.
+    pub series_evicted: IntCounterVec,
+}
+
+impl CacheMetrics {
+    /// Creates and registers them.
+    pub fn new(r: &Registry) -> prometheus::Result<Self> {
+        let refused = crate::cache::Refusal::ALL.map(|r| r.as_str());
+        let restamped = crate::timing::Restamp::ALL.map(|r| r.as_str());
+        let g = Group::new(r, "edge");
+        Ok(Self {
+            series: g.gauge(
+                "vigil_edge_series",
+                "Series in the edge cache.",
+            )?,
+            samples: g.counter(
+                "vigil_edge_samples_total",
+                "Samples accepted into the edge cache.",
+            )?,
+            samples_refused: g.counters(
+                "vigil_edge_samples_refused_total",
+                "Samples refused by the edge, by reason.",
+                &["reason"],
+                &refused,
+            )?,
+            samples_restamped: g.counters(
+                "vigil_edge_samples_restamped_total",
+                "Samples judged by their arrival time (sender_clock: the sender's clock is off; ahead: stamped ahead of the edge's clock).",
+                &["reason"],
+                &restamped,
+            )?,
+            series_evicted: g.counters(
+                "vigil_edge_series_evicted_total",
+                "Series evicted from the cache (idle: no sample for evict_idle_secs; room: a new series took the slot of the stalest one that was not live).",
+                &["reason"],
+                &["idle", "room"],
+            )?,
+        })
+    }
+}
