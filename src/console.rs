@@ -49,7 +49,11 @@ pub fn render(stack: &Stack, elapsed: Duration, log: &str) -> String {
         "-",
         rows
     );
-    let verified = e.remediation.verifications.with_label_values(&["verified"]).get();
+    let verified = e
+        .remediation
+        .verifications
+        .with_label_values(&["verified"])
+        .get();
     let _ = writeln!(
         out,
         "  {:<8} {:<10} {:>7} {:>10} {:>9}  {} verified healed, {} held back",

@@ -151,7 +151,7 @@ async fn train(State(s): State<Arc<Shared>>, headers: HeaderMap) -> Response {
 fn operator(
     s: &Shared,
     headers: &HeaderMap,
-    act: impl FnOnce(&mut crate::models::Hub) -> anyhow::Result<vigil_core::message::SignedRelease>,
+    act: impl FnOnce(&mut crate::lifecycle::Hub) -> anyhow::Result<vigil_core::message::SignedRelease>,
 ) -> Response {
     if let Some(r) = refused(s, headers) {
         return r;
@@ -167,7 +167,7 @@ fn operator(
             let _ = s
                 .models
                 .jobs
-                .try_send(crate::models::server::Job::Release(release));
+                .try_send(crate::lifecycle::server::Job::Release(release));
             Json(body).into_response()
         }
         Err(e) => (StatusCode::CONFLICT, format!("{e}\n")).into_response(),

@@ -5,8 +5,8 @@
 
 use crate::config::CloudConfig;
 use crate::ingest::{self, Inbound};
+use crate::lifecycle::{server, Hub, Lifecycle};
 use crate::metrics::CloudMetrics;
-use crate::models::{server, Hub, Lifecycle};
 use crate::receipts::{Intake, Receipts};
 use crate::registry::Registry;
 use crate::store::Store;
@@ -58,7 +58,7 @@ pub async fn run(
     let hub = Hub::open(
         config.models.clone(),
         &config.data_dir,
-        metrics.models.clone(),
+        metrics.lifecycle.clone(),
     )?;
     if !hub.can_publish() {
         warn!("No models.signing_key: models are trained and judged but nothing is published.");
@@ -74,7 +74,7 @@ pub async fn run(
             jobs: jobs_tx,
             data_dir: config.data_dir.clone(),
             training: Default::default(),
-            metrics: metrics.models.clone(),
+            metrics: metrics.lifecycle.clone(),
         }),
         api_token: config.api_token.clone(),
     });
@@ -103,7 +103,7 @@ pub async fn run(
         hub,
         publisher.clone(),
         jobs,
-        metrics.models.clone(),
+        metrics.lifecycle.clone(),
         server_token.clone(),
     ));
     let health = vigil_core::telemetry::Health::default();

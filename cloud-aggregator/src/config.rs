@@ -32,7 +32,7 @@ pub struct CloudConfig {
     /// upload) require; unset means they refuse every request (401).
     pub api_token: Option<String>,
     /// Model lifecycle: signing, retraining, the gate and the canary.
-    pub models: crate::models::ModelsConfig,
+    pub models: crate::lifecycle::ModelsConfig,
 }
 
 impl Default for CloudConfig {
@@ -50,7 +50,7 @@ impl Default for CloudConfig {
             max_message_bytes: 1024 * 1024,
             recent: 1000,
             api_token: None,
-            models: crate::models::ModelsConfig::default(),
+            models: crate::lifecycle::ModelsConfig::default(),
         }
     }
 }

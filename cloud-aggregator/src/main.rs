@@ -54,8 +54,10 @@ async fn main() -> anyhow::Result<()> {
         return Ok(());
     };
     if let Some(Cmd::Train { out }) = args.command {
-        return tokio::task::spawn_blocking(move || vigil_cloud::models::cli::train(&config, out))
-            .await?;
+        return tokio::task::spawn_blocking(move || {
+            vigil_cloud::lifecycle::cli::train(&config, out)
+        })
+        .await?;
     }
     let listener = vigil_core::telemetry::bind(&config.listen).await?;
     let metrics = CloudMetrics::new()?;

@@ -11,7 +11,7 @@ use serde_json::Value;
 use std::path::Path;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
-use vigil_cloud::models::rollout::CanaryConfig;
+use vigil_cloud::lifecycle::rollout::CanaryConfig;
 use vigil_core::clock::now_ms;
 use vigil_core::message::{Release, SignedRelease, Stage};
 use vigil_core::{encode, topic};

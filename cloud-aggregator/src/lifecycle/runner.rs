@@ -6,7 +6,7 @@
 use super::hub::Hub;
 use super::server::Job;
 use super::train;
-use crate::metrics::ModelMetrics;
+use super::LifecycleMetrics;
 use crate::registry::Registry;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -27,7 +27,7 @@ pub struct Lifecycle {
     /// Set while a training run is going.
     pub training: AtomicBool,
     /// Metrics.
-    pub metrics: ModelMetrics,
+    pub metrics: LifecycleMetrics,
 }
 
 impl Lifecycle {

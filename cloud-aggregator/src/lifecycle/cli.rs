@@ -13,7 +13,7 @@ use vigil_models::signing::SecretKey;
 /// Trains, judges and (when the gate passes) writes the bundle.
 pub fn train(config: &CloudConfig, out: Option<PathBuf>) -> anyhow::Result<()> {
     let metrics = crate::CloudMetrics::new()?;
-    let mut hub = Hub::open(config.models.clone(), &config.data_dir, metrics.models)?;
+    let mut hub = Hub::open(config.models.clone(), &config.data_dir, metrics.lifecycle)?;
     let base = hub.stable_detector()?;
     let bar = ProgressBar::new(0);
     bar.set_style(

@@ -6,7 +6,7 @@
 
 use super::rollout::{cohort, Canary, CanaryConfig, Decision};
 use super::train::{Progress, TrainConfig};
-use crate::metrics::ModelMetrics;
+use super::LifecycleMetrics;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -136,14 +136,18 @@ pub struct Hub {
     key: Option<SecretKey>,
     p: Persisted,
     bundles: BTreeMap<u64, Arc<Vec<u8>>>,
-    metrics: ModelMetrics,
+    metrics: LifecycleMetrics,
     /// The latest training run.
     pub training: Progress,
 }
 
 impl Hub {
     /// Opens (or starts) the family's state under `data_dir`.
-    pub fn open(cfg: ModelsConfig, data_dir: &Path, metrics: ModelMetrics) -> anyhow::Result<Self> {
+    pub fn open(
+        cfg: ModelsConfig,
+        data_dir: &Path,
+        metrics: LifecycleMetrics,
+    ) -> anyhow::Result<Self> {
         let dir = data_dir.join("models").join(&cfg.family);
         std::fs::create_dir_all(&dir)?;
         let key = match &cfg.signing_key {

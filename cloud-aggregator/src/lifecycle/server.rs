@@ -6,7 +6,7 @@
 //! subscribes to its chunks).
 
 use super::hub::Hub;
-use crate::metrics::ModelMetrics;
+use super::LifecycleMetrics;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -34,7 +34,7 @@ pub async fn serve(
     hub: Arc<Mutex<Hub>>,
     publisher: Publisher,
     mut jobs: mpsc::Receiver<Job>,
-    metrics: ModelMetrics,
+    metrics: LifecycleMetrics,
     shutdown: CancellationToken,
 ) {
     // Both are fixed for the life of the aggregator.

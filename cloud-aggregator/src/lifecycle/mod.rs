@@ -5,10 +5,12 @@
 pub mod cli;
 pub mod dataset;
 pub mod hub;
+pub mod metrics;
 pub mod rollout;
 pub mod runner;
 pub mod server;
 pub mod train;
 
 pub use hub::{Hub, ModelsConfig};
+pub use metrics::LifecycleMetrics;
 pub use runner::Lifecycle;
