@@ -17,11 +17,11 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 use vigil_core::clock::now_ms;
 use vigil_core::message::{Command, MetricBatch, Presence, PresenceState};
 use vigil_core::mqtt::{self, LinkSpec, PresenceSpec, Publisher};
+use vigil_core::role::Role;
 use vigil_core::watch::FileWatch;
 use vigil_core::{decode, encode, topic};
 
@@ -71,27 +71,15 @@ pub async fn run(
             offline: presence(PresenceState::Offline),
         }),
     };
-    let (inbox_tx, inbox) = mqtt::inbox(64, 4 << 20);
-    let (publisher, link) = mqtt::open(spec, inbox_tx, metrics.link.clone())?;
-
-    let tracker = TaskTracker::new();
-    let link_token = link.spawn_on(&tracker);
+    let (role, inbox) = Role::start("agent", spec, (64, 4 << 20), metrics.link.clone())?;
+    let publisher = role.publisher.clone();
     let sup = supervisor.clone();
     let services = axum::routing::get(move || {
         let sup = sup.clone();
         async move { axum::Json(sup.lock().await.status()) }
     });
     let api = axum::Router::new().route("/api/v1/services", services);
-    let health = vigil_core::telemetry::Health::default();
-    health.add("mqtt", publisher.readiness());
-    vigil_core::telemetry::spawn_server(
-        &tracker,
-        listener,
-        &metrics.registry,
-        health,
-        api,
-        &shutdown,
-    );
+    role.serve(listener, &metrics.registry, api, &shutdown);
     let ledger_path = config.data_dir.join("ledger.json");
     let ledger = Ledger::open(&ledger_path).map_err(anyhow::Error::msg)?;
     let keys = vigil_core::signing::Keyring::load(&config.trusted_edge_keys)
@@ -131,7 +119,8 @@ pub async fn run(
         ratelog: Default::default(),
         recent: Default::default(),
     };
-    tracker.spawn(commands.run(inbox, shutdown.child_token()));
+    role.tracker
+        .spawn(commands.run(inbox, shutdown.child_token()));
     let collect = CollectLoop::new(
         &config,
         host.clone(),
@@ -144,10 +133,7 @@ pub async fn run(
     collect.run(shutdown.clone()).await;
 
     supervisor.lock().await.stop_all().await;
-    link_token.cancel();
-    if !vigil_core::shutdown::drain(&tracker, Duration::from_secs(3)).await {
-        warn!("Some agent tasks did not stop within 3 s.");
-    }
+    role.drain().await;
     info!("Agent stopped.");
     Ok(())
 }

@@ -17,12 +17,12 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 use vigil_core::clock::now_ms;
 use vigil_core::envelope::Seq;
 use vigil_core::message::{AnomalyEvent, AuditRecord, UplinkAck};
-use vigil_core::mqtt::{self, LinkSpec};
+use vigil_core::mqtt::LinkSpec;
+use vigil_core::role::Role;
 use vigil_core::topic;
 
 /// State the run loop writes and the API reads.
@@ -89,30 +89,19 @@ pub async fn run(
         presence: None,
     };
     // At most 1024 messages and 64 MiB: the link waits for room beyond it.
-    let (inbox_tx, inbox) = vigil_core::mqtt::inbox(1024, 64 << 20);
-    let (publisher, link) = mqtt::open(spec, inbox_tx, metrics.link.clone())?;
-    let tracker = TaskTracker::new();
-    let link_token = link.spawn_on(&tracker);
-    let server_token = CancellationToken::new();
+    let (mut role, inbox) =
+        Role::start("aggregator", spec, (1024, 64 << 20), metrics.link.clone())?;
+    let publisher = role.publisher.clone();
     let receipts_path = config.data_dir.join("uplink-receipts.json");
     let (receipts, problem) = Receipts::open(&receipts_path);
     if let Some(p) = problem {
         warn!(problem = %p, "Starting with fresh uplink receipts; messages in flight may be stored twice.");
     }
-    tracker.spawn(server::serve(
-        hub,
-        publisher.clone(),
-        jobs,
-        metrics.lifecycle.clone(),
-        server_token.clone(),
-    ));
-    let health = vigil_core::telemetry::Health::default();
-    health.add("mqtt", publisher.readiness());
-    vigil_core::telemetry::spawn_server(
-        &tracker,
+    let (server_publisher, lifecycle) = (publisher.clone(), metrics.lifecycle.clone());
+    role.spawn_until_drain(|stop| server::serve(hub, server_publisher, jobs, lifecycle, stop));
+    role.serve(
         listener,
         &metrics.registry,
-        health,
         crate::api::router(shared.clone()),
         &shutdown,
     );
@@ -129,11 +118,7 @@ pub async fn run(
     agg.run(inbox, shutdown).await;
     agg.flush().await;
 
-    server_token.cancel();
-    link_token.cancel();
-    if !vigil_core::shutdown::drain(&tracker, Duration::from_secs(3)).await {
-        warn!("Some aggregator tasks did not stop within 3 s.");
-    }
+    role.drain().await;
     info!("Cloud aggregator stopped.");
     Ok(())
 }

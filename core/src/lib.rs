@@ -10,6 +10,7 @@ pub mod file;
 pub mod message;
 pub mod mqtt;
 pub mod ratelog;
+pub mod role;
 pub mod runtime;
 pub mod series;
 pub mod shutdown;

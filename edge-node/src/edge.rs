@@ -23,7 +23,6 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 use vigil_core::clock::now_ms;
 use vigil_core::message::{
@@ -31,6 +30,7 @@ use vigil_core::message::{
     SampleBatch, ScoredSample,
 };
 use vigil_core::mqtt::{self, LinkSpec, PresenceSpec};
+use vigil_core::role::Role;
 use vigil_core::topic::UplinkKind;
 use vigil_core::watch::FileWatch;
 use vigil_core::{encode, topic, EntityId, SeriesId};
@@ -80,8 +80,8 @@ pub async fn run(
 
     let spec = link_spec(&config);
     // At most 256 messages and 16 MiB: the link waits for room beyond it.
-    let (inbox_tx, inbox) = mqtt::inbox(256, 16 << 20);
-    let (publisher, link) = mqtt::open(spec, inbox_tx, metrics.link.clone())?;
+    let (mut role, inbox) = Role::start("edge", spec, (256, 16 << 20), metrics.link.clone())?;
+    let publisher = role.publisher.clone();
     let (out, out_task) = outbox(4096, publisher.clone(), metrics.link.clone());
     let spool_path = config.data_dir.join("uplink.redb");
     let (uplink, uplink_task) = crate::uplink::open(
@@ -92,19 +92,13 @@ pub async fn run(
     )
     .with_context(|| format!("opening the uplink buffer {}", spool_path.display()))?;
 
-    let tracker = TaskTracker::new();
-    let link_token = link.spawn_on(&tracker);
-    let out_token = CancellationToken::new();
-    tracker.spawn(out_task.run(out_token.clone()));
-    let uplink_token = CancellationToken::new();
-    tracker.spawn(uplink_task.run(uplink_token.clone()));
-    let health = vigil_core::telemetry::Health::default();
-    health.add("mqtt", publisher.readiness());
-    vigil_core::telemetry::spawn_server(
-        &tracker,
+    // Drained in reverse: the uplink stores what is still queued, then the
+    // outbox sends what it holds, then the link goes.
+    role.spawn_until_drain(|stop| out_task.run(stop));
+    role.spawn_until_drain(|stop| uplink_task.run(stop));
+    role.serve(
         listener,
         &metrics.registry,
-        health,
         crate::api::router(shared.clone()),
         &shutdown,
     );
@@ -163,13 +157,7 @@ pub async fn run(
     node.apply(resumed);
     node.run(inbox, installs, shutdown).await;
 
-    // The uplink task stores what is still queued before it stops.
-    uplink_token.cancel();
-    out_token.cancel();
-    link_token.cancel();
-    if !vigil_core::shutdown::drain(&tracker, Duration::from_secs(3)).await {
-        warn!("Some edge tasks did not stop within 3 s.");
-    }
+    role.drain().await;
     info!("Edge node stopped.");
     Ok(())
 }
