@@ -29,6 +29,13 @@ impl FileWatch {
         }
     }
 
+    /// Watches the file a role was started with, its text now taken as the
+    /// one in force; `None` when no file was given (an empty path).
+    pub fn started_with(path: &Path) -> Option<Self> {
+        let given = !path.as_os_str().is_empty();
+        given.then(|| Self::new(path, std::fs::read_to_string(path).ok()))
+    }
+
     /// The watched path.
     pub fn path(&self) -> &Path {
         &self.path

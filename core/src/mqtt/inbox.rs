@@ -1,0 +1,61 @@
+//! The bounded inbox between the link task and its role.
+
+use super::*;
+
+/// Incoming publishes for a role, bounded in count and in bytes: the link
+/// waits for room (the broker then holds what is left) instead of queueing
+/// without limit.
+pub struct Inbox {
+    rx: mpsc::Receiver<Publish>,
+    room: Arc<tokio::sync::Semaphore>,
+    max: usize,
+}
+
+/// The link's end of an [`Inbox`].
+pub struct InboxTx {
+    tx: mpsc::Sender<Publish>,
+    room: Arc<tokio::sync::Semaphore>,
+    max: usize,
+}
+
+/// An inbox of at most `count` messages and `max_bytes` bytes (topic and
+/// payload; a single message counts as at most `max_bytes`).
+pub fn inbox(count: usize, max_bytes: usize) -> (InboxTx, Inbox) {
+    let (tx, rx) = mpsc::channel(count.max(1));
+    let max = max_bytes.clamp(1, u32::MAX as usize);
+    let room = Arc::new(tokio::sync::Semaphore::new(max));
+    (
+        InboxTx {
+            tx,
+            room: room.clone(),
+            max,
+        },
+        Inbox { rx, room, max },
+    )
+}
+
+fn cost(p: &Publish, max: usize) -> u32 {
+    (p.payload.len() + p.topic.len()).clamp(1, max) as u32
+}
+
+impl Inbox {
+    /// The next message; `None` once the link has stopped.
+    pub async fn recv(&mut self) -> Option<Publish> {
+        let p = self.rx.recv().await?;
+        self.room.add_permits(cost(&p, self.max) as usize);
+        Some(p)
+    }
+}
+
+impl InboxTx {
+    /// Waits for room, then queues `p`; `Err` once the inbox is gone.
+    pub(super) async fn send(&self, p: Publish) -> Result<(), ()> {
+        let permit = self
+            .room
+            .acquire_many(cost(&p, self.max))
+            .await
+            .map_err(|_| ())?;
+        permit.forget();
+        self.tx.send(p).await.map_err(|_| ())
+    }
+}
