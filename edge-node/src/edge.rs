@@ -42,6 +42,7 @@ mod decide;
 mod health;
 mod inbound;
 mod model_swap;
+mod tick;
 mod to_cloud;
 
 use health::HealthWindow;
@@ -61,20 +62,8 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let site = config.site.clone();
-    let audit_path = config.data_dir.join("audit.jsonl");
-    let audit = AuditLog::open(&audit_path)
-        .with_context(|| format!("opening audit log {}", audit_path.display()))?;
-    // Budgets live beside the audit log so a restarted edge keeps counting.
-    let budgets = crate::budget::Budgets::open(&config.data_dir.join("budgets.json"))?;
-    let keys = Keyring::load(&config.model.trusted_keys)
-        .map_err(|e| anyhow::anyhow!("model.trusted_keys: {}", e.join("; ")))?;
-    let key_path = config.command_key_path();
-    let (command_key, made) = vigil_core::signing::SecretKey::read_or_create(&key_path)
-        .map_err(|e| anyhow::anyhow!("command_key: {e}"))?;
-    if made {
-        info!(key = %key_path.display(), public = %key_path.with_extension("pub").display(), "Made a command signing key; agents must trust its public half (trusted_edge_keys).");
-    }
-    info!(key_id = %command_key.public().id(), "Commands are signed.");
+    let (audit, budgets, keys) = open_state(&config)?;
+    let command_key = command_key(&config)?;
     let (models, detector, snapshot) = starting_model(&config, &keys, &metrics)?;
     let shared = Arc::new(Shared::new(&config, audit, &detector, &policies));
 
@@ -103,30 +92,14 @@ pub async fn run(
         &shutdown,
     );
 
-    let mut engine = Engine::new(
-        site.clone(),
+    let (engine, resumed) = engine(
+        &config,
         policies,
-        config.command_ttl_secs as i64 * 1000,
         budgets,
-    )
-    .with_rails(config.rails.clone())
-    .with_node(&config.node)
-    .with_approvals(shared.approvals.clone());
-    // Commands sent before a restart whose result never came: take them
-    // back, so every action_sent record ends with a result and a verdict.
-    let open = shared
-        .audit
-        .lock()
-        .map(|a| a.open_actions())
-        .unwrap_or_default();
-    if !open.is_empty() {
-        info!(commands = open.len(), "Commands were in flight when the edge stopped; waiting for their results, then checking recovery.");
-    }
-    let resumed = engine.resume(&open, &detector.model_version());
-    let policy_watch = (!config.policy.as_os_str().is_empty()).then(|| {
-        let text = std::fs::read_to_string(&config.policy).ok();
-        FileWatch::new(&config.policy, text)
-    });
+        &shared,
+        &detector.model_version(),
+    );
+    let policy_watch = FileWatch::started_with(&config.policy);
     let (installs_tx, installs) = mpsc::channel(4);
     let node = Node {
         config,
@@ -160,6 +133,62 @@ pub async fn run(
     role.drain().await;
     info!("Edge node stopped.");
     Ok(())
+}
+
+/// What the edge keeps on disk and trusts: the audit log, the action
+/// budgets (beside it, so a restarted edge keeps counting), and the keys
+/// model releases must be signed with.
+fn open_state(config: &EdgeConfig) -> anyhow::Result<(AuditLog, crate::budget::Budgets, Keyring)> {
+    let audit_path = config.data_dir.join("audit.jsonl");
+    let audit = AuditLog::open(&audit_path)
+        .with_context(|| format!("opening audit log {}", audit_path.display()))?;
+    // Budgets live beside the audit log so a restarted edge keeps counting.
+    let budgets = crate::budget::Budgets::open(&config.data_dir.join("budgets.json"))?;
+    let keys = Keyring::load(&config.model.trusted_keys)
+        .map_err(|e| anyhow::anyhow!("model.trusted_keys: {}", e.join("; ")))?;
+    Ok((audit, budgets, keys))
+}
+
+/// The key the edge signs its commands with (made on the first run).
+fn command_key(config: &EdgeConfig) -> anyhow::Result<vigil_core::signing::SecretKey> {
+    let key_path = config.command_key_path();
+    let (key, made) = vigil_core::signing::SecretKey::read_or_create(&key_path)
+        .map_err(|e| anyhow::anyhow!("command_key: {e}"))?;
+    if made {
+        info!(key = %key_path.display(), public = %key_path.with_extension("pub").display(), "Made a command signing key; agents must trust its public half (trusted_edge_keys).");
+    }
+    info!(key_id = %key.public().id(), "Commands are signed.");
+    Ok(key)
+}
+
+/// The remediation engine, with the commands a restart left in flight
+/// taken back: every action_sent record ends with a result and a verdict.
+fn engine(
+    config: &EdgeConfig,
+    policies: PolicySet,
+    budgets: crate::budget::Budgets,
+    shared: &Shared,
+    model: &str,
+) -> (Engine, Decisions) {
+    let mut engine = Engine::new(
+        config.site.clone(),
+        policies,
+        config.command_ttl_secs as i64 * 1000,
+        budgets,
+    )
+    .with_rails(config.rails.clone())
+    .with_node(&config.node)
+    .with_approvals(shared.approvals.clone());
+    let open = shared
+        .audit
+        .lock()
+        .map(|a| a.open_actions())
+        .unwrap_or_default();
+    if !open.is_empty() {
+        info!(commands = open.len(), "Commands were in flight when the edge stopped; waiting for their results, then checking recovery.");
+    }
+    let resumed = engine.resume(&open, model);
+    (engine, resumed)
 }
 
 /// What the edge listens to on the broker, and its presence (retained,
@@ -272,141 +301,6 @@ impl Node {
         self.uplink.queue(std::mem::take(&mut self.to_cloud));
     }
 
-    async fn tick(&mut self) {
-        let Some(mut detector) = self.detector.take() else {
-            return;
-        };
-        let (values, evicted, restores) = {
-            let mut cache = self.shared.lock_cache();
-            let idle = cache.sweep(now_ms());
-            if idle > 0 {
-                self.metrics
-                    .cache
-                    .series_evicted
-                    .with_label_values(&["idle"])
-                    .inc_by(idle as u64);
-                info!(series = idle, "Evicted idle series.");
-            }
-            let admitted = cache.take_admitted();
-            let restores: Vec<(usize, Vec<u32>)> = if self.snapshot.is_empty() {
-                Vec::new()
-            } else {
-                admitted
-                    .into_iter()
-                    .filter_map(|i| {
-                        let id = cache.entries().get(i)?.id.to_string();
-                        Some((i, self.snapshot.take(&id)?))
-                    })
-                    .collect()
-            };
-            (cache.take_pending(), cache.take_evicted(), restores)
-        };
-        detector.reset_rows(&evicted);
-        for (row, words) in restores {
-            detector.restore_row(row, &words);
-        }
-        let timer = self.metrics.detection.tick_seconds.start_timer();
-        // Tensor work stays off the async workers.
-        // Every series is stamped with the tick's time (samples are on the
-        // edge's clock by now): the seasonal evidence needs the time of day.
-        let times = vec![now_ms().div_euclid(1000); values.len()];
-        let joined = tokio::task::spawn_blocking(move || {
-            let r = detector.tick_at(&values, &times);
-            (detector, values, r)
-        })
-        .await;
-        timer.observe_duration();
-        let (detector, values, scores) = match joined {
-            Ok((d, v, Ok(s))) => (d, v, s),
-            Ok((d, _, Err(e))) => {
-                warn!(error = %e, "Scoring failed this tick.");
-                self.detector = Some(d);
-                return;
-            }
-            Err(e) => {
-                // The detector panicked: build a fresh one rather than stop scoring.
-                warn!(error = %e, "Detector task failed; starting a fresh model.");
-                self.detector = Detector::new(self.config.detector.clone()).ok();
-                return;
-            }
-        };
-        let model = detector.model_version();
-        let threshold = detector.config().threshold as f64;
-        self.metrics.detection.threshold.set(threshold);
-        self.detector = Some(detector);
-        self.ticks += 1;
-        let now = now_ms();
-        let stale_ms = self.stale_ms();
-        let events = {
-            let mut cache = self.shared.lock_cache();
-            // The edge follows episodes on the evidence, not the onset-shaped
-            // score: a fault that persists must not read as a recovery.
-            cache.set_scores(&values, &scores.evidence);
-            self.health
-                .observe(&cache, &values, &scores.evidence, threshold as f32);
-            self.update_score_gauges(&cache, threshold as f32);
-            let levels = self.config.rails.levels(threshold);
-            let events = self.shared.lock_entities().update(
-                &cache,
-                levels,
-                now,
-                stale_ms,
-                &self.config.site,
-                &model,
-            );
-            self.live
-                .update(&cache, self.engine.policies(), now, stale_ms);
-            for ev in &events {
-                let top = SeriesId::new(ev.entity.clone(), &ev.top_metric);
-                if let Some(onset) = cache.onset(&top, levels.exit as f32) {
-                    self.metrics
-                        .detection
-                        .fault_to_detection_seconds
-                        .observe((now - onset).max(0) as f64 / 1000.0);
-                }
-            }
-            events
-        };
-        if let Ok(mut i) = self.shared.info.lock() {
-            i.model_version = model.clone();
-        }
-        self.health.h.anomalies += events.len() as u64;
-        for ev in events {
-            info!(entity = %ev.entity, score = ev.score, top_metric = %ev.top_metric, "Anomaly detected.");
-            self.record_anomaly(ev);
-        }
-        self.decide(now, &model);
-        if self.ticks % self.config.uplink_every_ticks == 0 {
-            self.uplink_samples();
-        }
-        let every = (self.config.snapshot_secs * 1000 / self.config.tick_ms.max(1)).max(1);
-        if self.config.snapshot_secs > 0 && self.ticks % every == 0 {
-            self.save_snapshot(true);
-            // Series that have not come back within a snapshot period are gone.
-            self.snapshot.clear();
-        }
-    }
-
-    /// Writes the detector snapshot (on a blocking thread when `background`).
-    fn save_snapshot(&self, background: bool) {
-        if self.config.snapshot_secs == 0 {
-            return;
-        }
-        let Some(d) = &self.detector else { return };
-        let bytes = crate::snapshot::encode(d, &self.shared.lock_cache());
-        let path = self.config.data_dir.join("detector.snap");
-        let write = move || {
-            if let Err(e) = vigil_core::file::write_atomic(&path, &bytes) {
-                warn!(error = %e, path = %path.display(), "Could not write the detector snapshot.");
-            }
-        };
-        if background {
-            drop(tokio::task::spawn_blocking(write));
-        } else {
-            write();
-        }
-    }
-
     /// A series without a sample this recent no longer speaks for its
     /// entity (a dead process stops reporting its CPU).
     fn stale_ms(&self) -> i64 {
@@ -426,32 +320,6 @@ impl Node {
         if self.newly_due() {
             let model = self.model_version();
             self.decide(now, &model);
-        }
-    }
-
-    fn update_score_gauges(&self, cache: &Cache, threshold: f32) {
-        // Bounded label set: only the highest-scoring series get a gauge
-        // (and, if so configured, only anomalous ones).
-        let anomalous_only = self.config.score_gauges_anomalous_only;
-        let mut top: Vec<(f32, String)> = cache
-            .live_entries()
-            .filter(|e| !anomalous_only || e.score >= threshold)
-            .map(|e| (e.score, e.id.to_string()))
-            .collect();
-        let max = self.config.score_gauges_max;
-        if anomalous_only || top.len() > max {
-            if top.len() > max {
-                top.select_nth_unstable_by(max, |a, b| b.0.total_cmp(&a.0));
-                top.truncate(max);
-            }
-            self.metrics.detection.anomaly_score.reset();
-        }
-        for (score, id) in top {
-            self.metrics
-                .detection
-                .anomaly_score
-                .with_label_values(&[id.as_str()])
-                .set(score as f64);
         }
     }
 }

@@ -103,20 +103,7 @@ impl Entities {
         site: &str,
         model: &str,
     ) -> Vec<AnomalyEvent> {
-        let mut rolled: BTreeMap<&EntityId, Vec<Contributor>> = BTreeMap::new();
-        for e in cache.entries() {
-            let Some(last) = e.points.back() else {
-                continue;
-            };
-            let list = rolled.entry(&e.id.entity).or_default();
-            if now_ms - last.ts_ms <= stale_ms {
-                list.push(Contributor {
-                    metric: e.id.metric.clone(),
-                    score: e.score as f64,
-                    value: last.value,
-                });
-            }
-        }
+        let rolled = contributors(cache, now_ms, stale_ms);
         // An entity whose every series left the cache goes too (unless it
         // is anomalous: its episode closes first).
         self.map
@@ -191,6 +178,30 @@ impl Entities {
     pub fn anomalous_count(&self) -> usize {
         self.map.values().filter(|e| e.anomalous).count()
     }
+}
+
+/// Each entity's series that reported within `stale_ms`, with their
+/// scores (an entity with none listed has gone quiet).
+fn contributors(
+    cache: &Cache,
+    now_ms: i64,
+    stale_ms: i64,
+) -> BTreeMap<&EntityId, Vec<Contributor>> {
+    let mut rolled: BTreeMap<&EntityId, Vec<Contributor>> = BTreeMap::new();
+    for e in cache.entries() {
+        let Some(last) = e.points.back() else {
+            continue;
+        };
+        let list = rolled.entry(&e.id.entity).or_default();
+        if now_ms - last.ts_ms <= stale_ms {
+            list.push(Contributor {
+                metric: e.id.metric.clone(),
+                score: e.score as f64,
+                value: last.value,
+            });
+        }
+    }
+    rolled
 }
 
 #[cfg(test)]

@@ -75,22 +75,7 @@ pub fn classify(
     };
     match route {
         Route::Metrics { site: s, host } if s == site => {
-            let d = decode_meta::<MetricBatch>(payload, max_bytes).map_err(|e| ("metrics", e))?;
-            let (mut batch, sent_ms) = (d.body, d.sent_ms);
-            if batch.host != host {
-                return Err((
-                    "metrics",
-                    DecodeError::Malformed(format!(
-                        "batch from {:?} on the topic of {host:?}",
-                        batch.host
-                    )),
-                ));
-            }
-            // An agent speaks only for its own host's entities.
-            batch
-                .samples
-                .retain(|smp| smp.entity.host_name() == Some(host));
-            Ok(Inbound::Batch { batch, sent_ms })
+            metrics(host, payload, max_bytes).map_err(|e| ("metrics", e))
         }
         Route::Results { site: s, .. } if s == site => decode::<CommandResult>(payload, max_bytes)
             .map(Inbound::Result)
@@ -121,29 +106,42 @@ pub fn classify(
                 signed,
             })
             .map_err(|e| ("release", e)),
+        Route::ModelChunk { .. } if payload.len() > max_bytes => Err((
+            "chunk",
+            DecodeError::Oversized {
+                len: payload.len(),
+                max: max_bytes,
+            },
+        )),
         Route::ModelChunk {
             family,
             version,
             index,
-        } => {
-            if payload.len() > max_bytes {
-                return Err((
-                    "chunk",
-                    DecodeError::Oversized {
-                        len: payload.len(),
-                        max: max_bytes,
-                    },
-                ));
-            }
-            Ok(Inbound::Chunk {
-                family: family.to_string(),
-                version,
-                index,
-                bytes: payload.to_vec(),
-            })
-        }
+        } => Ok(Inbound::Chunk {
+            family: family.to_string(),
+            version,
+            index,
+            bytes: payload.to_vec(),
+        }),
         _ => Ok(Inbound::Ignored),
     }
+}
+
+/// An agent's batch, checked against the host of its topic: an agent
+/// speaks only for its own host's entities.
+fn metrics(host: &str, payload: &[u8], max_bytes: usize) -> Result<Inbound, DecodeError> {
+    let d = decode_meta::<MetricBatch>(payload, max_bytes)?;
+    let (mut batch, sent_ms) = (d.body, d.sent_ms);
+    if batch.host != host {
+        return Err(DecodeError::Malformed(format!(
+            "batch from {:?} on the topic of {host:?}",
+            batch.host
+        )));
+    }
+    batch
+        .samples
+        .retain(|smp| smp.entity.host_name() == Some(host));
+    Ok(Inbound::Batch { batch, sent_ms })
 }
 
 /// A sensor payload: a plain number (`21.5`), or JSON

@@ -7,6 +7,10 @@ use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use vigil_core::EntityId;
 
+mod check;
+
+use check::{validate, At};
+
 /// A policy file.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -315,124 +319,6 @@ fn renumber(lines: &[&str], e: &str) -> String {
         Some(k) => format!("{file}:{line}:{col}: policies[{k}]{}", tail.1),
         None => e.to_string(),
     }
-}
-
-/// Where a policy is: its name and which policy of that name it is.
-type At = (String, usize);
-
-/// Problems as (where, message).
-fn validate(file: &PolicyFile) -> Vec<(At, String)> {
-    let mut out = Vec::new();
-    let mut names: HashMap<String, usize> = HashMap::new();
-    let by_name: HashMap<&str, &Policy> =
-        file.policies.iter().map(|p| (p.name.as_str(), p)).collect();
-    let escalated_to: HashSet<&str> = file
-        .policies
-        .iter()
-        .filter_map(|p| p.escalate.as_deref())
-        .collect();
-    for (i, p) in file.policies.iter().enumerate() {
-        let seen = names.entry(p.name.clone()).or_default();
-        let occurrence = *seen;
-        *seen += 1;
-        let mut bad = |msg: String| {
-            out.push((
-                (p.name.clone(), occurrence),
-                format!("policy {:?} (#{}): {msg}", p.name, i + 1),
-            ))
-        };
-        if p.name.trim().is_empty() {
-            bad("name must not be empty".into());
-        }
-        if occurrence > 0 {
-            bad("name is used twice".into());
-        }
-        if !vigil_core::topic::valid_level(&p.action) {
-            bad(format!("action {:?} is not a valid action name", p.action));
-        }
-        match &p.matcher {
-            Some(m) => {
-                if m.entity.is_empty() {
-                    bad("match.entity must not be empty".into());
-                }
-                if !(m.min_score > 0.0 && m.min_score <= 1.0) {
-                    bad(format!("match.min_score {} is outside (0, 1]", m.min_score));
-                }
-                if !m.when.is_empty() && !m.metrics.is_empty() {
-                    bad("match.metrics does not apply with match.when (a condition names its metric)".into());
-                }
-                if !(m.for_secs >= 0.0 && m.for_secs <= 86_400.0) {
-                    bad(format!(
-                        "match.for_secs {} is outside 0..=86400",
-                        m.for_secs
-                    ));
-                }
-            }
-            None if !escalated_to.contains(p.name.as_str()) => {
-                bad("has no match and no policy escalates to it, so it can never act".into())
-            }
-            None => {}
-        }
-        if p.approval_ttl_secs == 0 || p.approval_ttl_secs > 86_400 {
-            bad(format!(
-                "approval_ttl_secs {} is outside 1..=86400",
-                p.approval_ttl_secs
-            ));
-        }
-        if p.budget.max == 0 || p.budget.per_secs == 0 {
-            bad("budget: max and per_secs must be at least 1".into());
-        }
-        if !(p.cooldown_backoff >= 1.0 && p.cooldown_backoff <= 100.0) {
-            bad(format!(
-                "cooldown_backoff {} is outside 1..=100",
-                p.cooldown_backoff
-            ));
-        }
-        if let Some(next) = &p.escalate {
-            if !by_name.contains_key(next.as_str()) {
-                bad(format!("escalate: no policy is named {next:?}"));
-            } else if let Some(cycle) = escalation_cycle(&p.name, &by_name) {
-                bad(format!(
-                    "escalate: the chain loops ({})",
-                    cycle.join(" -> ")
-                ));
-            }
-        }
-        if !(p.verify.within_secs > 0.0
-            && p.verify.healthy_for_secs >= 0.0
-            && p.verify.healthy_for_secs < p.verify.within_secs)
-        {
-            bad("verify: within_secs must be positive and longer than healthy_for_secs".into());
-        }
-        // Without a match the policy runs on the target of the policy that
-        // escalated, so its agent can come from that target's host.
-        if let (Some(m), None) = (&p.matcher, &p.agent) {
-            if !(m.entity.starts_with("service/") || m.entity.starts_with("host/")) {
-                bad(format!(
-                    "agent is required: entity pattern {:?} does not name a host",
-                    m.entity
-                ));
-            }
-        }
-    }
-    out
-}
-
-/// The escalation chain from `start` when it comes back to `start`.
-fn escalation_cycle(start: &str, by_name: &HashMap<&str, &Policy>) -> Option<Vec<String>> {
-    let mut chain = vec![start.to_string()];
-    let mut at = by_name.get(start)?;
-    while let Some(next) = at.escalate.as_deref() {
-        chain.push(next.to_string());
-        if next == start {
-            return Some(chain);
-        }
-        if chain.len() > by_name.len() + 1 {
-            return None; // loops further down; reported at its own members
-        }
-        at = by_name.get(next)?;
-    }
-    None
 }
 
 /// Prefixes a semantic problem with the line where its policy is named

@@ -10,7 +10,6 @@
 //! The spool is touched only on a blocking thread.
 
 use crate::spool::{Priority, Spool, SpoolError};
-use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::Path;
@@ -23,6 +22,12 @@ use vigil_core::envelope::{with_seq, Seq};
 use vigil_core::message::UplinkAck;
 use vigil_core::mqtt::Publisher;
 use vigil_core::{encode, Payload};
+
+mod delivery;
+mod metrics;
+
+pub use delivery::*;
+pub use metrics::UplinkMetrics;
 
 /// Settings of the uplink buffer.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -108,182 +113,6 @@ impl Queued {
             topic,
             payload: encode(body),
         }
-    }
-}
-
-/// The uplink's metrics.
-#[derive(Clone)]
-pub struct UplinkMetrics {
-    /// Bytes held in the buffer.
-    pub buffer_bytes: IntGauge,
-    /// Messages held, by priority.
-    pub buffer_messages: IntGaugeVec,
-    /// Messages dropped before reaching the cloud, by priority.
-    pub dropped: IntCounterVec,
-    /// Messages sent, first sends and resends (`first`, `resend`).
-    pub sent: IntCounterVec,
-    /// Messages the cloud acknowledged.
-    pub acked: IntCounter,
-    /// Points that left the cache ring before an uplink took them.
-    pub ring_lost: IntCounter,
-}
-
-impl UplinkMetrics {
-    /// Creates and registers the metrics.
-    pub fn new(r: &Registry) -> prometheus::Result<Self> {
-        let m = Self {
-            buffer_bytes: IntGauge::new(
-                "vigil_edge_uplink_buffer_bytes",
-                "Bytes held in the edge's on-disk uplink buffer.",
-            )?,
-            buffer_messages: IntGaugeVec::new(
-                Opts::new(
-                    "vigil_edge_uplink_buffer_messages",
-                    "Messages held in the uplink buffer, by priority.",
-                ),
-                &["priority"],
-            )?,
-            dropped: IntCounterVec::new(
-                Opts::new(
-                    "vigil_edge_uplink_dropped_total",
-                    "Cloud-bound messages dropped (buffer full or unwritable), by priority.",
-                ),
-                &["priority"],
-            )?,
-            sent: IntCounterVec::new(
-                Opts::new(
-                    "vigil_edge_uplink_sent_total",
-                    "Uplink messages published, by attempt (first, resend).",
-                ),
-                &["attempt"],
-            )?,
-            acked: IntCounter::new(
-                "vigil_edge_uplink_acked_total",
-                "Uplink messages the cloud acknowledged as stored.",
-            )?,
-            ring_lost: IntCounter::new(
-                "vigil_edge_uplink_ring_lost_total",
-                "Samples that left the cache ring before an uplink took them.",
-            )?,
-        };
-        vigil_core::telemetry::register(r, "edge", &m.buffer_bytes)?;
-        vigil_core::telemetry::register(r, "edge", &m.buffer_messages)?;
-        vigil_core::telemetry::register(r, "edge", &m.dropped)?;
-        vigil_core::telemetry::register(r, "edge", &m.sent)?;
-        vigil_core::telemetry::register(r, "edge", &m.acked)?;
-        vigil_core::telemetry::register(r, "edge", &m.ring_lost)?;
-        for p in Priority::ALL {
-            m.dropped.with_label_values(&[p.as_str()]);
-            m.buffer_messages.with_label_values(&[p.as_str()]);
-        }
-        Ok(m)
-    }
-}
-
-/// Delivery state over the spool: what to send, what is out, what is done.
-/// Synchronous (it does disk I/O); the task runs it on a blocking thread.
-pub struct Delivery {
-    spool: Spool,
-    /// Sequence number → when it was last sent (Unix ms).
-    out: HashMap<u64, i64>,
-    window: usize,
-    window_bytes: u64,
-    resend_ms: i64,
-    dropped_seen: [u64; 3],
-}
-
-/// One publish the delivery asks for.
-#[derive(Debug)]
-pub struct Send {
-    /// MQTT topic.
-    pub topic: String,
-    /// The envelope with its sequence.
-    pub payload: Vec<u8>,
-    /// Whether it went out before.
-    pub resend: bool,
-}
-
-impl Delivery {
-    /// Opens the buffer at `path`.
-    pub fn open(path: &Path, config: &UplinkConfig) -> Result<Self, SpoolError> {
-        Ok(Self {
-            spool: Spool::open(path, config.buffer_bytes)?,
-            out: HashMap::new(),
-            window: config.window,
-            window_bytes: config.window_bytes,
-            resend_ms: config.resend_secs as i64 * 1000,
-            dropped_seen: [0; 3],
-        })
-    }
-
-    /// The buffer underneath.
-    pub fn spool(&self) -> &Spool {
-        &self.spool
-    }
-
-    /// Stores a batch durably.
-    pub fn push(&mut self, batch: &[Queued]) -> Result<(), SpoolError> {
-        let items: Vec<(Priority, &str, &[u8])> = batch
-            .iter()
-            .map(|q| (q.priority, q.topic.as_str(), q.payload.as_slice()))
-            .collect();
-        self.spool.push(&items)
-    }
-
-    /// Forgets what the cloud acknowledged; returns how many were held.
-    pub fn ack(&mut self, seqs: &[u64]) -> Result<u64, SpoolError> {
-        for s in seqs {
-            self.out.remove(s);
-        }
-        self.spool.ack(seqs)
-    }
-
-    /// Sends everything out again at the next [`Delivery::due`].
-    pub fn resend_all(&mut self) {
-        self.out.clear();
-    }
-
-    /// What to publish now: the first `window` messages in replay order that
-    /// are not out, or have been out longer than the resend delay.
-    pub fn due(&mut self, now_ms: i64) -> Result<Vec<Send>, SpoolError> {
-        let out = &self.out;
-        let resend_ms = self.resend_ms;
-        // Messages out and not yet due again are not read at all.
-        let (items, window) = self.spool.window(self.window, self.window_bytes, |seq| {
-            out.get(&seq).is_some_and(|&at| now_ms - at < resend_ms)
-        })?;
-        let floor = self.spool.floor()?;
-        let stream = self.spool.stream().to_string();
-        // Only what is in the window stays out (the rest was acked or dropped).
-        let keep: std::collections::HashSet<u64> = window.into_iter().collect();
-        self.out.retain(|s, _| keep.contains(s));
-        let mut sends = Vec::new();
-        for i in items {
-            let resend = self.out.contains_key(&i.seq);
-            self.out.insert(i.seq, now_ms);
-            let seq = Seq {
-                stream: stream.clone(),
-                n: i.seq,
-                floor,
-            };
-            sends.push(Send {
-                payload: with_seq(&i.payload, &seq),
-                topic: i.topic,
-                resend,
-            });
-        }
-        Ok(sends)
-    }
-
-    /// Dropped messages per priority since the last call.
-    pub fn take_dropped(&mut self) -> [u64; 3] {
-        let mut d = [0; 3];
-        for p in Priority::ALL {
-            let now = self.spool.dropped(p);
-            d[p as usize] = now - self.dropped_seen[p as usize];
-            self.dropped_seen[p as usize] = now;
-        }
-        d
     }
 }
 

@@ -2,110 +2,130 @@
 //! to the part that owns it.
 
 use super::*;
+use vigil_core::message::{CommandResult, MetricBatch, SignedRelease};
 
 impl Node {
+    /// Hands each message to the handler of its kind; a refused one is
+    /// counted and logged (rate-limited) by its kind and reason.
     pub(super) fn on_message(&mut self, m: &Publish) {
         let now = now_ms();
-        match classify(
-            &self.config.site,
-            &m.topic,
-            &m.payload,
-            self.config.max_message_bytes,
-            now,
-        ) {
-            Ok(Inbound::Batch { batch, sent_ms }) => {
-                self.metrics.link.count("metrics");
-                let timing = self.config.timing();
-                let shift = timing.batch_shift(sent_ms, now);
-                if shift != 0 {
-                    self.metrics
-                        .cache
-                        .samples_restamped
-                        .with_label_values(&[Restamp::SenderClock.as_str()])
-                        .inc_by(batch.samples.len() as u64);
-                    if let Some(skipped) = self.ratelog.allow(&format!("clock {}", batch.host)) {
-                        warn!(sender = %batch.host, off_secs = -shift as f64 / 1000.0, skipped, "Sender's clock is off; judging its samples by their arrival time.");
-                    }
-                }
-                let shared = self.shared.clone();
-                let mut cache = shared.lock_cache();
-                for s in batch.samples {
-                    let placed = timing.place(s.ts_ms.saturating_add(shift), now);
-                    let id = SeriesId::new(s.entity, s.metric);
-                    self.accept(&mut cache, &batch.host, &id, placed, s.value, now);
-                }
-                self.metrics.cache.series.set(cache.len() as i64);
-                drop(cache);
-                self.after_samples(now);
-            }
-            Ok(Inbound::Sensor { name, ts_ms, value }) => {
-                self.metrics.link.count("sensor");
-                let placed = self.config.timing().place_sensor(ts_ms, now);
-                let id = SeriesId::new(EntityId::sensor(&name), "value");
-                let shared = self.shared.clone();
-                let mut cache = shared.lock_cache();
-                self.accept(&mut cache, &id.entity.to_string(), &id, placed, value, now);
-                self.metrics.cache.series.set(cache.len() as i64);
-                drop(cache);
-                self.after_samples(now);
-            }
-            Ok(Inbound::Result(r)) => {
-                self.metrics.link.count("result");
-                let model = self.model_version();
-                match self.engine.on_result(&r, now, &model) {
-                    Some(d) => {
-                        self.metrics
-                            .remediation
-                            .action_results
-                            .with_label_values(&[r.outcome.as_str()])
-                            .inc();
-                        self.apply(d)
-                    }
-                    None => self.unexpected_result(&r, &model),
-                }
-            }
-            Ok(Inbound::AgentPresence {
+        let max = self.config.max_message_bytes;
+        let inbound = match classify(&self.config.site, &m.topic, &m.payload, max, now) {
+            Ok(i) => i,
+            Err((kind, e)) => return self.metrics.link.refused(&m.topic, kind, &e),
+        };
+        match inbound {
+            Inbound::Batch { batch, sent_ms } => self.on_batch(batch, sent_ms, now),
+            Inbound::Sensor { name, ts_ms, value } => self.on_sensor(&name, ts_ms, value, now),
+            Inbound::Result(r) => self.on_result(&r, now),
+            Inbound::AgentPresence {
                 host,
                 online,
                 actions,
-            }) => {
-                self.metrics.link.count("presence");
-                info!(%host, online, actions = actions.len(), "Agent presence.");
-                if online && !actions.is_empty() {
-                    self.engine.set_agent_actions(&host, actions);
-                    self.check_policies_against_agents();
-                }
-                if let Ok(mut a) = self.shared.agents.lock() {
-                    a.insert(host, online);
-                }
-            }
-            Ok(Inbound::Ack(ack)) => {
+            } => self.on_agent_presence(host, online, actions),
+            Inbound::Ack(ack) => {
                 self.metrics.link.count("uplink_ack");
                 self.uplink.ack(ack);
             }
-            Ok(Inbound::Release { family, signed }) if family == self.models.family() => {
-                self.metrics.link.count("release");
-                match self.models.on_release(&signed, now) {
-                    Ok(next) => self.model_next(next),
-                    Err(r) => {
-                        self.refused(r.reason());
-                        warn!(reason = r.reason(), error = %r, "Model release refused; the running model keeps scoring.");
-                    }
-                }
+            Inbound::Release { family, signed } if family == self.models.family() => {
+                self.on_release(&signed, now)
             }
-            Ok(Inbound::Chunk {
+            Inbound::Chunk {
                 family,
                 version,
                 index,
                 bytes,
-            }) if family == self.models.family() => {
+            } if family == self.models.family() => {
                 self.metrics.link.count("chunk");
                 let next = self.models.on_chunk(version, index, &bytes, now);
                 self.count_chunks();
                 self.model_next(next);
             }
-            Ok(Inbound::Release { .. } | Inbound::Chunk { .. } | Inbound::Ignored) => {}
-            Err((kind, e)) => self.metrics.link.refused(&m.topic, kind, &e),
+            Inbound::Release { .. } | Inbound::Chunk { .. } | Inbound::Ignored => {}
+        }
+    }
+
+    /// An agent's metrics: a sender whose clock is off has its batch shifted
+    /// onto the edge's clock by the envelope's send time.
+    fn on_batch(&mut self, batch: MetricBatch, sent_ms: Option<i64>, now: i64) {
+        self.metrics.link.count("metrics");
+        let timing = self.config.timing();
+        let shift = timing.batch_shift(sent_ms, now);
+        if shift != 0 {
+            self.metrics
+                .cache
+                .samples_restamped
+                .with_label_values(&[Restamp::SenderClock.as_str()])
+                .inc_by(batch.samples.len() as u64);
+            if let Some(skipped) = self.ratelog.allow(&format!("clock {}", batch.host)) {
+                warn!(sender = %batch.host, off_secs = -shift as f64 / 1000.0, skipped, "Sender's clock is off; judging its samples by their arrival time.");
+            }
+        }
+        let shared = self.shared.clone();
+        let mut cache = shared.lock_cache();
+        for s in batch.samples {
+            let placed = timing.place(s.ts_ms.saturating_add(shift), now);
+            let id = SeriesId::new(s.entity, s.metric);
+            self.accept(&mut cache, &batch.host, &id, placed, s.value, now);
+        }
+        self.metrics.cache.series.set(cache.len() as i64);
+        drop(cache);
+        self.after_samples(now);
+    }
+
+    /// One sensor reading: a skewed stamp takes the arrival time.
+    fn on_sensor(&mut self, name: &str, ts_ms: i64, value: f64, now: i64) {
+        self.metrics.link.count("sensor");
+        let placed = self.config.timing().place_sensor(ts_ms, now);
+        let id = SeriesId::new(EntityId::sensor(name), "value");
+        let shared = self.shared.clone();
+        let mut cache = shared.lock_cache();
+        self.accept(&mut cache, &id.entity.to_string(), &id, placed, value, now);
+        self.metrics.cache.series.set(cache.len() as i64);
+        drop(cache);
+        self.after_samples(now);
+    }
+
+    /// An agent's result: to the engine, or audited as unexpected when no
+    /// command of this edge is waiting for it.
+    fn on_result(&mut self, r: &CommandResult, now: i64) {
+        self.metrics.link.count("result");
+        let model = self.model_version();
+        match self.engine.on_result(r, now, &model) {
+            Some(d) => {
+                self.metrics
+                    .remediation
+                    .action_results
+                    .with_label_values(&[r.outcome.as_str()])
+                    .inc();
+                self.apply(d)
+            }
+            None => self.unexpected_result(r, &model),
+        }
+    }
+
+    /// An agent came or went; its catalog is checked against the policies.
+    fn on_agent_presence(&mut self, host: String, online: bool, actions: Vec<String>) {
+        self.metrics.link.count("presence");
+        info!(%host, online, actions = actions.len(), "Agent presence.");
+        if online && !actions.is_empty() {
+            self.engine.set_agent_actions(&host, actions);
+            self.check_policies_against_agents();
+        }
+        if let Ok(mut a) = self.shared.agents.lock() {
+            a.insert(host, online);
+        }
+    }
+
+    /// A model release of this edge's family.
+    fn on_release(&mut self, signed: &SignedRelease, now: i64) {
+        self.metrics.link.count("release");
+        match self.models.on_release(signed, now) {
+            Ok(next) => self.model_next(next),
+            Err(r) => {
+                self.refused(r.reason());
+                warn!(reason = r.reason(), error = %r, "Model release refused; the running model keeps scoring.");
+            }
         }
     }
 

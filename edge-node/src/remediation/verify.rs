@@ -99,6 +99,77 @@ impl Engine {
         }
     }
 
+    /// Whether a target being verified has recovered (healthy for the
+    /// policy's `healthy_for_secs`) or has run out of time; `None` while
+    /// neither.
+    fn verdict(
+        &self,
+        entity: &EntityId,
+        t: &Target,
+        now_ms: i64,
+        entities: &Entities,
+        live: &Liveness,
+    ) -> Option<(AuditKind, String)> {
+        let Phase::Verifying {
+            command,
+            result_ms,
+            until_ms,
+        } = &t.phase
+        else {
+            return None;
+        };
+        let healthy_ms = self
+            .healthy_since(&t.matched, entity, entities, live)
+            .map(|s| now_ms - s.max(*result_ms))
+            .unwrap_or(0);
+        if healthy_ms >= self.healthy_for_ms(&t.policy) {
+            Some((
+                AuditKind::Verified,
+                format!(
+                    "{entity} healthy for {:.1} s after {}",
+                    healthy_ms as f64 / 1000.0,
+                    command.action
+                ),
+            ))
+        } else if now_ms > *until_ms {
+            Some((
+                AuditKind::VerifyFailed,
+                format!(
+                    "{entity} still unhealthy {:.0} s after {}",
+                    (now_ms - result_ms) as f64 / 1000.0,
+                    command.action
+                ),
+            ))
+        } else {
+            None
+        }
+    }
+
+    /// Commands taken back after a restart whose result never came may well
+    /// have run: their targets' recovery is checked all the same.
+    fn verify_resumed(
+        &mut self,
+        unknown: Vec<(EntityId, Command, AuditRecord)>,
+        now_ms: i64,
+        d: &mut Decisions,
+    ) {
+        for (entity, command, rec) in unknown {
+            let within_ms = self
+                .targets
+                .get(&entity)
+                .and_then(|t| self.policy(&t.policy))
+                .map_or(60_000, |p| (p.verify.within_secs * 1000.0) as i64);
+            if let Some(t) = self.targets.get_mut(&entity) {
+                t.phase = Phase::Verifying {
+                    command,
+                    result_ms: now_ms,
+                    until_ms: now_ms + within_ms,
+                };
+            }
+            d.audit.push(rec);
+        }
+    }
+
     pub(super) fn advance_in_flight(
         &mut self,
         now_ms: i64,
@@ -139,37 +210,8 @@ impl Engine {
                         done.push((entity.clone(), now_ms + cooldown, rec));
                     }
                 }
-                Phase::Verifying {
-                    command,
-                    result_ms,
-                    until_ms,
-                } => {
-                    let healthy_ms = self
-                        .healthy_since(&t.matched, entity, entities, live)
-                        .map(|s| now_ms - s.max(*result_ms))
-                        .unwrap_or(0);
-                    let need = self.healthy_for_ms(&t.policy);
-                    let verdict = if healthy_ms >= need {
-                        Some((
-                            AuditKind::Verified,
-                            format!(
-                                "{entity} healthy for {:.1} s after {}",
-                                healthy_ms as f64 / 1000.0,
-                                command.action
-                            ),
-                        ))
-                    } else if now_ms > *until_ms {
-                        Some((
-                            AuditKind::VerifyFailed,
-                            format!(
-                                "{entity} still unhealthy {:.0} s after {}",
-                                (now_ms - result_ms) as f64 / 1000.0,
-                                command.action
-                            ),
-                        ))
-                    } else {
-                        None
-                    };
+                Phase::Verifying { command, .. } => {
+                    let verdict = self.verdict(entity, t, now_ms, entities, live);
                     if let Some((kind, detail)) = verdict {
                         let rec = self.record(kind, &t.policy, command, model, None, detail);
                         let next = self
@@ -198,21 +240,7 @@ impl Engine {
             }
             d.audit.push(rec);
         }
-        for (entity, command, rec) in unknown {
-            let within_ms = self
-                .targets
-                .get(&entity)
-                .and_then(|t| self.policy(&t.policy))
-                .map_or(60_000, |p| (p.verify.within_secs * 1000.0) as i64);
-            if let Some(t) = self.targets.get_mut(&entity) {
-                t.phase = Phase::Verifying {
-                    command,
-                    result_ms: now_ms,
-                    until_ms: now_ms + within_ms,
-                };
-            }
-            d.audit.push(rec);
-        }
+        self.verify_resumed(unknown, now_ms, d);
     }
 
     /// Takes back the commands this edge sent before it restarted and never
