@@ -52,59 +52,13 @@ pub async fn run(
 
     // Announced with presence, so the edge can check its policies.
     let actions: Vec<String> = catalog.actions.keys().cloned().collect();
-    let presence = |state| {
-        encode(&Presence {
-            node: host.clone(),
-            role: "agent".into(),
-            state,
-            ts_ms: now_ms(),
-            actions: actions.clone(),
-        })
-    };
-    let spec = LinkSpec {
-        settings: config.mqtt.clone(),
-        default_client_id: format!("vigil-agent-{site}-{host}"),
-        subscriptions: vec![topic::commands(&site, &host), topic::edge_presence(&site)],
-        presence: Some(PresenceSpec {
-            topic: topic::agent_presence(&site, &host),
-            online: presence(PresenceState::Online),
-            offline: presence(PresenceState::Offline),
-        }),
-    };
+    let spec = link_spec(&config, &host, actions);
     let (role, inbox) = Role::start("agent", spec, (64, 4 << 20), metrics.link.clone())?;
     let publisher = role.publisher.clone();
-    let sup = supervisor.clone();
-    let services = axum::routing::get(move || {
-        let sup = sup.clone();
-        async move { axum::Json(sup.lock().await.status()) }
-    });
-    let api = axum::Router::new().route("/api/v1/services", services);
+    let api = services_api(supervisor.clone());
     role.serve(listener, &metrics.registry, api, &shutdown);
-    let ledger_path = config.data_dir.join("ledger.json");
-    let ledger = Ledger::open(&ledger_path).map_err(anyhow::Error::msg)?;
-    let keys = vigil_core::signing::Keyring::load(&config.trusted_edge_keys)
-        .map_err(|e| anyhow::anyhow!("trusted_edge_keys: {}", e.join("; ")))?;
-    if config.allow_unsigned_commands {
-        warn!("allow_unsigned_commands is set: any client that may publish on this agent's command topic can run its catalog actions.");
-    } else if keys.is_empty() {
-        warn!("No edge key is trusted (trusted_edge_keys): every command will be refused.");
-    }
-    let executor = Executor::new(
-        host.clone(),
-        catalog,
-        supervisor.clone(),
-        Duration::from_secs(config.max_action_secs),
-        ledger,
-        config.breaker.clone(),
-    )
-    .with_trust(crate::executor::Trust {
-        keys,
-        allow_unsigned: config.allow_unsigned_commands,
-    });
-    let catalog_watch = (!config.catalog.as_os_str().is_empty()).then(|| {
-        let text = std::fs::read_to_string(&config.catalog).ok();
-        FileWatch::new(&config.catalog, text)
-    });
+    let executor = executor(&config, &host, catalog, supervisor.clone())?;
+    let catalog_watch = FileWatch::started_with(&config.catalog);
     let edge = Arc::new(EdgeSeen::default());
     let commands = CommandLoop {
         edge: edge.clone(),
@@ -136,6 +90,71 @@ pub async fn run(
     role.drain().await;
     info!("Agent stopped.");
     Ok(())
+}
+
+/// What the agent listens to (its commands, its edge's presence), and its
+/// retained presence with the catalog's action names.
+fn link_spec(config: &AgentConfig, host: &str, actions: Vec<String>) -> LinkSpec {
+    let site = &config.site;
+    let presence = |state| {
+        encode(&Presence {
+            node: host.to_string(),
+            role: "agent".into(),
+            state,
+            ts_ms: now_ms(),
+            actions: actions.clone(),
+        })
+    };
+    LinkSpec {
+        settings: config.mqtt.clone(),
+        default_client_id: format!("vigil-agent-{site}-{host}"),
+        subscriptions: vec![topic::commands(site, host), topic::edge_presence(site)],
+        presence: Some(PresenceSpec {
+            topic: topic::agent_presence(site, host),
+            online: presence(PresenceState::Online),
+            offline: presence(PresenceState::Offline),
+        }),
+    }
+}
+
+/// `GET /api/v1/services`: the supervised services' state.
+fn services_api(supervisor: Arc<Mutex<Supervisor>>) -> axum::Router {
+    let services = axum::routing::get(move || {
+        let sup = supervisor.clone();
+        async move { axum::Json(sup.lock().await.status()) }
+    });
+    axum::Router::new().route("/api/v1/services", services)
+}
+
+/// The executor: the ledger of commands that ran (on disk), the catalog,
+/// and the edges trusted to command this agent.
+fn executor(
+    config: &AgentConfig,
+    host: &str,
+    catalog: Catalog,
+    supervisor: Arc<Mutex<Supervisor>>,
+) -> anyhow::Result<Executor> {
+    let ledger_path = config.data_dir.join("ledger.json");
+    let ledger = Ledger::open(&ledger_path).map_err(anyhow::Error::msg)?;
+    let keys = vigil_core::signing::Keyring::load(&config.trusted_edge_keys)
+        .map_err(|e| anyhow::anyhow!("trusted_edge_keys: {}", e.join("; ")))?;
+    if config.allow_unsigned_commands {
+        warn!("allow_unsigned_commands is set: any client that may publish on this agent's command topic can run its catalog actions.");
+    } else if keys.is_empty() {
+        warn!("No edge key is trusted (trusted_edge_keys): every command will be refused.");
+    }
+    Ok(Executor::new(
+        host.to_string(),
+        catalog,
+        supervisor,
+        Duration::from_secs(config.max_action_secs),
+        ledger,
+        config.breaker.clone(),
+    )
+    .with_trust(crate::executor::Trust {
+        keys,
+        allow_unsigned: config.allow_unsigned_commands,
+    }))
 }
 
 struct CommandLoop {

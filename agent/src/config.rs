@@ -162,6 +162,22 @@ impl AgentConfig {
                 self.listen
             ));
         }
+        self.validate_services(&mut e);
+        if self.max_action_secs == 0 {
+            e.push("max_action_secs: must be positive".into());
+        }
+        if let Err(errors) = vigil_core::signing::Keyring::load(&self.trusted_edge_keys) {
+            e.extend(
+                errors
+                    .into_iter()
+                    .map(|x| x.replacen("trusted_keys", "trusted_edge_keys", 1)),
+            );
+        }
+        e
+    }
+
+    /// Every problem of the `services:` list.
+    fn validate_services(&self, e: &mut Vec<String>) {
         let mut seen = std::collections::HashSet::new();
         for (i, s) in self.services.iter().enumerate() {
             let at = format!("services[{i}]");
@@ -193,17 +209,6 @@ impl AgentConfig {
                 ));
             }
         }
-        if self.max_action_secs == 0 {
-            e.push("max_action_secs: must be positive".into());
-        }
-        if let Err(errors) = vigil_core::signing::Keyring::load(&self.trusted_edge_keys) {
-            e.extend(
-                errors
-                    .into_iter()
-                    .map(|x| x.replacen("trusted_keys", "trusted_edge_keys", 1)),
-            );
-        }
-        e
     }
 }
 
