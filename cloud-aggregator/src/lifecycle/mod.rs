@@ -3,6 +3,7 @@
 //! rollout (`hub`), the canary (`rollout`), and the MQTT side (`server`).
 
 pub mod cli;
+pub mod config;
 pub mod dataset;
 pub mod hub;
 pub mod metrics;
@@ -11,6 +12,7 @@ pub mod runner;
 pub mod server;
 pub mod train;
 
-pub use hub::{Hub, ModelsConfig};
+pub use config::ModelsConfig;
+pub use hub::Hub;
 pub use metrics::LifecycleMetrics;
 pub use runner::Lifecycle;

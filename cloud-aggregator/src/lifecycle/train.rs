@@ -119,6 +119,45 @@ pub enum TrainError {
     TooLittle(String),
 }
 
+/// Each series normalised by its level and spread before `cut`: the part
+/// before `cut` to train on, the rest held back with the confirmed
+/// incidents in it.
+fn split(
+    root: &Path,
+    q: &Query,
+    ds: &dataset::Dataset,
+    cut: i64,
+    dcfg: &vigil_models::DetectorConfig,
+) -> Result<(Vec<Vec<f32>>, Holdout), TrainError> {
+    let stats = dataset::stats(root, q, cut)?;
+    let (mut train, mut holdout) = (Vec::new(), Holdout::default());
+    let mut index: HashMap<&Key, (usize, &[i64])> = HashMap::new();
+    for s in &ds.series {
+        let Some(&(level, spread)) = stats.get(&s.key) else {
+            continue;
+        };
+        let split = s.ts.partition_point(|&t| t < cut);
+        train.push(normalise(&s.values[..split], level, spread, dcfg));
+        if split < s.values.len() {
+            index.insert(&s.key, (holdout.raw.len(), &s.ts[split..]));
+            holdout.raw.push(s.values[split..].to_vec());
+            holdout
+                .normalised
+                .push(normalise(&s.values[split..], level, spread, dcfg));
+        }
+    }
+    holdout.window = dcfg.train_window;
+    for (key, ts) in dataset::incidents(root, q)? {
+        if let Some((i, times)) = index.get(&key) {
+            let at = times.partition_point(|&t| t < ts);
+            if at < times.len() {
+                holdout.events.push((*i, at));
+            }
+        }
+    }
+    Ok((train, holdout))
+}
+
 /// Trains a candidate from `base` (the model in force) on the store at
 /// `root`, reporting progress through `report`.
 pub fn run(
@@ -155,33 +194,8 @@ pub fn run(
         )));
     }
     let cut = to - ((to - from) as f64 * cfg.holdout_share) as i64;
-    let stats = dataset::stats(root, &q, cut)?;
     let dcfg = base.config().clone();
-    let (mut train, mut holdout) = (Vec::new(), Holdout::default());
-    let mut index: HashMap<&Key, (usize, &[i64])> = HashMap::new();
-    for s in &ds.series {
-        let Some(&(level, spread)) = stats.get(&s.key) else {
-            continue;
-        };
-        let split = s.ts.partition_point(|&t| t < cut);
-        train.push(normalise(&s.values[..split], level, spread, &dcfg));
-        if split < s.values.len() {
-            index.insert(&s.key, (holdout.raw.len(), &s.ts[split..]));
-            holdout.raw.push(s.values[split..].to_vec());
-            holdout
-                .normalised
-                .push(normalise(&s.values[split..], level, spread, &dcfg));
-        }
-    }
-    holdout.window = dcfg.train_window;
-    for (key, ts) in dataset::incidents(root, &q)? {
-        if let Some((i, times)) = index.get(&key) {
-            let at = times.partition_point(|&t| t < ts);
-            if at < times.len() {
-                holdout.events.push((*i, at));
-            }
-        }
-    }
+    let (train, holdout) = split(root, &q, &ds, cut, &dcfg)?;
     let mut candidate = base.replica(true)?;
     let plan = Plan {
         epochs: cfg.epochs,
