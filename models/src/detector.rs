@@ -303,71 +303,13 @@ impl Detector {
         let mut evidence = vec![0.0f32; n];
         let mut inputs = vec![0.0f32; n];
         let mut mask = vec![0.0f32; n];
-        let a = self.ablation;
-        let nrates = NoveltyRates {
-            learn: self.cfg.novelty_learn,
-            peak_decay: self.cfg.novelty_peak_decay,
-            on: [
-                a != Ablation::NoRange,
-                a != Ablation::NoSmoothedRange,
-                a != Ablation::NoForecastRecord,
-            ],
-            line_gate: a != Ablation::NoLineGate,
-        };
-        let sustained = a != Ablation::NoSustained;
-        let refractory = if a == Ablation::NoRefractory {
-            0
-        } else {
-            self.cfg.refractory
-        };
+        let parts = self.parts();
         for i in 0..n {
-            let slot = &self.slots[i];
-            inputs[i] = slot.last_input;
+            inputs[i] = self.slots[i].last_input;
             let Some(v) = values.get(i).copied().flatten().filter(|v| v.is_finite()) else {
                 continue;
             };
-            let x = v as f32;
-            let u = slot.base.normalise(x, &self.rates);
-            let warm = slot.base.count >= self.cfg.warmup_samples;
-            let lz = slot.base.level_z(x, &self.rates);
-            let scale = slot.base.scale(&self.rates);
-            // The forecast was made in the normalisation this baseline still holds.
-            let predicted = slot.base.mean + self.forecast[i] * scale;
-            let slot = &mut self.slots[i];
-            let novelty = slot.novelty.update(x, (x - predicted).abs(), &nrates);
-            let season = match times.get(i) {
-                Some(&t) if a != Ablation::NoSeason => slot.season.update(x, t, scale),
-                _ => 0.0,
-            };
-            let far = sustained && self.cfg.level_z > 0.0 && lz >= self.cfg.level_z;
-            slot.deviated = if far {
-                slot.deviated.saturating_add(1)
-            } else {
-                0
-            };
-            let level = if far && slot.deviated >= self.cfg.level_for {
-                to_score(lz, self.cfg.z_scale)
-            } else {
-                0.0
-            };
-            let (raw, score) = if warm {
-                let raw = novelty.max(season).max(level);
-                (raw, hold_back(slot, raw, refractory, self.cfg.threshold))
-            } else {
-                (0.0, 0.0)
-            };
-            // A far deviation waiting out `level_for` must not become the
-            // normal meanwhile, or a fault the ranges already know (the
-            // second outage) is absorbed before the rule can speak. The
-            // baseline judges by the evidence, not by what was held back.
-            let anomalous = raw >= self.cfg.threshold || far;
-            slot.base.update(x, anomalous, &self.rates);
-            slot.anomalous = anomalous;
-            slot.last_input = u;
-            if slot.history.len() > self.cfg.train_window {
-                slot.history.pop_front();
-            }
-            slot.history.push_back(u);
+            let (score, raw, u) = self.score_slot(i, v as f32, times.get(i).copied(), &parts);
             scores[i] = score;
             evidence[i] = raw;
             inputs[i] = u;
@@ -381,6 +323,83 @@ impl Detector {
             self.train_step()?;
         }
         Ok(TickScores { scores, evidence })
+    }
+
+    /// The parts the ablation in force leaves on, for one tick.
+    fn parts(&self) -> Parts {
+        let a = self.ablation;
+        Parts {
+            novelty: NoveltyRates {
+                learn: self.cfg.novelty_learn,
+                peak_decay: self.cfg.novelty_peak_decay,
+                on: [
+                    a != Ablation::NoRange,
+                    a != Ablation::NoSmoothedRange,
+                    a != Ablation::NoForecastRecord,
+                ],
+                line_gate: a != Ablation::NoLineGate,
+            },
+            season: a != Ablation::NoSeason,
+            sustained: a != Ablation::NoSustained,
+            refractory: if a == Ablation::NoRefractory {
+                0
+            } else {
+                self.cfg.refractory
+            },
+        }
+    }
+
+    /// Scores series `i`'s new value `x` (sampled at `t`, unix seconds, when
+    /// known) and learns it: (score, evidence, normalised input).
+    fn score_slot(&mut self, i: usize, x: f32, t: Option<i64>, parts: &Parts) -> (f32, f32, f32) {
+        let slot = &self.slots[i];
+        let u = slot.base.normalise(x, &self.rates);
+        let warm = slot.base.count >= self.cfg.warmup_samples;
+        let lz = slot.base.level_z(x, &self.rates);
+        let scale = slot.base.scale(&self.rates);
+        // The forecast was made in the normalisation this baseline still holds.
+        let predicted = slot.base.mean + self.forecast[i] * scale;
+        let slot = &mut self.slots[i];
+        let novelty = slot
+            .novelty
+            .update(x, (x - predicted).abs(), &parts.novelty);
+        let season = match t {
+            Some(t) if parts.season => slot.season.update(x, t, scale),
+            _ => 0.0,
+        };
+        let far = parts.sustained && self.cfg.level_z > 0.0 && lz >= self.cfg.level_z;
+        slot.deviated = if far {
+            slot.deviated.saturating_add(1)
+        } else {
+            0
+        };
+        let level = if far && slot.deviated >= self.cfg.level_for {
+            to_score(lz, self.cfg.z_scale)
+        } else {
+            0.0
+        };
+        let (raw, score) = if warm {
+            let raw = novelty.max(season).max(level);
+            (
+                raw,
+                hold_back(slot, raw, parts.refractory, self.cfg.threshold),
+            )
+        } else {
+            (0.0, 0.0)
+        };
+        // A far deviation waiting out `level_for` must not become the
+        // normal meanwhile, or a fault the ranges already know (the
+        // second outage) is absorbed before the rule can speak. The
+        // baseline judges by the evidence, not by what was held back.
+        let anomalous = raw >= self.cfg.threshold || far;
+        slot.base.update(x, anomalous, &self.rates);
+        slot.anomalous = anomalous;
+        slot.last_input = u;
+        if slot.history.len() > self.cfg.train_window {
+            slot.history.pop_front();
+        }
+        slot.history.push_back(u);
+        (score, raw, u)
     }
 
     fn step_model(&mut self, inputs: &[f32], mask: &[f32]) -> Result<(), ModelError> {
@@ -425,6 +444,14 @@ impl Detector {
 const STRONGER_BY: f32 = 0.1;
 /// The most a held-back score may be (below any sensible threshold).
 const HELD_CAP: f32 = 0.5;
+
+/// What the ablation in force leaves on, for one tick.
+struct Parts {
+    novelty: NoveltyRates,
+    season: bool,
+    sustained: bool,
+    refractory: u32,
+}
 
 /// The refractory period: an alarm at `threshold` starts `samples` of
 /// quiet in which the score is capped at [`HELD_CAP`], unless it beats the
