@@ -125,47 +125,9 @@ pub async fn rollout(edges: usize, hidden: usize, runs: usize) -> anyhow::Result
     let dir = tempfile::tempdir()?;
     let stop = CancellationToken::new();
     let key = SecretKey::generate()?;
-    let key_path = dir.path().join("cloud.key");
-    std::fs::write(&key_path, key.to_text())?;
-    let mut cfg = vigil_cloud::CloudConfig::default();
-    cfg.mqtt.port = port;
-    cfg.data_dir = dir.path().join("cloud");
-    cfg.models.signing_key = Some(key_path);
-    cfg.models.train_every_secs = 0;
-    let token = uuid::Uuid::new_v4().simple().to_string();
-    cfg.api_token = Some(token.clone());
-    // Every node at once, promoted after a second: this measures transfer
-    // and loading, not the canary's observation window.
-    cfg.models.canary = CanaryConfig {
-        share: 1.0,
-        observe_secs: 1,
-        min_scored: 0,
-        ..CanaryConfig::default()
-    };
-    let listener = vigil_core::telemetry::bind("127.0.0.1:0").await?;
-    let cloud = format!("http://{}", listener.local_addr()?);
-    tokio::spawn(vigil_cloud::run(
-        cfg,
-        listener,
-        vigil_cloud::CloudMetrics::new()?,
-        stop.clone(),
-    ));
+    let (cloud, token) = rollout_cloud(port, dir.path(), &key, &stop).await?;
     let public = key.public().to_text().trim().to_string();
-    let mut urls = Vec::new();
-    for i in 0..edges {
-        let mut e = vigil_edge::EdgeConfig {
-            site: format!("b{i:03}"),
-            heartbeat_secs: 1,
-            data_dir: dir.path().join(format!("e{i}")),
-            ..Default::default()
-        };
-        e.mqtt.port = port;
-        e.model.trusted_keys = vec![public.clone()];
-        let l = vigil_core::telemetry::bind("127.0.0.1:0").await?;
-        urls.push(format!("http://{}/metrics", l.local_addr()?));
-        let m = vigil_edge::EdgeMetrics::new()?;
-        tokio::spawn(vigil_edge::run(e, Default::default(), l, m, stop.clone()));
-    }
+    let urls = rollout_edges(edges, port, dir.path(), &public, &stop).await?;
     let http = reqwest::Client::new();
     wait_for("every edge online", Duration::from_secs(60), || async {
         let nodes = get(&http, &format!("{cloud}/api/v1/nodes")).await?;
@@ -211,32 +173,7 @@ pub async fn rollout(edges: usize, hidden: usize, runs: usize) -> anyhow::Result
                 .as_i64()
         })
         .await?;
-        let mut pending: Vec<&String> = urls.iter().collect();
-        let mut last = 0i64;
-        let deadline = Instant::now() + Duration::from_secs(120);
-        while !pending.is_empty() {
-            anyhow::ensure!(
-                Instant::now() < deadline,
-                "{} edges never loaded v{run}",
-                pending.len()
-            );
-            let mut still = Vec::new();
-            for u in pending {
-                let text = match http.get(u.as_str()).send().await {
-                    Ok(r) => r.text().await.unwrap_or_default(),
-                    Err(_) => String::new(),
-                };
-                let loaded = text
-                    .lines()
-                    .any(|l| l == format!("vigil_edge_model_release {run}"));
-                if loaded {
-                    last = now_ms();
-                } else {
-                    still.push(u);
-                }
-            }
-            pending = still;
-        }
+        let last = all_loaded(&http, &urls, run).await?;
         let secs = (last - issued) as f64 / 1000.0;
         writeln!(out, "release v{run}: all {edges} edges scoring with it {secs:.2} s after the cloud issued it")?;
         times.push(secs);
@@ -255,6 +192,100 @@ pub async fn rollout(edges: usize, hidden: usize, runs: usize) -> anyhow::Result
     )?;
     stop.cancel();
     Ok(out)
+}
+
+/// A cloud that signs with `key` and promotes every release to every node
+/// after a second; its URL and API token.
+async fn rollout_cloud(
+    port: u16,
+    dir: &Path,
+    key: &SecretKey,
+    stop: &CancellationToken,
+) -> anyhow::Result<(String, String)> {
+    let key_path = dir.join("cloud.key");
+    std::fs::write(&key_path, key.to_text())?;
+    let mut cfg = vigil_cloud::CloudConfig::default();
+    cfg.mqtt.port = port;
+    cfg.data_dir = dir.join("cloud");
+    cfg.models.signing_key = Some(key_path);
+    cfg.models.train_every_secs = 0;
+    let token = uuid::Uuid::new_v4().simple().to_string();
+    cfg.api_token = Some(token.clone());
+    // Every node at once, promoted after a second: this measures transfer
+    // and loading, not the canary's observation window.
+    cfg.models.canary = CanaryConfig {
+        share: 1.0,
+        observe_secs: 1,
+        min_scored: 0,
+        ..CanaryConfig::default()
+    };
+    let listener = vigil_core::telemetry::bind("127.0.0.1:0").await?;
+    let cloud = format!("http://{}", listener.local_addr()?);
+    tokio::spawn(vigil_cloud::run(
+        cfg,
+        listener,
+        vigil_cloud::CloudMetrics::new()?,
+        stop.clone(),
+    ));
+    Ok((cloud, token))
+}
+
+/// `n` edge nodes trusting `public`; their metrics URLs.
+async fn rollout_edges(
+    n: usize,
+    port: u16,
+    dir: &Path,
+    public: &str,
+    stop: &CancellationToken,
+) -> anyhow::Result<Vec<String>> {
+    let mut urls = Vec::new();
+    for i in 0..n {
+        let mut e = vigil_edge::EdgeConfig {
+            site: format!("b{i:03}"),
+            heartbeat_secs: 1,
+            data_dir: dir.join(format!("e{i}")),
+            ..Default::default()
+        };
+        e.mqtt.port = port;
+        e.model.trusted_keys = vec![public.to_string()];
+        let l = vigil_core::telemetry::bind("127.0.0.1:0").await?;
+        urls.push(format!("http://{}/metrics", l.local_addr()?));
+        let m = vigil_edge::EdgeMetrics::new()?;
+        tokio::spawn(vigil_edge::run(e, Default::default(), l, m, stop.clone()));
+    }
+    Ok(urls)
+}
+
+/// Polls every edge's metrics until each scores with release `run`; when
+/// the last one did (Unix ms).
+async fn all_loaded(http: &reqwest::Client, urls: &[String], run: u64) -> anyhow::Result<i64> {
+    let mut pending: Vec<&String> = urls.iter().collect();
+    let mut last = 0i64;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !pending.is_empty() {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "{} edges never loaded v{run}",
+            pending.len()
+        );
+        let mut still = Vec::new();
+        for u in pending {
+            let text = match http.get(u.as_str()).send().await {
+                Ok(r) => r.text().await.unwrap_or_default(),
+                Err(_) => String::new(),
+            };
+            let loaded = text
+                .lines()
+                .any(|l| l == format!("vigil_edge_model_release {run}"));
+            if loaded {
+                last = now_ms();
+            } else {
+                still.push(u);
+            }
+        }
+        pending = still;
+    }
+    Ok(last)
 }
 
 /// Sustained write and drain rates of the edge's uplink buffer, with one

@@ -20,11 +20,6 @@ fn hms(d: Duration) -> String {
 
 /// The summary block: components, demo traffic, last fault, endpoints.
 pub fn render(stack: &Stack, elapsed: Duration, log: &str) -> String {
-    let (a, e, c) = (
-        &stack.agent_metrics,
-        &stack.edge_metrics,
-        &stack.cloud_metrics,
-    );
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -37,6 +32,19 @@ pub fn render(stack: &Stack, elapsed: Duration, log: &str) -> String {
         out,
         "  {:<8} {:<10} {:>7} {:>10} {:>9}  notes",
         "role", "connected", "series", "anomalies", "actions"
+    );
+    roles(&mut out, stack);
+    faults(&mut out, stack);
+    links(&mut out, stack, log);
+    out
+}
+
+/// One row per role: connected, series, anomalies, actions, a note.
+fn roles(out: &mut String, stack: &Stack) {
+    let (a, e, c) = (
+        &stack.agent_metrics,
+        &stack.edge_metrics,
+        &stack.cloud_metrics,
     );
     let rows = c.rows_written.with_label_values(&["samples"]).get();
     let _ = writeln!(
@@ -81,6 +89,10 @@ pub fn render(stack: &Stack, elapsed: Duration, log: &str) -> String {
         ok,
         if up > 0 { "running" } else { "DOWN" }
     );
+}
+
+/// The demo traffic and what became of the faults.
+fn faults(out: &mut String, stack: &Stack) {
     let w = stack.workload.snapshot();
     let _ = writeln!(out);
     let _ = writeln!(
@@ -112,6 +124,10 @@ pub fn render(stack: &Stack, elapsed: Duration, log: &str) -> String {
         "  faults:       {} injected, {healed} healed",
         tracker.len()
     );
+}
+
+/// Where to look: the roles' endpoints, the log, the data, the API token.
+fn links(out: &mut String, stack: &Stack, log: &str) {
     let _ = writeln!(out);
     let _ = writeln!(
         out,
@@ -130,5 +146,4 @@ pub fn render(stack: &Stack, elapsed: Duration, log: &str) -> String {
         "  API writes (approve, promote, roll back, train) need: Authorization: Bearer $(cat {})",
         stack.data_dir.join("api-token").display()
     );
-    out
 }

@@ -9,22 +9,23 @@ use crate::demo::workload::{self, WorkloadStats};
 use crate::demo::FaultKind;
 use anyhow::Context;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
-use vigil_agent::config::ServiceConfig;
-use vigil_agent::{AgentConfig, AgentMetrics, Catalog};
-use vigil_cloud::{CloudConfig, CloudMetrics};
+use vigil_agent::AgentMetrics;
+use vigil_cloud::CloudMetrics;
 use vigil_core::clock::now_ms;
 use vigil_core::message::{AnomalyEvent, AuditRecord};
 use vigil_core::mqtt::{self, LinkMetrics, LinkSpec, MqttSettings};
 use vigil_core::topic::UplinkKind;
 use vigil_core::{decode, topic, EntityId};
-use vigil_edge::{EdgeConfig, EdgeMetrics, PolicySet};
+use vigil_edge::EdgeMetrics;
+
+mod roles;
 
 /// The demo's policy file.
 pub const DEMO_POLICY: &str = include_str!("../config/demo/policy.yaml");
@@ -150,37 +151,14 @@ fn url(l: &TcpListener) -> anyhow::Result<String> {
 impl Stack {
     /// Starts everything and returns once all parts are launched.
     pub async fn start(opts: StackOptions) -> anyhow::Result<Stack> {
-        let broker = match opts.broker {
-            BrokerChoice::Embedded(port) => crate::broker::start(port, MAX_PACKET_BYTES)?,
-            BrokerChoice::External(addr) => {
-                // Fail now and say why, rather than run a stack that cannot talk.
-                let reach = tokio::net::TcpStream::connect(addr);
-                match tokio::time::timeout(Duration::from_secs(3), reach).await {
-                    Ok(Ok(_)) => addr,
-                    Ok(Err(e)) => anyhow::bail!(
-                        "cannot reach the MQTT broker at {addr}: {e} (start it, or leave out --broker to use the embedded one)"
-                    ),
-                    Err(_) => anyhow::bail!(
-                        "cannot reach the MQTT broker at {addr}: no answer within 3 s"
-                    ),
-                }
-            }
-        };
+        let broker = roles::broker(&opts.broker).await?;
         let mqtt = MqttSettings {
             host: broker.ip().to_string(),
             port: broker.port(),
             max_packet_bytes: MAX_PACKET_BYTES,
             ..MqttSettings::default()
         };
-        std::fs::create_dir_all(&opts.data_dir)
-            .with_context(|| format!("creating {}", opts.data_dir.display()))?;
-        let policy_path = opts.data_dir.join("policy.yaml");
-        let catalog_path = opts.data_dir.join("catalog.yaml");
-        std::fs::write(&policy_path, &opts.policy).context("writing policy file")?;
-        std::fs::write(&catalog_path, &opts.catalog).context("writing catalog file")?;
-        let policies = PolicySet::load(&policy_path).map_err(|e| anyhow::anyhow!(e.join("\n")))?;
-        let catalog = Catalog::load(&catalog_path).map_err(|e| anyhow::anyhow!(e.join("\n")))?;
-
+        let files = roles::Files::write(&opts)?;
         let (agent_l, edge_l, cloud_l) = (
             bind(opts.agent_port).await?,
             bind(opts.edge_port).await?,
@@ -198,125 +176,35 @@ impl Stack {
             EdgeMetrics::new()?,
             CloudMetrics::new()?,
         );
-
-        // The model release key: made on the first run, kept in data_dir.
-        let keys = opts.data_dir.join("keys");
-        if !keys.join("vigil.key").exists() {
-            crate::model_tool::keygen(&keys, "vigil", true)?;
-        }
-        let api_token = api_token(&opts.data_dir.join("api-token"))?;
-        let mut cloud = CloudConfig {
-            mqtt: MqttSettings {
-                max_packet_bytes: MAX_PACKET_BYTES,
-                ..mqtt.clone()
-            },
-            data_dir: opts.data_dir.join("cloud"),
-            flush_secs: 5,
-            max_message_bytes: MAX_PACKET_BYTES,
-            api_token: Some(api_token.clone()),
-            ..CloudConfig::default()
-        };
-        cloud.models.signing_key = Some(keys.join("vigil.key"));
-        // The demo fleet is one edge: retrain every ten minutes on what it
-        // saw, so the whole loop (train, gate, canary, promote or roll back)
-        // shows within a demo run.
-        cloud.models.train_every_secs = 600;
-        spawn_role(
-            &tasks,
-            &errors,
-            "cloud",
-            vigil_cloud::run(
-                cloud,
-                cloud_l,
-                cloud_metrics.clone(),
-                shutdown.child_token(),
-            ),
-        );
-        let mut edge = EdgeConfig {
-            site: opts.site.clone(),
-            mqtt: mqtt.clone(),
-            tick_ms: opts.tick_ms,
-            data_dir: opts.data_dir.join("edge"),
-            policy: policy_path.clone(),
-            max_message_bytes: MAX_PACKET_BYTES,
-            api_token: Some(api_token.clone()),
-            ..EdgeConfig::default()
-        };
-        edge.model.trusted_keys = vec![keys.join("vigil.pub").display().to_string()];
-        // The edge signs its commands; the agent runs only what it signed.
-        let command_key = edge.command_key_path();
-        vigil_core::signing::SecretKey::read_or_create(&command_key)
-            .map_err(|e| anyhow::anyhow!("edge command key: {e}"))?;
-        spawn_role(
-            &tasks,
-            &errors,
-            "edge",
-            vigil_edge::run(
-                edge,
-                policies,
-                edge_l,
-                edge_metrics.clone(),
-                shutdown.child_token(),
-            ),
-        );
-        let mut argv = opts.service_command.clone();
-        argv.extend(["--port".to_string(), service_port.to_string()]);
-        let agent = AgentConfig {
-            site: opts.site.clone(),
-            host: opts.host.clone(),
-            interval_secs: opts.interval_secs,
-            mqtt: mqtt.clone(),
-            catalog: catalog_path,
-            data_dir: opts.data_dir.join("agent"),
-            services: vec![ServiceConfig {
-                name: SERVICE.into(),
-                argv,
-                env: vec![],
-                pid_file: None,
-                health_url: Some(format!("{service_url}/healthz")),
-                health_timeout_ms: 800,
-            }],
-            trusted_edge_keys: vec![command_key.with_extension("pub").display().to_string()],
-            ..AgentConfig::default()
-        };
-        let problems = agent.validate();
-        anyhow::ensure!(problems.is_empty(), "agent config: {}", problems.join("; "));
-        spawn_role(
-            &tasks,
-            &errors,
-            "agent",
-            vigil_agent::run(
-                agent,
-                catalog,
-                agent_l,
-                agent_metrics.clone(),
-                shutdown.child_token(),
-            ),
-        );
-
-        let workload = Arc::new(WorkloadStats::default());
-        tasks.spawn(workload::run(
-            format!("{service_url}/work"),
-            opts.workload_rate,
-            workload.clone(),
+        let cloud = roles::cloud(&opts, &mqtt, &files);
+        let cloud = vigil_cloud::run(
+            cloud,
+            cloud_l,
+            cloud_metrics.clone(),
             shutdown.child_token(),
-        ));
-        let tracker = Arc::new(Mutex::new(Tracker::default()));
-        let drift = Drift::default();
-        let demo_link = start_demo_link(
-            &tasks,
-            &opts.site,
-            mqtt,
-            tracker.clone(),
+        );
+        roles::spawn(&tasks, &errors, "cloud", cloud);
+        let (edge, command_key) = roles::edge(&opts, &mqtt, &files)?;
+        let agent = roles::agent(&opts, &mqtt, &files, service_port, &command_key)?;
+        let (policies, catalog) = (files.policies, files.catalog);
+        let edge = vigil_edge::run(
+            edge,
+            policies,
+            edge_l,
+            edge_metrics.clone(),
             shutdown.child_token(),
-        )?;
-        tasks.spawn(sensor::run(
-            demo_link,
-            topic::sensor(&opts.site, SENSOR),
-            drift.clone(),
+        );
+        roles::spawn(&tasks, &errors, "edge", edge);
+        let agent = vigil_agent::run(
+            agent,
+            catalog,
+            agent_l,
+            agent_metrics.clone(),
             shutdown.child_token(),
-        ));
+        );
+        roles::spawn(&tasks, &errors, "agent", agent);
 
+        let (workload, tracker, drift) = start_demo(&tasks, &opts, mqtt, &service_url, &shutdown)?;
         info!(%broker, %edge_url, %cloud_url, %agent_url, "Stack started.");
         Ok(Stack {
             broker,
@@ -332,7 +220,7 @@ impl Stack {
             target: EntityId::service(&opts.host, SERVICE),
             sensor_target: EntityId::sensor(SENSOR),
             data_dir: opts.data_dir,
-            api_token,
+            api_token: files.api_token,
             drift,
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(3))
@@ -400,21 +288,38 @@ impl Stack {
     }
 }
 
-fn spawn_role(
+/// The demo's parts beside the roles: the workload on the service, the
+/// fault tracker following the uplink, and the drifting sensor.
+fn start_demo(
     tasks: &TaskTracker,
-    errors: &Arc<Mutex<Vec<String>>>,
-    role: &'static str,
-    fut: impl std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
-) {
-    let errors = errors.clone();
-    tasks.spawn(async move {
-        if let Err(e) = fut.await {
-            warn!(role, error = %format!("{e:#}"), "Role stopped with an error.");
-            if let Ok(mut v) = errors.lock() {
-                v.push(format!("{role}: {e:#}"));
-            }
-        }
-    });
+    opts: &StackOptions,
+    mqtt: MqttSettings,
+    service_url: &str,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<(Arc<WorkloadStats>, Arc<Mutex<Tracker>>, Drift)> {
+    let workload = Arc::new(WorkloadStats::default());
+    tasks.spawn(workload::run(
+        format!("{service_url}/work"),
+        opts.workload_rate,
+        workload.clone(),
+        shutdown.child_token(),
+    ));
+    let tracker = Arc::new(Mutex::new(Tracker::default()));
+    let drift = Drift::default();
+    let demo_link = start_demo_link(
+        tasks,
+        &opts.site,
+        mqtt,
+        tracker.clone(),
+        shutdown.child_token(),
+    )?;
+    tasks.spawn(sensor::run(
+        demo_link,
+        topic::sensor(&opts.site, SENSOR),
+        drift.clone(),
+        shutdown.child_token(),
+    ));
+    Ok((workload, tracker, drift))
 }
 
 /// The demo's own MQTT client: publishes sensor readings and follows the
@@ -456,26 +361,6 @@ fn start_demo_link(
         }
     });
     Ok(publisher)
-}
-
-/// The API token kept at `path`, made (random, readable only by its owner)
-/// on the first run.
-fn api_token(path: &Path) -> anyhow::Result<String> {
-    if let Ok(t) = std::fs::read_to_string(path) {
-        if t.trim().len() >= 16 {
-            return Ok(t.trim().to_string());
-        }
-    }
-    let token = uuid::Uuid::new_v4().simple().to_string();
-    let mut f = std::fs::OpenOptions::new();
-    f.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut f, 0o600);
-    let mut file = f
-        .open(path)
-        .with_context(|| format!("writing {}", path.display()))?;
-    std::io::Write::write_all(&mut file, format!("{token}\n").as_bytes())?;
-    Ok(token)
 }
 
 /// Injects a service fault every `interval`, in turn, and lets the sensor
