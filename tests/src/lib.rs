@@ -312,6 +312,51 @@ pub fn demo_policies_for(kind: vigil::demo::FaultKind) -> &'static [&'static str
     }
 }
 
+/// The counters each healed fault must move.
+struct Counters {
+    anomalies: f64,
+    sent: f64,
+    ok: f64,
+    cloud_in: f64,
+}
+
+impl Counters {
+    async fn read(stack: &vigil::stack::Stack) -> anyhow::Result<Self> {
+        Ok(Self {
+            anomalies: metric(&stack.edge_url, "vigil_anomalies_total").await?,
+            sent: metric(&stack.edge_url, "vigil_edge_commands_sent_total").await?,
+            ok: metric(
+                &stack.agent_url,
+                "vigil_agent_actions_total{outcome=\"succeeded\"}",
+            )
+            .await?,
+            cloud_in: metric(
+                &stack.cloud_url,
+                "vigil_messages_received_total{kind=\"audit\"}",
+            )
+            .await?,
+        })
+    }
+
+    /// Every counter moved since `self` was read.
+    fn ensure_moved(&self, now: &Counters, name: &str) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            now.anomalies > self.anomalies,
+            "{name}: anomaly counter did not move"
+        );
+        anyhow::ensure!(now.sent > self.sent, "{name}: command counter did not move");
+        anyhow::ensure!(
+            now.ok > self.ok,
+            "{name}: agent action counter did not move"
+        );
+        anyhow::ensure!(
+            now.cloud_in > self.cloud_in,
+            "{name}: cloud audit counter did not move"
+        );
+        Ok(())
+    }
+}
+
 async fn heal_each(
     stack: &vigil::stack::Stack,
     faults: &[vigil::demo::FaultKind],
@@ -319,18 +364,7 @@ async fn heal_each(
     let mut pid = wait_until_warm(stack).await?;
     for (i, &kind) in faults.iter().enumerate() {
         let name = kind.as_str();
-        let anomalies = metric(&stack.edge_url, "vigil_anomalies_total").await?;
-        let sent = metric(&stack.edge_url, "vigil_edge_commands_sent_total").await?;
-        let ok = metric(
-            &stack.agent_url,
-            "vigil_agent_actions_total{outcome=\"succeeded\"}",
-        )
-        .await?;
-        let cloud_in = metric(
-            &stack.cloud_url,
-            "vigil_messages_received_total{kind=\"audit\"}",
-        )
-        .await?;
+        let before = Counters::read(stack).await?;
         stack.inject(kind).await?;
         let rec = wait_healed(stack, i, name).await?;
         anyhow::ensure!(
@@ -356,66 +390,8 @@ async fn heal_each(
             "{name}: health {} after the restart",
             health.status()
         );
-        let audit = get_json(&format!("{}/api/v1/audit", stack.edge_url)).await?;
-        let policies = demo_policies_for(kind);
-        let by_policy = |a: &serde_json::Value| policies.iter().any(|p| a["policy"] == *p);
-        let verified = audit.as_array().into_iter().flatten().any(|a| {
-            a["kind"] == "verified"
-                && by_policy(a)
-                && a["ts_ms"].as_i64() >= Some(rec.injected_at_ms)
-        });
-        anyhow::ensure!(
-            verified,
-            "{name}: no verified audit record naming the policy: {audit}"
-        );
-        wait_for(
-            "the audit records to reach the cloud API",
-            Duration::from_secs(10),
-            || async {
-                // Queried by the fields the cloud API filters on.
-                let v = get_json(&format!(
-                    "{}/api/v1/audit?site=demo&kind=verified&target={}",
-                    stack.cloud_url, stack.target
-                ))
-                .await
-                .ok()?;
-                v.as_array()?
-                    .iter()
-                    .any(|a| {
-                        a["kind"] == "verified"
-                            && by_policy(a)
-                            && a["ts_ms"].as_i64() >= Some(rec.injected_at_ms)
-                    })
-                    .then_some(())
-            },
-        )
-        .await?;
-        anyhow::ensure!(
-            metric(&stack.edge_url, "vigil_anomalies_total").await? > anomalies,
-            "{name}: anomaly counter did not move"
-        );
-        anyhow::ensure!(
-            metric(&stack.edge_url, "vigil_edge_commands_sent_total").await? > sent,
-            "{name}: command counter did not move"
-        );
-        anyhow::ensure!(
-            metric(
-                &stack.agent_url,
-                "vigil_agent_actions_total{outcome=\"succeeded\"}"
-            )
-            .await?
-                > ok,
-            "{name}: agent action counter did not move"
-        );
-        anyhow::ensure!(
-            metric(
-                &stack.cloud_url,
-                "vigil_messages_received_total{kind=\"audit\"}"
-            )
-            .await?
-                > cloud_in,
-            "{name}: cloud audit counter did not move"
-        );
+        ensure_verified(stack, kind, rec.injected_at_ms).await?;
+        before.ensure_moved(&Counters::read(stack).await?, name)?;
         pid = new_pid;
     }
     // The delays that matter were measured along the way.
@@ -435,6 +411,49 @@ async fn heal_each(
             faults.len()
         );
     }
+    Ok(())
+}
+
+/// The edge audited a verified recovery by one of the policies for `kind`
+/// since the fault, and the record reached the cloud's API.
+async fn ensure_verified(
+    stack: &vigil::stack::Stack,
+    kind: vigil::demo::FaultKind,
+    injected_at_ms: i64,
+) -> anyhow::Result<()> {
+    let name = kind.as_str();
+    let audit = get_json(&format!("{}/api/v1/audit", stack.edge_url)).await?;
+    let policies = demo_policies_for(kind);
+    let by_policy = |a: &serde_json::Value| policies.iter().any(|p| a["policy"] == *p);
+    let verified = audit.as_array().into_iter().flatten().any(|a| {
+        a["kind"] == "verified" && by_policy(a) && a["ts_ms"].as_i64() >= Some(injected_at_ms)
+    });
+    anyhow::ensure!(
+        verified,
+        "{name}: no verified audit record naming the policy: {audit}"
+    );
+    wait_for(
+        "the audit records to reach the cloud API",
+        Duration::from_secs(10),
+        || async {
+            // Queried by the fields the cloud API filters on.
+            let v = get_json(&format!(
+                "{}/api/v1/audit?site=demo&kind=verified&target={}",
+                stack.cloud_url, stack.target
+            ))
+            .await
+            .ok()?;
+            v.as_array()?
+                .iter()
+                .any(|a| {
+                    a["kind"] == "verified"
+                        && by_policy(a)
+                        && a["ts_ms"].as_i64() >= Some(injected_at_ms)
+                })
+                .then_some(())
+        },
+    )
+    .await?;
     Ok(())
 }
 

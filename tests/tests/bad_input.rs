@@ -117,9 +117,28 @@ async fn bad_messages_are_counted_and_refused_and_the_loop_goes_on() -> anyhow::
 async fn scenario(stack: &Stack) -> anyhow::Result<()> {
     let first_pid = wait_until_warm(stack).await?;
     let mut raw = raw_client(stack).await?;
+    malformed_at_the_edge(stack, &mut raw).await?;
+    refused_by_the_agent(stack, &mut raw).await?;
+    runs_once(stack, &mut raw, first_pid).await?;
+    // The loop goes on: samples still flow and a crash is still healed.
     let edge = stack.edge_url.as_str();
-    let agent = stack.agent_url.as_str();
+    let samples = metric(edge, "vigil_edge_samples_total").await?;
+    wait_for(
+        "samples to keep flowing",
+        Duration::from_secs(10),
+        || async { (metric(edge, "vigil_edge_samples_total").await.ok()? > samples).then_some(()) },
+    )
+    .await?;
+    let index = stack.tracker.lock().map(|t| t.report().len()).unwrap_or(0);
+    stack.inject(FaultKind::Crash).await?;
+    wait_healed(stack, index, "crash").await?;
+    Ok(())
+}
 
+/// Malformed and unknown-version batches and a garbage sensor reading are
+/// counted by the edge.
+async fn malformed_at_the_edge(stack: &Stack, raw: &mut Raw) -> anyhow::Result<()> {
+    let edge = stack.edge_url.as_str();
     // Malformed and unknown-version metric batches, and a garbage sensor reading.
     let metrics_topic = topic::metrics("demo", "demo-host");
     raw.send(&metrics_topic, b"{not json".to_vec()).await?;
@@ -148,11 +167,18 @@ async fn scenario(stack: &Stack) -> anyhow::Result<()> {
     )
     .await?;
 
+    Ok(())
+}
+
+/// An action outside the catalog and garbage on the command topic are
+/// refused and counted by the agent.
+async fn refused_by_the_agent(stack: &Stack, raw: &mut Raw) -> anyhow::Result<()> {
+    let agent = stack.agent_url.as_str();
     // An action outside the catalog is rejected, and nothing is restarted.
     let unknown = command(stack, "c-unknown", "rm-rf", now_ms() + 30_000);
     raw.send(topic::commands("demo", "demo-host"), encode(&unknown))
         .await?;
-    let r = next_result(&mut raw, "c-unknown").await?;
+    let r = next_result(raw, "c-unknown").await?;
     assert_eq!(r.outcome, Outcome::Rejected);
     assert!(r.detail.contains("unknown action"), "{}", r.detail);
     assert_eq!(
@@ -178,27 +204,31 @@ async fn scenario(stack: &Stack) -> anyhow::Result<()> {
     )
     .await?;
 
+    Ok(())
+}
+
+/// A valid command runs once; its replay (same id) and an expired one do
+/// nothing.
+async fn runs_once(stack: &Stack, raw: &mut Raw, first_pid: u64) -> anyhow::Result<()> {
+    let agent = stack.agent_url.as_str();
     // A valid command runs once; its replay (same id) and an expired one do nothing.
     let restart = command(stack, "c-once", "restart-demo-web", now_ms() + 30_000);
     raw.send(topic::commands("demo", "demo-host"), encode(&restart))
         .await?;
     assert_eq!(
-        next_result(&mut raw, "c-once").await?.outcome,
+        next_result(raw, "c-once").await?.outcome,
         Outcome::Succeeded
     );
     raw.send(topic::commands("demo", "demo-host"), encode(&restart))
         .await?;
     assert_eq!(
-        next_result(&mut raw, "c-once").await?.outcome,
+        next_result(raw, "c-once").await?.outcome,
         Outcome::Duplicate
     );
     let stale = command(stack, "c-stale", "restart-demo-web", now_ms() - 1);
     raw.send(topic::commands("demo", "demo-host"), encode(&stale))
         .await?;
-    assert_eq!(
-        next_result(&mut raw, "c-stale").await?.outcome,
-        Outcome::Expired
-    );
+    assert_eq!(next_result(raw, "c-stale").await?.outcome, Outcome::Expired);
     assert_eq!(
         metric(agent, "vigil_agent_actions_total{outcome=\"succeeded\"}").await?,
         1.0,
@@ -210,17 +240,6 @@ async fn scenario(stack: &Stack) -> anyhow::Result<()> {
         "the one restart gave a new PID"
     );
 
-    // The loop goes on: samples still flow and a crash is still healed.
-    let samples = metric(edge, "vigil_edge_samples_total").await?;
-    wait_for(
-        "samples to keep flowing",
-        Duration::from_secs(10),
-        || async { (metric(edge, "vigil_edge_samples_total").await.ok()? > samples).then_some(()) },
-    )
-    .await?;
-    let index = stack.tracker.lock().map(|t| t.report().len()).unwrap_or(0);
-    stack.inject(FaultKind::Crash).await?;
-    wait_healed(stack, index, "crash").await?;
     Ok(())
 }
 
@@ -234,15 +253,11 @@ async fn only_commands_a_trusted_edge_signed_run() -> anyhow::Result<()> {
     .await
 }
 
-async fn forgeries(stack: &Stack) -> anyhow::Result<()> {
-    let first_pid = wait_until_warm(stack).await?;
-    let mut raw = raw_client(stack).await?;
-    let (edge, agent) = (stack.edge_url.as_str(), stack.agent_url.as_str());
-    let commands = topic::commands("demo", "demo-host");
-    let later = now_ms() + 30_000;
-    let refused =
-        |reason: &str| format!("vigil_agent_commands_refused_total{{reason=\"{reason}\"}}");
-
+/// What anyone on the broker could try: a command without a signature, one
+/// signed by an untrusted key, one signed by the edge and rewritten, one
+/// signed for another agent, and one naming a target with shell
+/// metacharacters.
+fn forged_commands(stack: &Stack, later: i64) -> anyhow::Result<[Command; 5]> {
     // The edge's holder name and no signature: what anyone on the broker could send.
     let plain = unsigned(stack, "f-unsigned", "restart-demo-web", later);
     // Signed, but by a key no agent trusts.
@@ -259,6 +274,51 @@ async fn forgeries(stack: &Stack) -> anyhow::Result<()> {
     let mut shell = unsigned(stack, "f-shell", "page-ops", later);
     shell.target = vigil_core::EntityId("host/demo-host; rm -rf /tmp/x".into());
     shell.sign(&edge_key(stack)?);
+    Ok([plain, forged, tampered, elsewhere, shell])
+}
+
+/// The edge audits every result it did not send.
+async fn every_result_audited_as_unexpected(edge: &str) -> anyhow::Result<()> {
+    let ids = [
+        "f-unsigned",
+        "f-forged",
+        "f-tampered",
+        "f-elsewhere",
+        "f-shell",
+        "f-once",
+    ];
+    wait_for(
+        "the edge to audit the results it never sent",
+        Duration::from_secs(10),
+        || async {
+            let audit = vigil_tests::get_json(&format!("{edge}/api/v1/audit"))
+                .await
+                .ok()?;
+            let seen: Vec<String> = audit
+                .as_array()?
+                .iter()
+                .filter(|a| a["kind"] == "unexpected_result")
+                .filter_map(|a| a["command_id"].as_str().map(str::to_string))
+                .collect();
+            ids.iter()
+                .all(|id| seen.iter().any(|s| s == id))
+                .then_some(())
+        },
+    )
+    .await?;
+    Ok(())
+}
+
+async fn forgeries(stack: &Stack) -> anyhow::Result<()> {
+    let first_pid = wait_until_warm(stack).await?;
+    let mut raw = raw_client(stack).await?;
+    let (edge, agent) = (stack.edge_url.as_str(), stack.agent_url.as_str());
+    let commands = topic::commands("demo", "demo-host");
+    let later = now_ms() + 30_000;
+    let refused =
+        |reason: &str| format!("vigil_agent_commands_refused_total{{reason=\"{reason}\"}}");
+
+    let [plain, forged, tampered, elsewhere, shell] = forged_commands(stack, later)?;
     for (cmd, reason, says) in [
         (&plain, "unsigned", "unsigned"),
         (&forged, "unknown_key", "does not trust"),
@@ -296,34 +356,7 @@ async fn forgeries(stack: &Stack) -> anyhow::Result<()> {
         Outcome::Duplicate
     );
 
-    // The edge audits every result it did not send.
-    let ids = [
-        "f-unsigned",
-        "f-forged",
-        "f-tampered",
-        "f-elsewhere",
-        "f-shell",
-        "f-once",
-    ];
-    wait_for(
-        "the edge to audit the results it never sent",
-        Duration::from_secs(10),
-        || async {
-            let audit = vigil_tests::get_json(&format!("{edge}/api/v1/audit"))
-                .await
-                .ok()?;
-            let seen: Vec<String> = audit
-                .as_array()?
-                .iter()
-                .filter(|a| a["kind"] == "unexpected_result")
-                .filter_map(|a| a["command_id"].as_str().map(str::to_string))
-                .collect();
-            ids.iter()
-                .all(|id| seen.iter().any(|s| s == id))
-                .then_some(())
-        },
-    )
-    .await?;
+    every_result_audited_as_unexpected(edge).await?;
     assert!(metric(edge, "vigil_edge_unexpected_results_total").await? >= 7.0);
     Ok(())
 }

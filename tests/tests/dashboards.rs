@@ -25,6 +25,34 @@ fn datasources<'a>(v: &'a Value, out: &mut Vec<&'a Value>) {
     }
 }
 
+/// Each panel of one dashboard: a unique id, and (rows aside) a query and
+/// a size.
+fn check_panels(file: &str, d: &Value, problems: &mut Vec<String>) {
+    let mut ids = HashSet::new();
+    for p in d["panels"].as_array().into_iter().flatten() {
+        let title = p["title"].as_str().unwrap_or_default();
+        if !ids.insert(p["id"].as_i64().unwrap_or(-1)) {
+            problems.push(format!("{file}: panel id of {title:?} repeated"));
+        }
+        if p["type"] == "row" {
+            continue;
+        }
+        let exprs: Vec<&str> = p["targets"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|t| t["expr"].as_str())
+            .filter(|e| !e.trim().is_empty())
+            .collect();
+        if exprs.is_empty() {
+            problems.push(format!("{file}: panel {title:?} has no query"));
+        }
+        if p["gridPos"]["w"].as_i64().unwrap_or(0) == 0 {
+            problems.push(format!("{file}: panel {title:?} has no size"));
+        }
+    }
+}
+
 #[test]
 fn dashboards_are_well_formed_and_use_only_documented_metrics() -> anyhow::Result<()> {
     let boards = load()?;
@@ -68,29 +96,7 @@ fn dashboards_are_well_formed_and_use_only_documented_metrics() -> anyhow::Resul
                 problems.push(format!("{file}: a hard-coded datasource {ds}"));
             }
         }
-        let mut ids = HashSet::new();
-        for p in d["panels"].as_array().into_iter().flatten() {
-            let title = p["title"].as_str().unwrap_or_default();
-            if !ids.insert(p["id"].as_i64().unwrap_or(-1)) {
-                problems.push(format!("{file}: panel id of {title:?} repeated"));
-            }
-            if p["type"] == "row" {
-                continue;
-            }
-            let exprs: Vec<&str> = p["targets"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|t| t["expr"].as_str())
-                .filter(|e| !e.trim().is_empty())
-                .collect();
-            if exprs.is_empty() {
-                problems.push(format!("{file}: panel {title:?} has no query"));
-            }
-            if p["gridPos"]["w"].as_i64().unwrap_or(0) == 0 {
-                problems.push(format!("{file}: panel {title:?} has no size"));
-            }
-        }
+        check_panels(file, d, &mut problems);
     }
     let mut queries: Vec<(String, String)> = panel_queries(&boards)
         .into_iter()

@@ -259,6 +259,28 @@ fn check_store(dir: &Path, want: Counts, audit: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// For 6 s without the cloud, the edge keeps accepting samples and holds
+/// what is bound for the cloud.
+async fn edge_holds_while_away(edge: &str) -> anyhow::Result<()> {
+    let before = counts(edge).await?;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let during = counts(edge).await?;
+    let held = buffered(edge).await?;
+    println!(
+        "cloud away 6 s: edge accepted {} samples meanwhile, {held} messages buffered",
+        during.samples - before.samples
+    );
+    anyhow::ensure!(
+        during.samples > before.samples + 500.0,
+        "the edge stopped accepting: {before:?} → {during:?}"
+    );
+    anyhow::ensure!(
+        held > 10.0,
+        "only {held} messages buffered while the cloud was away"
+    );
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn cloud_outage_under_load_loses_nothing_and_stores_each_message_once() -> anyhow::Result<()>
 {
@@ -289,22 +311,7 @@ async fn cloud_outage_under_load_loses_nothing_and_stores_each_message_once() ->
     // The cloud goes away for 6 s at a steady load; the edge keeps scoring
     // and buffering.
     cloud.stop().await?;
-    let before = counts(&edge.url).await?;
-    tokio::time::sleep(Duration::from_secs(6)).await;
-    let during = counts(&edge.url).await?;
-    let held = buffered(&edge.url).await?;
-    println!(
-        "cloud away 6 s: edge accepted {} samples meanwhile, {held} messages buffered",
-        during.samples - before.samples
-    );
-    anyhow::ensure!(
-        during.samples > before.samples + 500.0,
-        "the edge stopped accepting: {before:?} → {during:?}"
-    );
-    anyhow::ensure!(
-        held > 10.0,
-        "only {held} messages buffered while the cloud was away"
-    );
+    edge_holds_while_away(&edge.url).await?;
     cloud = start_cloud(port, dir.path()).await?;
     tokio::time::sleep(Duration::from_secs(3)).await;
     stop_load.cancel();
@@ -508,6 +515,116 @@ async fn edge_killed_with_sigkill_keeps_its_buffer_and_budgets() -> anyhow::Resu
     check_store(dir.path(), want, audit_lines(&cfg.data_dir))
 }
 
+/// Stops the broker until the agent holds three batches, starts it again,
+/// and checks that every role reconnects and the held batches reach the
+/// edge.
+async fn restart_while_held(
+    stack: &vigil::stack::Stack,
+    broker: &mut impl Restartable,
+) -> anyhow::Result<()> {
+    let errors = |m: &prometheus::Registry| {
+        vigil_tests::parse_metric(
+            &prometheus::TextEncoder::new()
+                .encode_to_string(&m.gather())
+                .unwrap_or_default(),
+            "vigil_mqtt_connection_errors_total",
+        )
+    };
+    let registries = [
+        stack.agent_metrics.registry.clone(),
+        stack.edge_metrics.registry.clone(),
+        stack.cloud_metrics.registry.clone(),
+    ];
+    let before: Vec<f64> = registries.iter().map(errors).collect();
+    broker.stop();
+    let down_ms = now_ms();
+    wait_for(
+        "the agent to hold its metrics",
+        Duration::from_secs(20),
+        || async { (stack.agent_metrics.backlog.get() >= 3).then_some(()) },
+    )
+    .await?;
+    let up_ms = now_ms();
+    broker.start_again()?;
+    wait_for(
+        "every role to reconnect",
+        Duration::from_secs(60),
+        || async {
+            let all = registries.iter().zip(&before).all(|(r, b)| errors(r) > *b)
+                && stack.agent_metrics.link.connected.get() == 1
+                && stack.edge_metrics.link.connected.get() == 1
+                && stack.cloud_metrics.link.connected.get() == 1;
+            all.then_some(())
+        },
+    )
+    .await?;
+    // The agent's held batches reached the edge: it has the service's
+    // samples from while the broker was down.
+    let series = format!("{}:up", stack.target);
+    let points = wait_for(
+        "the held metrics to reach the edge",
+        Duration::from_secs(30),
+        || async {
+            let url = format!(
+                "{}/api/v1/series/points?id={}",
+                stack.edge_url,
+                series.replace('/', "%2F").replace(':', "%3A")
+            );
+            let v = vigil_tests::get_json(&url).await.ok()?;
+            let during = v
+                .as_array()?
+                .iter()
+                .filter(|p| {
+                    p["ts_ms"]
+                        .as_i64()
+                        .is_some_and(|t| t > down_ms && t < up_ms)
+                })
+                .count();
+            (during >= 3 && stack.agent_metrics.backlog.get() == 0).then_some(during)
+        },
+    )
+    .await?;
+    println!("edge has {points} points of {series} from while the broker was down");
+    Ok(())
+}
+
+/// A crash after the restart is healed; the store catches up with what the
+/// edge accepted, and no command ran twice. The samples accepted.
+async fn heal_once_after_the_restart(stack: &vigil::stack::Stack) -> anyhow::Result<u64> {
+    let sent = stack.edge_metrics.remediation.commands_sent.get();
+    stack.inject(vigil::demo::FaultKind::Crash).await?;
+    vigil_tests::wait_healed(stack, 0, "crash").await?;
+    let accepted = stack.edge_metrics.cache.samples.get();
+    drained(&stack.edge_url).await?;
+    wait_for("the store to catch up", Duration::from_secs(60), || async {
+        let rows = stack
+            .cloud_metrics
+            .rows_written
+            .with_label_values(&["samples"])
+            .get();
+        (rows >= accepted).then_some(())
+    })
+    .await?;
+    let ran = ["succeeded", "failed"]
+        .iter()
+        .map(|o| stack.agent_metrics.actions.with_label_values(&[o]).get())
+        .sum::<u64>();
+    let duplicates = stack
+        .agent_metrics
+        .actions
+        .with_label_values(&["duplicate"])
+        .get();
+    let sent = stack.edge_metrics.remediation.commands_sent.get() - sent;
+    println!("after the restart: {sent} commands sent, {ran} ran in all, {duplicates} refused as duplicates; {accepted} samples accepted before the check");
+    anyhow::ensure!(sent >= 1, "no command was sent for the fault");
+    anyhow::ensure!(
+        ran <= stack.edge_metrics.remediation.commands_sent.get(),
+        "{ran} actions ran for {} commands",
+        stack.edge_metrics.remediation.commands_sent.get()
+    );
+    Ok(accepted)
+}
+
 /// The whole stack on `broker` at `addr`, which is stopped and started
 /// again mid-stream. Checks that every role reconnects, the agent held its metrics
 /// meanwhile and the edge got them, a fault after the restart is healed by
@@ -526,82 +643,8 @@ async fn broker_restart(
     let stack = Stack::start(opts).await?;
     let outcome = async {
         vigil_tests::wait_until_warm(&stack).await?;
-        let errors = |m: &prometheus::Registry| {
-            vigil_tests::parse_metric(
-                &prometheus::TextEncoder::new()
-                    .encode_to_string(&m.gather())
-                    .unwrap_or_default(),
-                "vigil_mqtt_connection_errors_total",
-            )
-        };
-        let registries = [
-            stack.agent_metrics.registry.clone(),
-            stack.edge_metrics.registry.clone(),
-            stack.cloud_metrics.registry.clone(),
-        ];
-        let before: Vec<f64> = registries.iter().map(errors).collect();
-        broker.stop();
-        let down_ms = now_ms();
-        wait_for("the agent to hold its metrics", Duration::from_secs(20), || async {
-            (stack.agent_metrics.backlog.get() >= 3).then_some(())
-        })
-        .await?;
-        let up_ms = now_ms();
-        broker.start_again()?;
-        wait_for("every role to reconnect", Duration::from_secs(60), || async {
-            let all = registries
-                .iter()
-                .zip(&before)
-                .all(|(r, b)| errors(r) > *b)
-                && stack.agent_metrics.link.connected.get() == 1
-                && stack.edge_metrics.link.connected.get() == 1
-                && stack.cloud_metrics.link.connected.get() == 1;
-            all.then_some(())
-        })
-        .await?;
-        // The agent's held batches reached the edge: it has the service's
-        // samples from while the broker was down.
-        let series = format!("{}:up", stack.target);
-        let points = wait_for("the held metrics to reach the edge", Duration::from_secs(30), || async {
-            let url = format!(
-                "{}/api/v1/series/points?id={}",
-                stack.edge_url,
-                series.replace('/', "%2F").replace(':', "%3A")
-            );
-            let v = vigil_tests::get_json(&url).await.ok()?;
-            let during = v
-                .as_array()?
-                .iter()
-                .filter(|p| p["ts_ms"].as_i64().is_some_and(|t| t > down_ms && t < up_ms))
-                .count();
-            (during >= 3 && stack.agent_metrics.backlog.get() == 0).then_some(during)
-        })
-        .await?;
-        println!("edge has {points} points of {series} from while the broker was down");
-        let sent = stack.edge_metrics.remediation.commands_sent.get();
-        stack.inject(vigil::demo::FaultKind::Crash).await?;
-        vigil_tests::wait_healed(&stack, 0, "crash").await?;
-        let accepted = stack.edge_metrics.cache.samples.get();
-        drained(&stack.edge_url).await?;
-        wait_for("the store to catch up", Duration::from_secs(60), || async {
-            let rows = stack
-                .cloud_metrics
-                .rows_written
-                .with_label_values(&["samples"])
-                .get();
-            (rows >= accepted).then_some(())
-        })
-        .await?;
-        let ran = ["succeeded", "failed"]
-            .iter()
-            .map(|o| stack.agent_metrics.actions.with_label_values(&[o]).get())
-            .sum::<u64>();
-        let duplicates = stack.agent_metrics.actions.with_label_values(&["duplicate"]).get();
-        let sent = stack.edge_metrics.remediation.commands_sent.get() - sent;
-        println!("after the restart: {sent} commands sent, {ran} ran in all, {duplicates} refused as duplicates; {accepted} samples accepted before the check");
-        anyhow::ensure!(sent >= 1, "no command was sent for the fault");
-        anyhow::ensure!(ran <= stack.edge_metrics.remediation.commands_sent.get(), "{ran} actions ran for {} commands", stack.edge_metrics.remediation.commands_sent.get());
-        anyhow::Ok(accepted)
+        restart_while_held(&stack, broker).await?;
+        heal_once_after_the_restart(&stack).await
     }
     .await;
     let data = stack.data_dir.clone();

@@ -23,14 +23,16 @@ fn sample(metric: &str, ts_ms: i64) -> Sample {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bad_samples_and_a_series_flood_are_refused_and_counted() -> anyhow::Result<()> {
-    let port = vigil::broker::start(0, 4 << 20)?.port();
-    let dir = tempfile::tempdir()?;
+/// An edge with a cache of 100 series on a fresh broker; its URL.
+async fn start_edge(
+    port: u16,
+    dir: &std::path::Path,
+    stop: &CancellationToken,
+) -> anyhow::Result<String> {
     let mut cfg = vigil_edge::EdgeConfig {
         site: "s".into(),
         tick_ms: 100,
-        data_dir: dir.path().join("edge"),
+        data_dir: dir.join("edge"),
         max_message_bytes: 4 << 20,
         ..Default::default()
     };
@@ -39,7 +41,6 @@ async fn bad_samples_and_a_series_flood_are_refused_and_counted() -> anyhow::Res
     cfg.cache.max_series = 100;
     let listener = vigil_core::telemetry::bind("127.0.0.1:0").await?;
     let edge = format!("http://{}", listener.local_addr()?);
-    let stop = CancellationToken::new();
     tokio::spawn(vigil_edge::run(
         cfg,
         vigil_edge::PolicySet::default(),
@@ -51,7 +52,13 @@ async fn bad_samples_and_a_series_flood_are_refused_and_counted() -> anyhow::Res
         (metric(&edge, "vigil_mqtt_connected").await.ok()? == 1.0).then_some(())
     })
     .await?;
+    Ok(edge)
+}
 
+/// Publishes the bad samples, the bad sensor readings, the flood of 20,000
+/// new names and then a real sensor; the client is kept for the test's
+/// length (its event loop stops when the last client goes).
+async fn publish_hostile(port: u16, now: i64) -> anyhow::Result<rumqttc::AsyncClient> {
     let mut opts = rumqttc::MqttOptions::new("hostile", "127.0.0.1", port);
     opts.set_max_packet_size(4 << 20, 4 << 20);
     let (client, mut ev) = rumqttc::AsyncClient::new(opts, 64);
@@ -64,7 +71,6 @@ async fn bad_samples_and_a_series_flood_are_refused_and_counted() -> anyhow::Res
                 .await
         }
     };
-    let now = now_ms();
     let bad = MetricBatch {
         host: "h1".into(),
         seq: 1,
@@ -101,10 +107,16 @@ async fn bad_samples_and_a_series_flood_are_refused_and_counted() -> anyhow::Res
     }
     // A real sensor after the flood.
     publish(topic::sensor("s", "t-new"), b"21.5".to_vec()).await?;
+    Ok(client)
+}
+
+/// Each counter and what it must read: new series are m0, steady, 20,000
+/// flood names and t-new, in 100 slots.
+fn expected() -> Vec<(String, f64)> {
     let refused = |r: &str| format!("vigil_edge_samples_refused_total{{reason=\"{r}\"}}");
     // New series: m0, steady, 20,000 flood names and t-new, in 100 slots.
     let displaced = 1.0 + 1.0 + 20_000.0 + 1.0 - 100.0;
-    let want = [
+    vec![
         (refused("out_of_order"), 1.0),
         (refused("duplicate"), 1.0),
         (refused("future"), 1.0),
@@ -124,7 +136,17 @@ async fn bad_samples_and_a_series_flood_are_refused_and_counted() -> anyhow::Res
             "vigil_messages_received_total{kind=\"sensor\"}".to_string(),
             5.0,
         ),
-    ];
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_samples_and_a_series_flood_are_refused_and_counted() -> anyhow::Result<()> {
+    let port = vigil::broker::start(0, 4 << 20)?.port();
+    let dir = tempfile::tempdir()?;
+    let stop = CancellationToken::new();
+    let edge = start_edge(port, dir.path(), &stop).await?;
+    let _client = publish_hostile(port, now_ms()).await?;
+    let want = expected();
     let got = wait_for("every refusal counted", Duration::from_secs(30), || async {
         let mut got = Vec::new();
         for (name, _) in &want {

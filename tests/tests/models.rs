@@ -256,6 +256,47 @@ async fn wait_transition(cloud: &str, version: u64, to: &str, secs: u64) -> anyh
     .await
 }
 
+/// The canary's cohort, as its canary transition names it.
+fn cohort_of(started: &serde_json::Value) -> Vec<String> {
+    started["reason"]
+        .as_str()
+        .unwrap_or("")
+        .split(": ")
+        .nth(1)
+        .unwrap_or("")
+        .split(", ")
+        .map(String::from)
+        .collect()
+}
+
+/// Every edge runs v1 again; only the cohort installed v2 and rolled back,
+/// and only it received v2's chunks.
+async fn only_the_cohort_tried_v2(
+    edges: &[(String, String)],
+    cohort: &[String],
+) -> anyhow::Result<()> {
+    for (node, url) in edges {
+        let installed = metric(url, "vigil_edge_model_updates_total{result=\"installed\"}").await?;
+        // v1; and on the cohort only, v2 and the rollback to v1 (from the
+        // bundle it kept, no transfer).
+        let want = if cohort.contains(node) { 3.0 } else { 1.0 };
+        assert_eq!(installed, want, "{node}");
+        // Chunks reach only the nodes fetching them: v1 everywhere, v2 on
+        // the cohort only (edges subscribe to a transfer's chunks while it runs).
+        let stored = metric(url, "vigil_edge_model_chunks_total{result=\"stored\"}").await?;
+        let unexpected =
+            metric(url, "vigil_edge_model_chunks_total{result=\"unexpected\"}").await?;
+        let want = if cohort.contains(node) { 2.0 } else { 1.0 };
+        assert_eq!((stored, unexpected), (want, 0.0), "{node}");
+        assert_eq!(
+            metric(url, "vigil_edge_model_release").await?,
+            1.0,
+            "{node}"
+        );
+    }
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn canary_promotes_a_good_model_to_twenty_edges_and_rolls_back_one_that_flags_everything(
 ) -> anyhow::Result<()> {
@@ -313,36 +354,10 @@ async fn canary_promotes_a_good_model_to_twenty_edges_and_rolls_back_one_that_fl
         rolled["reason"].as_str().unwrap_or("").contains("flagged"),
         "{rolled}"
     );
-    let cohort: Vec<String> = started["reason"]
-        .as_str()
-        .unwrap_or("")
-        .split(": ")
-        .nth(1)
-        .unwrap_or("")
-        .split(", ")
-        .map(String::from)
-        .collect();
+    let cohort = cohort_of(&started);
     assert_eq!(cohort.len(), 2, "10% of 20 edges: {started}");
     wait_releases(&cloud, None, Some(1), 30).await?;
-    for (node, url) in &fleet.edges {
-        let installed = metric(url, "vigil_edge_model_updates_total{result=\"installed\"}").await?;
-        // v1; and on the cohort only, v2 and the rollback to v1 (from the
-        // bundle it kept, no transfer).
-        let want = if cohort.contains(node) { 3.0 } else { 1.0 };
-        assert_eq!(installed, want, "{node}");
-        // Chunks reach only the nodes fetching them: v1 everywhere, v2 on
-        // the cohort only (edges subscribe to a transfer's chunks while it runs).
-        let stored = metric(url, "vigil_edge_model_chunks_total{result=\"stored\"}").await?;
-        let unexpected =
-            metric(url, "vigil_edge_model_chunks_total{result=\"unexpected\"}").await?;
-        let want = if cohort.contains(node) { 2.0 } else { 1.0 };
-        assert_eq!((stored, unexpected), (want, 0.0), "{node}");
-        assert_eq!(
-            metric(url, "vigil_edge_model_release").await?,
-            1.0,
-            "{node}"
-        );
-    }
+    only_the_cohort_tried_v2(&fleet.edges, &cohort).await?;
     let m = get_json(&format!("{cloud}/api/v1/models")).await?;
     assert_eq!(m["stable"], 1);
     assert!(m["canary"].is_null());
@@ -362,6 +377,84 @@ async fn canary_promotes_a_good_model_to_twenty_edges_and_rolls_back_one_that_fl
     assert_eq!(r.status(), 401, "no token, no change");
     fleet.stop.cancel();
     Ok(())
+}
+
+/// A bundle for v9 signed by `attacker`, and a promoted release naming it.
+fn evil_release(attacker: &SecretKey) -> anyhow::Result<(Vec<u8>, Release)> {
+    let mut evil = Bundle::of(
+        &Detector::new(DetectorConfig::default())?,
+        "default",
+        9,
+        now_ms(),
+        Training::default(),
+    )?;
+    evil.sign(attacker);
+    let bytes = evil.to_bytes()?;
+    let release = Release {
+        family: "default".into(),
+        version: 9,
+        stage: Stage::Promoted,
+        cohort: vec![],
+        sha256: sha256_hex(&bytes),
+        size: bytes.len() as u64,
+        chunk_bytes: 1 << 18,
+        chunks: bytes.chunks(1 << 18).map(sha256_hex).collect(),
+        issued_ms: now_ms(),
+    };
+    Ok((bytes, release))
+}
+
+/// `release` as signed by `key`.
+fn signed(release: &Release, key: &SecretKey) -> SignedRelease {
+    let text = serde_json::to_string(release).unwrap_or_default();
+    let s = key.sign(text.as_bytes());
+    SignedRelease {
+        release: text,
+        key_id: s.key_id,
+        signature: s.signature,
+    }
+}
+
+/// Sends v9's chunks again and again until the edge has asked for them
+/// and refused the bundle for `reason` (a chunk that arrives before the
+/// release is not kept); whether it did.
+async fn chunks_until(
+    client: &rumqttc::AsyncClient,
+    bytes: &[u8],
+    edge: &str,
+    reason: &str,
+) -> anyhow::Result<bool> {
+    let refusals = format!("vigil_edge_model_refusals_total{{reason=\"{reason}\"}}");
+    for _ in 0..40 {
+        for (i, c) in bytes.chunks(1 << 18).enumerate() {
+            let t = topic::model_chunk("default", 9, i as u32);
+            client
+                .publish(t, rumqttc::QoS::AtLeastOnce, false, c.to_vec())
+                .await?;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        if metric(edge, &refusals).await? >= 1.0 {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// Publishes `bytes` on `topic` (QoS 1, not retained).
+async fn send(client: &rumqttc::AsyncClient, topic: &str, bytes: Vec<u8>) -> anyhow::Result<()> {
+    client
+        .publish(topic, rumqttc::QoS::AtLeastOnce, false, bytes)
+        .await?;
+    Ok(())
+}
+
+/// An MQTT client of an attacker on the broker.
+fn attacker_client(port: u16) -> rumqttc::AsyncClient {
+    let mut opts = rumqttc::MqttOptions::new("attacker", "127.0.0.1", port);
+    opts.set_max_packet_size(1 << 20, 1 << 20);
+    let (client, mut ev) = rumqttc::AsyncClient::new(opts, 64);
+    tokio::spawn(async move { while ev.poll().await.is_ok() {} });
+    client
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -389,48 +482,11 @@ async fn a_forged_release_or_bundle_is_refused_and_the_old_model_keeps_scoring(
     // a changed version is covered by the unit tests) pointing at a bundle
     // signed by the attacker.
     let attacker = SecretKey::generate()?;
-    let mut evil = Bundle::of(
-        &Detector::new(DetectorConfig::default())?,
-        "default",
-        9,
-        now_ms(),
-        Training::default(),
-    )?;
-    evil.sign(&attacker);
-    let bytes = evil.to_bytes()?;
-    let release = Release {
-        family: "default".into(),
-        version: 9,
-        stage: Stage::Promoted,
-        cohort: vec![],
-        sha256: sha256_hex(&bytes),
-        size: bytes.len() as u64,
-        chunk_bytes: 1 << 18,
-        chunks: bytes.chunks(1 << 18).map(sha256_hex).collect(),
-        issued_ms: now_ms(),
-    };
-    let sign = |key: &SecretKey| {
-        let text = serde_json::to_string(&release).unwrap_or_default();
-        let s = key.sign(text.as_bytes());
-        SignedRelease {
-            release: text,
-            key_id: s.key_id,
-            signature: s.signature,
-        }
-    };
-    let mut opts = rumqttc::MqttOptions::new("attacker", "127.0.0.1", port);
-    opts.set_max_packet_size(1 << 20, 1 << 20);
-    let (client, mut ev) = rumqttc::AsyncClient::new(opts, 64);
-    tokio::spawn(async move { while ev.poll().await.is_ok() {} });
+    let (bytes, release) = evil_release(&attacker)?;
+    let sign = |key: &SecretKey| signed(&release, key);
+    let client = attacker_client(port);
     let t = topic::model_release("default");
-    client
-        .publish(
-            &t,
-            rumqttc::QoS::AtLeastOnce,
-            false,
-            encode(&sign(&attacker)),
-        )
-        .await?;
+    send(&client, &t, encode(&sign(&attacker))).await?;
     wait_metric(
         &edge,
         "vigil_edge_model_refusals_total{reason=\"bad_signature\"}",
@@ -440,31 +496,10 @@ async fn a_forged_release_or_bundle_is_refused_and_the_old_model_keeps_scoring(
     .await?;
     // The trusted key signed the release (say, a compromised pipeline step)
     // but the bundle itself carries the attacker's signature.
-    client
-        .publish(
-            &t,
-            rumqttc::QoS::AtLeastOnce,
-            false,
-            encode(&sign(&fleet.key)),
-        )
-        .await?;
+    send(&client, &t, encode(&sign(&fleet.key))).await?;
     // The chunks are sent until the edge has asked for them and judged them
     // (a chunk that arrives before the release is not kept).
-    let unknown = "vigil_edge_model_refusals_total{reason=\"unknown_key\"}";
-    let mut refused = false;
-    for _ in 0..40 {
-        for (i, c) in bytes.chunks(1 << 18).enumerate() {
-            let t = topic::model_chunk("default", 9, i as u32);
-            client
-                .publish(t, rumqttc::QoS::AtLeastOnce, false, c.to_vec())
-                .await?;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-        if metric(&edge, unknown).await? >= 1.0 {
-            refused = true;
-            break;
-        }
-    }
+    let refused = chunks_until(&client, &bytes, &edge, "unknown_key").await?;
     assert!(
         refused,
         "the bundle signed by an untrusted key was not refused"
@@ -474,16 +509,8 @@ async fn a_forged_release_or_bundle_is_refused_and_the_old_model_keeps_scoring(
     let mut older = release.clone();
     older.version = 0;
     older.stage = Stage::Promoted;
-    let text = serde_json::to_string(&older)?;
-    let s = fleet.key.sign(text.as_bytes());
-    let signed = SignedRelease {
-        release: text,
-        key_id: s.key_id,
-        signature: s.signature,
-    };
-    client
-        .publish(&t, rumqttc::QoS::AtLeastOnce, false, encode(&signed))
-        .await?;
+    let signed = signed(&older, &fleet.key);
+    send(&client, &t, encode(&signed)).await?;
     wait_metric(
         &edge,
         "vigil_edge_model_refusals_total{reason=\"older\"}",

@@ -198,16 +198,7 @@ async fn tls_with_client_certificates_and_passwords() -> anyhow::Result<()> {
         vec![],
     )?;
     connects(&ok).await?;
-    assert!(
-        publisher
-            .send_raw(
-                "vigil/v1/s1/web-01/metrics",
-                "metrics",
-                b"{}".to_vec(),
-                false
-            )
-            .await
-    );
+    assert!(put(&publisher, "vigil/v1/s1/web-01/metrics", b"{}").await);
     stop.cancel();
     // Wrong password, no client certificate, or no TLS at all: refused.
     let (m, _, _, s1) = link(port, Some(("web-01", "wrong")), Some(tls(true)), vec![])?;
@@ -254,6 +245,16 @@ async fn tls_with_client_certificates_and_passwords() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Publishes `body` on `topic` as the kind its last level names.
+async fn put(p: &vigil_core::mqtt::Publisher, topic: &str, body: &[u8]) -> bool {
+    let kind = if topic.ends_with("/metrics") {
+        "metrics"
+    } else {
+        "command"
+    };
+    p.send_raw(topic, kind, body.to_vec(), false).await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acl_example_confines_an_agent_to_its_own_metrics_and_commands() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
@@ -295,63 +296,24 @@ async fn acl_example_confines_an_agent_to_its_own_metrics_and_commands() -> anyh
     probe(&agent, "vigil/v1/s1/web-01/metrics", &mut edge_in).await?;
     probe(&edge, "vigil/v1/s1/web-01/commands", &mut agent_in).await?;
     // Forged first, then genuine: if the forgery passed, it would arrive first.
-    agent
-        .send_raw(
-            "vigil/v1/s1/web-02/metrics",
-            "metrics",
-            b"forged".to_vec(),
-            false,
-        )
-        .await;
-    agent
-        .send_raw(
-            "vigil/v1/s1/web-01/metrics",
-            "metrics",
-            b"genuine".to_vec(),
-            false,
-        )
-        .await;
+    put(&agent, "vigil/v1/s1/web-02/metrics", b"forged").await;
+    put(&agent, "vigil/v1/s1/web-01/metrics", b"genuine").await;
     let got = next(&mut edge_in).await?;
     assert_eq!(
         (got.topic.as_str(), &got.payload[..]),
         ("vigil/v1/s1/web-01/metrics", &b"genuine"[..])
     );
     // The edge commands both hosts; web-01 hears only its own.
-    edge.send_raw(
-        "vigil/v1/s1/web-02/commands",
-        "command",
-        b"for-02".to_vec(),
-        false,
-    )
-    .await;
-    edge.send_raw(
-        "vigil/v1/s1/web-01/commands",
-        "command",
-        b"for-01".to_vec(),
-        false,
-    )
-    .await;
+    put(&edge, "vigil/v1/s1/web-02/commands", b"for-02").await;
+    put(&edge, "vigil/v1/s1/web-01/commands", b"for-01").await;
     let got = next(&mut agent_in).await?;
     assert_eq!(
         (got.topic.as_str(), &got.payload[..]),
         ("vigil/v1/s1/web-01/commands", &b"for-01"[..])
     );
     // And web-01 may not command anyone.
-    agent
-        .send_raw(
-            "vigil/v1/s1/web-01/commands",
-            "command",
-            b"self".to_vec(),
-            false,
-        )
-        .await;
-    edge.send_raw(
-        "vigil/v1/s1/web-01/commands",
-        "command",
-        b"after".to_vec(),
-        false,
-    )
-    .await;
+    put(&agent, "vigil/v1/s1/web-01/commands", b"self").await;
+    put(&edge, "vigil/v1/s1/web-01/commands", b"after").await;
     let got = next(&mut agent_in).await?;
     assert_eq!(&got.payload[..], b"after");
     s1.cancel();

@@ -68,9 +68,13 @@ async fn every_panel_and_alert_query_returns_data_from_a_live_stack() -> anyhow:
     outcome
 }
 
-async fn run(stack: &Stack, tmp: &std::path::Path) -> anyhow::Result<()> {
-    // A second agent that is not running: its target is down.
-    let dead = format!("127.0.0.1:{}", vigil::broker::free_port()?);
+/// A Prometheus scraping the stack's three roles and `dead`, with the
+/// alert rules loaded.
+fn start_prometheus(
+    stack: &Stack,
+    tmp: &std::path::Path,
+    dead: &str,
+) -> anyhow::Result<Prometheus> {
     let config = format!(
         "global: {{ scrape_interval: 1s, evaluation_interval: 1s }}\n\
          rule_files: [{rules}]\n\
@@ -99,6 +103,51 @@ async fn run(stack: &Stack, tmp: &std::path::Path) -> anyhow::Result<()> {
             .spawn()?,
         url: format!("http://{listen}"),
     };
+    Ok(prom)
+}
+
+/// Every panel's query returns data, and every alert rule's expression
+/// parses and evaluates.
+async fn every_query_answers(http: &reqwest::Client, prom: &str) -> anyhow::Result<()> {
+    let boards = load()?;
+    let mut queries: Vec<(String, String)> = panel_queries(&boards)
+        .into_iter()
+        .map(|(uid, title, e)| (format!("{uid} / {title}"), resolve_variables(&e)))
+        .collect();
+    queries.extend(
+        alert_rules()?
+            .into_iter()
+            .map(|(a, e)| (format!("alert {a}"), e)),
+    );
+    let mut empty = Vec::new();
+    let panels = queries
+        .iter()
+        .filter(|(w, _)| !w.starts_with("alert"))
+        .count();
+    for (what, q) in &queries {
+        let r = query(http, prom, q).await?;
+        // Alert expressions return data only while they fire; they must parse.
+        if !what.starts_with("alert") && r.as_array().is_none_or(|a| a.is_empty()) {
+            empty.push(format!("{what}: {q}"));
+        }
+    }
+    anyhow::ensure!(
+        empty.is_empty(),
+        "panel queries without data:\n{}",
+        empty.join("\n")
+    );
+    println!(
+        "{panels} panel queries returned data; {} alert rules evaluated",
+        queries.len() - panels
+    );
+
+    Ok(())
+}
+
+async fn run(stack: &Stack, tmp: &std::path::Path) -> anyhow::Result<()> {
+    // A second agent that is not running: its target is down.
+    let dead = format!("127.0.0.1:{}", vigil::broker::free_port()?);
+    let prom = start_prometheus(stack, tmp, &dead)?;
     let http = reqwest::Client::new();
     wait_for(
         "prometheus to be ready",
@@ -130,37 +179,7 @@ async fn run(stack: &Stack, tmp: &std::path::Path) -> anyhow::Result<()> {
     )
     .await?;
 
-    let boards = load()?;
-    let mut queries: Vec<(String, String)> = panel_queries(&boards)
-        .into_iter()
-        .map(|(uid, title, e)| (format!("{uid} / {title}"), resolve_variables(&e)))
-        .collect();
-    queries.extend(
-        alert_rules()?
-            .into_iter()
-            .map(|(a, e)| (format!("alert {a}"), e)),
-    );
-    let mut empty = Vec::new();
-    let panels = queries
-        .iter()
-        .filter(|(w, _)| !w.starts_with("alert"))
-        .count();
-    for (what, q) in &queries {
-        let r = query(&http, &prom.url, q).await?;
-        // Alert expressions return data only while they fire; they must parse.
-        if !what.starts_with("alert") && r.as_array().is_none_or(|a| a.is_empty()) {
-            empty.push(format!("{what}: {q}"));
-        }
-    }
-    anyhow::ensure!(
-        empty.is_empty(),
-        "panel queries without data:\n{}",
-        empty.join("\n")
-    );
-    println!(
-        "{panels} panel queries returned data; {} alert rules evaluated",
-        queries.len() - panels
-    );
+    every_query_answers(&http, &prom.url).await?;
 
     // The dead agent fires its alert once it has been down for the rule's minute.
     let firing = wait_for(

@@ -8,6 +8,15 @@ use vigil::stack::{BrokerChoice, Stack};
 use vigil_edge::policy::content_hash;
 use vigil_tests::{get_json, metric, test_options, wait_for};
 
+/// Waits up to 10 s for the counter `name` at `url` to reach 1.
+async fn counted(what: &str, url: &str, name: &str) -> anyhow::Result<()> {
+    wait_for(what, Duration::from_secs(10), || async {
+        (metric(url, name).await.ok()? >= 1.0).then_some(())
+    })
+    .await?;
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn edits_are_picked_up_and_broken_ones_refused() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
@@ -28,18 +37,10 @@ async fn edits_are_picked_up_and_broken_ones_refused() -> anyhow::Result<()> {
     // A broken edit: refused, counted, the policies in force stay.
     let policy = dir.path().join("policy.yaml");
     std::fs::write(&policy, original.replace("action:", "acton:"))?;
-    wait_for(
+    counted(
         "the failed reload to be counted",
-        Duration::from_secs(10),
-        || async {
-            let failed = metric(
-                &stack.edge_url,
-                "vigil_edge_policy_reloads_total{result=\"failed\"}",
-            )
-            .await
-            .ok()?;
-            (failed >= 1.0).then_some(())
-        },
+        &stack.edge_url,
+        "vigil_edge_policy_reloads_total{result=\"failed\"}",
     )
     .await?;
     assert_eq!(
@@ -65,30 +66,18 @@ async fn edits_are_picked_up_and_broken_ones_refused() -> anyhow::Result<()> {
     let catalog = dir.path().join("catalog.yaml");
     let text = std::fs::read_to_string(&catalog)?;
     std::fs::write(&catalog, text.replace("kind:", "knd:"))?;
-    wait_for(
+    counted(
         "the failed catalog reload",
-        Duration::from_secs(10),
-        || async {
-            let failed = metric(
-                &stack.agent_url,
-                "vigil_agent_catalog_reloads_total{result=\"failed\"}",
-            )
-            .await
-            .ok()?;
-            (failed >= 1.0).then_some(())
-        },
+        &stack.agent_url,
+        "vigil_agent_catalog_reloads_total{result=\"failed\"}",
     )
     .await?;
     std::fs::write(&catalog, &text)?;
-    wait_for("the restored catalog", Duration::from_secs(10), || async {
-        let ok = metric(
-            &stack.agent_url,
-            "vigil_agent_catalog_reloads_total{result=\"ok\"}",
-        )
-        .await
-        .ok()?;
-        (ok >= 1.0).then_some(())
-    })
+    counted(
+        "the restored catalog",
+        &stack.agent_url,
+        "vigil_agent_catalog_reloads_total{result=\"ok\"}",
+    )
     .await?;
 
     // Approvals: none asked; an unknown id is 404, a bad verb too.

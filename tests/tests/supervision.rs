@@ -80,16 +80,15 @@ async fn start_edge(
     Ok((url, key.with_extension("pub")))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_killed_agent_leaves_one_copy_and_its_successor_heals_the_next_crash(
-) -> anyhow::Result<()> {
-    let broker = vigil::broker::start(0, 1 << 20)?.port();
-    let dir = tempfile::tempdir()?;
-    let stop = CancellationToken::new();
-    let (edge, edge_pub) = start_edge(dir.path(), broker, stop.clone()).await?;
-    let catalog = dir.path().join("catalog.yaml");
+/// An agent supervising the demo service on `port`, trusting the edge's key.
+fn agent_config(
+    dir: &std::path::Path,
+    broker: u16,
+    port: u16,
+    edge_pub: &std::path::Path,
+) -> anyhow::Result<vigil_agent::AgentConfig> {
+    let catalog = dir.join("catalog.yaml");
     std::fs::write(&catalog, DEMO_CATALOG)?;
-    let port = vigil::broker::free_port()?;
     let health = format!("http://127.0.0.1:{port}/healthz");
     let listen = format!("127.0.0.1:{}", vigil::broker::free_port()?);
     let mut cfg = vigil_agent::AgentConfig {
@@ -99,7 +98,7 @@ async fn a_killed_agent_leaves_one_copy_and_its_successor_heals_the_next_crash(
         catalog,
         listen: listen.clone(),
         disks: vec![],
-        data_dir: dir.path().join("agent"),
+        data_dir: dir.join("agent"),
         trusted_edge_keys: vec![edge_pub.display().to_string()],
         services: vec![vigil_agent::config::ServiceConfig {
             name: "demo-web".into(),
@@ -112,6 +111,20 @@ async fn a_killed_agent_leaves_one_copy_and_its_successor_heals_the_next_crash(
         ..Default::default()
     };
     cfg.mqtt.port = broker;
+    Ok(cfg)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_killed_agent_leaves_one_copy_and_its_successor_heals_the_next_crash(
+) -> anyhow::Result<()> {
+    let broker = vigil::broker::start(0, 1 << 20)?.port();
+    let dir = tempfile::tempdir()?;
+    let stop = CancellationToken::new();
+    let (edge, edge_pub) = start_edge(dir.path(), broker, stop.clone()).await?;
+    let port = vigil::broker::free_port()?;
+    let health = format!("http://127.0.0.1:{port}/healthz");
+    let cfg = agent_config(dir.path(), broker, port, &edge_pub)?;
+    let listen = cfg.listen.clone();
     let services = format!("http://{listen}/api/v1/services");
     let service_pid = || async {
         let v = get_json(&services).await.ok()?;
