@@ -406,13 +406,7 @@ fn evil_release(attacker: &SecretKey) -> anyhow::Result<(Vec<u8>, Release)> {
 
 /// `release` as signed by `key`.
 fn signed(release: &Release, key: &SecretKey) -> SignedRelease {
-    let text = serde_json::to_string(release).unwrap_or_default();
-    let s = key.sign(text.as_bytes());
-    SignedRelease {
-        release: text,
-        key_id: s.key_id,
-        signature: s.signature,
-    }
+    SignedRelease::sign(release, key).expect("a release serialises")
 }
 
 /// Sends v9's chunks again and again until the edge has asked for them

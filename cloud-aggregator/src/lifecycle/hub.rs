@@ -308,13 +308,7 @@ impl Hub {
             .key
             .as_ref()
             .ok_or_else(|| anyhow::anyhow!("no models.signing_key configured"))?;
-        let text = serde_json::to_string(&r)?;
-        let sig = key.sign(text.as_bytes());
-        let signed = SignedRelease {
-            release: text,
-            key_id: sig.key_id,
-            signature: sig.signature,
-        };
+        let signed = SignedRelease::sign(&r, key)?;
         self.p.release = Some(signed.clone());
         Ok(signed)
     }

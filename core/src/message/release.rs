@@ -99,6 +99,19 @@ impl Payload for SignedRelease {
     const KIND: &'static str = "release";
 }
 
+impl SignedRelease {
+    /// `release` as its JSON text and `key`'s signature over that text.
+    pub fn sign(release: &Release, key: &crate::signing::SecretKey) -> serde_json::Result<Self> {
+        let text = serde_json::to_string(release)?;
+        let sig = key.sign(text.as_bytes());
+        Ok(Self {
+            release: text,
+            key_id: sig.key_id,
+            signature: sig.signature,
+        })
+    }
+}
+
 /// An edge asks for chunks of a release it is missing (edge → cloud).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -16,13 +16,7 @@ fn release(version: u64, stage: Stage, bytes: &[u8], chunk: usize) -> Release {
 }
 
 fn sign(key: &SecretKey, r: &Release) -> SignedRelease {
-    let text = serde_json::to_string(r).unwrap();
-    let s = key.sign(text.as_bytes());
-    SignedRelease {
-        release: text,
-        key_id: s.key_id,
-        signature: s.signature,
-    }
+    SignedRelease::sign(r, key).unwrap()
 }
 
 fn models(key: &SecretKey, dir: &Path) -> Models {
