@@ -8,7 +8,7 @@
 //! Writes need `Authorization: Bearer <api_token>`; with no `api_token`
 //! configured every write is refused (401) and changes nothing.
 
-use crate::cloud::Shared;
+use crate::shared::Shared;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Query, State};
 use axum::http::{HeaderMap, StatusCode};

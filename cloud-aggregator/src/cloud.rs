@@ -9,6 +9,7 @@ use crate::lifecycle::{server, Hub, Lifecycle};
 use crate::metrics::CloudMetrics;
 use crate::receipts::{Intake, Receipts};
 use crate::registry::Registry;
+use crate::shared::{push_bounded, Shared};
 use crate::store::Store;
 use rumqttc::Publish;
 use std::collections::VecDeque;
@@ -20,33 +21,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 use vigil_core::clock::now_ms;
 use vigil_core::envelope::Seq;
-use vigil_core::message::{AnomalyEvent, AuditRecord, UplinkAck};
+use vigil_core::message::UplinkAck;
 use vigil_core::mqtt::LinkSpec;
 use vigil_core::role::Role;
 use vigil_core::topic;
-
-/// State the run loop writes and the API reads.
-pub struct Shared {
-    /// Fleet registry.
-    pub registry: Mutex<Registry>,
-    /// Recent anomaly events.
-    pub anomalies: Mutex<VecDeque<AnomalyEvent>>,
-    /// Recent audit records.
-    pub audit: Mutex<VecDeque<AuditRecord>>,
-    /// The model lifecycle.
-    pub models: Arc<Lifecycle>,
-    /// Bearer token for the API's writes, when set.
-    pub api_token: Option<String>,
-}
-
-fn push_bounded<T>(q: &Mutex<VecDeque<T>>, item: T, max: usize) {
-    if let Ok(mut q) = q.lock() {
-        if q.len() >= max {
-            q.pop_front();
-        }
-        q.push_back(item);
-    }
-}
 
 /// Runs the aggregator until `shutdown`. `listener` serves the API and metrics.
 pub async fn run(

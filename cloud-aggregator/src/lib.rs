@@ -11,6 +11,7 @@ pub mod lifecycle;
 pub mod metrics;
 pub mod receipts;
 pub mod registry;
+pub mod shared;
 pub mod store;
 
 pub use cloud::run;

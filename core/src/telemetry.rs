@@ -68,6 +68,11 @@ where
     r.register(Box::new(metric.clone()))
 }
 
+/// Buckets for detection and reaction delays, seconds.
+pub const DELAY_BUCKETS: [f64; 12] = [
+    0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
+];
+
 /// One component's metrics in its role's registry: each made, documented
 /// and registered in one call, so a component declares its own metrics
 /// where it counts them and the role's metrics struct composes the groups.

@@ -27,7 +27,6 @@ use tracing::{info, warn};
 use vigil_core::clock::now_ms;
 use vigil_core::message::{
     AnomalyEvent, AuditKind, AuditRecord, Heartbeat, ModelHealth, Presence, PresenceState, Release,
-    SampleBatch, ScoredSample,
 };
 use vigil_core::mqtt::{self, LinkSpec, PresenceSpec};
 use vigil_core::role::Role;

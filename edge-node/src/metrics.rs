@@ -1,5 +1,5 @@
 //! The edge node's Prometheus metrics, in its own explicit registry: each
-//! component declares and registers its own group (the cache's, scoring's,
+//! component declares and registers its own group (the cache's, timing's, scoring's,
 //! remediation's, model updates', the uplink's, the MQTT link's), and
 //! [`EdgeMetrics`] composes them.
 
@@ -7,16 +7,12 @@ use crate::cache::CacheMetrics;
 use crate::entity::DetectionMetrics;
 use crate::model::ModelMetrics;
 use crate::remediation::RemediationMetrics;
+use crate::timing::TimingMetrics;
 use crate::uplink::UplinkMetrics;
 use prometheus::Registry;
 use vigil_core::mqtt::LinkMetrics;
 
 pub use crate::remediation::metrics::{rail_label, RAILS};
-
-/// Buckets for detection and reaction delays, seconds.
-pub(crate) const DELAY_BUCKETS: [f64; 12] = [
-    0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
-];
 
 /// Handles to every edge metric; cheap to clone.
 #[derive(Clone)]
@@ -27,6 +23,8 @@ pub struct EdgeMetrics {
     pub link: LinkMetrics,
     /// The cache: series, samples taken and refused, evictions.
     pub cache: CacheMetrics,
+    /// Sample times: samples placed at their arrival time.
+    pub timing: TimingMetrics,
     /// Scoring: scores, threshold, anomaly events, tick time.
     pub detection: DetectionMetrics,
     /// Remediation: commands, results, holds, verifications, policies.
@@ -44,6 +42,7 @@ impl EdgeMetrics {
         Ok(Self {
             link: LinkMetrics::new(&registry)?,
             cache: CacheMetrics::new(&registry)?,
+            timing: TimingMetrics::new(&registry)?,
             detection: DetectionMetrics::new(&registry)?,
             remediation: RemediationMetrics::new(&registry)?,
             model: ModelMetrics::new(&registry)?,

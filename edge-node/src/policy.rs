@@ -8,8 +8,10 @@ use std::path::Path;
 use vigil_core::EntityId;
 
 mod check;
+mod condition;
 
 use check::{validate, At};
+pub use condition::{Condition, Op};
 
 /// A policy file.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -136,7 +138,7 @@ pub struct Matcher {
     /// restarted every time). Empty: the policy acts on anomaly scores, and
     /// `metrics` and `min_score` apply.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub when: Vec<crate::liveness::Condition>,
+    pub when: Vec<Condition>,
 }
 
 fn default_min_score() -> f64 {

@@ -16,6 +16,8 @@
 //!   neither case does it move its series' clock past now.
 
 use crate::cache::Refusal;
+use prometheus::{IntCounterVec, Registry};
+use vigil_core::telemetry::Group;
 
 /// Why a sample's timestamp was replaced.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -82,6 +84,28 @@ impl Timing {
             return Ok((now_ms, Some(Restamp::SenderClock)));
         }
         Ok((ts_ms, None))
+    }
+}
+
+/// What timing counts.
+#[derive(Clone)]
+pub struct TimingMetrics {
+    /// Samples placed at their arrival time, by why.
+    pub restamped: IntCounterVec,
+}
+
+impl TimingMetrics {
+    /// Creates and registers them.
+    pub fn new(r: &Registry) -> prometheus::Result<Self> {
+        let reasons = Restamp::ALL.map(|r| r.as_str());
+        Ok(Self {
+            restamped: Group::new(r, "edge").counters(
+                "vigil_edge_samples_restamped_total",
+                "Samples judged by their arrival time (sender_clock: the sender's clock is off; ahead: stamped ahead of the edge's clock).",
+                &["reason"],
+                &reasons,
+            )?,
+        })
     }
 }
 

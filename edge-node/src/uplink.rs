@@ -25,9 +25,11 @@ use vigil_core::{encode, Payload};
 
 mod delivery;
 mod metrics;
+mod outgoing;
 
 pub use delivery::*;
 pub use metrics::UplinkMetrics;
+pub use outgoing::{sample_messages, SAMPLES_PER_MESSAGE};
 
 /// Settings of the uplink buffer.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -3,17 +3,17 @@
 
 use super::train;
 use super::Hub;
-use crate::config::CloudConfig;
+use super::{LifecycleMetrics, ModelsConfig};
 use indicatif::{ProgressBar, ProgressStyle};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use vigil_core::clock::now_ms;
 use vigil_models::bundle::Bundle;
 use vigil_models::signing::SecretKey;
 
 /// Trains, judges and (when the gate passes) writes the bundle.
-pub fn train(config: &CloudConfig, out: Option<PathBuf>) -> anyhow::Result<()> {
-    let metrics = crate::CloudMetrics::new()?;
-    let mut hub = Hub::open(config.models.clone(), &config.data_dir, metrics.lifecycle)?;
+pub fn train(models: &ModelsConfig, data_dir: &Path, out: Option<PathBuf>) -> anyhow::Result<()> {
+    let metrics = LifecycleMetrics::new(&prometheus::Registry::new())?;
+    let mut hub = Hub::open(models.clone(), data_dir, metrics)?;
     let base = hub.stable_detector()?;
     let bar = ProgressBar::new(0);
     bar.set_style(
@@ -21,24 +21,18 @@ pub fn train(config: &CloudConfig, out: Option<PathBuf>) -> anyhow::Result<()> {
             .progress_chars("=> "),
     );
     let mut state = String::new();
-    let t = train::run(
-        &config.data_dir,
-        &config.models.train,
-        &base,
-        now_ms(),
-        |p| {
-            if p.state != state {
-                state = p.state.clone();
-                bar.println(format!("{}: {} samples", p.state, p.samples));
-            }
-            bar.set_length(p.steps as u64);
-            bar.set_position(p.step as u64);
-            bar.set_message(match p.loss {
-                Some(l) => format!("{} (loss {l:.4})", p.state),
-                None => p.state.clone(),
-            });
-        },
-    )?;
+    let t = train::run(data_dir, &models.train, &base, now_ms(), |p| {
+        if p.state != state {
+            state = p.state.clone();
+            bar.println(format!("{}: {} samples", p.state, p.samples));
+        }
+        bar.set_length(p.steps as u64);
+        bar.set_position(p.step as u64);
+        bar.set_message(match p.loss {
+            Some(l) => format!("{} (loss {l:.4})", p.state),
+            None => p.state.clone(),
+        });
+    })?;
     bar.finish_and_clear();
     let v = &t.verdict;
     println!(
@@ -58,21 +52,14 @@ pub fn train(config: &CloudConfig, out: Option<PathBuf>) -> anyhow::Result<()> {
         anyhow::bail!("the candidate is worse than the stable model; nothing written");
     }
     let version = hub.next_version();
-    let mut b = Bundle::of(
-        &t.detector,
-        &config.models.family,
-        version,
-        now_ms(),
-        t.training,
-    )?;
-    if let Some(k) = &config.models.signing_key {
+    let mut b = Bundle::of(&t.detector, &models.family, version, now_ms(), t.training)?;
+    if let Some(k) = &models.signing_key {
         b.sign(&SecretKey::read(k)?);
     }
     let out = out.unwrap_or_else(|| {
-        config
-            .data_dir
+        data_dir
             .join("models")
-            .join(&config.models.family)
+            .join(&models.family)
             .join(format!("candidate-v{version}.vmb"))
     });
     std::fs::write(&out, b.to_bytes()?)?;

@@ -1,4 +1,4 @@
-//! The cache's metrics: series held, samples taken, refused, restamped and
+//! The cache's metrics: series held, samples taken and refused, and
 //! series evicted.
 
 use prometheus::{IntCounter, IntCounterVec, IntGauge, Registry};
@@ -13,8 +13,6 @@ pub struct CacheMetrics {
     pub samples: IntCounter,
     /// Samples refused, by reason.
     pub samples_refused: IntCounterVec,
-    /// Samples placed at their arrival time, by why.
-    pub samples_restamped: IntCounterVec,
     /// Series evicted from the cache, by reason.
     pub series_evicted: IntCounterVec,
 }
@@ -23,7 +21,6 @@ impl CacheMetrics {
     /// Creates and registers them.
     pub fn new(r: &Registry) -> prometheus::Result<Self> {
         let refused = crate::cache::Refusal::ALL.map(|r| r.as_str());
-        let restamped = crate::timing::Restamp::ALL.map(|r| r.as_str());
         let g = Group::new(r, "edge");
         Ok(Self {
             series: g.gauge(
@@ -39,12 +36,6 @@ impl CacheMetrics {
                 "Samples refused by the edge, by reason.",
                 &["reason"],
                 &refused,
-            )?,
-            samples_restamped: g.counters(
-                "vigil_edge_samples_restamped_total",
-                "Samples judged by their arrival time (sender_clock: the sender's clock is off; ahead: stamped ahead of the edge's clock).",
-                &["reason"],
-                &restamped,
             )?,
             series_evicted: g.counters(
                 "vigil_edge_series_evicted_total",

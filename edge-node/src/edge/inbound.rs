@@ -53,8 +53,8 @@ impl Node {
         let shift = timing.batch_shift(sent_ms, now);
         if shift != 0 {
             self.metrics
-                .cache
-                .samples_restamped
+                .timing
+                .restamped
                 .with_label_values(&[Restamp::SenderClock.as_str()])
                 .inc_by(batch.samples.len() as u64);
             if let Some(skipped) = self.ratelog.allow(&format!("clock {}", batch.host)) {
@@ -159,8 +159,8 @@ impl Node {
                 self.metrics.cache.samples.inc();
                 if let Some(r) = restamp.filter(|r| *r == Restamp::Ahead) {
                     self.metrics
-                        .cache
-                        .samples_restamped
+                        .timing
+                        .restamped
                         .with_label_values(&[r.as_str()])
                         .inc();
                     if let Some(skipped) = self.ratelog.allow(&format!("ahead {sender}")) {

@@ -1,5 +1,6 @@
-//! What goes to the cloud: samples and scores in priority order, anomaly
-//! events and audit records, and the heartbeat.
+//! What goes to the cloud: samples and scores (shaped by
+//! `uplink::sample_messages`), anomaly events and audit records, and the
+//! heartbeat.
 
 use super::*;
 
@@ -20,30 +21,8 @@ impl Node {
     pub(super) fn uplink_samples(&mut self) {
         let unsent = self.shared.lock_cache().take_unsent();
         self.metrics.uplink.ring_lost.inc_by(unsent.lost);
-        let (scored, raw): (Vec<_>, Vec<_>) = unsent
-            .points
-            .into_iter()
-            .map(|(id, p)| ScoredSample {
-                entity: id.entity,
-                metric: id.metric,
-                ts_ms: p.ts_ms,
-                value: p.value,
-                score: p.scored.then_some(p.score as f64),
-            })
-            .partition(|s| s.score.is_some());
-        for (priority, kind, samples) in [
-            (Priority::Scores, UplinkKind::Scores, scored),
-            (Priority::Samples, UplinkKind::Samples, raw),
-        ] {
-            // Keep each message well under the broker's packet limit.
-            for chunk in samples.chunks(2000) {
-                let batch = SampleBatch {
-                    site: self.config.site.clone(),
-                    samples: chunk.to_vec(),
-                };
-                self.for_cloud(priority, kind, &batch);
-            }
-        }
+        let messages = crate::uplink::sample_messages(&self.config.site, unsent.points);
+        self.to_cloud.extend(messages);
     }
 
     pub(super) fn heartbeat(&mut self) {

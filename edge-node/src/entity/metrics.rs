@@ -51,7 +51,7 @@ impl DetectionMetrics {
             fault_to_detection_seconds: g.histogram(
                 "vigil_edge_fault_to_detection_seconds",
                 "From the first sample of the top metric scoring above the recovery level (in the run that led to it) to the anomaly event.",
-                &crate::metrics::DELAY_BUCKETS,
+                &vigil_core::telemetry::DELAY_BUCKETS,
             )?,
         })
     }

@@ -124,7 +124,7 @@ impl RemediationMetrics {
             detection_to_action_seconds: g.histogram(
                 "vigil_edge_detection_to_action_seconds",
                 "From an anomaly event to a remediation command sent for it (persistence, escalation and rails included).",
-                &crate::metrics::DELAY_BUCKETS,
+                &vigil_core::telemetry::DELAY_BUCKETS,
             )?,
             unexpected_results: g.counter(
                 "vigil_edge_unexpected_results_total",
