@@ -118,6 +118,17 @@ pub struct SmdMachine {
     pub counts: smd::Counts,
 }
 
+/// The published root causes of one machine; none when the file is absent.
+fn interpretation(path: &Path) -> anyhow::Result<Vec<smd::Interpretation>> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => {
+            smd::parse_interpretation(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(anyhow::anyhow!("{}: {e}", path.display())),
+    }
+}
+
 /// Runs `vigil eval smd` over every `<machine>_train.parquet` /
 /// `<machine>_test.parquet` pair in `data`, machines in parallel.
 pub fn smd(data: &Path, cfg: &DetectorConfig) -> anyhow::Result<Vec<SmdMachine>> {
@@ -145,6 +156,10 @@ pub fn smd(data: &Path, cfg: &DetectorConfig) -> anyhow::Result<Vec<SmdMachine>>
             Ok((n.clone(), train, test, labels))
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
+    let spans = names
+        .iter()
+        .map(|n| interpretation(&data.join("interpretation_label").join(format!("{n}.txt"))))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let total: usize = machines.iter().map(|m| m.1.len() + m.2.len()).sum();
     let done = std::sync::atomic::AtomicUsize::new(0);
     let bar = Progress::new("scoring", total);
@@ -164,10 +179,14 @@ pub fn smd(data: &Path, cfg: &DetectorConfig) -> anyhow::Result<Vec<SmdMachine>>
                         bar.show(d);
                     }
                 })
-                .map(|run| SmdMachine {
-                    name: name.clone(),
-                    threshold: run.threshold,
-                    counts: smd::count(&run, labels, train, test),
+                .map(|run| {
+                    let mut counts = smd::count(&run, labels, train, test);
+                    smd::count_root_causes(&mut counts, &run, &spans[i]);
+                    SmdMachine {
+                        name: name.clone(),
+                        threshold: run.threshold,
+                        counts,
+                    }
                 });
                 if let Ok(mut v) = results.lock() {
                     v.push(r);
@@ -269,13 +288,25 @@ impl Progress {
 pub fn smd_table(machines: &[SmdMachine]) -> String {
     let mut all = smd::Counts::default();
     let mut out = format!(
-        "{:<14} {:>5} {:>7} {:>7} {:>6} {:>6} {:>6} | {:>6} {:>6} {:>6} | {:>10}\n",
-        "machine", "thr", "events", "alarms", "P", "R", "F1", "PA-P", "PA-R", "PA-F1", "root cause"
+        "{:<14} {:>5} {:>7} {:>7} {:>6} {:>6} {:>6} | {:>6} {:>6} {:>6} | {:>10} | {:>7} {:>7}\n",
+        "machine",
+        "thr",
+        "events",
+        "alarms",
+        "P",
+        "R",
+        "F1",
+        "PA-P",
+        "PA-R",
+        "PA-F1",
+        "root cause",
+        "Hit@100",
+        "Hit@150"
     );
     let mut line = |name: &str, thr: String, c: &smd::Counts| {
         let (e, pa) = (c.event(), c.point_adjusted());
         out.push_str(&format!(
-            "{name:<14} {thr:>5} {:>7} {:>7} {:>6.3} {:>6.3} {:>6.3} | {:>6.3} {:>6.3} {:>6.3} | {:>4}/{:<3} {:>3.0}%\n",
+            "{name:<14} {thr:>5} {:>7} {:>7} {:>6.3} {:>6.3} {:>6.3} | {:>6.3} {:>6.3} {:>6.3} | {:>4}/{:<3} {:>3.0}% | {:>7.3} {:>7.3}\n",
             format!("{}/{}", c.events_found, c.events),
             c.alarms,
             e.precision,
@@ -287,6 +318,8 @@ pub fn smd_table(machines: &[SmdMachine]) -> String {
             c.root_cause_hits,
             c.events_found,
             100.0 * c.root_cause_rate(),
+            c.hit_rates().0,
+            c.hit_rates().1,
         ));
     };
     for m in machines {

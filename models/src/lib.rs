@@ -12,6 +12,7 @@ pub mod forecaster;
 pub mod fused;
 pub mod gate;
 pub mod novelty;
+pub mod pot;
 pub mod season;
 pub use vigil_core::signing;
 pub mod training;

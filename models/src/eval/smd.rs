@@ -9,7 +9,11 @@
 //! - point-adjusted point-wise figures (every row of a found anomaly counts
 //!   as detected), only for comparison with papers, which inflate with it;
 //! - root cause: for each found anomaly, whether the top contributing metric
-//!   at its first alarm is one of the metrics that moved most in it.
+//!   at its first alarm is one of the metrics that moved most in it;
+//! - HitRate@P% against the published root causes (`interpretation_label`):
+//!   for a labelled anomaly with k true metrics, the share of them among
+//!   the top ⌊k·P/100⌋ of the detector's ranking, which orders the metrics
+//!   by their mean evidence over the anomaly; averaged over anomalies.
 
 use crate::{Detector, DetectorConfig, ModelError};
 
@@ -28,6 +32,83 @@ pub struct MachineRun {
     pub scores: Vec<f32>,
     /// The metric behind each test row's score.
     pub top: Vec<usize>,
+    /// Every metric's evidence per test row: `evidence[t][metric]`.
+    pub evidence: Vec<Vec<f32>>,
+}
+
+/// One published root cause: a labelled span and the metrics behind it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Interpretation {
+    /// First test row.
+    pub start: usize,
+    /// One past the last test row.
+    pub end: usize,
+    /// The metrics (0-based columns).
+    pub metrics: Vec<usize>,
+}
+
+/// Reads an `interpretation_label` file: `start-end:d1,d2,...` per line,
+/// rows half-open and 0-based, metrics 1-based.
+pub fn parse_interpretation(text: &str) -> Result<Vec<Interpretation>, String> {
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() {
+            continue;
+        }
+        let bad = |what: &str| format!("line {}: {what}: {line:?}", i + 1);
+        let (span, dims) = line.split_once(':').ok_or_else(|| bad("no `:`"))?;
+        let (a, b) = span
+            .split_once('-')
+            .ok_or_else(|| bad("no `-` in the span"))?;
+        let start: usize = a.trim().parse().map_err(|_| bad("bad start"))?;
+        let end: usize = b.trim().parse().map_err(|_| bad("bad end"))?;
+        let metrics = dims
+            .split(',')
+            .map(|d| match d.trim().parse::<usize>() {
+                Ok(n) if n >= 1 => Ok(n - 1),
+                _ => Err(bad("metrics are 1-based numbers")),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if end <= start || metrics.is_empty() {
+            return Err(bad("empty span or no metric"));
+        }
+        out.push(Interpretation {
+            start,
+            end,
+            metrics,
+        });
+    }
+    Ok(out)
+}
+
+/// HitRate@`percent` summed over `spans` (divide by their number): the
+/// share of each span's true metrics among the top ⌊k·percent/100⌋ of the
+/// metrics ranked by mean evidence over the span.
+pub fn hit_rate(run: &MachineRun, spans: &[Interpretation], percent: usize) -> f64 {
+    let mut sum = 0.0;
+    for sp in spans {
+        let rows = &run.evidence[sp.start.min(run.evidence.len())..sp.end.min(run.evidence.len())];
+        let m = rows.first().map_or(0, Vec::len);
+        let mut mean: Vec<(f32, usize)> = (0..m)
+            .map(|k| {
+                (
+                    rows.iter().map(|r| r[k]).sum::<f32>() / rows.len() as f32,
+                    k,
+                )
+            })
+            .collect();
+        mean.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        let k = sp.metrics.len();
+        let take = k * percent / 100;
+        let hits = mean
+            .iter()
+            .take(take)
+            .filter(|(_, j)| sp.metrics.contains(j))
+            .count();
+        sum += hits as f64 / k as f64;
+    }
+    sum
 }
 
 /// Precision, recall and F1.
@@ -85,6 +166,12 @@ pub struct Counts {
     pub pa_fn: usize,
     /// Found anomalies whose top metric is among the ones that moved most.
     pub root_cause_hits: usize,
+    /// Labelled anomalies with a published root cause.
+    pub interpreted: usize,
+    /// HitRate@100% summed over them.
+    pub hit100: f64,
+    /// HitRate@150% summed over them.
+    pub hit150: f64,
 }
 
 impl Counts {
@@ -98,6 +185,15 @@ impl Counts {
         self.pa_fp += o.pa_fp;
         self.pa_fn += o.pa_fn;
         self.root_cause_hits += o.root_cause_hits;
+        self.interpreted += o.interpreted;
+        self.hit100 += o.hit100;
+        self.hit150 += o.hit150;
+    }
+
+    /// HitRate@100% and @150% against the published root causes.
+    pub fn hit_rates(&self) -> (f64, f64) {
+        let n = self.interpreted.max(1) as f64;
+        (self.hit100 / n, self.hit150 / n)
     }
 
     /// Event-level figures without point-adjust.
@@ -147,6 +243,7 @@ pub fn run_machine(
     let threshold = cfg.threshold.max(train_max.min(1.0));
     let mut scores = Vec::with_capacity(test.len());
     let mut top = Vec::with_capacity(test.len());
+    let mut evidence = Vec::with_capacity(test.len());
     for row in test {
         // A machine's alarms as the edge raises them: on the evidence, which
         // lasts as long as the anomaly (the onset-shaped score would cut one
@@ -160,12 +257,14 @@ pub fn run_machine(
             .fold((0, 0.0f32), |b, (k, v)| if v > b.1 { (k, v) } else { b });
         scores.push(best);
         top.push(k);
+        evidence.push(s.evidence);
         progress(1);
     }
     Ok(MachineRun {
         threshold,
         scores,
         top,
+        evidence,
     })
 }
 
@@ -228,6 +327,13 @@ pub fn count(run: &MachineRun, labels: &[bool], train: &Rows, test: &Rows) -> Co
     c
 }
 
+/// Adds the HitRates against the published root causes `spans` to `c`.
+pub fn count_root_causes(c: &mut Counts, run: &MachineRun, spans: &[Interpretation]) {
+    c.interpreted += spans.len();
+    c.hit100 += hit_rate(run, spans, 100);
+    c.hit150 += hit_rate(run, spans, 150);
+}
+
 /// Mean and standard deviation of every metric over the training rows.
 fn metric_stats(train: &Rows) -> Vec<(f64, f64)> {
     let m = train.first().map_or(0, Vec::len);
@@ -277,7 +383,61 @@ mod tests {
             threshold,
             scores: scores.to_vec(),
             top: top.to_vec(),
+            evidence: Vec::new(),
         }
+    }
+
+    #[test]
+    fn interpretation_lines_are_half_open_rows_and_one_based_metrics() {
+        let got = parse_interpretation("246-252:1,2,11\n\n2884-2888:6\n").unwrap();
+        assert_eq!(
+            got,
+            vec![
+                Interpretation {
+                    start: 246,
+                    end: 252,
+                    metrics: vec![0, 1, 10]
+                },
+                Interpretation {
+                    start: 2884,
+                    end: 2888,
+                    metrics: vec![5]
+                },
+            ]
+        );
+        let err = parse_interpretation("1-2:0\n").unwrap_err();
+        assert!(err.starts_with("line 1:"), "{err}");
+        assert!(parse_interpretation("5-3:1").is_err());
+        assert!(parse_interpretation("garbage").is_err());
+    }
+
+    #[test]
+    fn hit_rate_counts_true_metrics_among_the_top_of_the_ranking() {
+        // 4 metrics; in rows 1..3 metric 2 leads, then 0, then 3, then 1.
+        let evidence: Vec<Vec<f32>> = (0..4)
+            .map(|t| {
+                if (1..3).contains(&t) {
+                    vec![0.6, 0.1, 0.9, 0.3]
+                } else {
+                    vec![0.0; 4]
+                }
+            })
+            .collect();
+        let run = MachineRun {
+            evidence,
+            ..machine(0.5, &[0.0; 4], &[0; 4])
+        };
+        let span = |metrics: Vec<usize>| Interpretation {
+            start: 1,
+            end: 3,
+            metrics,
+        };
+        // Truth {2, 3}: @100 looks at the top 2 (2, 0): one of two.
+        assert_eq!(hit_rate(&run, &[span(vec![2, 3])], 100), 0.5);
+        // @150 looks at the top 3 (2, 0, 3): both.
+        assert_eq!(hit_rate(&run, &[span(vec![2, 3])], 150), 1.0);
+        // Summed over spans.
+        assert_eq!(hit_rate(&run, &[span(vec![2]), span(vec![1])], 100), 1.0);
     }
 
     #[test]
