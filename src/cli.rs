@@ -220,6 +220,12 @@ enum EvalCmd {
         /// Also write the figures as JSON here.
         #[arg(long)]
         json: Option<PathBuf>,
+        /// `series`: every metric scored alone by the edge's detector, the
+        /// machine's score the highest; `entity`: all of a machine's metrics
+        /// scored at once by the entity model, its threshold from peaks
+        /// over threshold on its training scores.
+        #[arg(long, value_enum, default_value_t = crate::eval::SmdModel::Series)]
+        model: crate::eval::SmdModel,
     },
 }
 
@@ -279,8 +285,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Up(args) => up::run(args).await,
         Cmd::DemoService { port } => crate::demo::service::run(port).await,
         Cmd::Eval {
-            command: EvalCmd::Smd { data, json },
-        } => eval_smd(data, json).await,
+            command: EvalCmd::Smd { data, json, model },
+        } => eval_smd(data, json, model).await,
         Cmd::Eval {
             command:
                 EvalCmd::Nab {
@@ -327,10 +333,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 /// `vigil eval smd`.
-async fn eval_smd(data: PathBuf, json: Option<PathBuf>) -> anyhow::Result<()> {
+async fn eval_smd(
+    data: PathBuf,
+    json: Option<PathBuf>,
+    model: crate::eval::SmdModel,
+) -> anyhow::Result<()> {
     let started = Instant::now();
-    let cfg = vigil_models::DetectorConfig::default();
-    let machines = tokio::task::spawn_blocking(move || crate::eval::smd(&data, &cfg)).await??;
+    let machines = tokio::task::spawn_blocking(move || crate::eval::smd(&data, model)).await??;
     print!("{}", crate::eval::smd_table(&machines));
     println!("({:.1} s)", started.elapsed().as_secs_f64());
     if let Some(path) = json {

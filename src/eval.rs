@@ -118,6 +118,19 @@ pub struct SmdMachine {
     pub counts: smd::Counts,
 }
 
+/// Which model `vigil eval smd` runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum SmdModel {
+    /// Every metric scored alone by the edge's detector.
+    Series,
+    /// All of a machine's metrics scored at once by the entity model.
+    Entity,
+    /// The entity model without its forecast error (ablation).
+    EntityNoForecast,
+    /// The entity model without its subspace error (ablation).
+    EntityNoSubspace,
+}
+
 /// The published root causes of one machine; none when the file is absent.
 fn interpretation(path: &Path) -> anyhow::Result<Vec<smd::Interpretation>> {
     match std::fs::read_to_string(path) {
@@ -131,7 +144,7 @@ fn interpretation(path: &Path) -> anyhow::Result<Vec<smd::Interpretation>> {
 
 /// Runs `vigil eval smd` over every `<machine>_train.parquet` /
 /// `<machine>_test.parquet` pair in `data`, machines in parallel.
-pub fn smd(data: &Path, cfg: &DetectorConfig) -> anyhow::Result<Vec<SmdMachine>> {
+pub fn smd(data: &Path, model: SmdModel) -> anyhow::Result<Vec<SmdMachine>> {
     let mut names: Vec<String> = std::fs::read_dir(data)
         .with_context(|| format!("reading {}", data.display()))?
         .filter_map(|e| e.ok())
@@ -173,21 +186,13 @@ pub fn smd(data: &Path, cfg: &DetectorConfig) -> anyhow::Result<Vec<SmdMachine>>
                 let Some((name, train, test, labels)) = machines.get(i) else {
                     break;
                 };
-                let r = smd::run_machine(cfg, train, test, |n| {
+                let progress = |n| {
                     let d = done.fetch_add(n, std::sync::atomic::Ordering::Relaxed) + n;
                     if d % 2048 == 0 {
                         bar.show(d);
                     }
-                })
-                .map(|run| {
-                    let mut counts = smd::count(&run, labels, train, test);
-                    smd::count_root_causes(&mut counts, &run, &spans[i]);
-                    SmdMachine {
-                        name: name.clone(),
-                        threshold: run.threshold,
-                        counts,
-                    }
-                });
+                };
+                let r = score_machine(model, name, train, test, labels, &spans[i], progress);
                 if let Ok(mut v) = results.lock() {
                     v.push(r);
                 }
@@ -203,6 +208,40 @@ pub fn smd(data: &Path, cfg: &DetectorConfig) -> anyhow::Result<Vec<SmdMachine>>
         .collect::<Result<Vec<_>, _>>()?;
     out.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(out)
+}
+
+/// One machine through `model`, counted against its labels and root causes.
+fn score_machine(
+    model: SmdModel,
+    name: &str,
+    train: &smd::Rows,
+    test: &smd::Rows,
+    labels: &[bool],
+    spans: &[smd::Interpretation],
+    progress: impl FnMut(usize),
+) -> anyhow::Result<SmdMachine> {
+    let run = match model {
+        SmdModel::Series => {
+            let cfg = DetectorConfig::default();
+            smd::run_machine(&cfg, train, test, progress)?
+        }
+        entity => {
+            let cfg = vigil_models::entity::EntityConfig {
+                forecast: entity != SmdModel::EntityNoForecast,
+                subspace: entity != SmdModel::EntityNoSubspace,
+                ..Default::default()
+            };
+            smd::run_machine_entity(&cfg, train, test, progress)
+                .map_err(|e| anyhow::anyhow!("{name}: {e}"))?
+        }
+    };
+    let mut counts = smd::count(&run, labels, train, test);
+    smd::count_root_causes(&mut counts, &run, spans);
+    Ok(SmdMachine {
+        name: name.to_string(),
+        threshold: run.threshold,
+        counts,
+    })
 }
 
 /// Reads `m0..mN` (and `label` when asked) from one SMD Parquet file.

@@ -254,6 +254,61 @@ fn eval_smd_reads_parquet_and_reports_events_and_root_cause() {
 }
 
 #[test]
+fn eval_smd_entity_model_finds_the_event_and_ranks_its_metric() {
+    use polars::prelude::{df, ParquetWriter};
+    // One machine, four noisy metrics; in the test file metric 2 leaves its
+    // range for 10 minutes, labelled, with its root cause published.
+    let dir = tempfile::tempdir().unwrap();
+    let noise = |t: usize, k: usize| ((t * 7919 + k * 104_729) % 1000) as f32 / 1000.0;
+    let write = |name: &str, rows: std::ops::Range<usize>, labelled: bool| {
+        let col = |k: usize| -> Vec<f32> {
+            rows.clone()
+                .enumerate()
+                .map(|(i, t)| {
+                    let v = 0.3 + 0.1 * noise(t, k);
+                    if labelled && k == 2 && (200..210).contains(&i) {
+                        0.95
+                    } else {
+                        v
+                    }
+                })
+                .collect()
+        };
+        let label: Vec<i8> = (0..rows.len())
+            .map(|i| i8::from(labelled && (200..210).contains(&i)))
+            .collect();
+        let mut frame = if labelled {
+            df!("m0" => col(0), "m1" => col(1), "m2" => col(2), "m3" => col(3), "label" => label)
+        } else {
+            df!("m0" => col(0), "m1" => col(1), "m2" => col(2), "m3" => col(3))
+        }
+        .unwrap();
+        let file = std::fs::File::create(dir.path().join(name)).unwrap();
+        ParquetWriter::new(file).finish(&mut frame).unwrap();
+    };
+    write("machine-9-9_train.parquet", 0..2000, false);
+    write("machine-9-9_test.parquet", 2000..2400, true);
+    let labels = dir.path().join("interpretation_label");
+    std::fs::create_dir_all(&labels).unwrap();
+    std::fs::write(labels.join("machine-9-9.txt"), "200-210:3\n").unwrap();
+    let json = dir.path().join("smd.json");
+    let stdout = stdout_of_success(
+        vigil()
+            .args(["eval", "smd", "--model", "entity", "--data"])
+            .arg(dir.path())
+            .arg("--json")
+            .arg(&json),
+    );
+    assert!(stdout.contains("Hit@150"), "{stdout}");
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let c = &v[0]["counts"];
+    assert_eq!(c["events_found"], 1, "{v}");
+    assert_eq!(c["root_cause_hits"], 1, "{v}");
+    assert_eq!(c["interpreted"], 1, "{v}");
+    assert_eq!(c["hit100"], 1.0, "the published metric ranked first: {v}");
+}
+
+#[test]
 fn up_with_an_unreachable_broker_fails_and_says_why() {
     let dir = tempfile::tempdir().unwrap();
     // A port nobody listens on.

@@ -7,6 +7,7 @@ pub mod ablation;
 pub mod baseline;
 pub mod bundle;
 pub mod detector;
+pub mod entity;
 pub mod eval;
 pub mod forecaster;
 pub mod fused;

@@ -47,14 +47,17 @@ pub struct Pot {
 
 impl Pot {
     /// Calibrates on `scores` (normal data, no labels). `None` when there
-    /// are too few scores for a tail (fewer than 10 peaks).
+    /// are too few scores for a tail (fewer than 10 peaks, even when the
+    /// peaks start lower than `level` on a short calibration).
     pub fn calibrate(scores: &[f64], cfg: PotConfig) -> Option<Self> {
         let mut sorted: Vec<f64> = scores.iter().copied().filter(|s| s.is_finite()).collect();
         if sorted.is_empty() {
             return None;
         }
         sorted.sort_by(f64::total_cmp);
-        let at = ((sorted.len() - 1) as f64 * cfg.level).round() as usize;
+        // Short calibrations start the peaks lower, so that ten are fitted.
+        let level = cfg.level.min(1.0 - 10.0 / sorted.len() as f64).max(0.0);
+        let at = ((sorted.len() - 1) as f64 * level).floor() as usize;
         let init = sorted[at];
         let peaks: std::collections::VecDeque<f64> = sorted
             .iter()
