@@ -341,6 +341,7 @@ async fn eval_smd(
     let started = Instant::now();
     let machines = tokio::task::spawn_blocking(move || crate::eval::smd(&data, model)).await??;
     print!("{}", crate::eval::smd_table(&machines));
+    println!("{}", model.threshold_rule());
     println!("({:.1} s)", started.elapsed().as_secs_f64());
     if let Some(path) = json {
         std::fs::write(&path, serde_json::to_vec_pretty(&machines)?)

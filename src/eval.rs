@@ -131,6 +131,22 @@ pub enum SmdModel {
     EntityNoSubspace,
 }
 
+impl SmdModel {
+    /// How this model's threshold is chosen (printed under the table).
+    pub fn threshold_rule(self) -> String {
+        match self {
+            SmdModel::Series => format!(
+                "threshold: the higher of the detector's own ({}) and the machine's highest score over the second half of training",
+                DetectorConfig::default().threshold
+            ),
+            _ => format!(
+                "threshold: peaks over threshold on the machine's training scores (second half), risk {:e}: a normal row exceeds it with that probability",
+                vigil_models::entity::EntityConfig::default().pot.risk
+            ),
+        }
+    }
+}
+
 /// The published root causes of one machine; none when the file is absent.
 fn interpretation(path: &Path) -> anyhow::Result<Vec<smd::Interpretation>> {
     match std::fs::read_to_string(path) {
