@@ -1,7 +1,13 @@
 //! The evaluation gate: a candidate model is judged against the current one
 //! on a held-back window of fleet data (forecast loss, share of points
-//! flagged) and on incidents the fleet confirmed. A candidate that is worse
-//! on any count is not published; the verdict says why.
+//! flagged outside faults), on incidents the fleet confirmed, and on
+//! synthetic faults injected into the window (found, and how soon). A
+//! candidate that is worse on any count is not published; the verdict says
+//! why.
+
+mod inject;
+
+pub use inject::{inject, FaultKind, Injected};
 
 use crate::training::loss;
 use crate::{Detector, ModelError};
@@ -21,6 +27,11 @@ pub struct GateConfig {
     /// A confirmed incident is caught when a flag falls this many samples
     /// before it, or a quarter of that after.
     pub event_lookback: usize,
+    /// Judge on injected faults as well.
+    pub inject: bool,
+    /// Refuse when the candidate finds the injected faults both find this
+    /// many samples later on average.
+    pub max_delay_slack: f64,
 }
 
 impl Default for GateConfig {
@@ -30,6 +41,8 @@ impl Default for GateConfig {
             max_flag_ratio: 1.5,
             flag_rate_margin: 0.005,
             event_lookback: 60,
+            inject: true,
+            max_delay_slack: 1.0,
         }
     }
 }
@@ -57,6 +70,16 @@ pub struct Figures {
     pub flag_rate: f64,
     /// Confirmed incidents caught.
     pub caught: usize,
+    /// Per injected fault, the samples from its start to its first flag
+    /// (`None`: not found).
+    pub delays: Vec<Option<usize>>,
+}
+
+impl Figures {
+    /// Injected faults found.
+    pub fn found(&self) -> usize {
+        self.delays.iter().flatten().count()
+    }
 }
 
 /// The gate's decision.
@@ -74,27 +97,53 @@ pub struct Verdict {
     pub events: usize,
 }
 
-/// Scores the held-back window with a fresh, non-learning replica of `model`.
-fn figures(model: &Detector, h: &Holdout, lookback: usize) -> Result<Figures, ModelError> {
+/// Scores the held-back window (`raw`: with the injected `faults`) with a
+/// fresh, non-learning replica of `model`.
+fn figures(
+    model: &Detector,
+    h: &Holdout,
+    raw: &[Vec<f64>],
+    faults: &[Injected],
+    lookback: usize,
+) -> Result<Figures, ModelError> {
     let mut d = model.replica(false)?;
     let threshold = d.config().threshold;
-    let len = h.raw.iter().map(Vec::len).max().unwrap_or(0);
-    let mut flags: Vec<Vec<bool>> = h.raw.iter().map(|s| vec![false; s.len()]).collect();
+    let len = raw.iter().map(Vec::len).max().unwrap_or(0);
+    let mut flags: Vec<Vec<bool>> = raw.iter().map(|s| vec![false; s.len()]).collect();
+    let in_fault = |i: usize, t: usize| {
+        faults
+            .iter()
+            .any(|f| f.series == i && (f.at..f.at + f.len).contains(&t))
+    };
     let (mut scored, mut flagged) = (0u64, 0u64);
     for t in 0..len {
-        let row: Vec<Option<f64>> = h.raw.iter().map(|s| s.get(t).copied()).collect();
+        let row: Vec<Option<f64>> = raw.iter().map(|s| s.get(t).copied()).collect();
         let s = d.tick(&row)?;
         // Flags as the edge raises them: on the evidence, not held back.
-        for ((v, f), &score) in row.iter().zip(flags.iter_mut()).zip(&s.evidence) {
-            if v.is_some() {
+        for (i, ((v, f), &score)) in row
+            .iter()
+            .zip(flags.iter_mut())
+            .zip(&s.evidence)
+            .enumerate()
+        {
+            if v.is_none() {
+                continue;
+            }
+            f[t] = score >= threshold;
+            // The flag rate is judged outside the injected faults.
+            if !in_fault(i, t) {
                 scored += 1;
-                if score >= threshold {
-                    flagged += 1;
-                    f[t] = true;
-                }
+                flagged += u64::from(f[t]);
             }
         }
     }
+    let delays = faults
+        .iter()
+        .map(|f| {
+            let end = (f.at + f.len + 5).min(flags[f.series].len());
+            (f.at..end).find(|&t| flags[f.series][t]).map(|t| t - f.at)
+        })
+        .collect();
     let caught = h
         .events
         .iter()
@@ -114,6 +163,7 @@ fn figures(model: &Detector, h: &Holdout, lookback: usize) -> Result<Figures, Mo
             0.0
         },
         caught,
+        delays,
     })
 }
 
@@ -124,8 +174,14 @@ pub fn judge(
     holdout: &Holdout,
     cfg: &GateConfig,
 ) -> Result<Verdict, ModelError> {
-    let cur = figures(current, holdout, cfg.event_lookback)?;
-    let cand = figures(candidate, holdout, cfg.event_lookback)?;
+    let incident_series: Vec<usize> = holdout.events.iter().map(|&(i, _)| i).collect();
+    let (raw, faults) = if cfg.inject {
+        inject(&holdout.raw, &incident_series)
+    } else {
+        (holdout.raw.clone(), Vec::new())
+    };
+    let cur = figures(current, holdout, &raw, &faults, cfg.event_lookback)?;
+    let cand = figures(candidate, holdout, &raw, &faults, cfg.event_lookback)?;
     let mut reasons = Vec::new();
     if let (Some(c), Some(n)) = (cur.loss, cand.loss) {
         if n > c * cfg.max_loss_ratio {
@@ -150,6 +206,7 @@ pub fn judge(
             cur.caught
         ));
     }
+    reasons.extend(injected_reasons(&cur, &cand, cfg));
     Ok(Verdict {
         passed: reasons.is_empty(),
         reasons,
@@ -157,6 +214,39 @@ pub fn judge(
         candidate: cand,
         events: holdout.events.len(),
     })
+}
+
+/// Why the candidate loses on the injected faults: it finds fewer, or it
+/// finds the ones both find later.
+pub fn injected_reasons(cur: &Figures, cand: &Figures, cfg: &GateConfig) -> Vec<String> {
+    let mut reasons = Vec::new();
+    let n = cur.delays.len();
+    if cand.found() < cur.found() {
+        reasons.push(format!(
+            "finds {} of {n} injected faults; the current model finds {}",
+            cand.found(),
+            cur.found()
+        ));
+    }
+    let both: Vec<(usize, usize)> = cur
+        .delays
+        .iter()
+        .zip(&cand.delays)
+        .filter_map(|(a, b)| Some(((*a)?, (*b)?)))
+        .collect();
+    if !both.is_empty() {
+        let mean = |f: fn(&(usize, usize)) -> usize| {
+            both.iter().map(f).sum::<usize>() as f64 / both.len() as f64
+        };
+        let (c, k) = (mean(|p| p.0), mean(|p| p.1));
+        if k > c + cfg.max_delay_slack {
+            reasons.push(format!(
+                "finds the injected faults {:.1} samples after they start on average; the current model {c:.1}",
+                k
+            ));
+        }
+    }
+    reasons
 }
 
 #[cfg(test)]
@@ -236,4 +326,68 @@ mod tests {
             "{v:?}"
         );
     }
+
+    fn with_delays(delays: &[Option<usize>]) -> Figures {
+        Figures {
+            delays: delays.to_vec(),
+            ..Figures::default()
+        }
+    }
+
+    #[test]
+    fn a_candidate_that_finds_fewer_injected_faults_or_finds_them_later_is_refused() {
+        let cfg = GateConfig::default();
+        let cur = with_delays(&[Some(0), Some(2), None]);
+        assert!(injected_reasons(&cur, &with_delays(&[Some(0), Some(2), None]), &cfg).is_empty());
+        let fewer = injected_reasons(&cur, &with_delays(&[Some(0), None, None]), &cfg);
+        assert_eq!(fewer.len(), 1, "{fewer:?}");
+        assert!(fewer[0].starts_with("finds 1 of 3 injected faults"), "{fewer:?}");
+        // Both find faults 0 and 1; the candidate 3 and 4 samples later.
+        let later = injected_reasons(&cur, &with_delays(&[Some(3), Some(6), Some(1)]), &cfg);
+        assert_eq!(later.len(), 1, "{later:?}");
+        assert!(later[0].contains("4.5 samples after"), "{later:?}");
+        // Within the slack: not later.
+        assert!(injected_reasons(&cur, &with_delays(&[Some(1), Some(2), None]), &cfg).is_empty());
+    }
+
+    #[test]
+    fn a_model_that_misses_the_injected_faults_the_current_one_finds_is_refused() {
+        let cfg = DetectorConfig::default();
+        let current = Detector::new(cfg.clone()).unwrap();
+        // The same model, deaf: still warming up through the whole window.
+        let deaf = Detector::new(DetectorConfig {
+            warmup_samples: 1_000_000,
+            ..cfg.clone()
+        })
+        .unwrap();
+        let h = holdout(&cfg);
+        let v = judge(&current, &deaf, &h, &GateConfig::default()).unwrap();
+        // The decision log: `cargo test -p vigil-models gate -- --nocapture`.
+        println!(
+            "gate: passed={} current found {}/{} delays {:?}, candidate found {} delays {:?}; reasons: {:?}",
+            v.passed,
+            v.current.found(),
+            v.current.delays.len(),
+            v.current.delays,
+            v.candidate.found(),
+            v.candidate.delays,
+            v.reasons
+        );
+        assert!(v.current.found() >= 2, "{v:?}");
+        assert_eq!(v.candidate.found(), 0, "{v:?}");
+        assert!(!v.passed);
+        assert!(
+            v.reasons.iter().any(|r| r.contains("injected faults")),
+            "{:?}",
+            v.reasons
+        );
+        // Without injection the same pair is judged on the incident alone.
+        let off = GateConfig {
+            inject: false,
+            ..GateConfig::default()
+        };
+        let v = judge(&current, &deaf, &h, &off).unwrap();
+        assert!(v.current.delays.is_empty());
+    }
+
 }
