@@ -226,6 +226,10 @@ enum EvalCmd {
         /// over threshold on its training scores.
         #[arg(long, value_enum, default_value_t = crate::eval::SmdModel::Series)]
         model: crate::eval::SmdModel,
+        /// The entity model's risk: the probability that a normal row's
+        /// score exceeds the threshold (peaks over threshold).
+        #[arg(long, default_value_t = vigil_models::entity::EntityConfig::default().pot.risk)]
+        risk: f64,
     },
 }
 
@@ -285,8 +289,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Up(args) => up::run(args).await,
         Cmd::DemoService { port } => crate::demo::service::run(port).await,
         Cmd::Eval {
-            command: EvalCmd::Smd { data, json, model },
-        } => eval_smd(data, json, model).await,
+            command:
+                EvalCmd::Smd {
+                    data,
+                    json,
+                    model,
+                    risk,
+                },
+        } => eval_smd(data, json, model, risk).await,
         Cmd::Eval {
             command:
                 EvalCmd::Nab {
@@ -337,11 +347,14 @@ async fn eval_smd(
     data: PathBuf,
     json: Option<PathBuf>,
     model: crate::eval::SmdModel,
+    risk: f64,
 ) -> anyhow::Result<()> {
+    anyhow::ensure!(risk > 0.0 && risk < 1.0, "--risk {risk} is outside (0, 1)");
     let started = Instant::now();
-    let machines = tokio::task::spawn_blocking(move || crate::eval::smd(&data, model)).await??;
+    let machines =
+        tokio::task::spawn_blocking(move || crate::eval::smd(&data, model, risk)).await??;
     print!("{}", crate::eval::smd_table(&machines));
-    println!("{}", model.threshold_rule());
+    println!("{}", model.threshold_rule(risk));
     println!("({:.1} s)", started.elapsed().as_secs_f64());
     if let Some(path) = json {
         std::fs::write(&path, serde_json::to_vec_pretty(&machines)?)

@@ -133,15 +133,14 @@ pub enum SmdModel {
 
 impl SmdModel {
     /// How this model's threshold is chosen (printed under the table).
-    pub fn threshold_rule(self) -> String {
+    pub fn threshold_rule(self, risk: f64) -> String {
         match self {
             SmdModel::Series => format!(
                 "threshold: the higher of the detector's own ({}) and the machine's highest score over the second half of training",
                 DetectorConfig::default().threshold
             ),
             _ => format!(
-                "threshold: peaks over threshold on the machine's training scores (second half), risk {:e}: a normal row exceeds it with that probability",
-                vigil_models::entity::EntityConfig::default().pot.risk
+                "threshold: peaks over threshold on the machine's training scores (second half), risk {risk:e}: a normal row exceeds it with that probability"
             ),
         }
     }
@@ -160,7 +159,7 @@ fn interpretation(path: &Path) -> anyhow::Result<Vec<smd::Interpretation>> {
 
 /// Runs `vigil eval smd` over every `<machine>_train.parquet` /
 /// `<machine>_test.parquet` pair in `data`, machines in parallel.
-pub fn smd(data: &Path, model: SmdModel) -> anyhow::Result<Vec<SmdMachine>> {
+pub fn smd(data: &Path, model: SmdModel, risk: f64) -> anyhow::Result<Vec<SmdMachine>> {
     let mut names: Vec<String> = std::fs::read_dir(data)
         .with_context(|| format!("reading {}", data.display()))?
         .filter_map(|e| e.ok())
@@ -208,7 +207,8 @@ pub fn smd(data: &Path, model: SmdModel) -> anyhow::Result<Vec<SmdMachine>> {
                         bar.show(d);
                     }
                 };
-                let r = score_machine(model, name, train, test, labels, &spans[i], progress);
+                let job = (model, risk);
+                let r = score_machine(job, name, train, test, labels, &spans[i], progress);
                 if let Ok(mut v) = results.lock() {
                     v.push(r);
                 }
@@ -228,7 +228,7 @@ pub fn smd(data: &Path, model: SmdModel) -> anyhow::Result<Vec<SmdMachine>> {
 
 /// One machine through `model`, counted against its labels and root causes.
 fn score_machine(
-    model: SmdModel,
+    (model, risk): (SmdModel, f64),
     name: &str,
     train: &smd::Rows,
     test: &smd::Rows,
@@ -242,11 +242,12 @@ fn score_machine(
             smd::run_machine(&cfg, train, test, progress)?
         }
         entity => {
-            let cfg = vigil_models::entity::EntityConfig {
+            let mut cfg = vigil_models::entity::EntityConfig {
                 forecast: entity != SmdModel::EntityNoForecast,
                 subspace: entity != SmdModel::EntityNoSubspace,
                 ..Default::default()
             };
+            cfg.pot.risk = risk;
             smd::run_machine_entity(&cfg, train, test, progress)
                 .map_err(|e| anyhow::anyhow!("{name}: {e}"))?
         }

@@ -306,6 +306,18 @@ fn eval_smd_entity_model_finds_the_event_and_ranks_its_metric() {
     assert_eq!(c["root_cause_hits"], 1, "{v}");
     assert_eq!(c["interpreted"], 1, "{v}");
     assert_eq!(c["hit100"], 1.0, "the published metric ranked first: {v}");
+    // A risk that is not a probability is refused, and says so.
+    let out = vigil()
+        .args(["eval", "smd", "--model", "entity", "--risk", "0", "--data"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--risk 0 is outside (0, 1)"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]

@@ -341,7 +341,10 @@ mod tests {
         assert!(injected_reasons(&cur, &with_delays(&[Some(0), Some(2), None]), &cfg).is_empty());
         let fewer = injected_reasons(&cur, &with_delays(&[Some(0), None, None]), &cfg);
         assert_eq!(fewer.len(), 1, "{fewer:?}");
-        assert!(fewer[0].starts_with("finds 1 of 3 injected faults"), "{fewer:?}");
+        assert!(
+            fewer[0].starts_with("finds 1 of 3 injected faults"),
+            "{fewer:?}"
+        );
         // Both find faults 0 and 1; the candidate 3 and 4 samples later.
         let later = injected_reasons(&cur, &with_delays(&[Some(3), Some(6), Some(1)]), &cfg);
         assert_eq!(later.len(), 1, "{later:?}");
@@ -389,5 +392,4 @@ mod tests {
         let v = judge(&current, &deaf, &h, &off).unwrap();
         assert!(v.current.delays.is_empty());
     }
-
 }
