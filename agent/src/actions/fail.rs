@@ -20,7 +20,7 @@ impl Fail {
 }
 
 /// A non-2xx answer: retried when the same request may later succeed.
-pub(super) fn status(what: &str, status: reqwest::StatusCode, body: &str) -> Fail {
+fn status(what: &str, status: reqwest::StatusCode, body: &str) -> Fail {
     let msg = format!(
         "{what}: HTTP {status}: {}",
         body.trim().chars().take(300).collect::<String>()
@@ -33,12 +33,12 @@ pub(super) fn status(what: &str, status: reqwest::StatusCode, body: &str) -> Fai
 }
 
 /// The request did not get an answer.
-pub(super) fn send(what: &str, e: reqwest::Error) -> Fail {
+fn send(what: &str, e: reqwest::Error) -> Fail {
     Fail::Retry(format!("{what}: {e}"))
 }
 
 /// Sends a request and maps a non-2xx answer to a [`Fail`]; `Ok` is the
-/// answer's status.
+/// answer, its body not yet read.
 pub(super) async fn call(
     what: &str,
     req: reqwest::RequestBuilder,

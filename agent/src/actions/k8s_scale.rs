@@ -113,17 +113,8 @@ async fn scale(k: &K8sScale, timeout: Duration) -> Result<String, Fail> {
         percent(&k.deployment)
     );
     let auth = format!("Bearer {}", token.trim());
-    let resp = client
-        .get(&url)
-        .header("authorization", &auth)
-        .send()
-        .await
-        .map_err(|e| fail::send(&format!("GET {url}"), e))?;
-    let status = resp.status();
-    if !status.is_success() {
-        let text = resp.text().await.unwrap_or_default();
-        return Err(fail::status(&format!("GET {url}"), status, &text));
-    }
+    let get = client.get(&url).header("authorization", &auth);
+    let resp = fail::call(&format!("GET {url}"), get).await?;
     let mut scale: serde_json::Value = resp
         .json()
         .await
@@ -139,18 +130,8 @@ async fn scale(k: &K8sScale, timeout: Duration) -> Result<String, Fail> {
         )));
     }
     scale["spec"]["replicas"] = wanted.into();
-    let resp = client
-        .put(&url)
-        .header("authorization", &auth)
-        .json(&scale)
-        .send()
-        .await
-        .map_err(|e| fail::send(&format!("PUT {url}"), e))?;
-    let status = resp.status();
-    if !status.is_success() {
-        let text = resp.text().await.unwrap_or_default();
-        return Err(fail::status(&format!("PUT {url}"), status, &text));
-    }
+    let put = client.put(&url).header("authorization", &auth).json(&scale);
+    fail::call(&format!("PUT {url}"), put).await?;
     Ok(format!(
         "scaled {}/{} from {current} to {wanted} replicas",
         k.namespace, k.deployment
