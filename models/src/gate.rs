@@ -110,11 +110,13 @@ fn figures(
     let threshold = d.config().threshold;
     let len = raw.iter().map(Vec::len).max().unwrap_or(0);
     let mut flags: Vec<Vec<bool>> = raw.iter().map(|s| vec![false; s.len()]).collect();
-    let in_fault = |i: usize, t: usize| {
-        faults
-            .iter()
-            .any(|f| f.series == i && (f.at..f.at + f.len).contains(&t))
-    };
+    // Each series' fault window, looked up per point (a series has one
+    // fault at most): not a scan of every fault for every point.
+    let mut window = vec![0..0; raw.len()];
+    for f in faults {
+        window[f.series] = f.at..f.at + f.len;
+    }
+    let in_fault = |i: usize, t: usize| window[i].contains(&t);
     let (mut scored, mut flagged) = (0u64, 0u64);
     for t in 0..len {
         let row: Vec<Option<f64>> = raw.iter().map(|s| s.get(t).copied()).collect();
