@@ -129,6 +129,8 @@ pub enum SmdModel {
     EntityNoForecast,
     /// The entity model without its subspace error (ablation).
     EntityNoSubspace,
+    /// The entity model with the kind's LSTM forecast in place of persistence.
+    EntityLstm,
 }
 
 impl SmdModel {
@@ -188,6 +190,9 @@ pub fn smd(data: &Path, model: SmdModel, risk: f64) -> anyhow::Result<Vec<SmdMac
         .iter()
         .map(|n| interpretation(&data.join("interpretation_label").join(format!("{n}.txt"))))
         .collect::<anyhow::Result<Vec<_>>>()?;
+    if model == SmdModel::EntityLstm {
+        return smd_kind(&machines, &spans, risk);
+    }
     let total: usize = machines.iter().map(|m| m.1.len() + m.2.len()).sum();
     let done = std::sync::atomic::AtomicUsize::new(0);
     let bar = Progress::new("scoring", total);
@@ -224,6 +229,34 @@ pub fn smd(data: &Path, model: SmdModel, risk: f64) -> anyhow::Result<Vec<SmdMac
         .collect::<Result<Vec<_>, _>>()?;
     out.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(out)
+}
+
+/// Every machine as an entity of one kind, through the kind's LSTM.
+fn smd_kind(
+    machines: &[(String, smd::Rows, smd::Rows, Vec<bool>)],
+    spans: &[Vec<smd::Interpretation>],
+    risk: f64,
+) -> anyhow::Result<Vec<SmdMachine>> {
+    let mut cfg = vigil_models::entity::EntityConfig::default();
+    cfg.pot.risk = risk;
+    let pairs: Vec<(&smd::Rows, &smd::Rows)> = machines.iter().map(|m| (&m.1, &m.2)).collect();
+    let plan = smd::LstmPlan::default();
+    let runs = smd::run_kind_lstm(&cfg, &plan, &pairs, |s| eprintln!("{s}"))
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(machines
+        .iter()
+        .zip(runs)
+        .zip(spans)
+        .map(|(((name, train, test, labels), run), spans)| {
+            let mut counts = smd::count(&run, labels, train, test);
+            smd::count_root_causes(&mut counts, &run, spans);
+            SmdMachine {
+                name: name.clone(),
+                threshold: run.threshold,
+                counts,
+            }
+        })
+        .collect())
 }
 
 /// One machine through `model`, counted against its labels and root causes.

@@ -1,12 +1,14 @@
 #![allow(missing_docs)] // criterion's macros generate undocumented items
 //! One scoring step of 1,000 entities × 38 metrics on one thread: the entity
-//! model (first version: persistence forecast and principal-subspace error)
-//! against the edge's per-series detector scoring the same 38,000 series in
-//! one batched tick. Throughput in metric-samples. Run: `cargo bench -p
+//! model (persistence forecast and principal-subspace error), the same with
+//! the kind's LSTM forecasting all 1,000 entities in one fused batch, and
+//! the edge's per-series detector scoring the same 38,000 series in one
+//! batched tick. Throughput in metric-samples. Run: `cargo bench -p
 //! vigil-models --bench entity_step`.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use std::time::Duration;
+use vigil_models::entity::lstm::{EntityLstm, LstmState};
 use vigil_models::entity::{EntityConfig, EntityModel, EntityState};
 use vigil_models::{Detector, DetectorConfig};
 
@@ -40,6 +42,29 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             for (s, r) in states.iter_mut().zip(&rows) {
                 std::hint::black_box(model.step(s, r));
+            }
+        })
+    });
+    // The same step with the kind's LSTM forecasting every entity's next
+    // row in one fused batch (untrained weights: the cost is the same).
+    let mut lstm = match EntityLstm::new(METRICS, 32) {
+        Ok(l) => l,
+        Err(e) => panic!("building the LSTM: {e}"),
+    };
+    let mut lstm_state = LstmState::new(ENTITIES, lstm.hidden());
+    let (mut z, mut next) = (Vec::with_capacity(ENTITIES * METRICS), Vec::new());
+    g.bench_function("entity_model_lstm/1000x38", |b| {
+        b.iter(|| {
+            z.clear();
+            for (s, r) in states.iter_mut().zip(&rows) {
+                std::hint::black_box(model.step(s, r));
+                model.normalise(r, &mut z);
+            }
+            if let Err(e) = lstm.step(&mut lstm_state, &z, &mut next) {
+                panic!("LSTM step: {e}");
+            }
+            for (s, f) in states.iter_mut().zip(next.chunks_exact(METRICS)) {
+                s.next = Some(model.denormalise(f));
             }
         })
     });

@@ -19,7 +19,7 @@ use crate::{Detector, DetectorConfig, ModelError};
 
 mod entity;
 
-pub use entity::run_machine_entity;
+pub use entity::{run_kind_lstm, run_machine_entity, LstmPlan};
 
 /// Metrics counted as "the ones that moved most" in a labelled span.
 pub const ROOT_CAUSE_TOP: usize = 3;
