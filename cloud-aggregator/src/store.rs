@@ -5,7 +5,7 @@
 use polars::prelude::*;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use vigil_core::message::{AnomalyEvent, AuditRecord, ScoredSample};
+use vigil_core::message::{shares_text, AnomalyEvent, AuditRecord, ScoredSample};
 
 /// A table of the store.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -134,6 +134,8 @@ impl Store {
         r.s("model_version", Some(a.model_version.clone()));
         r.i("ts_ms", a.ts_ms);
         r.f("score", a.score);
+        r.opt_f("entity_score", a.entity_score);
+        r.s("root_cause", Some(shares_text(&a.root_cause)));
         r.len += 1;
     }
 
@@ -156,6 +158,7 @@ impl Store {
         r.s("outcome", a.outcome.map(|o| o.as_str().to_string()));
         r.s("rail", a.rail.clone());
         r.s("detail", Some(a.detail.clone()));
+        r.s("root_cause", Some(shares_text(&a.root_cause)));
         r.len += 1;
     }
 

@@ -80,6 +80,25 @@ pub struct Contributor {
     pub value: f64,
 }
 
+/// A metric's share of its entity's anomaly evidence (the entity model's
+/// root cause): the shares of the listed metrics add up to 1.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MetricShare {
+    /// Metric name.
+    pub metric: String,
+    /// Its share, 0..1.
+    pub share: f64,
+}
+
+/// `cpu 62%, mem 30%, disk 8%`, for logs and flat tables.
+pub fn shares_text(shares: &[MetricShare]) -> String {
+    shares
+        .iter()
+        .map(|s| format!("{} {:.0}%", s.metric, s.share * 100.0))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// An entity turned anomalous (edge → cloud, and to the policy engine).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct AnomalyEvent {
@@ -99,6 +118,13 @@ pub struct AnomalyEvent {
     pub ts_ms: i64,
     /// Model that scored it.
     pub model_version: String,
+    /// The entity model's score over its threshold (1: its alarm level),
+    /// once the entity has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entity_score: Option<f64>,
+    /// The entity model's top metrics with their shares, once it has one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub root_cause: Vec<MetricShare>,
 }
 impl Payload for AnomalyEvent {
     const KIND: &'static str = "anomaly";
@@ -186,6 +212,11 @@ pub struct AuditRecord {
     pub rail: Option<String>,
     /// Human-readable detail.
     pub detail: String,
+    /// The target's top three metrics when decided, with their shares of
+    /// the evidence (the entity model's, or the series scores' before the
+    /// entity has a model).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub root_cause: Vec<MetricShare>,
 }
 impl Payload for AuditRecord {
     const KIND: &'static str = "audit";

@@ -146,6 +146,16 @@ mod tests {
             rail: None,
             outcome: None,
             detail: "d".into(),
+            root_cause: vec![
+                vigil_core::message::MetricShare {
+                    metric: "up".into(),
+                    share: 0.75,
+                },
+                vigil_core::message::MetricShare {
+                    metric: "latency".into(),
+                    share: 0.25,
+                },
+            ],
         };
         {
             let mut log = AuditLog::open(&path).unwrap();

@@ -68,6 +68,8 @@ pub struct EdgeConfig {
     pub api_token: Option<String>,
     /// Model updates from the cloud: family, trusted keys, transfer.
     pub model: crate::model::ModelConfig,
+    /// The entity model: all of an entity's metrics scored together.
+    pub entity_model: crate::entity::model::EntityModelConfig,
     /// The key this edge signs its commands with (agents trust its public
     /// half, `<key>.pub`, in `trusted_edge_keys`). Empty:
     /// `<data_dir>/command.key`, made on the first start.
@@ -132,6 +134,7 @@ impl Default for EdgeConfig {
             reload_secs: 2.0,
             api_token: None,
             model: crate::model::ModelConfig::default(),
+            entity_model: Default::default(),
             command_key: PathBuf::new(),
         }
     }
@@ -158,6 +161,7 @@ impl EdgeConfig {
     /// Every problem with the settings.
     pub fn validate(&self) -> Vec<String> {
         let mut e = self.rails.validate();
+        self.entity_model.validate(&mut e);
         if !topic::valid_site(&self.site) {
             e.push(format!(
                 "site: {:?} must be 1-64 of [A-Za-z0-9._-] and not `models`",

@@ -109,6 +109,7 @@ pub async fn run(
         to_cloud: Vec::new(),
         engine,
         detector: Some(detector),
+        entity_models: None,
         ticks: 0,
         policy_watch,
         models,
@@ -233,6 +234,8 @@ struct Node {
     to_cloud: Vec<Queued>,
     engine: Engine,
     detector: Option<Detector>,
+    /// Every entity's model (taken while a tick scores on its thread).
+    entity_models: Option<crate::entity::EntityModels>,
     ticks: u64,
     policy_watch: Option<FileWatch>,
     models: Models,

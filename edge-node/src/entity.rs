@@ -1,14 +1,18 @@
 //! Entities: series scores rolled up per host, service or sensor. An entity's
-//! score is the highest of its fresh series; the metric behind it is the
-//! reported root cause. A normal → anomalous transition is an anomaly event.
+//! score is the highest of its fresh series; beside it, the entity model
+//! scores all its metrics together (`model`). An entity is anomalous when
+//! either says so; a normal → anomalous transition is an anomaly event,
+//! naming the top metrics with their shares (the root cause).
 
 mod metrics;
+pub mod model;
 pub use metrics::DetectionMetrics;
+pub use model::{EntityModels, Verdict};
 
 use crate::cache::Cache;
 use serde::Serialize;
 use std::collections::BTreeMap;
-use vigil_core::message::{AnomalyEvent, Contributor};
+use vigil_core::message::{AnomalyEvent, Contributor, MetricShare};
 use vigil_core::EntityId;
 
 /// How many contributing metrics an event lists.
@@ -31,6 +35,11 @@ pub struct EntityState {
     pub since_ms: i64,
     /// Id of the open anomaly, while anomalous.
     pub anomaly_id: Option<String>,
+    /// The entity model's score over its threshold, once it has a model.
+    pub entity_score: Option<f64>,
+    /// Top metrics with their shares: the entity model's ranking, or the
+    /// series scores' before it has one.
+    pub root_cause: Vec<MetricShare>,
     /// While anomalous: since when the score has stayed below the recovery
     /// level (the episode closes once that lasts long enough).
     #[serde(skip)]
@@ -54,6 +63,11 @@ impl EntityState {
             anomalous: true,
             since_ms: f.since_ms,
             anomaly_id: Some(f.episode.clone()),
+            entity_score: None,
+            root_cause: vec![MetricShare {
+                metric: f.metric.clone(),
+                share: 1.0,
+            }],
             below_since_ms: None,
         }
     }
@@ -91,12 +105,15 @@ pub struct Entities {
 }
 
 impl Entities {
-    /// Rolls the cache's latest scores up per entity. Series without a point
-    /// in the last `stale_ms` do not count (a dead process stops reporting
-    /// its CPU; its last score must not linger). Returns the new anomalies.
+    /// Rolls the cache's latest scores up per entity, beside the entity
+    /// models' verdicts. Series without a point in the last `stale_ms` do
+    /// not count (a dead process stops reporting its CPU; its last score
+    /// must not linger). Returns the new anomalies.
+    #[allow(clippy::too_many_arguments)]
     pub fn update(
         &mut self,
         cache: &Cache,
+        verdicts: &BTreeMap<EntityId, Verdict>,
         levels: Levels,
         now_ms: i64,
         stale_ms: i64,
@@ -127,9 +144,22 @@ impl Entities {
                     anomalous: false,
                     since_ms: now_ms,
                     anomaly_id: None,
+                    entity_score: None,
+                    root_cause: Vec::new(),
                     below_since_ms: None,
                 });
-            if !st.anomalous && score >= levels.enter {
+            let verdict = verdicts.get(entity);
+            let ratio = verdict.map(|v| v.score);
+            // The entity model's exit level sits where the series' does,
+            // relative to its alarm level.
+            let exit_ratio = levels.exit / levels.enter.max(f64::MIN_POSITIVE);
+            let high = score >= levels.enter || ratio.is_some_and(|r| r >= 1.0);
+            let low = score < levels.exit && ratio.is_none_or(|r| r < exit_ratio);
+            let root_cause = match verdict {
+                Some(v) => v.root_cause.clone(),
+                None => series_shares(&list),
+            };
+            if !st.anomalous && high {
                 let id = uuid::Uuid::new_v4().to_string();
                 st.anomalous = true;
                 st.since_ms = now_ms;
@@ -144,8 +174,10 @@ impl Entities {
                     contributors: list.clone(),
                     ts_ms: now_ms,
                     model_version: model.to_string(),
+                    entity_score: ratio,
+                    root_cause: root_cause.clone(),
                 });
-            } else if st.anomalous && score < levels.exit {
+            } else if st.anomalous && low {
                 let below = *st.below_since_ms.get_or_insert(now_ms);
                 if now_ms - below >= levels.exit_hold_ms {
                     // Healthy since the score first went below the exit level.
@@ -160,8 +192,19 @@ impl Entities {
             st.score = score;
             st.top_metric = top;
             st.contributors = list;
+            st.entity_score = ratio;
+            st.root_cause = root_cause;
         }
         events
+    }
+
+    /// Entities in an anomaly episode now (not learnt from).
+    pub fn in_episode(&self) -> std::collections::BTreeSet<EntityId> {
+        self.map
+            .values()
+            .filter(|e| e.anomalous)
+            .map(|e| e.entity.clone())
+            .collect()
     }
 
     /// One entity's state.
@@ -178,6 +221,21 @@ impl Entities {
     pub fn anomalous_count(&self) -> usize {
         self.map.values().filter(|e| e.anomalous).count()
     }
+}
+
+/// The listed series' shares of their scores.
+fn series_shares(list: &[Contributor]) -> Vec<MetricShare> {
+    let total: f64 = list.iter().map(|c| c.score.max(0.0)).sum();
+    list.iter()
+        .map(|c| MetricShare {
+            metric: c.metric.clone(),
+            share: if total > 0.0 {
+                c.score.max(0.0) / total
+            } else {
+                0.0
+            },
+        })
+        .collect()
 }
 
 /// Each entity's series that reported within `stale_ms`, with their
@@ -220,13 +278,29 @@ mod tests {
         let pending = cache.take_pending();
         cache.set_scores(&pending, &[0.2, 0.99]);
         let mut ents = Entities::default();
-        let ev = ents.update(&cache, Levels::plain(0.95), 1000, 5000, "s", "m1");
+        let ev = ents.update(
+            &cache,
+            &BTreeMap::new(),
+            Levels::plain(0.95),
+            1000,
+            5000,
+            "s",
+            "m1",
+        );
         assert_eq!(ev.len(), 1);
         assert_eq!(ev[0].top_metric, "http_latency_seconds");
         assert_eq!(ev[0].contributors.len(), 2);
         // Still anomalous: no second event.
         assert!(ents
-            .update(&cache, Levels::plain(0.95), 2000, 5000, "s", "m1")
+            .update(
+                &cache,
+                &BTreeMap::new(),
+                Levels::plain(0.95),
+                2000,
+                5000,
+                "s",
+                "m1"
+            )
             .is_empty());
         assert!(ents.get(&web).unwrap().anomalous);
         // The anomalous series goes stale: the entity is healthy again.
@@ -234,7 +308,15 @@ mod tests {
         let p = cache.take_pending();
         cache.set_scores(&p, &[0.1, 0.0]);
         assert!(ents
-            .update(&cache, Levels::plain(0.95), 9000, 5000, "s", "m1")
+            .update(
+                &cache,
+                &BTreeMap::new(),
+                Levels::plain(0.95),
+                9000,
+                5000,
+                "s",
+                "m1"
+            )
             .is_empty());
         let st = ents.get(&web).unwrap();
         assert!(!st.anomalous);
@@ -257,7 +339,8 @@ mod tests {
             cache.push(&lat, t, 1.0, t, 0).unwrap();
             let p = cache.take_pending();
             cache.set_scores(&p, &[score]);
-            ents.update(&cache, levels, t, 5_000, "s", "m1").len()
+            ents.update(&cache, &BTreeMap::new(), levels, t, 5_000, "s", "m1")
+                .len()
         };
         // Flicker around the threshold: one event, one episode since t=1000.
         let mut events = 0;
@@ -290,9 +373,56 @@ mod tests {
             let p = cache.take_pending();
             cache.set_scores(&p, &[s]);
             n += plain
-                .update(&cache, Levels::plain(0.95), t, 5_000, "s", "m1")
+                .update(
+                    &cache,
+                    &BTreeMap::new(),
+                    Levels::plain(0.95),
+                    t,
+                    5_000,
+                    "s",
+                    "m1",
+                )
                 .len();
         }
         assert_eq!(n, 3);
+    }
+
+    #[test]
+    fn the_entity_score_alone_opens_and_closes_an_episode() {
+        let h = EntityId::host("h1");
+        let cpu = SeriesId::new(h.clone(), "cpu");
+        let mut cache = Cache::new(10, 5);
+        let mut ents = Entities::default();
+        let levels = Levels {
+            enter: 0.95,
+            exit: 0.76,
+            exit_hold_ms: 0,
+        };
+        let mut step = |ents: &mut Entities, t: i64, ratio: f64| {
+            cache.push(&cpu, t, 1.0, t, 0).unwrap();
+            let p = cache.take_pending();
+            cache.set_scores(&p, &[0.1]);
+            let v = Verdict {
+                score: ratio,
+                root_cause: vec![MetricShare {
+                    metric: "cpu".into(),
+                    share: 1.0,
+                }],
+            };
+            let verdicts = [(h.clone(), v)].into_iter().collect();
+            ents.update(&cache, &verdicts, levels, t, 5_000, "s", "m1")
+        };
+        assert!(step(&mut ents, 1000, 0.9).is_empty());
+        let ev = step(&mut ents, 2000, 1.3);
+        assert_eq!(ev.len(), 1);
+        assert_eq!(ev[0].entity_score, Some(1.3));
+        assert_eq!(ev[0].root_cause[0].metric, "cpu");
+        // Under the alarm level but above 0.8 of it (the series' exit
+        // ratio, 0.76 / 0.95): still the same episode.
+        assert!(step(&mut ents, 3000, 0.85).is_empty());
+        assert!(ents.get(&h).unwrap().anomalous);
+        step(&mut ents, 4000, 0.5);
+        assert!(!ents.get(&h).unwrap().anomalous);
+        assert!(ents.in_episode().is_empty());
     }
 }

@@ -125,9 +125,16 @@ pub struct Matcher {
     /// Patterns for the top contributing metric; empty matches any.
     #[serde(default)]
     pub metrics: Vec<String>,
-    /// Lowest entity score that counts.
+    /// Lowest entity score that counts (the highest of its series' scores).
     #[serde(default = "default_min_score")]
     pub min_score: f64,
+    /// Lowest entity-model score that also counts: all of the entity's
+    /// metrics scored together, over the model's own threshold (1 is its
+    /// alarm level, 2 twice that). Unset: the policy acts on series scores
+    /// only. With it, `metrics` is matched against the entity model's top
+    /// metric when the entity-model score is what matched.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_entity_score: Option<f64>,
     /// Seconds the anomaly (or, with `when`, the condition) must persist
     /// before acting.
     #[serde(default = "default_for_secs")]
@@ -206,6 +213,25 @@ impl Policy {
         glob(&m.entity, entity.as_str())
             && (m.metrics.is_empty() || m.metrics.iter().any(|p| glob(p, top_metric)))
             && score >= m.min_score
+    }
+
+    /// Whether this policy applies to `entity` by its entity-model score
+    /// (`match.min_entity_score`), with the entity model's top metric.
+    pub fn matches_entity_score(
+        &self,
+        entity: &EntityId,
+        top_metric: &str,
+        entity_score: Option<f64>,
+    ) -> bool {
+        let Some(m) = self.matcher.as_ref().filter(|m| m.when.is_empty()) else {
+            return false;
+        };
+        let (Some(min), Some(score)) = (m.min_entity_score, entity_score) else {
+            return false;
+        };
+        glob(&m.entity, entity.as_str())
+            && (m.metrics.is_empty() || m.metrics.iter().any(|p| glob(p, top_metric)))
+            && score >= min
     }
 
     /// Whether this policy acts on liveness conditions (`when`) rather than

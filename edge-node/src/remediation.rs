@@ -183,7 +183,11 @@ impl Engine {
                 .policies
                 .policies
                 .iter()
-                .find(|p| p.matches(&e.entity, &e.top_metric, e.score))
+                .find(|p| {
+                    let root = e.root_cause.first().map_or("", |r| r.metric.as_str());
+                    p.matches(&e.entity, &e.top_metric, e.score)
+                        || p.matches_entity_score(&e.entity, root, e.entity_score)
+                })
                 .cloned()
             else {
                 continue;
@@ -191,12 +195,17 @@ impl Engine {
             if ((now_ms - e.since_ms) as f64 / 1000.0) < p.for_secs() {
                 continue;
             }
+            let entity_score = e
+                .entity_score
+                .map(|s| format!(", entity score {s:.2}"))
+                .unwrap_or_default();
             let why = format!(
-                "{} anomalous for {:.1} s (score {:.3}, top metric {})",
+                "{} anomalous for {:.1} s (score {:.3}{entity_score}, top metric {}; root cause {})",
                 e.entity,
                 (now_ms - e.since_ms) as f64 / 1000.0,
                 e.score,
                 e.top_metric,
+                vigil_core::message::shares_text(&e.root_cause),
             );
             self.consider(&p, e, now_ms, model, &why, &mut d);
         }
@@ -341,7 +350,7 @@ impl Engine {
         t.policy = acting.name.clone();
         t.acted_ms = Some(now_ms);
         t.held_for = None;
-        t.trigger = (e.score, e.top_metric.clone());
+        t.trigger = (e.score, e.top_metric.clone(), e.root_cause.clone());
         if let Err(err) = self
             .budgets
             .spend(e.entity.as_str(), &acting.action, now_ms)

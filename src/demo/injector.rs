@@ -191,6 +191,7 @@ mod tests {
             rail: None,
             outcome: Some(Outcome::Succeeded),
             detail: "held: cooldown".into(),
+            root_cause: Vec::new(),
         }
     }
 
@@ -208,6 +209,8 @@ mod tests {
             contributors: vec![],
             ts_ms: 3000,
             model_version: "m".into(),
+            entity_score: None,
+            root_cause: Vec::new(),
         });
         t.audit(&audit(AuditKind::ActionSent, 5000, &web));
         t.audit(&audit(AuditKind::ActionResult, 5500, &web));
@@ -235,6 +238,8 @@ mod tests {
             contributors: vec![],
             ts_ms: 2000,
             model_version: "m".into(),
+            entity_score: None,
+            root_cause: Vec::new(),
         });
         t.audit(&audit(AuditKind::HeldBack, 3000, &web));
         let why = t.report()[0].why_not.clone().unwrap();
@@ -261,6 +266,8 @@ mod tests {
             contributors: vec![],
             ts_ms: ts,
             model_version: "m".into(),
+            entity_score: None,
+            root_cause: Vec::new(),
         };
         t.anomaly(&ev(8_000));
         assert_eq!(

@@ -23,6 +23,11 @@ fn example_configs_are_valid() {
         vigil_models::DetectorConfig::default(),
         "the example must show the real detector defaults"
     );
+    assert_eq!(
+        e.entity_model,
+        vigil_edge::entity::model::EntityModelConfig::default(),
+        "the example must show the real entity model defaults"
+    );
     load_validated(Some(&config("cloud.example.yaml")), CloudConfig::validate).unwrap();
 }
 

@@ -43,7 +43,15 @@ fn decide(engine: &mut Engine, now: i64) -> Command {
     let pending = cache.take_pending();
     cache.set_scores(&pending, &[0.99]);
     let mut entities = Entities::default();
-    entities.update(&cache, Levels::plain(0.95), now, 5_000, "site-1", "m1");
+    entities.update(
+        &cache,
+        &Default::default(),
+        Levels::plain(0.95),
+        now,
+        5_000,
+        "site-1",
+        "m1",
+    );
     let mut d = engine.on_tick(
         now,
         &entities,

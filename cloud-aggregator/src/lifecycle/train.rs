@@ -280,6 +280,8 @@ mod tests {
             contributors: vec![],
             ts_ms: T0 + 900_000,
             model_version: "m".into(),
+            entity_score: None,
+            root_cause: vec![],
         });
         let rec = |kind, anomaly: &str| AuditRecord {
             ts_ms: T0 + 930_000,
@@ -299,6 +301,7 @@ mod tests {
             outcome: None,
             rail: None,
             detail: String::new(),
+            root_cause: vec![],
         };
         s.add_audit(&rec(AuditKind::Verified, "an-1"));
         // A failed verification is no confirmed incident.

@@ -108,6 +108,7 @@ impl Node {
             lease_token: r.lease_token,
             outcome: Some(r.outcome),
             rail: None,
+            root_cause: Vec::new(),
             detail: format!(
                 "{} on {} for {why}: {}",
                 r.outcome.as_str(),
@@ -188,6 +189,11 @@ impl Node {
                 }],
                 ts_ms: now,
                 model_version: format!("liveness: {}", f.condition),
+                entity_score: None,
+                root_cause: vec![vigil_core::message::MetricShare {
+                    metric: f.metric.clone(),
+                    share: 1.0,
+                }],
             })
             .collect();
         for ev in opened {

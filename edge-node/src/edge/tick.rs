@@ -4,6 +4,9 @@
 //! events, and the engine decides.
 
 use super::*;
+use crate::entity::model::{EntityRow, Tally};
+use crate::entity::{EntityModels, Verdict};
+use std::collections::BTreeMap;
 use vigil_models::TickScores;
 
 /// What the cache hands the detector for one tick.
@@ -11,6 +14,16 @@ struct Pending {
     values: Vec<Option<f64>>,
     evicted: Vec<usize>,
     restores: Vec<(usize, Vec<u32>)>,
+    /// The same values grouped per entity, for the entity models.
+    rows: Vec<EntityRow>,
+}
+
+/// What one tick scored.
+struct Scored {
+    detector: Detector,
+    values: Vec<Option<f64>>,
+    scores: TickScores,
+    verdicts: BTreeMap<EntityId, Verdict>,
 }
 
 impl Node {
@@ -24,7 +37,13 @@ impl Node {
         for (row, words) in pending.restores {
             detector.restore_row(row, &words);
         }
-        let Some((detector, values, scores)) = self.score(detector, pending.values).await else {
+        let Some(Scored {
+            detector,
+            values,
+            scores,
+            verdicts,
+        }) = self.score(detector, pending.values, pending.rows).await
+        else {
             return;
         };
         let model = detector.model_version();
@@ -33,13 +52,20 @@ impl Node {
         self.detector = Some(detector);
         self.ticks += 1;
         let now = now_ms();
-        let events = self.roll_up(&values, &scores, threshold, now, &model);
+        let events = self.roll_up(&values, &scores, &verdicts, threshold, now, &model);
         if let Ok(mut i) = self.shared.info.lock() {
             i.model_version = model.clone();
         }
         self.health.h.anomalies += events.len() as u64;
         for ev in events {
-            info!(entity = %ev.entity, score = ev.score, top_metric = %ev.top_metric, "Anomaly detected.");
+            info!(
+                entity = %ev.entity,
+                score = ev.score,
+                entity_score = ?ev.entity_score,
+                top_metric = %ev.top_metric,
+                root_cause = %vigil_core::message::shares_text(&ev.root_cause),
+                "Anomaly detected."
+            );
             self.record_anomaly(ev);
         }
         self.decide(now, &model);
@@ -80,36 +106,61 @@ impl Node {
                 })
                 .collect()
         };
+        let values = cache.take_pending();
+        let rows = if self.config.entity_model.enabled {
+            entity_rows(cache.entries(), &values)
+        } else {
+            Vec::new()
+        };
         Pending {
-            values: cache.take_pending(),
+            values,
             evicted: cache.take_evicted(),
             restores,
+            rows,
         }
     }
 
-    /// Runs the detector on a blocking thread (tensor work stays off the
-    /// async workers). `None` when scoring failed this tick; a panicked
-    /// detector is replaced by a fresh one rather than stop scoring.
+    /// Runs the detector and the entity models on a blocking thread
+    /// (tensor work and fits stay off the async workers). `None` when
+    /// scoring failed this tick; a panicked detector is replaced by a fresh
+    /// one rather than stop scoring.
     async fn score(
         &mut self,
         mut detector: Detector,
         values: Vec<Option<f64>>,
-    ) -> Option<(Detector, Vec<Option<f64>>, TickScores)> {
+        rows: Vec<EntityRow>,
+    ) -> Option<Scored> {
         let timer = self.metrics.detection.tick_seconds.start_timer();
         // Every series is stamped with the tick's time (samples are on the
         // edge's clock by now): the seasonal evidence needs the time of day.
         let times = vec![now_ms().div_euclid(1000); values.len()];
+        let mut models = self
+            .entity_models
+            .take()
+            .unwrap_or_else(|| EntityModels::new(self.config.entity_model.clone()));
+        let episode = self.shared.lock_entities().in_episode();
         let joined = tokio::task::spawn_blocking(move || {
             let r = detector.tick_at(&values, &times);
-            (detector, values, r)
+            let (verdicts, tally) = models.step(&rows, &episode);
+            (detector, models, values, r, verdicts, tally)
         })
         .await;
         timer.observe_duration();
         match joined {
-            Ok((d, v, Ok(s))) => Some((d, v, s)),
-            Ok((d, _, Err(e))) => {
+            Ok((detector, models, values, Ok(scores), verdicts, tally)) => {
+                self.entity_models = Some(models);
+                self.count_entity_models(tally);
+                Some(Scored {
+                    detector,
+                    values,
+                    scores,
+                    verdicts,
+                })
+            }
+            Ok((d, models, _, Err(e), _, _)) => {
                 warn!(error = %e, "Scoring failed this tick.");
                 self.detector = Some(d);
+                self.entity_models = Some(models);
                 None
             }
             Err(e) => {
@@ -120,12 +171,21 @@ impl Node {
         }
     }
 
+    fn count_entity_models(&self, t: Tally) {
+        let m = &self.metrics.detection;
+        m.entity_models_fitted.set(t.fitted as i64);
+        m.entity_model_fits.inc_by(t.fits as u64);
+        m.entity_model_refused.inc_by(t.refused as u64);
+        m.entity_model_bytes.set(t.bytes as i64);
+    }
+
     /// Stores the scores in the cache, rolls them up per entity and updates
     /// the liveness conditions; the anomaly events opened this tick.
     fn roll_up(
         &mut self,
         values: &[Option<f64>],
         scores: &TickScores,
+        verdicts: &BTreeMap<EntityId, Verdict>,
         threshold: f64,
         now: i64,
         model: &str,
@@ -139,14 +199,20 @@ impl Node {
             .observe(&cache, values, &scores.evidence, threshold as f32);
         self.update_score_gauges(&cache, threshold as f32);
         let levels = self.config.rails.levels(threshold);
-        let events = self.shared.lock_entities().update(
+        let mut entities = self.shared.lock_entities();
+        let events = entities.update(
             &cache,
+            verdicts,
             levels,
             now,
             stale_ms,
             &self.config.site,
             model,
         );
+        if let Some(m) = self.entity_models.as_mut() {
+            m.retain(|id| entities.get(id).is_some());
+        }
+        drop(entities);
         self.live
             .update(&cache, self.engine.policies(), now, stale_ms);
         for ev in &events {
@@ -206,4 +272,23 @@ impl Node {
             write();
         }
     }
+}
+
+/// The tick's new values grouped per entity (series without a value this
+/// tick left out: the entity model holds their last value).
+fn entity_rows(entries: &[crate::cache::Entry], values: &[Option<f64>]) -> Vec<EntityRow> {
+    let mut by: BTreeMap<&EntityId, Vec<(String, f64)>> = BTreeMap::new();
+    for (e, v) in entries.iter().zip(values) {
+        if let Some(v) = v {
+            by.entry(&e.id.entity)
+                .or_default()
+                .push((e.id.metric.clone(), *v));
+        }
+    }
+    by.into_iter()
+        .map(|(entity, values)| EntityRow {
+            entity: entity.clone(),
+            values,
+        })
+        .collect()
 }

@@ -19,6 +19,14 @@ pub struct DetectionMetrics {
     pub tick_seconds: Histogram,
     /// From the first sample scoring above the recovery level to the anomaly.
     pub fault_to_detection_seconds: Histogram,
+    /// Entities with a fitted entity model.
+    pub entity_models_fitted: IntGauge,
+    /// Entity model fits and refits.
+    pub entity_model_fits: IntCounter,
+    /// Entity rows refused a model (too many metrics, or over the byte bound).
+    pub entity_model_refused: IntCounter,
+    /// Bytes of rows the entity models keep for fitting.
+    pub entity_model_bytes: IntGauge,
 }
 
 impl DetectionMetrics {
@@ -52,6 +60,22 @@ impl DetectionMetrics {
                 "vigil_edge_fault_to_detection_seconds",
                 "From the first sample of the top metric scoring above the recovery level (in the run that led to it) to the anomaly event.",
                 &vigil_core::telemetry::DELAY_BUCKETS,
+            )?,
+            entity_models_fitted: g.gauge(
+                "vigil_edge_entity_models",
+                "Entities with a fitted entity model (all their metrics scored together).",
+            )?,
+            entity_model_fits: g.counter(
+                "vigil_edge_entity_model_fits_total",
+                "Entity model fits and refits, each on the entity's latest normal rows.",
+            )?,
+            entity_model_refused: g.counter(
+                "vigil_edge_entity_model_refused_total",
+                "Entity rows not modelled: too many metrics, or the rows' byte bound reached.",
+            )?,
+            entity_model_bytes: g.gauge(
+                "vigil_edge_entity_model_bytes",
+                "Bytes of rows the entity models keep for fitting (bounded by entity_model.max_bytes).",
             )?,
         })
     }

@@ -66,6 +66,14 @@ fn check_match(m: &Matcher, bad: &mut Vec<String>) {
     if !(m.min_score > 0.0 && m.min_score <= 1.0) {
         bad.push(format!("match.min_score {} is outside (0, 1]", m.min_score));
     }
+    if let Some(s) = m.min_entity_score {
+        if !(s > 0.0 && s <= 1000.0) {
+            bad.push(format!("match.min_entity_score {s} is outside (0, 1000]"));
+        }
+        if !m.when.is_empty() {
+            bad.push("match.min_entity_score does not apply with match.when".into());
+        }
+    }
     if !m.when.is_empty() && !m.metrics.is_empty() {
         bad.push(
             "match.metrics does not apply with match.when (a condition names its metric)".into(),

@@ -138,3 +138,18 @@ fn backed_off_cooldown_is_capped() {
     let got: Vec<i64> = (1..=4).map(|n| p.cooldown_ms(n)).collect();
     assert_eq!(got, [10_000, 20_000, 35_000, 35_000]);
 }
+
+#[test]
+fn an_entity_score_threshold_is_checked_where_it_is_written() {
+    let text = "policies:\n  - name: a\n    agent: h\n    match: { entity: \"host/*\", min_entity_score: 0 }\n    action: ok\n  - name: b\n    agent: h\n    match: { entity: \"host/*\", when: [\"up == 0\"], min_entity_score: 2 }\n    action: ok\n";
+    let errs = PolicySet::parse(text, Path::new("p.yaml")).unwrap_err();
+    assert_eq!(errs.len(), 2, "{errs:?}");
+    assert!(
+        errs[0].starts_with("p.yaml:4:32:") && errs[0].contains("outside (0, 1000]"),
+        "{errs:?}"
+    );
+    assert!(
+        errs[1].starts_with("p.yaml:8:51:") && errs[1].contains("does not apply with match.when"),
+        "{errs:?}"
+    );
+}

@@ -63,8 +63,15 @@ impl Host {
         }
         let pending = self.cache.take_pending();
         self.cache.set_scores(&pending, &vec![0.0; pending.len()]);
-        self.entities
-            .update(&self.cache, Levels::plain(0.95), now, 5_000, "s", "m1");
+        self.entities.update(
+            &self.cache,
+            &Default::default(),
+            Levels::plain(0.95),
+            now,
+            5_000,
+            "s",
+            "m1",
+        );
         let last: Vec<Command> = self
             .sent
             .iter()
@@ -338,7 +345,15 @@ policies:
                 .unwrap();
             let p = cache.take_pending();
             cache.set_scores(&p, &[0.99]);
-            entities.update(&cache, Levels::plain(0.95), t, 5000, "s", "m1");
+            entities.update(
+                &cache,
+                &Default::default(),
+                Levels::plain(0.95),
+                t,
+                5000,
+                "s",
+                "m1",
+            );
             live.update(&cache, engine.policies(), t, 5000);
             engine.on_tick(t, &entities, &live, "m1");
         }

@@ -39,6 +39,7 @@ impl Engine {
             outcome: None,
             rail: None,
             detail,
+            root_cause: Vec::new(),
         }
     }
 
@@ -51,10 +52,10 @@ impl Engine {
         outcome: Option<Outcome>,
         detail: String,
     ) -> AuditRecord {
-        let (score, top_metric) = self
+        let (score, top_metric, root_cause) = self
             .targets
             .get(&cmd.target)
-            .map(|t| (Some(t.trigger.0), t.trigger.1.clone()))
+            .map(|t| (Some(t.trigger.0), t.trigger.1.clone(), t.trigger.2.clone()))
             .unwrap_or_default();
         AuditRecord {
             action: cmd.action.clone(),
@@ -63,6 +64,7 @@ impl Engine {
             lease_token: cmd.lease_token,
             score,
             top_metric,
+            root_cause,
             outcome,
             ..self.base(kind, policy, &cmd.target, model, detail)
         }
@@ -83,6 +85,7 @@ impl Engine {
             anomaly_id: e.anomaly_id.clone(),
             score: Some(e.score),
             top_metric: e.top_metric.clone(),
+            root_cause: e.root_cause.clone(),
             mode: p.mode.as_str().to_string(),
             lease_token: self.targets.get(&e.entity).and_then(|t| t.lease),
             rail: rail.map(str::to_string),

@@ -33,8 +33,8 @@ pub(super) struct Target {
     pub(super) held_for: Option<(Option<String>, &'static str)>,
     /// Fencing token of the lease the agent granted us on this target.
     pub(super) lease: Option<u64>,
-    /// Score and top metric when the last action was decided.
-    pub(super) trigger: (f64, String),
+    /// Score, top metric and root cause when the last action was decided.
+    pub(super) trigger: (f64, String, Vec<vigil_core::message::MetricShare>),
     /// After a failed verification with `escalate_on_failure`: the anomaly
     /// and the policy that takes over for it.
     pub(super) escalated: Option<(Option<String>, String)>,
@@ -56,7 +56,7 @@ impl Target {
             cooldowns: HashMap::new(),
             held_for: None,
             lease: None,
-            trigger: (0.0, String::new()),
+            trigger: (0.0, String::new(), Vec::new()),
             escalated: None,
             matched: policy.to_string(),
             acted_ms: None,

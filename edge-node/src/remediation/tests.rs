@@ -50,8 +50,15 @@ impl World {
             .map(|p| if p.is_some() { score } else { 0.0 })
             .collect();
         self.cache.set_scores(&pending, &scores);
-        self.entities
-            .update(&self.cache, Levels::plain(0.95), now, 5_000, "s", "m1");
+        self.entities.update(
+            &self.cache,
+            &Default::default(),
+            Levels::plain(0.95),
+            now,
+            5_000,
+            "s",
+            "m1",
+        );
         self.engine.on_tick(now, &self.entities, &self.live, "m1")
     }
 
@@ -363,8 +370,15 @@ fn tick_many(w: &mut World, t: i64, services: &[(String, f32)]) -> Decisions {
         })
         .collect();
     w.cache.set_scores(&pending, &scores);
-    w.entities
-        .update(&w.cache, Levels::plain(0.95), now, 5_000, "s", "m1");
+    w.entities.update(
+        &w.cache,
+        &Default::default(),
+        Levels::plain(0.95),
+        now,
+        5_000,
+        "s",
+        "m1",
+    );
     w.engine.on_tick(now, &w.entities, &w.live, "m1")
 }
 
@@ -621,4 +635,80 @@ fn a_failed_verification_escalates_at_once_when_asked_to() {
     );
     // The page went out right after the failed check, not after a cooldown.
     assert_eq!(sent[1].0 - sent[0].0, 7, "{sent:?}");
+}
+
+#[test]
+fn a_policy_matches_an_entity_score_and_the_audit_names_the_root_cause() {
+    let set = PolicySet::parse(
+        r#"
+policies:
+  - name: restart-web-by-entity
+    match: { entity: "service/*/web", min_entity_score: 1.5, metrics: ["lat*"], for_secs: 0 }
+    action: restart-web
+"#,
+        Path::new("p.yaml"),
+    )
+    .unwrap();
+    let mut engine = Engine::new("s".into(), set, 10_000, Budgets::in_memory());
+    let web = EntityId::service("h1", "web");
+    let mut cache = Cache::new(10, 10);
+    let mut entities = Entities::default();
+    let live = Liveness::default();
+    let mut tick = |t: i64, entity_score: f64, top: &str| {
+        let now = t * 1000;
+        cache
+            .push(&SeriesId::new(web.clone(), "up"), now, 1.0, now, 0)
+            .unwrap();
+        let pending = cache.take_pending();
+        // The series score stays low: only the entity model sees it.
+        cache.set_scores(&pending, &vec![0.1; pending.len()]);
+        let verdict = crate::entity::Verdict {
+            score: entity_score,
+            root_cause: vec![
+                vigil_core::message::MetricShare {
+                    metric: top.into(),
+                    share: 0.7,
+                },
+                vigil_core::message::MetricShare {
+                    metric: "up".into(),
+                    share: 0.3,
+                },
+            ],
+        };
+        let verdicts = [(web.clone(), verdict)].into_iter().collect();
+        let ev = entities.update(
+            &cache,
+            &verdicts,
+            Levels::plain(0.95),
+            now,
+            5_000,
+            "s",
+            "m1",
+        );
+        (ev, engine.on_tick(now, &entities, &live, "m1"))
+    };
+    // Over the model's alarm level but under the policy's 1.5: an anomaly
+    // event with the entity score and root cause, and no action.
+    let (ev, d) = tick(1, 1.2, "latency");
+    assert_eq!(ev.len(), 1);
+    assert_eq!(ev[0].entity_score, Some(1.2));
+    assert_eq!(ev[0].root_cause[0].metric, "latency");
+    assert!(d.commands.is_empty());
+    // The wrong root cause for the policy's metric pattern: no action.
+    assert!(tick(2, 2.0, "rss").1.commands.is_empty());
+    // Both hold: sent, and the audit record names the shares.
+    let (_, d) = tick(3, 2.0, "latency");
+    assert_eq!(d.commands.len(), 1, "{:?}", d.audit);
+    let sent = d
+        .audit
+        .iter()
+        .find(|a| a.kind == AuditKind::ActionSent)
+        .unwrap();
+    let names: Vec<(&str, f64)> = sent
+        .root_cause
+        .iter()
+        .map(|s| (s.metric.as_str(), s.share))
+        .collect();
+    assert_eq!(names, vec![("latency", 0.7), ("up", 0.3)]);
+    assert!(sent.detail.contains("entity score 2.00"), "{}", sent.detail);
 }

@@ -287,7 +287,11 @@ impl Engine {
                 .or_insert_with(|| Target::new(&rec.policy));
             t.policy = rec.policy.clone();
             t.acted_ms = Some(rec.ts_ms);
-            t.trigger = (rec.score.unwrap_or(0.0), rec.top_metric.clone());
+            t.trigger = (
+                rec.score.unwrap_or(0.0),
+                rec.top_metric.clone(),
+                rec.root_cause.clone(),
+            );
             t.lease = rec.lease_token;
             t.phase = Phase::Awaiting {
                 command,

@@ -1,0 +1,284 @@
+//! The entity model at the edge: every entity's metrics scored together
+//! (`vigil_models::entity`). Each entity learns from its own rows: once it
+//! has `fit_rows` of them it fits normalisation, principal subspace, error
+//! scales and a threshold without labels, and refits on the latest rows
+//! every `refit_rows`. Rows taken while the entity is in an anomaly episode
+//! are not learnt (an outage is not normal). The verdict is the entity's
+//! score over its threshold (1: the alarm level) and its top metrics with
+//! their shares of the evidence: the root cause.
+
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use vigil_core::message::MetricShare;
+use vigil_core::EntityId;
+use vigil_models::entity::{EntityConfig, EntityModel, EntityState};
+
+/// Metrics named in a verdict.
+const ROOT_CAUSE: usize = 3;
+
+/// Settings of the entity model.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EntityModelConfig {
+    /// Score entities with it at all.
+    pub enabled: bool,
+    /// Rows (ticks) an entity needs before its first fit.
+    pub fit_rows: usize,
+    /// New normal rows between refits (each on the latest `fit_rows`).
+    pub refit_rows: usize,
+    /// Probability that a normal row exceeds the threshold (peaks over
+    /// threshold on the training scores). At 1 Hz, 1e-5 is about one
+    /// false row a day per entity.
+    pub risk: f64,
+    /// Entities with more metrics are not modelled (counted).
+    pub max_metrics: usize,
+    /// Bound on the rows kept for fitting, all entities together; an
+    /// entity that would pass it is not modelled (counted).
+    pub max_bytes: usize,
+}
+
+impl Default for EntityModelConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            fit_rows: 1800,
+            refit_rows: 3600,
+            risk: 1e-5,
+            max_metrics: 64,
+            max_bytes: 64 << 20,
+        }
+    }
+}
+
+impl EntityModelConfig {
+    /// Every problem with the settings, prefixed `entity_model.`.
+    pub fn validate(&self, e: &mut Vec<String>) {
+        if !(100..=100_000).contains(&self.fit_rows) {
+            e.push(format!(
+                "entity_model.fit_rows: {} is outside 100..=100000",
+                self.fit_rows
+            ));
+        }
+        if self.refit_rows == 0 {
+            e.push("entity_model.refit_rows: must be positive".into());
+        }
+        if !(self.risk > 0.0 && self.risk < 0.1) {
+            e.push(format!(
+                "entity_model.risk: {} is outside (0, 0.1)",
+                self.risk
+            ));
+        }
+        if !(2..=1024).contains(&self.max_metrics) {
+            e.push(format!(
+                "entity_model.max_metrics: {} is outside 2..=1024",
+                self.max_metrics
+            ));
+        }
+    }
+}
+
+/// What the entity model says about one entity this tick.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Verdict {
+    /// Score over threshold: at or above 1 is anomalous.
+    pub score: f64,
+    /// Its top metrics, highest first, with their shares of their evidence.
+    pub root_cause: Vec<MetricShare>,
+}
+
+/// One entity's newest values this tick, by metric.
+#[derive(Clone, Debug)]
+pub struct EntityRow {
+    /// The entity.
+    pub entity: EntityId,
+    /// Metric name and newest value.
+    pub values: Vec<(String, f64)>,
+}
+
+/// One entity's rows, model and state.
+#[derive(Debug, Default)]
+struct Slot {
+    /// Metric names, sorted: the row's columns.
+    metrics: Vec<String>,
+    /// Latest value of each metric (held while a metric skips a tick).
+    last: Vec<f64>,
+    rows: VecDeque<Vec<f32>>,
+    model: Option<EntityModel>,
+    state: EntityState,
+    since_fit: usize,
+}
+
+impl Slot {
+    fn bytes(&self) -> usize {
+        self.rows.len() * self.metrics.len() * 4
+    }
+}
+
+/// What a tick of the entity models did, for the metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Tally {
+    /// Entities with a fitted model.
+    pub fitted: usize,
+    /// Fits this tick.
+    pub fits: usize,
+    /// Entities refused this tick (too many metrics, or over `max_bytes`).
+    pub refused: usize,
+    /// Bytes of rows kept.
+    pub bytes: usize,
+}
+
+/// Every entity's model.
+#[derive(Debug, Default)]
+pub struct EntityModels {
+    cfg: EntityModelConfig,
+    slots: HashMap<EntityId, Slot>,
+    bytes: usize,
+}
+
+impl EntityModels {
+    /// Empty, with `cfg`.
+    pub fn new(cfg: EntityModelConfig) -> Self {
+        Self {
+            cfg,
+            ..Self::default()
+        }
+    }
+
+    /// Scores and learns one row per entity in `rows`; entities in
+    /// `episode` are scored but not learnt from. Entities absent from
+    /// `rows` for good are dropped with [`Self::retain`].
+    pub fn step(
+        &mut self,
+        rows: &[EntityRow],
+        episode: &BTreeSet<EntityId>,
+    ) -> (BTreeMap<EntityId, Verdict>, Tally) {
+        let mut out = BTreeMap::new();
+        let mut tally = Tally::default();
+        if !self.cfg.enabled {
+            return (out, tally);
+        }
+        for row in rows {
+            if row.values.len() > self.cfg.max_metrics {
+                tally.refused += 1;
+                continue;
+            }
+            let learn = !episode.contains(&row.entity);
+            match self.step_one(row, learn, &mut tally) {
+                Some(v) => {
+                    out.insert(row.entity.clone(), v);
+                }
+                None => continue,
+            }
+        }
+        tally.fitted = self.slots.values().filter(|s| s.model.is_some()).count();
+        tally.bytes = self.bytes;
+        (out, tally)
+    }
+
+    /// Forgets entities not in `keep` (gone from the cache).
+    pub fn retain(&mut self, keep: impl Fn(&EntityId) -> bool) {
+        let mut freed = 0;
+        self.slots.retain(|id, s| {
+            let k = keep(id);
+            if !k {
+                freed += s.bytes();
+            }
+            k
+        });
+        self.bytes -= freed;
+    }
+
+    fn step_one(&mut self, row: &EntityRow, learn: bool, tally: &mut Tally) -> Option<Verdict> {
+        let cfg = self.cfg.clone();
+        let slot = self.slots.entry(row.entity.clone()).or_default();
+        // A new metric: the columns change, so the entity starts over.
+        if row
+            .values
+            .iter()
+            .any(|(m, _)| slot.metrics.binary_search(m).is_err())
+        {
+            let mut names: BTreeSet<String> = slot.metrics.iter().cloned().collect();
+            names.extend(row.values.iter().map(|(m, _)| m.clone()));
+            self.bytes -= slot.bytes();
+            *slot = Slot {
+                last: vec![f64::NAN; names.len()],
+                metrics: names.into_iter().collect(),
+                ..Slot::default()
+            };
+        }
+        for (m, v) in &row.values {
+            if let Ok(k) = slot.metrics.binary_search(m) {
+                slot.last[k] = *v;
+            }
+        }
+        if slot.last.iter().any(|v| !v.is_finite()) {
+            return None; // a metric has not reported yet
+        }
+        let verdict = slot.model.as_ref().map(|model| {
+            let s = model.step(&mut slot.state, &slot.last);
+            Verdict {
+                score: s.score / model.threshold(),
+                root_cause: root_cause(&slot.metrics, &s.metrics),
+            }
+        });
+        if learn {
+            let row_bytes = slot.metrics.len() * 4;
+            let full = slot.rows.len() >= cfg.fit_rows;
+            if !full && self.bytes + row_bytes > cfg.max_bytes {
+                tally.refused += 1;
+                return verdict;
+            }
+            if full {
+                slot.rows.pop_front();
+            } else {
+                self.bytes += row_bytes;
+            }
+            slot.rows
+                .push_back(slot.last.iter().map(|&v| v as f32).collect());
+            slot.since_fit += 1;
+            let due = slot.model.is_none() || slot.since_fit >= cfg.refit_rows;
+            if slot.rows.len() >= cfg.fit_rows && due {
+                fit(slot, &cfg);
+                tally.fits += 1;
+            }
+        }
+        verdict
+    }
+}
+
+/// Fits `slot`'s model on its rows; keeps the old model if the fit fails.
+fn fit(slot: &mut Slot, cfg: &EntityModelConfig) {
+    let train: Vec<Vec<f64>> = slot
+        .rows
+        .iter()
+        .map(|r| r.iter().map(|&v| v as f64).collect())
+        .collect();
+    let mut ec = EntityConfig::default();
+    ec.pot.risk = cfg.risk;
+    if let Ok(m) = EntityModel::fit(&train, ec) {
+        slot.model = Some(m);
+        slot.since_fit = 0;
+    }
+}
+
+/// The top metrics by evidence, with their shares of the listed evidence.
+fn root_cause(metrics: &[String], evidence: &[f64]) -> Vec<MetricShare> {
+    let mut order: Vec<usize> = (0..evidence.len()).collect();
+    order.sort_by(|&a, &b| evidence[b].total_cmp(&evidence[a]));
+    order.truncate(ROOT_CAUSE);
+    let total: f64 = order.iter().map(|&k| evidence[k].max(0.0)).sum();
+    order
+        .into_iter()
+        .map(|k| MetricShare {
+            metric: metrics[k].clone(),
+            share: if total > 0.0 {
+                evidence[k].max(0.0) / total
+            } else {
+                0.0
+            },
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests;
