@@ -75,7 +75,7 @@ pub fn train(samples: usize, series: usize, runs: usize) -> anyhow::Result<Strin
         let base = Detector::new(DetectorConfig::default())?;
         let start = Instant::now();
         let (mut trained_at, mut gating_at) = (None, None);
-        let r = train::run(dir.path(), &cfg, &base, now_ms(), |p| {
+        let r = train::run(dir.path(), &cfg, (&base, None), now_ms(), |p| {
             if p.state == "training" && trained_at.is_none() {
                 trained_at = Some(start.elapsed());
             }

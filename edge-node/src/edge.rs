@@ -63,7 +63,7 @@ pub async fn run(
     let site = config.site.clone();
     let (audit, budgets, keys) = open_state(&config)?;
     let command_key = command_key(&config)?;
-    let (models, detector, snapshot) = starting_model(&config, &keys, &metrics)?;
+    let (models, (detector, cloud_entities), snapshot) = starting_model(&config, &keys, &metrics)?;
     let shared = Arc::new(Shared::new(&config, audit, &detector, &policies));
 
     let spec = link_spec(&config);
@@ -100,6 +100,8 @@ pub async fn run(
     );
     let policy_watch = FileWatch::started_with(&config.policy);
     let (installs_tx, installs) = mpsc::channel(4);
+    let mut entity_models = crate::entity::EntityModels::new(config.entity_model.clone());
+    entity_models.install(&config.site, cloud_entities.as_ref());
     let node = Node {
         config,
         shared,
@@ -109,7 +111,7 @@ pub async fn run(
         to_cloud: Vec::new(),
         engine,
         detector: Some(detector),
-        entity_models: None,
+        entity_models: Some(entity_models),
         ticks: 0,
         policy_watch,
         models,
@@ -262,7 +264,10 @@ struct Node {
 }
 
 /// A verified model ready to swap in, or why it was refused.
-type Install = (Release, Vec<u8>, Result<Detector, (String, &'static str)>);
+type Install = (Release, Vec<u8>, Result<Built, (String, &'static str)>);
+
+/// What a verified bundle holds: its detector and any entity models.
+type Built = (Detector, Option<vigil_models::entity::EntitySet>);
 
 impl Node {
     async fn run(

@@ -359,6 +359,24 @@ impl Bundle {
         Ok(keys.verify(&self.manifest_bytes, sig)?)
     }
 
+    /// The entity models the bundle carries, if it carries any. Call
+    /// [`Self::verify`] first.
+    pub fn entities(&self) -> Result<Option<crate::entity::EntitySet>, BundleError> {
+        let Some(bytes) = self.files.get(crate::entity::set::FILE) else {
+            return Ok(None);
+        };
+        let set: crate::entity::EntitySet = serde_json::from_slice(bytes)
+            .map_err(|e| BundleError::Malformed(format!("{}: {e}", crate::entity::set::FILE)))?;
+        set.check().map_err(BundleError::Malformed)?;
+        Ok(Some(set))
+    }
+
+    /// Adds the entity models (replacing any; drops the signature).
+    pub fn put_entities(&mut self, set: &crate::entity::EntitySet) -> Result<(), BundleError> {
+        let bytes = serde_json::to_vec(set).map_err(|e| BundleError::Malformed(e.to_string()))?;
+        self.put(crate::entity::set::FILE, bytes)
+    }
+
     /// Builds a detector with the bundle's settings and weights (fresh
     /// per-series state), named by its family and version. Call
     /// [`Self::verify`] first.

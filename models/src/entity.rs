@@ -13,11 +13,16 @@
 
 mod linalg;
 pub mod lstm;
+pub mod set;
+
+pub use set::{EntityEntry, EntitySet};
 
 use crate::pot::{Pot, PotConfig};
+use serde::{Deserialize, Serialize};
 
 /// The settings; one for every entity.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct EntityConfig {
     /// Weight of the past in each metric's smoothed error (0: none).
     pub smooth: f64,
@@ -55,8 +60,9 @@ impl Default for EntityConfig {
     }
 }
 
-/// A fitted entity model (for one entity kind's metric set).
-#[derive(Clone, Debug)]
+/// A fitted entity model (for one entity's metric set).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct EntityModel {
     cfg: EntityConfig,
     mean: Vec<f64>,
@@ -193,6 +199,11 @@ impl EntityModel {
     /// The alarm threshold on [`EntityScore::score`].
     pub fn threshold(&self) -> f64 {
         self.threshold
+    }
+
+    /// Metrics per row.
+    pub fn metrics(&self) -> usize {
+        self.mean.len()
     }
 
     /// Principal directions kept.

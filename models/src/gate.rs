@@ -5,9 +5,12 @@
 //! candidate that is worse on any count is not published; the verdict says
 //! why.
 
+pub mod entity;
 mod inject;
+mod refusal;
 
 pub use inject::{inject, FaultKind, Injected};
+pub use refusal::{Refusal, Rule};
 
 use crate::training::loss;
 use crate::{Detector, ModelError};
@@ -70,6 +73,8 @@ pub struct Figures {
     pub flag_rate: f64,
     /// Confirmed incidents caught.
     pub caught: usize,
+    /// Points (or rows) judged for the flag rate.
+    pub scored: u64,
     /// Per injected fault, the samples from its start to its first flag
     /// (`None`: not found).
     pub delays: Vec<Option<usize>>,
@@ -80,6 +85,23 @@ impl Figures {
     pub fn found(&self) -> usize {
         self.delays.iter().flatten().count()
     }
+
+    /// The figures of two sets of series (or entities) judged apart.
+    pub fn merge(&self, other: &Figures) -> Figures {
+        let scored = self.scored + other.scored;
+        let flagged = self.flag_rate * self.scored as f64 + other.flag_rate * other.scored as f64;
+        Figures {
+            loss: self.loss.or(other.loss),
+            flag_rate: if scored > 0 {
+                flagged / scored as f64
+            } else {
+                0.0
+            },
+            caught: self.caught + other.caught,
+            scored,
+            delays: self.delays.iter().chain(&other.delays).copied().collect(),
+        }
+    }
 }
 
 /// The gate's decision.
@@ -89,6 +111,8 @@ pub struct Verdict {
     pub passed: bool,
     /// Why not, one line per count it lost on.
     pub reasons: Vec<String>,
+    /// The same as data: the rule, the candidate's figure and the current's.
+    pub refusals: Vec<Refusal>,
     /// The model in force.
     pub current: Figures,
     /// The candidate.
@@ -165,6 +189,7 @@ fn figures(
             0.0
         },
         caught,
+        scored,
         delays,
     })
 }
@@ -184,51 +209,90 @@ pub fn judge(
     };
     let cur = figures(current, holdout, &raw, &faults, cfg.event_lookback)?;
     let cand = figures(candidate, holdout, &raw, &faults, cfg.event_lookback)?;
-    let mut reasons = Vec::new();
+    let mut refusals = Vec::new();
     if let (Some(c), Some(n)) = (cur.loss, cand.loss) {
         if n > c * cfg.max_loss_ratio {
-            reasons.push(format!(
-                "forecast loss {n:.4} on the held-back window is worse than the current model's {c:.4}"
-            ));
+            refusals.push(Refusal {
+                rule: Rule::ForecastLoss,
+                candidate: n as f64,
+                current: c as f64,
+                reason: format!(
+                    "forecast loss {n:.4} on the held-back window is worse than the current model's {c:.4}"
+                ),
+            });
         }
     }
+    refusals.extend(detection_refusals(&cur, &cand, holdout.events.len(), cfg));
+    Ok(Verdict::of(refusals, cur, cand, holdout.events.len()))
+}
+
+impl Verdict {
+    /// The verdict from the counts the candidate lost on.
+    pub fn of(refusals: Vec<Refusal>, current: Figures, candidate: Figures, events: usize) -> Self {
+        Self {
+            passed: refusals.is_empty(),
+            reasons: refusals.iter().map(|r| r.reason.clone()).collect(),
+            refusals,
+            current,
+            candidate,
+            events,
+        }
+    }
+}
+
+/// The detection counts a candidate loses on: more flags outside faults,
+/// fewer confirmed incidents, fewer injected faults or found later.
+pub fn detection_refusals(
+    cur: &Figures,
+    cand: &Figures,
+    events: usize,
+    cfg: &GateConfig,
+) -> Vec<Refusal> {
+    let mut refusals = Vec::new();
     let allowed = (cur.flag_rate * cfg.max_flag_ratio).max(cur.flag_rate + cfg.flag_rate_margin);
     if cand.flag_rate > allowed {
-        reasons.push(format!(
-            "flags {:.2}% of held-back points against the current model's {:.2}%",
-            cand.flag_rate * 100.0,
-            cur.flag_rate * 100.0
-        ));
+        refusals.push(Refusal {
+            rule: Rule::FlagRate,
+            candidate: cand.flag_rate,
+            current: cur.flag_rate,
+            reason: format!(
+                "flags {:.2}% of held-back points against the current model's {:.2}%",
+                cand.flag_rate * 100.0,
+                cur.flag_rate * 100.0
+            ),
+        });
     }
     if cand.caught < cur.caught {
-        reasons.push(format!(
-            "catches {} of {} confirmed incidents; the current model catches {}",
-            cand.caught,
-            holdout.events.len(),
-            cur.caught
-        ));
+        refusals.push(Refusal {
+            rule: Rule::Incidents,
+            candidate: cand.caught as f64,
+            current: cur.caught as f64,
+            reason: format!(
+                "catches {} of {events} confirmed incidents; the current model catches {}",
+                cand.caught, cur.caught
+            ),
+        });
     }
-    reasons.extend(injected_reasons(&cur, &cand, cfg));
-    Ok(Verdict {
-        passed: reasons.is_empty(),
-        reasons,
-        current: cur,
-        candidate: cand,
-        events: holdout.events.len(),
-    })
+    refusals.extend(injected_reasons(cur, cand, cfg));
+    refusals
 }
 
 /// Why the candidate loses on the injected faults: it finds fewer, or it
 /// finds the ones both find later.
-pub fn injected_reasons(cur: &Figures, cand: &Figures, cfg: &GateConfig) -> Vec<String> {
+pub fn injected_reasons(cur: &Figures, cand: &Figures, cfg: &GateConfig) -> Vec<Refusal> {
     let mut reasons = Vec::new();
     let n = cur.delays.len();
     if cand.found() < cur.found() {
-        reasons.push(format!(
-            "finds {} of {n} injected faults; the current model finds {}",
-            cand.found(),
-            cur.found()
-        ));
+        reasons.push(Refusal {
+            rule: Rule::InjectedFound,
+            candidate: cand.found() as f64,
+            current: cur.found() as f64,
+            reason: format!(
+                "finds {} of {n} injected faults; the current model finds {}",
+                cand.found(),
+                cur.found()
+            ),
+        });
     }
     let both: Vec<(usize, usize)> = cur
         .delays
@@ -242,10 +306,14 @@ pub fn injected_reasons(cur: &Figures, cand: &Figures, cfg: &GateConfig) -> Vec<
         };
         let (c, k) = (mean(|p| p.0), mean(|p| p.1));
         if k > c + cfg.max_delay_slack {
-            reasons.push(format!(
-                "finds the injected faults {:.1} samples after they start on average; the current model {c:.1}",
-                k
-            ));
+            reasons.push(Refusal {
+                rule: Rule::InjectedDelay,
+                candidate: k,
+                current: c,
+                reason: format!(
+                    "finds the injected faults {k:.1} samples after they start on average; the current model {c:.1}"
+                ),
+            });
         }
     }
     reasons
@@ -320,6 +388,8 @@ mod tests {
         assert!(!v.passed);
         assert!(v.candidate.flag_rate > 0.5, "{v:?}");
         assert!(v.reasons[0].contains("flags"), "{:?}", v.reasons);
+        assert_eq!(v.refusals[0].rule, Rule::FlagRate);
+        assert!(v.refusals[0].by() > 0.4, "{:?}", v.refusals);
         // And the reverse: a model worse on loss and incidents than the trained one.
         let v = judge(&trained, &current, &h, &GateConfig::default()).unwrap();
         assert!(!v.passed, "{v:?}");
@@ -344,13 +414,15 @@ mod tests {
         let fewer = injected_reasons(&cur, &with_delays(&[Some(0), None, None]), &cfg);
         assert_eq!(fewer.len(), 1, "{fewer:?}");
         assert!(
-            fewer[0].starts_with("finds 1 of 3 injected faults"),
+            fewer[0].reason.starts_with("finds 1 of 3 injected faults"),
             "{fewer:?}"
         );
+        assert_eq!((fewer[0].rule, fewer[0].by()), (Rule::InjectedFound, -1.0));
         // Both find faults 0 and 1; the candidate 3 and 4 samples later.
         let later = injected_reasons(&cur, &with_delays(&[Some(3), Some(6), Some(1)]), &cfg);
         assert_eq!(later.len(), 1, "{later:?}");
-        assert!(later[0].contains("4.5 samples after"), "{later:?}");
+        assert!(later[0].reason.contains("4.5 samples after"), "{later:?}");
+        assert_eq!((later[0].rule, later[0].by()), (Rule::InjectedDelay, 3.5));
         // Within the slack: not later.
         assert!(injected_reasons(&cur, &with_delays(&[Some(1), Some(2), None]), &cfg).is_empty());
     }

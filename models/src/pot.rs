@@ -11,7 +11,8 @@
 pub const MAX_PEAKS: usize = 10_000;
 
 /// The settings.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct PotConfig {
     /// Probability that a normal score exceeds the threshold.
     pub risk: f64,

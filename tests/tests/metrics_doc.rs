@@ -75,7 +75,7 @@ fn every_metric_follows_the_naming_scheme() -> anyhow::Result<()> {
     // Labels whose values come from a bounded set (config, code or policy file).
     const BOUNDED: &[&str] = &[
         "kind", "reason", "outcome", "result", "role", "state", "table", "service", "policy",
-        "rail", "priority", "attempt", "intake", "to", "series", "metric",
+        "rail", "priority", "attempt", "intake", "to", "series", "metric", "model", "rule",
     ];
     let mut problems = Vec::new();
     for d in all_metrics()? {

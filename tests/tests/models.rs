@@ -34,6 +34,7 @@ async fn start_cloud(
     dir: &Path,
     canary: CanaryConfig,
     stop: &CancellationToken,
+    tweak: impl FnOnce(&mut vigil_cloud::CloudConfig),
 ) -> anyhow::Result<(String, SecretKey)> {
     let key = SecretKey::generate()?;
     let key_path = dir.join("cloud.key");
@@ -45,6 +46,7 @@ async fn start_cloud(
     cfg.models.signing_key = Some(key_path);
     cfg.models.train_every_secs = 0;
     cfg.models.canary = canary;
+    tweak(&mut cfg);
     let listener = vigil_core::telemetry::bind("127.0.0.1:0").await?;
     let url = format!("http://{}", listener.local_addr()?);
     let metrics = vigil_cloud::CloudMetrics::new()?;
@@ -127,8 +129,19 @@ async fn start_fleet(
     canary: CanaryConfig,
     window: usize,
 ) -> anyhow::Result<Fleet> {
+    start_fleet_with(port, dir, n, canary, window, |_| {}).await
+}
+
+async fn start_fleet_with(
+    port: u16,
+    dir: &Path,
+    n: usize,
+    canary: CanaryConfig,
+    window: usize,
+    tweak: impl FnOnce(&mut vigil_cloud::CloudConfig),
+) -> anyhow::Result<Fleet> {
     let stop = CancellationToken::new();
-    let (cloud, key) = start_cloud(port, dir, canary, &stop).await?;
+    let (cloud, key) = start_cloud(port, dir, canary, &stop, tweak).await?;
     let public = key.public().to_text().trim().to_string();
     let mut edges = Vec::new();
     for i in 0..n {
@@ -668,6 +681,86 @@ async fn training_on_demand_passes_the_gate_and_an_operator_promotes_and_rolls_b
             "rolled_back:operator"
         ]
     );
+    fleet.stop.cancel();
+    Ok(())
+}
+
+/// The store's last `n` readings of site `s00`'s five sensors, 100 ms
+/// apart: a wave per sensor, as the feed sends them.
+fn sensor_store(root: &Path, n: usize) -> anyhow::Result<()> {
+    let end = now_ms();
+    let mut store = vigil_cloud::store::Store::new(root);
+    for s in 0..5 {
+        let batch: Vec<vigil_core::message::ScoredSample> = (0..n)
+            .map(|t| {
+                let x = t as f64 * 0.2 + s as f64;
+                let noise = ((t as f64 * 12.9898 + s as f64).sin() * 43758.5453).fract();
+                vigil_core::message::ScoredSample {
+                    entity: vigil_core::EntityId::sensor(&format!("t{s}")),
+                    metric: "value".into(),
+                    ts_ms: end - ((n - t) as i64) * 100,
+                    value: 50.0 + 10.0 * x.sin() + noise,
+                    score: Some(0.0),
+                }
+            })
+            .collect();
+        store.add_samples("s00", &batch);
+    }
+    let f = store.flush(end);
+    anyhow::ensure!(f.errors.is_empty(), "writing the store: {:?}", f.errors);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn trained_entity_models_pass_the_gate_ride_the_bundle_and_score_at_the_edge(
+) -> anyhow::Result<()> {
+    let port = vigil::broker::start(0, 1 << 20)?.port();
+    let dir = tempfile::tempdir()?;
+    sensor_store(&dir.path().join("cloud"), 3000)?;
+    let canary = CanaryConfig {
+        share: 1.0,
+        observe_secs: 3600,
+        min_scored: u64::MAX,
+        load_timeout_secs: 3600,
+        ..CanaryConfig::default()
+    };
+    // Rows 100 ms apart, as the store and the edges' ticks are.
+    let entities = vigil_cloud::lifecycle::entities::EntityTrainConfig {
+        step_ms: 100,
+        min_rows: 1000,
+        ..Default::default()
+    };
+    let fleet = start_fleet_with(port, dir.path(), 1, canary, 16, |c| {
+        c.models.train.entities = entities;
+        c.models.train.min_samples = 0;
+    })
+    .await?;
+    let cloud = fleet.cloud.clone();
+    let train = format!("{cloud}/api/v1/models/train");
+    assert_eq!(post(&train, Some(TOKEN)).await?, 202);
+    let done = wait_for("training done", Duration::from_secs(120), || {
+        let url = format!("{cloud}/api/v1/models");
+        async move {
+            let m = get_json(&url).await.ok()?;
+            (m["training"]["state"] == "done").then(|| m["training"].clone())
+        }
+    })
+    .await?;
+    println!("training: {done}");
+    assert_eq!(done["entities"], 5, "{done}");
+    assert_eq!(done["entity_verdict"]["passed"], true, "{done}");
+    assert!(
+        done["entity_verdict"]["candidate"]["delays"]
+            .as_array()
+            .is_some_and(|d| d.len() == 5),
+        "{done}"
+    );
+    assert_eq!(done["version"], 1, "{done}");
+    // The canary (the whole fleet) installs it; the edge's five sensors
+    // are scored by the cloud's entity models from then on.
+    let (_, edge) = &fleet.edges[0];
+    wait_metric(edge, "vigil_edge_entity_models_from_cloud", 5.0, 60).await?;
+    assert_eq!(metric(edge, "vigil_edge_entity_models").await?, 5.0);
     fleet.stop.cancel();
     Ok(())
 }

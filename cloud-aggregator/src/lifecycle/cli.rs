@@ -15,24 +15,31 @@ pub fn train(models: &ModelsConfig, data_dir: &Path, out: Option<PathBuf>) -> an
     let metrics = LifecycleMetrics::new(&prometheus::Registry::new())?;
     let mut hub = Hub::open(models.clone(), data_dir, metrics)?;
     let base = hub.stable_detector()?;
+    let base_entities = hub.stable_entities();
     let bar = ProgressBar::new(0);
     bar.set_style(
         ProgressStyle::with_template("{spinner} {msg:<28} [{bar:40}] {pos}/{len} steps {elapsed}")?
             .progress_chars("=> "),
     );
     let mut state = String::new();
-    let t = train::run(data_dir, &models.train, &base, now_ms(), |p| {
-        if p.state != state {
-            state = p.state.clone();
-            bar.println(format!("{}: {} samples", p.state, p.samples));
-        }
-        bar.set_length(p.steps as u64);
-        bar.set_position(p.step as u64);
-        bar.set_message(match p.loss {
-            Some(l) => format!("{} (loss {l:.4})", p.state),
-            None => p.state.clone(),
-        });
-    })?;
+    let t = train::run(
+        data_dir,
+        &models.train,
+        (&base, base_entities.as_ref()),
+        now_ms(),
+        |p| {
+            if p.state != state {
+                state = p.state.clone();
+                bar.println(format!("{}: {} samples", p.state, p.samples));
+            }
+            bar.set_length(p.steps as u64);
+            bar.set_position(p.step as u64);
+            bar.set_message(match p.loss {
+                Some(l) => format!("{} (loss {l:.4})", p.state),
+                None => p.state.clone(),
+            });
+        },
+    )?;
     bar.finish_and_clear();
     let v = &t.verdict;
     println!(
@@ -45,14 +52,35 @@ pub fn train(models: &ModelsConfig, data_dir: &Path, out: Option<PathBuf>) -> an
         v.candidate.caught,
         v.events
     );
-    if !v.passed {
-        for r in &v.reasons {
+    if let Some(e) = &t.entities {
+        let v = &e.verdict;
+        println!(
+            "entity models: {} trained; flagged {:.3}% -> {:.3}% of held-back rows, injected faults found {} -> {} of {}",
+            e.set.entries.len(),
+            v.current.flag_rate * 100.0,
+            v.candidate.flag_rate * 100.0,
+            v.current.found(),
+            v.candidate.found(),
+            v.candidate.delays.len()
+        );
+    }
+    if !t.passed() {
+        for r in t.reasons() {
             println!("refused: {r}");
         }
         anyhow::bail!("the candidate is worse than the stable model; nothing written");
     }
     let version = hub.next_version();
-    let mut b = Bundle::of(&t.detector, &models.family, version, now_ms(), t.training)?;
+    let mut b = Bundle::of(
+        &t.detector,
+        &models.family,
+        version,
+        now_ms(),
+        t.training.clone(),
+    )?;
+    if let Some(e) = &t.entities {
+        b.put_entities(&e.set)?;
+    }
     if let Some(k) = &models.signing_key {
         b.sign(&SecretKey::read(k)?);
     }

@@ -162,6 +162,18 @@ impl Hub {
         Ok(Detector::new(self.cfg.detector.clone())?)
     }
 
+    /// The entity models the stable release carries, if any.
+    pub fn stable_entities(&mut self) -> Option<vigil_models::entity::EntitySet> {
+        let bytes = self.bytes(self.p.stable?)?;
+        match Bundle::from_bytes(&bytes).and_then(|b| b.entities()) {
+            Ok(set) => set,
+            Err(e) => {
+                warn!(error = %e, "The stable bundle's entity models cannot be read; judging new ones alone.");
+                None
+            }
+        }
+    }
+
     fn save(&mut self) {
         let keep = self.p.transitions.len().saturating_sub(KEEP_TRANSITIONS);
         self.p.transitions.drain(..keep);

@@ -1,8 +1,9 @@
 //! The model lifecycle's metrics: stable and canary releases, transitions,
 //! gate verdicts, training runs and chunks sent.
 
-use prometheus::{IntCounter, IntCounterVec, IntGauge, Registry};
+use prometheus::{GaugeVec, IntCounter, IntCounterVec, IntGauge, Registry};
 use vigil_core::telemetry::Group;
+use vigil_models::gate::Rule;
 
 /// Model lifecycle metrics.
 #[derive(Clone)]
@@ -15,6 +16,11 @@ pub struct LifecycleMetrics {
     pub transitions: IntCounterVec,
     /// Gate verdicts, by result.
     pub gate: IntCounterVec,
+    /// Gate refusals, by model (`detector`, `entity`) and rule.
+    pub gate_refusals: IntCounterVec,
+    /// By how much the last refused candidate lost, by model and rule
+    /// (candidate − current, in the rule's unit).
+    pub gate_refusal_by: GaugeVec,
     /// Training runs, by result (`ok`, `failed`).
     pub training_runs: IntCounterVec,
     /// Bundle chunks published.
@@ -25,7 +31,24 @@ impl LifecycleMetrics {
     /// Creates and registers them.
     pub fn new(r: &Registry) -> prometheus::Result<Self> {
         let g = Group::new(r, "cloud");
+        let gate_refusals = g.counters(
+            "vigil_cloud_model_gate_refusals_total",
+            "Gate refusals of trained candidates, by model (detector, entity) and rule (forecast_loss, flag_rate, incidents, injected_found, injected_delay).",
+            &["model", "rule"],
+            &[],
+        )?;
+        for model in ["detector", "entity"] {
+            for rule in Rule::ALL {
+                gate_refusals.with_label_values(&[model, rule.as_str()]);
+            }
+        }
         Ok(Self {
+            gate_refusals,
+            gate_refusal_by: g.float_gauges(
+                "vigil_cloud_model_gate_refusal_by",
+                "How far the last refused candidate was from the model in force, by model and rule: candidate minus current in the rule's unit (share of points flagged, incidents, injected faults found, samples of delay, forecast loss).",
+                &["model", "rule"],
+            )?,
             stable: g.gauge(
                 "vigil_cloud_model_stable_release",
                 "Release every edge node should run (0: none yet).",

@@ -1,10 +1,12 @@
 //! The model lifecycle in the cloud: training sets from the store
-//! (`dataset`), retraining and the gate (`train`), releases and their
+//! (`dataset`), retraining and the gate (`train`; entity models in
+//! `entities`), releases and their
 //! rollout (`hub`), the canary (`rollout`), and the MQTT side (`server`).
 
 pub mod cli;
 pub mod config;
 pub mod dataset;
+pub mod entities;
 pub mod hub;
 pub mod metrics;
 pub mod rollout;

@@ -62,14 +62,21 @@ impl Lifecycle {
                 Ok((
                     h.config().train.clone(),
                     h.config().family.clone(),
-                    h.stable_detector()?,
+                    (h.stable_detector()?, h.stable_entities()),
                 ))
             });
         let (cfg, family, base) = match prepared {
             Ok(x) => x,
             Err(e) => return self.failed(now, &e.to_string()),
         };
-        let result = train::run(&self.data_dir, &cfg, &base, now, |p| self.set_progress(p));
+        let (base, base_entities) = base;
+        let result = train::run(
+            &self.data_dir,
+            &cfg,
+            (&base, base_entities.as_ref()),
+            now,
+            |p| self.set_progress(p),
+        );
         let t = match result {
             Ok(t) => t,
             Err(e) => return self.failed(now, &e.to_string()),
@@ -82,20 +89,29 @@ impl Lifecycle {
         p.state = "done".into();
         p.finished_ms = Some(now_ms());
         p.verdict = Some(t.verdict.clone());
-        let result = if t.verdict.passed {
-            "passed"
-        } else {
-            "rejected"
-        };
+        p.entities = t.entities.as_ref().map_or(0, |e| e.set.entries.len());
+        p.entity_verdict = t.entities.as_ref().map(|e| e.verdict.clone());
+        let result = if t.passed() { "passed" } else { "rejected" };
         self.metrics.gate.with_label_values(&[result]).inc();
-        if !t.verdict.passed {
-            hub.rejected(&t.verdict.reasons, now_ms());
-            p.message = format!("not published: {}", t.verdict.reasons.join("; "));
-            warn!(by, reasons = %t.verdict.reasons.join("; "), "Trained candidate refused at the gate.");
+        self.count_refusals("detector", &t.verdict);
+        if let Some(e) = &t.entities {
+            self.count_refusals("entity", &e.verdict);
+        }
+        if !t.passed() {
+            let reasons = t.reasons();
+            hub.rejected(&reasons, now_ms());
+            p.message = format!("not published: {}", reasons.join("; "));
+            warn!(by, reasons = %reasons.join("; "), "Trained candidate refused at the gate.");
             hub.training = p;
             return;
         }
         let stored = Bundle::of(&t.detector, &family, 0, now_ms(), t.training)
+            .and_then(|mut b| {
+                if let Some(e) = &t.entities {
+                    b.put_entities(&e.set)?;
+                }
+                Ok(b)
+            })
             .map_err(anyhow::Error::from)
             .and_then(|b| hub.add(b, "trained", now_ms()));
         match stored {
@@ -106,6 +122,17 @@ impl Lifecycle {
             Err(e) => p.message = format!("passed the gate but could not be stored: {e}"),
         }
         hub.training = p;
+    }
+
+    fn count_refusals(&self, model: &str, v: &vigil_models::gate::Verdict) {
+        for r in &v.refusals {
+            let labels = [model, r.rule.as_str()];
+            self.metrics.gate_refusals.with_label_values(&labels).inc();
+            self.metrics
+                .gate_refusal_by
+                .with_label_values(&labels)
+                .set(r.by());
+        }
     }
 
     fn failed(&self, now: i64, e: &str) {

@@ -4,10 +4,12 @@
 //! the gate. Blocking: run it on a blocking thread.
 
 use super::dataset::{self, Key, Query};
+use super::entities::{self, EntityRun, EntityTrainConfig};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::Path;
 use vigil_models::bundle::Training;
+use vigil_models::entity::EntitySet;
 use vigil_models::gate::{self, GateConfig, Holdout, Verdict};
 use vigil_models::training::{fit, normalise, Plan};
 use vigil_models::{Detector, ModelError};
@@ -32,6 +34,8 @@ pub struct TrainConfig {
     pub min_samples: u64,
     /// The evaluation gate.
     pub gate: GateConfig,
+    /// Entity models: all of an entity's metrics together.
+    pub entities: EntityTrainConfig,
 }
 
 impl Default for TrainConfig {
@@ -45,6 +49,7 @@ impl Default for TrainConfig {
             batch: 256,
             min_samples: 2000,
             gate: GateConfig::default(),
+            entities: EntityTrainConfig::default(),
         }
     }
 }
@@ -67,6 +72,7 @@ impl TrainConfig {
         if self.epochs.is_nan() || self.epochs <= 0.0 || self.batch == 0 {
             e.push("models.train.epochs and models.train.batch must be positive".into());
         }
+        self.entities.validate(e);
     }
 }
 
@@ -91,6 +97,10 @@ pub struct Progress {
     pub message: String,
     /// The gate's verdict.
     pub verdict: Option<Verdict>,
+    /// Entity models trained.
+    pub entities: usize,
+    /// The gate's verdict on the entity models.
+    pub entity_verdict: Option<Verdict>,
     /// The release published from it, if any.
     pub version: Option<u64>,
 }
@@ -103,6 +113,26 @@ pub struct Trained {
     pub training: Training,
     /// The gate's verdict.
     pub verdict: Verdict,
+    /// The entity models and their verdict, when trained.
+    pub entities: Option<EntityRun>,
+}
+
+impl Trained {
+    /// Whether the detector and the entity models (if any) both passed.
+    pub fn passed(&self) -> bool {
+        self.verdict.passed && self.entities.as_ref().is_none_or(|e| e.verdict.passed)
+    }
+
+    /// Every reason the gate gave, the entity models' marked as theirs.
+    pub fn reasons(&self) -> Vec<String> {
+        let entity = self.entities.iter().flat_map(|e| &e.verdict.reasons);
+        self.verdict
+            .reasons
+            .iter()
+            .cloned()
+            .chain(entity.map(|r| format!("entity models: {r}")))
+            .collect()
+    }
 }
 
 /// Why a run produced nothing.
@@ -126,7 +156,7 @@ fn split(
     root: &Path,
     q: &Query,
     ds: &dataset::Dataset,
-    cut: i64,
+    (cut, incidents): (i64, &[(Key, i64)]),
     dcfg: &vigil_models::DetectorConfig,
 ) -> Result<(Vec<Vec<f32>>, Holdout), TrainError> {
     let stats = dataset::stats(root, q, cut)?;
@@ -147,9 +177,9 @@ fn split(
         }
     }
     holdout.window = dcfg.train_window;
-    for (key, ts) in dataset::incidents(root, q)? {
-        if let Some((i, times)) = index.get(&key) {
-            let at = times.partition_point(|&t| t < ts);
+    for (key, ts) in incidents {
+        if let Some((i, times)) = index.get(key) {
+            let at = times.partition_point(|&t| t < *ts);
             if at < times.len() {
                 holdout.events.push((*i, at));
             }
@@ -158,12 +188,12 @@ fn split(
     Ok((train, holdout))
 }
 
-/// Trains a candidate from `base` (the model in force) on the store at
-/// `root`, reporting progress through `report`.
+/// Trains a candidate from `base` (the model in force, with its entity
+/// models) on the store at `root`, reporting progress through `report`.
 pub fn run(
     root: &Path,
     cfg: &TrainConfig,
-    base: &Detector,
+    (base, base_entities): (&Detector, Option<&EntitySet>),
     now_ms: i64,
     mut report: impl FnMut(Progress),
 ) -> Result<Trained, TrainError> {
@@ -195,7 +225,8 @@ pub fn run(
     }
     let cut = to - ((to - from) as f64 * cfg.holdout_share) as i64;
     let dcfg = base.config().clone();
-    let (train, holdout) = split(root, &q, &ds, cut, &dcfg)?;
+    let incidents = dataset::incidents(root, &q)?;
+    let (train, holdout) = split(root, &q, &ds, (cut, &incidents), &dcfg)?;
     let mut candidate = base.replica(true)?;
     let plan = Plan {
         epochs: cfg.epochs,
@@ -218,6 +249,17 @@ pub fn run(
     p.state = "gating".into();
     report(p);
     let verdict = gate::judge(base, &candidate, &holdout, &cfg.gate)?;
+    let entities = cfg.entities.enabled.then(|| {
+        let rows = entities::rows(&ds, cfg.entities.step_ms, cfg.entities.max_rows);
+        entities::train(
+            &rows,
+            &incidents,
+            cut,
+            &cfg.entities,
+            &cfg.gate,
+            base_entities,
+        )
+    });
     let training = Training {
         steps: candidate.train_steps(),
         last_loss: last,
@@ -233,6 +275,7 @@ pub fn run(
         detector: candidate,
         training,
         verdict,
+        entities,
     })
 }
 
@@ -360,7 +403,7 @@ mod tests {
         })
         .unwrap();
         let mut states = Vec::new();
-        let t = run(dir.path(), &cfg, &base, T0 + 1_000_000, |p| {
+        let t = run(dir.path(), &cfg, (&base, None), T0 + 1_000_000, |p| {
             if states.last() != Some(&p.state) {
                 states.push(p.state.clone());
             }
@@ -378,7 +421,7 @@ mod tests {
             min_samples: 1_000_000,
             ..cfg
         };
-        let e = run(dir.path(), &strict, &base, T0 + 1_000_000, |_| {})
+        let e = run(dir.path(), &strict, (&base, None), T0 + 1_000_000, |_| {})
             .err()
             .unwrap();
         assert!(e.to_string().contains("4000 samples"), "{e}");

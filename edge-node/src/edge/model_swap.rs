@@ -42,6 +42,7 @@ impl Node {
                     warn!(error = %e, "Could not move the model bundle aside.");
                 }
                 let (was, now) = self.put_model(fresh, None);
+                self.put_entities(None);
                 info!(from = %was, to = %now, "Rolled back to the edge's own model.");
             }
             Err(e) => {
@@ -77,6 +78,19 @@ impl Node {
         (was, now)
     }
 
+    /// Installs the cloud's entity models for this site (none: back to each
+    /// entity's own fits).
+    fn put_entities(&mut self, set: Option<&vigil_models::entity::EntitySet>) {
+        let cfg = self.config.entity_model.clone();
+        let n = self
+            .entity_models
+            .get_or_insert_with(|| crate::entity::EntityModels::new(cfg))
+            .install(&self.config.site, set);
+        if set.is_some() {
+            info!(entities = n, "Entity models from the cloud installed.");
+        }
+    }
+
     /// Counts a refused release or bundle; the running model stays.
     pub(super) fn refused(&self, reason: &str) {
         self.metrics
@@ -99,7 +113,7 @@ impl Node {
 
     /// Swaps in a verified model; a refused one leaves the running model scoring.
     pub(super) fn swap(&mut self, (release, bytes, built): Install) {
-        let new = match built {
+        let (new, entities) = match built {
             Ok(d) => d,
             Err((e, reason)) => {
                 self.models.abandon();
@@ -113,6 +127,7 @@ impl Node {
             warn!(error = %e, "Could not keep the model bundle on disk; it scores until restart.");
         }
         let (was, now) = self.put_model(new, Some(release.version));
+        self.put_entities(entities.as_ref());
         if let Some(t) = started {
             self.metrics
                 .model
@@ -145,12 +160,13 @@ impl Node {
 }
 
 /// Checks a bundle file (format, every hash, signature) and builds its
-/// detector; when `release` is given, the bundle must be that release.
+/// detector and reads its entity models; when `release` is given, the
+/// bundle must be that release.
 pub(super) fn verify_bundle(
     bytes: &[u8],
     keys: &Keyring,
     release: Option<&Release>,
-) -> Result<Detector, (String, &'static str)> {
+) -> Result<super::Built, (String, &'static str)> {
     let refuse = |e: vigil_models::bundle::BundleError| (e.to_string(), e.reason());
     let b = Bundle::from_bytes(bytes).map_err(refuse)?;
     b.verify(keys).map_err(refuse)?;
@@ -166,7 +182,7 @@ pub(super) fn verify_bundle(
             ));
         }
     }
-    b.detector().map_err(refuse)
+    Ok((b.detector().map_err(refuse)?, b.entities().map_err(refuse)?))
 }
 
 /// The model to start with: the release installed before a restart
@@ -176,7 +192,7 @@ pub(super) fn starting_model(
     config: &EdgeConfig,
     keys: &Keyring,
     metrics: &EdgeMetrics,
-) -> anyhow::Result<(Models, Detector, crate::snapshot::Snapshot)> {
+) -> anyhow::Result<(Models, super::Built, crate::snapshot::Snapshot)> {
     let site = &config.site;
     let node_id = format!("{site}/{}", config.node);
     let (mut models, installed) = Models::open(
@@ -186,20 +202,20 @@ pub(super) fn starting_model(
         &config.data_dir.join("models"),
     );
     // The model installed before a restart, verified again before it scores.
-    let detector = match installed.map(|b| verify_bundle(&b, keys, None)) {
-        Some(Ok(d)) => {
+    let (detector, entities) = match installed.map(|b| verify_bundle(&b, keys, None)) {
+        Some(Ok((d, entities))) => {
             if let Some((_, v)) = d.release() {
                 models.resumed(v);
                 metrics.model.release.set(v as i64);
             }
             info!(model = %d.model_version(), "Loaded the installed model.");
-            d
+            (d, entities)
         }
         Some(Err(e)) => {
             warn!(error = %e.0, "The installed model does not verify; starting the default model.");
-            Detector::new(config.detector.clone())?
+            (Detector::new(config.detector.clone())?, None)
         }
-        None => Detector::new(config.detector.clone())?,
+        None => (Detector::new(config.detector.clone())?, None),
     };
     // A snapshot from before a restart: rows go back as their series return.
     let snap_path = config.data_dir.join("detector.snap");
@@ -220,5 +236,5 @@ pub(super) fn starting_model(
             "Detector snapshot read; series resume where they left off."
         );
     }
-    Ok((models, detector, snapshot))
+    Ok((models, (detector, entities), snapshot))
 }

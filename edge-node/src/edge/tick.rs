@@ -174,6 +174,7 @@ impl Node {
     fn count_entity_models(&self, t: Tally) {
         let m = &self.metrics.detection;
         m.entity_models_fitted.set(t.fitted as i64);
+        m.entity_models_from_cloud.set(t.from_cloud as i64);
         m.entity_model_fits.inc_by(t.fits as u64);
         m.entity_model_refused.inc_by(t.refused as u64);
         m.entity_model_bytes.set(t.bytes as i64);

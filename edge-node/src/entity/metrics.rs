@@ -21,6 +21,8 @@ pub struct DetectionMetrics {
     pub fault_to_detection_seconds: Histogram,
     /// Entities with a fitted entity model.
     pub entity_models_fitted: IntGauge,
+    /// Entities scored by a model the cloud trained.
+    pub entity_models_from_cloud: IntGauge,
     /// Entity model fits and refits.
     pub entity_model_fits: IntCounter,
     /// Entity rows refused a model (too many metrics, or over the byte bound).
@@ -64,6 +66,10 @@ impl DetectionMetrics {
             entity_models_fitted: g.gauge(
                 "vigil_edge_entity_models",
                 "Entities with a fitted entity model (all their metrics scored together).",
+            )?,
+            entity_models_from_cloud: g.gauge(
+                "vigil_edge_entity_models_from_cloud",
+                "Entities scored by an entity model the cloud trained and passed at its gate (from the model bundle).",
             )?,
             entity_model_fits: g.counter(
                 "vigil_edge_entity_model_fits_total",

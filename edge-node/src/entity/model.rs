@@ -3,7 +3,10 @@
 //! has `fit_rows` of them it fits normalisation, principal subspace, error
 //! scales and a threshold without labels, and refits on the latest rows
 //! every `refit_rows`. Rows taken while the entity is in an anomaly episode
-//! are not learnt (an outage is not normal). The verdict is the entity's
+//! are not learnt (an outage is not normal). Models the cloud trained on
+//! the fleet's longer history and passed at its detection gate arrive in
+//! the model bundle: an entity with the same metrics takes its cloud model
+//! and keeps it over its own fits until a rollback. The verdict is the entity's
 //! score over its threshold (1: the alarm level) and its top metrics with
 //! their shares of the evidence: the root cause.
 
@@ -11,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use vigil_core::message::MetricShare;
 use vigil_core::EntityId;
-use vigil_models::entity::{EntityConfig, EntityModel, EntityState};
+use vigil_models::entity::{EntityConfig, EntityModel, EntitySet, EntityState};
 
 /// Metrics named in a verdict.
 const ROOT_CAUSE: usize = 3;
@@ -104,6 +107,8 @@ struct Slot {
     last: Vec<f64>,
     rows: VecDeque<Vec<f32>>,
     model: Option<EntityModel>,
+    /// The model came from the cloud (local fits do not replace it).
+    from_cloud: bool,
     state: EntityState,
     since_fit: usize,
 }
@@ -119,6 +124,8 @@ impl Slot {
 pub struct Tally {
     /// Entities with a fitted model.
     pub fitted: usize,
+    /// ...of which the cloud's.
+    pub from_cloud: usize,
     /// Fits this tick.
     pub fits: usize,
     /// Entities refused this tick (too many metrics, or over `max_bytes`).
@@ -133,6 +140,8 @@ pub struct EntityModels {
     cfg: EntityModelConfig,
     slots: HashMap<EntityId, Slot>,
     bytes: usize,
+    /// The cloud's models for this site, by entity: (metrics, model).
+    cloud: HashMap<String, (Vec<String>, EntityModel)>,
 }
 
 impl EntityModels {
@@ -171,8 +180,25 @@ impl EntityModels {
             }
         }
         tally.fitted = self.slots.values().filter(|s| s.model.is_some()).count();
+        tally.from_cloud = self.slots.values().filter(|s| s.from_cloud).count();
         tally.bytes = self.bytes;
         (out, tally)
+    }
+
+    /// Installs the cloud's models for `site` (none: forget them and go
+    /// back to each entity's own fits). Returns how many this site got.
+    pub fn install(&mut self, site: &str, set: Option<&EntitySet>) -> usize {
+        self.cloud = set
+            .into_iter()
+            .flat_map(|s| &s.entries)
+            .filter(|e| e.site == site)
+            .map(|e| (e.entity.clone(), (e.metrics.clone(), e.model.clone())))
+            .collect();
+        let refit = self.cfg.refit_rows;
+        for (id, slot) in self.slots.iter_mut() {
+            adopt(slot, self.cloud.get(id.as_str()), refit);
+        }
+        self.cloud.len()
     }
 
     /// Forgets entities not in `keep` (gone from the cache).
@@ -205,6 +231,7 @@ impl EntityModels {
                 metrics: names.into_iter().collect(),
                 ..Slot::default()
             };
+            adopt(slot, self.cloud.get(row.entity.as_str()), cfg.refit_rows);
         }
         for (m, v) in &row.values {
             if let Ok(k) = slot.metrics.binary_search(m) {
@@ -237,12 +264,31 @@ impl EntityModels {
                 .push_back(slot.last.iter().map(|&v| v as f32).collect());
             slot.since_fit += 1;
             let due = slot.model.is_none() || slot.since_fit >= cfg.refit_rows;
-            if slot.rows.len() >= cfg.fit_rows && due {
+            if slot.rows.len() >= cfg.fit_rows && due && !slot.from_cloud {
                 fit(slot, &cfg);
                 tally.fits += 1;
             }
         }
         verdict
+    }
+}
+
+/// Gives `slot` the cloud's model when its metrics are the same; takes a
+/// cloud model away when there is none now (the next normal row refits).
+fn adopt(slot: &mut Slot, cloud: Option<&(Vec<String>, EntityModel)>, refit: usize) {
+    match cloud.filter(|(m, _)| *m == slot.metrics) {
+        Some((_, model)) => {
+            slot.model = Some(model.clone());
+            slot.from_cloud = true;
+            slot.state = EntityState::default();
+        }
+        None if slot.from_cloud => {
+            slot.model = None;
+            slot.from_cloud = false;
+            slot.state = EntityState::default();
+            slot.since_fit = refit;
+        }
+        None => {}
     }
 }
 

@@ -148,3 +148,45 @@ fn bad_settings_are_all_reported() {
     assert_eq!(e.len(), 4, "{e:?}");
     assert!(e[0].starts_with("entity_model.fit_rows"));
 }
+
+#[test]
+fn a_cloud_model_is_taken_for_the_same_metrics_and_kept_until_a_rollback() {
+    let h = EntityId::host("h1");
+    let none = BTreeSet::new();
+    let train: Vec<Vec<f64>> = (0..2000)
+        .map(|t| host(t).into_iter().map(|(_, v)| v).collect())
+        .collect();
+    let model = EntityModel::fit(&train, EntityConfig::default()).unwrap();
+    let entry = |site: &str, metrics: &[&str]| vigil_models::entity::EntityEntry {
+        site: site.into(),
+        entity: "host/h1".into(),
+        metrics: metrics.iter().map(|m| m.to_string()).collect(),
+        model: model.clone(),
+    };
+    let set = EntitySet {
+        entries: vec![
+            entry("other-site", &["cpu", "load", "mem"]),
+            entry("s", &["cpu", "load", "mem"]),
+        ],
+    };
+    let mut models = EntityModels::new(cfg());
+    assert_eq!(models.install("s", Some(&set)), 1);
+    // Scored by the cloud's model from its first full row, no fit needed.
+    let (v, tally) = models.step(&[row(&h, host(0))], &none);
+    assert!(v.contains_key(&h));
+    assert_eq!((tally.fitted, tally.from_cloud, tally.fits), (1, 1, 0));
+    // Its own rows do not replace it.
+    for t in 1..700 {
+        assert_eq!(models.step(&[row(&h, host(t))], &none).1.fits, 0);
+    }
+    // A rollback: back to its own fit, at once (it has the rows).
+    models.install("s", None);
+    let (_, tally) = models.step(&[row(&h, host(700))], &none);
+    assert_eq!((tally.fits, tally.fitted, tally.from_cloud), (1, 1, 0));
+    // A cloud model for other metrics is not taken.
+    let other = EntitySet {
+        entries: vec![entry("s", &["cpu", "disk", "mem"])],
+    };
+    models.install("s", Some(&other));
+    assert_eq!(models.step(&[row(&h, host(701))], &none).1.from_cloud, 0);
+}
