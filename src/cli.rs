@@ -220,11 +220,13 @@ enum EvalCmd {
         /// Also write the figures as JSON here.
         #[arg(long)]
         json: Option<PathBuf>,
-        /// `series`: every metric scored alone by the edge's detector, the
-        /// machine's score the highest; `entity`: all of a machine's metrics
-        /// scored at once by the entity model, its threshold from peaks
-        /// over threshold on its training scores.
-        #[arg(long, value_enum, default_value_t = crate::eval::SmdModel::Series)]
+        /// `entity` (default): all of a machine's metrics scored at once by
+        /// the entity model, its threshold from peaks over threshold on its
+        /// training scores; `series`: every metric scored alone by the
+        /// edge's detector, the machine's score the highest. The others are
+        /// ablations: the entity model without its forecast or subspace
+        /// error, or with the kind's LSTM forecast in place of persistence.
+        #[arg(long, value_enum, default_value_t = crate::eval::SmdModel::Entity)]
         model: crate::eval::SmdModel,
         /// The entity model's risk: the probability that a normal row's
         /// score exceeds the threshold (peaks over threshold).

@@ -237,7 +237,7 @@ fn eval_smd_reads_parquet_and_reports_events_and_root_cause() {
     let json = dir.path().join("smd.json");
     let stdout = stdout_of_success(
         vigil()
-            .args(["eval", "smd", "--data"])
+            .args(["eval", "smd", "--model", "series", "--data"])
             .arg(dir.path())
             .arg("--json")
             .arg(&json),
