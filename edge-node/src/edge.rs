@@ -63,7 +63,7 @@ pub async fn run(
     let site = config.site.clone();
     let (audit, budgets, keys) = open_state(&config)?;
     let command_key = command_key(&config)?;
-    let (models, (detector, cloud_entities), snapshot) = starting_model(&config, &keys, &metrics)?;
+    let (models, detector, entity_models, snapshot) = starting_model(&config, &keys, &metrics)?;
     let shared = Arc::new(Shared::new(&config, audit, &detector, &policies));
 
     let spec = link_spec(&config);
@@ -100,9 +100,7 @@ pub async fn run(
     );
     let policy_watch = FileWatch::started_with(&config.policy);
     let (installs_tx, installs) = mpsc::channel(4);
-    let mut entity_models = crate::entity::EntityModels::new(config.entity_model.clone());
-    entity_models.install(&config.site, cloud_entities.as_ref());
-    let node = Node {
+    let mut node = Node {
         config,
         shared,
         metrics,
@@ -128,7 +126,6 @@ pub async fn run(
         snapshot,
     };
     info!(%site, "Edge node running.");
-    let mut node = node;
     node.apply(resumed);
     node.run(inbox, installs, shutdown).await;
 

@@ -47,6 +47,68 @@ pub struct EntityState {
 }
 
 impl EntityState {
+    /// A healthy entity first seen at `now_ms`.
+    fn new(entity: EntityId, now_ms: i64) -> Self {
+        Self {
+            entity,
+            score: 0.0,
+            top_metric: String::new(),
+            contributors: Vec::new(),
+            anomalous: false,
+            since_ms: now_ms,
+            anomaly_id: None,
+            entity_score: None,
+            root_cause: Vec::new(),
+            below_since_ms: None,
+        }
+    }
+
+    /// Follows the episode on this tick's series score and entity score
+    /// (over its threshold); true when an episode opened.
+    fn follow(&mut self, score: f64, ratio: Option<f64>, levels: Levels, now_ms: i64) -> bool {
+        // The entity model's exit level sits where the series' does,
+        // relative to its alarm level.
+        let exit_ratio = levels.exit / levels.enter.max(f64::MIN_POSITIVE);
+        let high = score >= levels.enter || ratio.is_some_and(|r| r >= 1.0);
+        let low = score < levels.exit && ratio.is_none_or(|r| r < exit_ratio);
+        if !self.anomalous && high {
+            self.anomalous = true;
+            self.since_ms = now_ms;
+            self.anomaly_id = Some(uuid::Uuid::new_v4().to_string());
+            self.below_since_ms = None;
+            return true;
+        }
+        if self.anomalous && low {
+            let below = *self.below_since_ms.get_or_insert(now_ms);
+            if now_ms - below >= levels.exit_hold_ms {
+                // Healthy since the score first went below the exit level.
+                self.anomalous = false;
+                self.since_ms = below;
+                self.anomaly_id = None;
+                self.below_since_ms = None;
+            }
+        } else if self.anomalous {
+            self.below_since_ms = None;
+        }
+        false
+    }
+
+    /// The anomaly event of the episode that just opened.
+    fn event(&self, site: &str, model: &str, now_ms: i64) -> AnomalyEvent {
+        AnomalyEvent {
+            id: self.anomaly_id.clone().unwrap_or_default(),
+            site: site.to_string(),
+            entity: self.entity.clone(),
+            score: self.score,
+            top_metric: self.top_metric.clone(),
+            contributors: self.contributors.clone(),
+            ts_ms: now_ms,
+            model_version: model.to_string(),
+            entity_score: self.entity_score,
+            root_cause: self.root_cause.clone(),
+        }
+    }
+
     /// The view of an entity whose liveness condition holds: sick since
     /// the condition's first sample, with the condition's episode where an
     /// anomaly id goes and its metric as the top contributor.
@@ -133,67 +195,23 @@ impl Entities {
                 .first()
                 .map(|c| (c.score, c.metric.clone()))
                 .unwrap_or((0.0, String::new()));
+            let verdict = verdicts.get(entity);
             let st = self
                 .map
                 .entry(entity.clone())
-                .or_insert_with(|| EntityState {
-                    entity: entity.clone(),
-                    score: 0.0,
-                    top_metric: String::new(),
-                    contributors: Vec::new(),
-                    anomalous: false,
-                    since_ms: now_ms,
-                    anomaly_id: None,
-                    entity_score: None,
-                    root_cause: Vec::new(),
-                    below_since_ms: None,
-                });
-            let verdict = verdicts.get(entity);
-            let ratio = verdict.map(|v| v.score);
-            // The entity model's exit level sits where the series' does,
-            // relative to its alarm level.
-            let exit_ratio = levels.exit / levels.enter.max(f64::MIN_POSITIVE);
-            let high = score >= levels.enter || ratio.is_some_and(|r| r >= 1.0);
-            let low = score < levels.exit && ratio.is_none_or(|r| r < exit_ratio);
-            let root_cause = match verdict {
+                .or_insert_with(|| EntityState::new(entity.clone(), now_ms));
+            let opened = st.follow(score, verdict.map(|v| v.score), levels, now_ms);
+            st.root_cause = match verdict {
                 Some(v) => v.root_cause.clone(),
                 None => series_shares(&list),
             };
-            if !st.anomalous && high {
-                let id = uuid::Uuid::new_v4().to_string();
-                st.anomalous = true;
-                st.since_ms = now_ms;
-                st.anomaly_id = Some(id.clone());
-                st.below_since_ms = None;
-                events.push(AnomalyEvent {
-                    id,
-                    site: site.to_string(),
-                    entity: entity.clone(),
-                    score,
-                    top_metric: top.clone(),
-                    contributors: list.clone(),
-                    ts_ms: now_ms,
-                    model_version: model.to_string(),
-                    entity_score: ratio,
-                    root_cause: root_cause.clone(),
-                });
-            } else if st.anomalous && low {
-                let below = *st.below_since_ms.get_or_insert(now_ms);
-                if now_ms - below >= levels.exit_hold_ms {
-                    // Healthy since the score first went below the exit level.
-                    st.anomalous = false;
-                    st.since_ms = below;
-                    st.anomaly_id = None;
-                    st.below_since_ms = None;
-                }
-            } else if st.anomalous {
-                st.below_since_ms = None;
-            }
             st.score = score;
             st.top_metric = top;
             st.contributors = list;
-            st.entity_score = ratio;
-            st.root_cause = root_cause;
+            st.entity_score = verdict.map(|v| v.score);
+            if opened {
+                events.push(st.event(site, model, now_ms));
+            }
         }
         events
     }

@@ -41,29 +41,7 @@ pub fn train(models: &ModelsConfig, data_dir: &Path, out: Option<PathBuf>) -> an
         },
     )?;
     bar.finish_and_clear();
-    let v = &t.verdict;
-    println!(
-        "held-back window: forecast loss {:?} -> {:?}, flagged {:.3}% -> {:.3}%, confirmed incidents caught {} -> {} of {}",
-        v.current.loss,
-        v.candidate.loss,
-        v.current.flag_rate * 100.0,
-        v.candidate.flag_rate * 100.0,
-        v.current.caught,
-        v.candidate.caught,
-        v.events
-    );
-    if let Some(e) = &t.entities {
-        let v = &e.verdict;
-        println!(
-            "entity models: {} trained; flagged {:.3}% -> {:.3}% of held-back rows, injected faults found {} -> {} of {}",
-            e.set.entries.len(),
-            v.current.flag_rate * 100.0,
-            v.candidate.flag_rate * 100.0,
-            v.current.found(),
-            v.candidate.found(),
-            v.candidate.delays.len()
-        );
-    }
+    print_verdicts(&t);
     if !t.passed() {
         for r in t.reasons() {
             println!("refused: {r}");
@@ -93,4 +71,31 @@ pub fn train(models: &ModelsConfig, data_dir: &Path, out: Option<PathBuf>) -> an
     std::fs::write(&out, b.to_bytes()?)?;
     println!("passed the gate; wrote {} (v{version})", out.display());
     Ok(())
+}
+
+/// What the gate saw, for the terminal.
+fn print_verdicts(t: &train::Trained) {
+    let v = &t.verdict;
+    println!(
+        "held-back window: forecast loss {:?} -> {:?}, flagged {:.3}% -> {:.3}%, confirmed incidents caught {} -> {} of {}",
+        v.current.loss,
+        v.candidate.loss,
+        v.current.flag_rate * 100.0,
+        v.candidate.flag_rate * 100.0,
+        v.current.caught,
+        v.candidate.caught,
+        v.events
+    );
+    if let Some(e) = &t.entities {
+        let v = &e.verdict;
+        println!(
+            "entity models: {} trained; flagged {:.3}% -> {:.3}% of held-back rows, injected faults found {} -> {} of {}",
+            e.set.entries.len(),
+            v.current.flag_rate * 100.0,
+            v.candidate.flag_rate * 100.0,
+            v.current.found(),
+            v.candidate.found(),
+            v.candidate.delays.len()
+        );
+    }
 }

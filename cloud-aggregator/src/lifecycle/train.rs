@@ -188,21 +188,13 @@ fn split(
     Ok((train, holdout))
 }
 
-/// Trains a candidate from `base` (the model in force, with its entity
-/// models) on the store at `root`, reporting progress through `report`.
-pub fn run(
+/// The query for `cfg`, the samples it reads and their time range; an
+/// error when there are too few.
+fn load(
     root: &Path,
     cfg: &TrainConfig,
-    (base, base_entities): (&Detector, Option<&EntitySet>),
     now_ms: i64,
-    mut report: impl FnMut(Progress),
-) -> Result<Trained, TrainError> {
-    let started = Progress {
-        state: "loading".into(),
-        started_ms: now_ms,
-        ..Progress::default()
-    };
-    report(started.clone());
+) -> Result<(Query, dataset::Dataset, (i64, i64)), TrainError> {
     let q = Query {
         sites: cfg.sites.clone(),
         kinds: cfg.kinds.clone(),
@@ -223,6 +215,25 @@ pub fn run(
             ds.samples, cfg.min_samples
         )));
     }
+    Ok((q, ds, (from, to)))
+}
+
+/// Trains a candidate from `base` (the model in force, with its entity
+/// models) on the store at `root`, reporting progress through `report`.
+pub fn run(
+    root: &Path,
+    cfg: &TrainConfig,
+    (base, base_entities): (&Detector, Option<&EntitySet>),
+    now_ms: i64,
+    mut report: impl FnMut(Progress),
+) -> Result<Trained, TrainError> {
+    let started = Progress {
+        state: "loading".into(),
+        started_ms: now_ms,
+        ..Progress::default()
+    };
+    report(started.clone());
+    let (q, ds, (from, to)) = load(root, cfg, now_ms)?;
     let cut = to - ((to - from) as f64 * cfg.holdout_share) as i64;
     let dcfg = base.config().clone();
     let incidents = dataset::incidents(root, &q)?;

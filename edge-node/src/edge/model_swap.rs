@@ -186,13 +186,19 @@ pub(super) fn verify_bundle(
 }
 
 /// The model to start with: the release installed before a restart
-/// (verified again), else the default; and the detector snapshot from
-/// before a restart, whose rows go back as their series return.
+/// (verified again), else the default, with the entity models it carries;
+/// and the detector snapshot from before a restart, whose rows go back as
+/// their series return.
 pub(super) fn starting_model(
     config: &EdgeConfig,
     keys: &Keyring,
     metrics: &EdgeMetrics,
-) -> anyhow::Result<(Models, super::Built, crate::snapshot::Snapshot)> {
+) -> anyhow::Result<(
+    Models,
+    Detector,
+    crate::entity::EntityModels,
+    crate::snapshot::Snapshot,
+)> {
     let site = &config.site;
     let node_id = format!("{site}/{}", config.node);
     let (mut models, installed) = Models::open(
@@ -236,5 +242,7 @@ pub(super) fn starting_model(
             "Detector snapshot read; series resume where they left off."
         );
     }
-    Ok((models, (detector, entities), snapshot))
+    let mut entity_models = crate::entity::EntityModels::new(config.entity_model.clone());
+    entity_models.install(site, entities.as_ref());
+    Ok((models, detector, entity_models, snapshot))
 }
