@@ -86,6 +86,46 @@ impl Figures {
         self.delays.iter().flatten().count()
     }
 
+    /// The figures from each series' (or entity's) flags: `faults` as
+    /// (series, start, length), confirmed `events` as (series, index),
+    /// and the points judged for the flag rate, (scored, flagged). No loss.
+    fn counted(
+        flags: &[Vec<bool>],
+        faults: &[(usize, usize, usize)],
+        events: &[(usize, usize)],
+        lookback: usize,
+        (scored, flagged): (u64, u64),
+    ) -> Figures {
+        let delays = faults
+            .iter()
+            .map(|&(i, at, len)| {
+                let end = (at + len + 5).min(flags[i].len());
+                (at..end).find(|&t| flags[i][t]).map(|t| t - at)
+            })
+            .collect();
+        let caught = events
+            .iter()
+            .filter(|&&(i, t)| {
+                flags.get(i).is_some_and(|f| {
+                    let from = t.saturating_sub(lookback);
+                    let to = (t + lookback / 4 + 1).min(f.len());
+                    from < to && f[from..to].iter().any(|&x| x)
+                })
+            })
+            .count();
+        Figures {
+            loss: None,
+            flag_rate: if scored > 0 {
+                flagged as f64 / scored as f64
+            } else {
+                0.0
+            },
+            caught,
+            scored,
+            delays,
+        }
+    }
+
     /// The figures of two sets of series (or entities) judged apart.
     pub fn merge(&self, other: &Figures) -> Figures {
         let scored = self.scored + other.scored;
@@ -163,35 +203,11 @@ fn figures(
             }
         }
     }
-    let delays = faults
-        .iter()
-        .map(|f| {
-            let end = (f.at + f.len + 5).min(flags[f.series].len());
-            (f.at..end).find(|&t| flags[f.series][t]).map(|t| t - f.at)
-        })
-        .collect();
-    let caught = h
-        .events
-        .iter()
-        .filter(|&&(i, t)| {
-            flags.get(i).is_some_and(|f| {
-                let from = t.saturating_sub(lookback);
-                let to = (t + lookback / 4 + 1).min(f.len());
-                from < to && f[from..to].iter().any(|&x| x)
-            })
-        })
-        .count();
-    Ok(Figures {
-        loss: loss(model, &h.normalised, h.window)?,
-        flag_rate: if scored > 0 {
-            flagged as f64 / scored as f64
-        } else {
-            0.0
-        },
-        caught,
-        scored,
-        delays,
-    })
+    let faults: Vec<(usize, usize, usize)> =
+        faults.iter().map(|f| (f.series, f.at, f.len)).collect();
+    let mut fig = Figures::counted(&flags, &faults, &h.events, lookback, (scored, flagged));
+    fig.loss = loss(model, &h.normalised, h.window)?;
+    Ok(fig)
 }
 
 /// Judges `candidate` against `current` on `holdout`.

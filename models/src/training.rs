@@ -53,6 +53,58 @@ pub struct Progress {
     pub loss: f32,
 }
 
+/// The picks of each training step: `plan.batch` at a time from `all`,
+/// shuffled (seeded) and shuffled again whenever the rest is short of a
+/// batch, for `plan.epochs` passes.
+pub struct Batches<T> {
+    all: Vec<T>,
+    rng: StdRng,
+    at: usize,
+    batch: usize,
+    steps: usize,
+}
+
+impl<T> Batches<T> {
+    /// Batches of `all` as `plan` says.
+    pub fn new(mut all: Vec<T>, plan: &Plan) -> Self {
+        let steps = if all.is_empty() || plan.batch == 0 {
+            0
+        } else {
+            ((all.len() as f32 * plan.epochs) / plan.batch as f32).ceil() as usize
+        };
+        let mut rng = StdRng::seed_from_u64(plan.seed);
+        all.shuffle(&mut rng);
+        Self {
+            all,
+            rng,
+            at: 0,
+            batch: plan.batch,
+            steps,
+        }
+    }
+
+    /// Steps planned.
+    pub fn steps(&self) -> usize {
+        self.steps
+    }
+
+    /// Steps in one pass over every pick.
+    pub fn per_pass(&self) -> usize {
+        self.all.len().div_ceil(self.batch.max(1))
+    }
+
+    /// The next step's picks.
+    pub fn next_batch(&mut self) -> &[T] {
+        if self.at + self.batch > self.all.len() {
+            self.all.shuffle(&mut self.rng);
+            self.at = 0;
+        }
+        let end = (self.at + self.batch).min(self.all.len());
+        let start = std::mem::replace(&mut self.at, end);
+        &self.all[start..end]
+    }
+}
+
 /// Start offsets of non-overlapping windows of `window` values plus the one
 /// that follows (so each value is a target once per epoch).
 fn windows(series: &[Vec<f32>], window: usize) -> Vec<(usize, usize)> {
@@ -86,21 +138,13 @@ pub fn fit(
     plan: &Plan,
     mut progress: impl FnMut(Progress) -> bool,
 ) -> Result<(usize, Option<f32>), ModelError> {
-    let mut all = windows(series, plan.window);
-    if all.is_empty() || plan.batch == 0 {
+    let mut batches = Batches::new(windows(series, plan.window), plan);
+    let (steps, mut last) = (batches.steps(), None);
+    if steps == 0 {
         return Ok((0, None));
     }
-    let steps = ((all.len() as f32 * plan.epochs) / plan.batch as f32).ceil() as usize;
-    let mut rng = StdRng::seed_from_u64(plan.seed);
-    all.shuffle(&mut rng);
-    let (mut at, mut last) = (0usize, None);
     for step in 0..steps {
-        if at + plan.batch > all.len() {
-            all.shuffle(&mut rng);
-            at = 0;
-        }
-        let picks = &all[at..(at + plan.batch).min(all.len())];
-        at += picks.len();
+        let picks = batches.next_batch();
         let (xs, ys) = gather(series, picks, plan.window);
         let loss = detector.fit_windows(xs, ys, picks.len(), plan.window)?;
         last = Some(loss);

@@ -457,6 +457,28 @@ async fn ensure_verified(
     Ok(())
 }
 
+/// Runs an edge with `cfg` (no policies) on a free port until `stop`, and
+/// waits until it is connected to its broker; its URL.
+pub async fn start_edge(
+    cfg: vigil_edge::EdgeConfig,
+    stop: &tokio_util::sync::CancellationToken,
+) -> anyhow::Result<String> {
+    let listener = vigil_core::telemetry::bind("127.0.0.1:0").await?;
+    let edge = format!("http://{}", listener.local_addr()?);
+    tokio::spawn(vigil_edge::run(
+        cfg,
+        vigil_edge::PolicySet::default(),
+        listener,
+        vigil_edge::EdgeMetrics::new()?,
+        stop.clone(),
+    ));
+    wait_for("the edge", Duration::from_secs(20), || async {
+        (metric(&edge, "vigil_mqtt_connected").await.ok()? == 1.0).then_some(())
+    })
+    .await?;
+    Ok(edge)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

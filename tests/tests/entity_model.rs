@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use vigil_core::clock::now_ms;
 use vigil_core::message::{MetricBatch, Sample};
 use vigil_core::{encode, topic, EntityId};
-use vigil_tests::{get_json, metric, wait_for};
+use vigil_tests::{get_json, metric};
 
 const FIT_ROWS: usize = 300;
 
@@ -32,20 +32,7 @@ async fn start_edge(
     cfg.entity_model.fit_rows = FIT_ROWS;
     cfg.entity_model.refit_rows = 100_000;
     cfg.entity_model.risk = 1e-4;
-    let listener = vigil_core::telemetry::bind("127.0.0.1:0").await?;
-    let edge = format!("http://{}", listener.local_addr()?);
-    tokio::spawn(vigil_edge::run(
-        cfg,
-        vigil_edge::PolicySet::default(),
-        listener,
-        vigil_edge::EdgeMetrics::new()?,
-        stop.clone(),
-    ));
-    wait_for("the edge", Duration::from_secs(20), || async {
-        (metric(&edge, "vigil_mqtt_connected").await.ok()? == 1.0).then_some(())
-    })
-    .await?;
-    Ok(edge)
+    vigil_tests::start_edge(cfg, stop).await
 }
 
 /// The host's three metrics at row `t`; `broken`: `load` runs against `cpu`.

@@ -39,20 +39,7 @@ async fn start_edge(
     cfg.mqtt.port = port;
     cfg.mqtt.max_packet_bytes = 4 << 20;
     cfg.cache.max_series = 100;
-    let listener = vigil_core::telemetry::bind("127.0.0.1:0").await?;
-    let edge = format!("http://{}", listener.local_addr()?);
-    tokio::spawn(vigil_edge::run(
-        cfg,
-        vigil_edge::PolicySet::default(),
-        listener,
-        vigil_edge::EdgeMetrics::new()?,
-        stop.clone(),
-    ));
-    wait_for("the edge", Duration::from_secs(20), || async {
-        (metric(&edge, "vigil_mqtt_connected").await.ok()? == 1.0).then_some(())
-    })
-    .await?;
-    Ok(edge)
+    vigil_tests::start_edge(cfg, stop).await
 }
 
 /// Publishes the bad samples, the bad sensor readings, the flood of 20,000

@@ -598,6 +598,20 @@ async fn a_20_mb_bundle_crosses_mosquitto_defaults_and_resumes_after_a_restart(
     Ok(())
 }
 
+/// Waits for the training run to finish; the run as the API shows it.
+async fn training_done(cloud: &str, secs: u64) -> anyhow::Result<Value> {
+    let done = wait_for("training done", Duration::from_secs(secs), || {
+        let url = format!("{cloud}/api/v1/models");
+        async move {
+            let m = get_json(&url).await.ok()?;
+            (m["training"]["state"] == "done").then(|| m["training"].clone())
+        }
+    })
+    .await?;
+    println!("training: {done}");
+    Ok(done)
+}
+
 async fn post(url: &str, token: Option<&str>) -> anyhow::Result<reqwest::StatusCode> {
     let mut req = reqwest::Client::new().post(url);
     if let Some(t) = token {
@@ -625,15 +639,7 @@ async fn training_on_demand_passes_the_gate_and_an_operator_promotes_and_rolls_b
     let train = format!("{cloud}/api/v1/models/train");
     assert_eq!(post(&train, None).await?, 401);
     assert_eq!(post(&train, Some(TOKEN)).await?, 202);
-    let done = wait_for("training done", Duration::from_secs(60), || {
-        let url = format!("{cloud}/api/v1/models");
-        async move {
-            let m = get_json(&url).await.ok()?;
-            (m["training"]["state"] == "done").then(|| m["training"].clone())
-        }
-    })
-    .await?;
-    println!("training: {done}");
+    let done = training_done(&cloud, 60).await?;
     assert_eq!(done["samples"], 4000);
     assert_eq!(done["verdict"]["passed"], true, "{done}");
     assert_eq!(done["version"], 1, "{done}");
@@ -738,15 +744,7 @@ async fn trained_entity_models_pass_the_gate_ride_the_bundle_and_score_at_the_ed
     let cloud = fleet.cloud.clone();
     let train = format!("{cloud}/api/v1/models/train");
     assert_eq!(post(&train, Some(TOKEN)).await?, 202);
-    let done = wait_for("training done", Duration::from_secs(120), || {
-        let url = format!("{cloud}/api/v1/models");
-        async move {
-            let m = get_json(&url).await.ok()?;
-            (m["training"]["state"] == "done").then(|| m["training"].clone())
-        }
-    })
-    .await?;
-    println!("training: {done}");
+    let done = training_done(&cloud, 120).await?;
     assert_eq!(done["entities"], 5, "{done}");
     assert_eq!(done["entity_verdict"]["passed"], true, "{done}");
     assert!(

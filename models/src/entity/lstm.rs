@@ -6,11 +6,10 @@
 //! edge for all entities of the kind in one fused step per tick.
 
 use crate::fused::FusedLstm;
-use crate::training::Plan;
+use crate::training::{Batches, Plan};
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::rnn::{LSTMConfig, LSTM, RNN};
 use candle_nn::{AdamW, Init, Linear, Optimizer, ParamsAdamW, VarBuilder, VarMap};
-use rand::{rngs::StdRng, seq::SliceRandom, SeedableRng};
 
 /// Normalised inputs are clipped to this many spreads.
 pub const CLIP: f32 = 10.0;
@@ -112,31 +111,25 @@ impl EntityLstm {
         for (e, rows) in entities.iter().enumerate() {
             all.extend((0..rows.len().saturating_sub(w)).step_by(w).map(|s| (e, s)));
         }
-        if all.is_empty() || plan.batch == 0 {
+        let mut batches = Batches::new(all, plan);
+        let steps = batches.steps();
+        if steps == 0 {
             return Ok(None);
         }
-        let steps = ((all.len() as f32 * plan.epochs) / plan.batch as f32).ceil() as usize;
         let params = ParamsAdamW {
             lr,
             weight_decay: 0.0,
             ..Default::default()
         };
         let mut opt = AdamW::new(self.varmap.all_vars(), params)?;
-        let mut rng = StdRng::seed_from_u64(plan.seed);
-        let (mut at, mut recent) = (all.len(), Vec::new());
+        let mut recent = std::collections::VecDeque::new();
         for step in 0..steps {
-            if at + plan.batch > all.len() {
-                all.shuffle(&mut rng);
-                at = 0;
-            }
-            let picks = &all[at..(at + plan.batch).min(all.len())];
-            at += picks.len();
-            let loss = self.loss(entities, picks, w)?;
+            let loss = self.loss(entities, batches.next_batch(), w)?;
             opt.backward_step(&loss)?;
             let l = loss.to_scalar::<f32>()?;
-            recent.push(l);
-            if recent.len() > all.len() / plan.batch.max(1) + 1 {
-                recent.remove(0);
+            recent.push_back(l);
+            if recent.len() > batches.per_pass() {
+                recent.pop_front();
             }
             progress(step + 1, steps, l);
         }

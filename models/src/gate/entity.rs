@@ -168,37 +168,9 @@ fn figures(
                 .collect()
         })
         .collect();
-    let delays = faults
-        .iter()
-        .map(|f| {
-            let fl = &flags[f.entity];
-            let end = (f.at + f.len + 5).min(fl.len());
-            (f.at..end).find(|&t| fl[t]).map(|t| t - f.at)
-        })
-        .collect();
-    let caught = events
-        .iter()
-        .filter(|&&(e, t)| {
-            flags.get(e).is_some_and(|f| {
-                let (from, to) = (
-                    t.saturating_sub(lookback),
-                    (t + lookback / 4 + 1).min(f.len()),
-                );
-                from < to && f[from..to].iter().any(|&x| x)
-            })
-        })
-        .count();
-    Figures {
-        loss: None,
-        flag_rate: if scored > 0 {
-            flagged as f64 / scored as f64
-        } else {
-            0.0
-        },
-        caught,
-        scored,
-        delays,
-    }
+    let faults: Vec<(usize, usize, usize)> =
+        faults.iter().map(|f| (f.entity, f.at, f.len)).collect();
+    Figures::counted(&flags, &faults, events, lookback, (scored, flagged))
 }
 
 /// One set of models' figures on `holdout` with its injected faults.
