@@ -47,7 +47,7 @@ fn bench(c: &mut Criterion) {
     });
     // The same step with the kind's LSTM forecasting every entity's next
     // row in one fused batch (untrained weights: the cost is the same).
-    let mut lstm = match EntityLstm::new(METRICS, 32) {
+    let mut lstm = match EntityLstm::new(METRICS, 32, 7) {
         Ok(l) => l,
         Err(e) => panic!("building the LSTM: {e}"),
     };

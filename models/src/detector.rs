@@ -37,7 +37,7 @@ mod rows;
 #[cfg(test)]
 mod tests;
 mod train;
-mod weights;
+pub(crate) mod weights;
 
 pub use config::DetectorConfig;
 use train::adamw;

@@ -84,7 +84,7 @@ pub(super) fn inference_cell(varmap: &VarMap) -> Result<(FusedLstm, Vec<f32>, f3
 /// Re-draws the LSTM weight matrices from `rng` (uniform ±1/√hidden, as
 /// PyTorch does), because candle's CPU generator cannot be seeded. Biases
 /// and the zero-initialised head are left alone.
-pub(super) fn seed_weights(
+pub(crate) fn seed_weights(
     varmap: &VarMap,
     hidden: usize,
     rng: &mut StdRng,

@@ -62,9 +62,9 @@ fn inputs(row: &[f32], out: &mut Vec<f32>) {
 }
 
 impl EntityLstm {
-    /// A fresh forecaster (persistence until trained) for `metrics` metrics.
-    /// candle's CPU initialisation is not seeded: two fresh forecasters differ.
-    pub fn new(metrics: usize, hidden: usize) -> candle_core::Result<Self> {
+    /// A fresh forecaster (persistence until trained) for `metrics` metrics,
+    /// its LSTM weights drawn from `seed` (the same seed, the same model).
+    pub fn new(metrics: usize, hidden: usize, seed: u64) -> candle_core::Result<Self> {
         let varmap = VarMap::new();
         let dev = Device::Cpu;
         let vb = VarBuilder::from_varmap(&varmap, DType::F32, &dev);
@@ -73,6 +73,9 @@ impl EntityLstm {
         let w = hv.get_with_hints((metrics, hidden), "weight", Init::Const(0.0))?;
         let b = hv.get_with_hints(metrics, "bias", Init::Const(0.0))?;
         let head = Linear::new(w, Some(b));
+        let mut rng = rand::SeedableRng::seed_from_u64(seed);
+        crate::detector::weights::seed_weights(&varmap, hidden, &mut rng)
+            .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
         let (fused, head_w, head_b) = inference(&varmap, metrics, hidden)?;
         Ok(Self {
             varmap,
@@ -270,7 +273,7 @@ mod tests {
 
     #[test]
     fn untrained_is_persistence_and_training_beats_it() {
-        let mut lstm = EntityLstm::new(2, 16).unwrap();
+        let mut lstm = EntityLstm::new(2, 16, 1).unwrap();
         let mut st = LstmState::new(3, 16);
         let rows = [0.5, -1.0, 2.0, 3.0, f32::NAN, 100.0];
         let mut out = Vec::new();
@@ -310,9 +313,9 @@ mod tests {
                 3.0 + 0.1 * r[1]
             };
         }
-        let mut lstm = EntityLstm::new(2, 16).unwrap();
+        let mut lstm = EntityLstm::new(2, 16, 1).unwrap();
         let plan = Plan {
-            epochs: 20.0,
+            epochs: 60.0,
             batch: 16,
             window: 32,
             seed: 2,
@@ -328,7 +331,8 @@ mod tests {
             }
         }
         let bias = sum / n as f32;
-        // Measured: -0.01 with the mask, -0.23 without it.
-        assert!(bias.abs() < 0.1, "mean error on a present value: {bias}");
+        // Measured over seeds 1, 2, 5, 6: within ±0.013 with the mask,
+        // -0.11 to -0.17 without it.
+        assert!(bias.abs() < 0.05, "mean error on a present value: {bias}");
     }
 }

@@ -91,7 +91,7 @@ pub fn run_kind_lstm(
                 .collect()
         })
         .collect();
-    let mut lstm = EntityLstm::new(m, plan.hidden).map_err(|e| e.to_string())?;
+    let mut lstm = EntityLstm::new(m, plan.hidden, plan.plan.seed).map_err(|e| e.to_string())?;
     let loss = lstm
         .fit(&normalised, &plan.plan, plan.lr, |s, n, l| {
             if s % 50 == 0 || s == n {
