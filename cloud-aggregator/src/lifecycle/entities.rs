@@ -20,8 +20,11 @@ pub struct EntityTrainConfig {
     pub enabled: bool,
     /// Rows one this many ms apart (the edges' tick).
     pub step_ms: i64,
-    /// Most recent rows kept per entity (bounds memory: 8 bytes a value).
+    /// Most recent rows kept per entity (8 bytes a value).
     pub max_rows: usize,
+    /// Bound on the rows of all entities together; entities past it get
+    /// no model this run (counted in the run's `entities_skipped`).
+    pub max_bytes: usize,
     /// Fewest training rows an entity needs.
     pub min_rows: usize,
     /// Rows left out of training from this long before a confirmed
@@ -39,6 +42,7 @@ impl Default for EntityTrainConfig {
             enabled: true,
             step_ms: 1000,
             max_rows: 50_000,
+            max_bytes: 256 << 20,
             min_rows: 600,
             incident_before_secs: 60,
             incident_after_secs: 600,
@@ -85,9 +89,15 @@ pub struct Rows {
 
 /// Aligns each entity's series (sorted by site, entity, metric, as
 /// `dataset::load` returns them) into rows `step_ms` apart, from the first
-/// step where every metric has a value; at most the last `max_rows`.
-pub fn rows(ds: &Dataset, step_ms: i64, max_rows: usize) -> Vec<Rows> {
-    let mut out = Vec::new();
+/// step where every metric has a value; at most the last `max_rows`, and
+/// at most `max_bytes` for all entities (the rest skipped). Returns the
+/// rows and how many entities were skipped.
+pub fn rows(
+    ds: &Dataset,
+    step_ms: i64,
+    (max_rows, max_bytes): (usize, usize),
+) -> (Vec<Rows>, usize) {
+    let (mut out, mut bytes, mut skipped) = (Vec::new(), 0usize, 0usize);
     let mut start = 0;
     while start < ds.series.len() {
         let (site, entity) = (&ds.series[start].key.0, &ds.series[start].key.1);
@@ -109,6 +119,12 @@ pub fn rows(ds: &Dataset, step_ms: i64, max_rows: usize) -> Vec<Rows> {
             .unwrap_or(*first);
         let (from, to) = (first.div_euclid(step_ms), last.div_euclid(step_ms));
         let from = from.max(to - max_rows as i64 + 1);
+        let need = (to - from + 1).max(0) as usize * group.len() * 8;
+        if bytes + need > max_bytes {
+            skipped += 1;
+            continue;
+        }
+        bytes += need;
         let mut r = Rows {
             site: site.clone(),
             entity: entity.clone(),
@@ -133,7 +149,7 @@ pub fn rows(ds: &Dataset, step_ms: i64, max_rows: usize) -> Vec<Rows> {
         }
         out.push(r);
     }
-    out
+    (out, skipped)
 }
 
 /// What an entity retraining produced.
@@ -143,6 +159,8 @@ pub struct EntityRun {
     pub set: EntitySet,
     /// The gate's verdict on them.
     pub verdict: Verdict,
+    /// Entities left out for the byte bound.
+    pub skipped: usize,
 }
 
 /// Fits a candidate per entity with enough rows before `cut_ms` and judges
@@ -210,6 +228,7 @@ pub fn train(
     EntityRun {
         verdict: verdict(&paired, &new, gate),
         set,
+        skipped: 0,
     }
 }
 

@@ -90,6 +90,13 @@ impl Lifecycle {
         p.finished_ms = Some(now_ms());
         p.verdict = Some(t.verdict.clone());
         p.entities = t.entities.as_ref().map_or(0, |e| e.set.entries.len());
+        p.entities_skipped = t.entities.as_ref().map_or(0, |e| e.skipped);
+        if p.entities_skipped > 0 {
+            warn!(
+                skipped = p.entities_skipped,
+                "Entities left without a model: models.train.entities.max_bytes reached."
+            );
+        }
         p.entity_verdict = t.entities.as_ref().map(|e| e.verdict.clone());
         let result = if t.passed() { "passed" } else { "rejected" };
         self.metrics.gate.with_label_values(&[result]).inc();

@@ -99,6 +99,8 @@ pub struct Progress {
     pub verdict: Option<Verdict>,
     /// Entity models trained.
     pub entities: usize,
+    /// Entities left out for `models.train.entities.max_bytes`.
+    pub entities_skipped: usize,
     /// The gate's verdict on the entity models.
     pub entity_verdict: Option<Verdict>,
     /// The release published from it, if any.
@@ -261,15 +263,10 @@ pub fn run(
     report(p);
     let verdict = gate::judge(base, &candidate, &holdout, &cfg.gate)?;
     let entities = cfg.entities.enabled.then(|| {
-        let rows = entities::rows(&ds, cfg.entities.step_ms, cfg.entities.max_rows);
-        entities::train(
-            &rows,
-            &incidents,
-            cut,
-            &cfg.entities,
-            &cfg.gate,
-            base_entities,
-        )
+        let e = &cfg.entities;
+        let (rows, skipped) = entities::rows(&ds, e.step_ms, (e.max_rows, e.max_bytes));
+        let run = entities::train(&rows, &incidents, cut, e, &cfg.gate, base_entities);
+        EntityRun { skipped, ..run }
     });
     let training = Training {
         steps: candidate.train_steps(),

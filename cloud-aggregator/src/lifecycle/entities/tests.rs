@@ -33,7 +33,8 @@ fn series_align_into_rows_holding_a_missing_value_from_the_first_full_step() {
         ],
         ..Dataset::default()
     };
-    let r = rows(&ds, 1000, 100);
+    let (r, skipped) = rows(&ds, 1000, (100, 1 << 20));
+    assert_eq!(skipped, 0);
     assert_eq!(r.len(), 2);
     assert_eq!(r[0].metrics, vec!["cpu", "mem"]);
     assert_eq!(r[0].ts.first(), Some(&(T0 + 2000)));
@@ -47,9 +48,13 @@ fn series_align_into_rows_holding_a_missing_value_from_the_first_full_step() {
     ];
     assert_eq!(r[0].rows, want);
     // The bound keeps the latest rows.
-    let r = rows(&ds, 1000, 3);
+    let (r, _) = rows(&ds, 1000, (3, 1 << 20));
     assert_eq!(r[0].rows, want[3..].to_vec());
     assert_eq!(r[1].rows, vec![vec![1.0]]);
+    // The byte bound: room for h1's 6 rows of 2 values, not for h2 too.
+    let (r, skipped) = rows(&ds, 1000, (100, 6 * 2 * 8));
+    assert_eq!((r.len(), skipped), (1, 1));
+    assert_eq!(r[0].entity, "host/h1");
 }
 
 /// A host with three metrics for `n` rows a second apart; `cpu` and
@@ -91,8 +96,9 @@ fn fleet() -> Vec<Rows> {
             ..Dataset::default()
         },
         1000,
-        50_000,
+        (50_000, 1 << 30),
     )
+    .0
 }
 
 #[test]
@@ -187,13 +193,13 @@ fn rows_around_a_confirmed_incident_are_not_learnt() {
     for v in &mut series[1].values[1000..1300] {
         *v = 50.0;
     }
-    let rows = rows(
+    let (rows, _) = rows(
         &Dataset {
             series,
             ..Dataset::default()
         },
         1000,
-        50_000,
+        (50_000, 1 << 30),
     );
     let key = ("a".to_string(), "host/h1".to_string(), "load".to_string());
     let cut = T0 + 2400 * 1000;
