@@ -206,13 +206,13 @@ impl Store {
 fn write(dir: &Path, path: &Path, rows: &Rows) -> Result<(), String> {
     std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
     let mut df = rows.frame().map_err(|e| e.to_string())?;
-    // Write beside, then rename: a reader never sees half a file.
-    let tmp = path.with_extension("parquet.tmp");
-    let file = std::fs::File::create(&tmp).map_err(|e| e.to_string())?;
-    ParquetWriter::new(file)
+    let mut bytes = Vec::new();
+    ParquetWriter::new(&mut bytes)
         .finish(&mut df)
         .map_err(|e| e.to_string())?;
-    std::fs::rename(&tmp, path).map_err(|e| e.to_string())
+    // Written beside, fsynced, renamed, the folder fsynced: a reader never
+    // sees half a file, and the rows are on disk before their receipt goes.
+    vigil_core::file::write_atomic(path, &bytes).map_err(|e| e.to_string())
 }
 
 /// Reads one Parquet file (for tests and tools).

@@ -4,10 +4,13 @@ use std::io::Write;
 use std::path::Path;
 
 /// Writes `bytes` to `path` through a temporary file beside it, made durable
-/// (fsync) before the rename: after a crash the file holds the old or the
-/// new contents, never a mix. Creates the parent folder.
+/// (fsync) before the rename, and the rename made durable too (fsync of the
+/// folder): after a crash the file holds the old or the new contents, never
+/// a mix, and once this returns the new contents survive a power cut.
+/// Creates the parent folder.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+    if let Some(dir) = dir {
         std::fs::create_dir_all(dir)?;
     }
     let mut tmp = path.as_os_str().to_owned();
@@ -15,7 +18,13 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let mut f = std::fs::File::create(&tmp)?;
     f.write_all(bytes)?;
     f.sync_all()?;
-    std::fs::rename(&tmp, path)
+    std::fs::rename(&tmp, path)?;
+    sync_dir(dir.unwrap_or(Path::new(".")))
+}
+
+/// Makes the entries of `dir` (a rename, a new file) durable.
+pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
 }
 
 #[cfg(test)]
