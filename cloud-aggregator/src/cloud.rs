@@ -246,17 +246,35 @@ impl Aggregator {
     }
 
     /// Publishes receipts: those `written` returned, and those owed for
-    /// duplicates of stored messages.
+    /// duplicates of stored messages. A receipt never waits for room in
+    /// the broker queue (ingest would stop behind it): one that finds none
+    /// is owed again with the next receipts, and meanwhile the edge keeps
+    /// the message and resends it.
     async fn send_receipts(&mut self, written: Option<Vec<(String, UplinkAck)>>) {
         let mut all = written.unwrap_or_default();
         if let Some(r) = self.receipts.as_mut() {
             all.extend(r.take_receipts());
         }
+        let mut deferred = 0u64;
         for (site, ack) in all {
-            self.metrics.uplink_acked.inc_by(ack.seqs.len() as u64);
-            self.publisher
-                .send(&topic::uplink_ack(&site), &ack, false)
-                .await;
+            if self
+                .publisher
+                .try_send(&topic::uplink_ack(&site), &ack, false)
+            {
+                self.metrics.uplink_acked.inc_by(ack.seqs.len() as u64);
+            } else {
+                deferred += ack.seqs.len() as u64;
+                if let Some(r) = self.receipts.as_mut() {
+                    r.owe(&ack);
+                }
+            }
+        }
+        if deferred > 0 {
+            self.metrics.receipts_deferred.inc_by(deferred);
+            warn!(
+                messages = deferred,
+                "The broker queue is full; receipts deferred to the next flush."
+            );
         }
     }
 

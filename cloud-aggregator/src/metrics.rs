@@ -29,6 +29,8 @@ pub struct CloudMetrics {
     pub uplink_intake: IntCounterVec,
     /// Uplink messages acknowledged to edges as stored.
     pub uplink_acked: IntCounter,
+    /// Receipts that found the broker queue full and wait for the next flush.
+    pub receipts_deferred: IntCounter,
     /// The model lifecycle.
     pub lifecycle: LifecycleMetrics,
 }
@@ -77,6 +79,10 @@ impl CloudMetrics {
             uplink_acked: g.counter(
                 "vigil_cloud_uplink_acked_total",
                 "Uplink messages acknowledged to edge nodes after their rows were written.",
+            )?,
+            receipts_deferred: g.counter(
+                "vigil_cloud_receipts_deferred_total",
+                "Uplink messages whose receipt found the broker queue full: owed again with the next receipts (ingest never waits for one).",
             )?,
             registry: registry.clone(),
         };

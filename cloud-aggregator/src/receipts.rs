@@ -128,6 +128,13 @@ impl Receipts {
         Ok(self.take_receipts())
     }
 
+    /// A receipt that could not go out: owed again with the next ones.
+    pub fn owe(&mut self, ack: &UplinkAck) {
+        if let Some(s) = self.streams.get_mut(&ack.stream) {
+            s.reack.extend(ack.seqs.iter().copied());
+        }
+    }
+
     /// Receipts owed for duplicates of stored messages.
     pub fn take_receipts(&mut self) -> Vec<(String, UplinkAck)> {
         let mut out = Vec::new();
@@ -200,6 +207,13 @@ mod tests {
             r.streams["s1"].stored.iter().copied().collect::<Vec<_>>(),
             vec![3, 4]
         );
+        // A receipt the broker had no room for is owed again.
+        r.owe(&UplinkAck {
+            stream: "s1".into(),
+            seqs: vec![3, 4],
+        });
+        assert_eq!(r.take_receipts()[0].1.seqs, vec![3, 4]);
+        assert!(r.take_receipts().is_empty());
         // Another stream numbers on its own.
         let other = Seq {
             stream: "s2".into(),

@@ -279,6 +279,32 @@ mod tests {
     }
 
     #[test]
+    fn try_send_never_waits_and_a_full_queue_is_not_counted_as_dropped() {
+        // A client whose event loop never runs: its queue of 2 fills.
+        let (client, _eventloop) = AsyncClient::new(MqttOptions::new("t", "127.0.0.1", 1), 2);
+        let metrics = LinkMetrics::new(&prometheus::Registry::new()).unwrap();
+        let p = Publisher {
+            client,
+            metrics: metrics.clone(),
+            connected: Default::default(),
+            connections: Default::default(),
+            extra: Default::default(),
+            down: Default::default(),
+        };
+        let ack = crate::message::UplinkAck {
+            stream: "s".into(),
+            seqs: vec![1],
+        };
+        let sent: Vec<bool> = (0..4).map(|_| p.try_send("t", &ack, false)).collect();
+        assert_eq!(sent, vec![true, true, false, false]);
+        assert_eq!(
+            metrics.published.with_label_values(&["uplink_ack"]).get(),
+            2
+        );
+        assert_eq!(metrics.dropped.with_label_values(&["uplink_ack"]).get(), 0);
+    }
+
+    #[test]
     fn default_settings_validate_and_round_trip() {
         let s = MqttSettings::default();
         let mut errors = Vec::new();

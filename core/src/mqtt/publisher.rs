@@ -70,6 +70,22 @@ impl Publisher {
         }
     }
 
+    /// Publishes `body` at QoS 1 only if the client's queue has room now;
+    /// false (not counted as dropped: the caller keeps it) otherwise. For
+    /// what must never hold up the caller, such as the cloud's receipts.
+    pub fn try_send<P: Payload>(&self, topic: &str, body: &P, retain: bool) -> bool {
+        match self
+            .client
+            .try_publish(topic, QoS::AtLeastOnce, retain, encode(body))
+        {
+            Ok(()) => {
+                self.metrics.published.with_label_values(&[P::KIND]).inc();
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
     /// Whether the link is connected right now.
     pub fn is_connected(&self) -> bool {
         self.connected.load(Ordering::Relaxed)
