@@ -243,17 +243,7 @@ impl Entities {
 
 /// The listed series' shares of their scores.
 fn series_shares(list: &[Contributor]) -> Vec<MetricShare> {
-    let total: f64 = list.iter().map(|c| c.score.max(0.0)).sum();
-    list.iter()
-        .map(|c| MetricShare {
-            metric: c.metric.clone(),
-            share: if total > 0.0 {
-                c.score.max(0.0) / total
-            } else {
-                0.0
-            },
-        })
-        .collect()
+    model::shares(list.iter().map(|c| (c.metric.as_str(), c.score)))
 }
 
 /// Each entity's series that reported within `stale_ms`, with their

@@ -172,11 +172,8 @@ impl EntityModels {
                 continue;
             }
             let learn = !episode.contains(&row.entity);
-            match self.step_one(row, learn, &mut tally) {
-                Some(v) => {
-                    out.insert(row.entity.clone(), v);
-                }
-                None => continue,
+            if let Some(v) = self.step_one(row, learn, &mut tally) {
+                out.insert(row.entity.clone(), v);
             }
         }
         tally.fitted = self.slots.values().filter(|s| s.model.is_some()).count();
@@ -215,8 +212,13 @@ impl EntityModels {
     }
 
     fn step_one(&mut self, row: &EntityRow, learn: bool, tally: &mut Tally) -> Option<Verdict> {
-        let cfg = self.cfg.clone();
-        let slot = self.slots.entry(row.entity.clone()).or_default();
+        let Self {
+            cfg,
+            slots,
+            bytes,
+            cloud,
+        } = self;
+        let slot = slots.entry(row.entity.clone()).or_default();
         // A new metric: the columns change, so the entity starts over.
         if row
             .values
@@ -225,13 +227,13 @@ impl EntityModels {
         {
             let mut names: BTreeSet<String> = slot.metrics.iter().cloned().collect();
             names.extend(row.values.iter().map(|(m, _)| m.clone()));
-            self.bytes -= slot.bytes();
+            *bytes -= slot.bytes();
             *slot = Slot {
                 last: vec![f64::NAN; names.len()],
                 metrics: names.into_iter().collect(),
                 ..Slot::default()
             };
-            adopt(slot, self.cloud.get(row.entity.as_str()), cfg.refit_rows);
+            adopt(slot, cloud.get(row.entity.as_str()), cfg.refit_rows);
         }
         for (m, v) in &row.values {
             if let Ok(k) = slot.metrics.binary_search(m) {
@@ -251,21 +253,21 @@ impl EntityModels {
         if learn {
             let row_bytes = slot.metrics.len() * 4;
             let full = slot.rows.len() >= cfg.fit_rows;
-            if !full && self.bytes + row_bytes > cfg.max_bytes {
+            if !full && *bytes + row_bytes > cfg.max_bytes {
                 tally.refused += 1;
                 return verdict;
             }
             if full {
                 slot.rows.pop_front();
             } else {
-                self.bytes += row_bytes;
+                *bytes += row_bytes;
             }
             slot.rows
                 .push_back(slot.last.iter().map(|&v| v as f32).collect());
             slot.since_fit += 1;
             let due = slot.model.is_none() || slot.since_fit >= cfg.refit_rows;
             if slot.rows.len() >= cfg.fit_rows && due && !slot.from_cloud {
-                fit(slot, &cfg);
+                fit(slot, cfg);
                 tally.fits += 1;
             }
         }
@@ -312,16 +314,21 @@ fn root_cause(metrics: &[String], evidence: &[f64]) -> Vec<MetricShare> {
     let mut order: Vec<usize> = (0..evidence.len()).collect();
     order.sort_by(|&a, &b| evidence[b].total_cmp(&evidence[a]));
     order.truncate(ROOT_CAUSE);
-    let total: f64 = order.iter().map(|&k| evidence[k].max(0.0)).sum();
-    order
-        .into_iter()
-        .map(|k| MetricShare {
-            metric: metrics[k].clone(),
-            share: if total > 0.0 {
-                evidence[k].max(0.0) / total
-            } else {
-                0.0
-            },
+    shares(
+        order
+            .into_iter()
+            .map(|k| (metrics[k].as_str(), evidence[k])),
+    )
+}
+
+/// Each metric's share of the listed evidence (negative evidence counts
+/// as none; all shares 0 when there is none).
+pub(crate) fn shares<'a>(listed: impl Iterator<Item = (&'a str, f64)> + Clone) -> Vec<MetricShare> {
+    let total: f64 = listed.clone().map(|(_, e)| e.max(0.0)).sum();
+    listed
+        .map(|(metric, e)| MetricShare {
+            metric: metric.to_string(),
+            share: if total > 0.0 { e.max(0.0) / total } else { 0.0 },
         })
         .collect()
 }

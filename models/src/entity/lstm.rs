@@ -46,19 +46,28 @@ impl LstmState {
     }
 }
 
-/// The inputs of one row: clipped values, 0 where missing, and the mask.
+/// A normalised value as the model sees it: clipped, 0 where missing.
+fn value(v: f32) -> f32 {
+    if v.is_finite() {
+        v.clamp(-CLIP, CLIP)
+    } else {
+        0.0
+    }
+}
+
+/// 1 where a value is present, 0 where it is missing.
+fn present(v: f32) -> f32 {
+    if v.is_finite() {
+        1.0
+    } else {
+        0.0
+    }
+}
+
+/// The inputs of one row: its values, then its mask.
 fn inputs(row: &[f32], out: &mut Vec<f32>) {
-    let m = row.len();
-    let start = out.len();
-    out.extend(row.iter().map(|v| {
-        if v.is_finite() {
-            v.clamp(-CLIP, CLIP)
-        } else {
-            0.0
-        }
-    }));
-    out.extend(row.iter().map(|v| if v.is_finite() { 1.0 } else { 0.0 }));
-    debug_assert_eq!(out.len() - start, 2 * m);
+    out.extend(row.iter().map(|&v| value(v)));
+    out.extend(row.iter().map(|&v| present(v)));
 }
 
 impl EntityLstm {
@@ -155,14 +164,9 @@ impl EntityLstm {
         for &(e, s) in picks {
             for t in s..s + w {
                 inputs(&entities[e][t], &mut xs);
-                for &v in &entities[e][t + 1] {
-                    ys.push(if v.is_finite() {
-                        v.clamp(-CLIP, CLIP)
-                    } else {
-                        0.0
-                    });
-                    ms.push(if v.is_finite() { 1.0f32 } else { 0.0 });
-                }
+                let next = &entities[e][t + 1];
+                ys.extend(next.iter().map(|&v| value(v)));
+                ms.extend(next.iter().map(|&v| present(v)));
             }
         }
         let dev = Device::Cpu;
