@@ -25,6 +25,16 @@ enum Cmd {
     /// memory growth) for Vigil to detect and heal. A simulated temperature
     /// sensor drifts now and then. Shows a live summary; Ctrl-C stops it all.
     Up(UpArgs),
+    /// Run the cloud aggregator alone, as `vigil-cloud` does (the same
+    /// config file; `vigil bench fleet` starts its aggregators this way).
+    Cloud {
+        /// Cloud config file (YAML). Without it, defaults are used.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Print the effective configuration and exit.
+        #[arg(long)]
+        print_config: bool,
+    },
     /// Validate policy files and action catalogs; prints every problem with
     /// file and line and exits non-zero if there is any.
     Policy {
@@ -153,6 +163,43 @@ enum BenchCmd {
         #[arg(long, value_delimiter = ',', default_value = "up,away")]
         phases: Vec<String>,
         /// Also write every reading as JSON here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
+    /// Drive a real aggregator (`vigil cloud`, its own process) through a
+    /// real Mosquitto (apt install mosquitto) with EDGES simulated edge nodes,
+    /// each sending SERIES series at RATE Hz as vigil-edge does (the same
+    /// envelopes, sequences, window and resends), beside a bare subscriber to
+    /// the same stream. Reports stored rows/s against what was offered and
+    /// what the bare subscriber got, receipt latency, the aggregator's CPU
+    /// and memory, the edges' backlog, and afterwards whether every sample
+    /// was stored exactly once.
+    Fleet {
+        /// Simulated edge nodes, one site each.
+        #[arg(long, default_value_t = 1000)]
+        edges: usize,
+        /// Series per edge.
+        #[arg(long, default_value_t = 100)]
+        series: usize,
+        /// Samples per series per second.
+        #[arg(long, default_value_t = 1.0)]
+        rate: f64,
+        /// Seconds measured (after the warm-up).
+        #[arg(long, default_value_t = 60)]
+        secs: u64,
+        /// Seconds of load before measuring.
+        #[arg(long, default_value_t = 20)]
+        warmup_secs: u64,
+        /// Most seconds to wait for the last receipts after the load.
+        #[arg(long, default_value_t = 120)]
+        drain_secs: u64,
+        /// MQTT connections the simulated edges share.
+        #[arg(long, default_value_t = 32)]
+        connections: usize,
+        /// Keep the run's folder (store, configs, logs) here.
+        #[arg(long)]
+        keep: Option<PathBuf>,
+        /// Also write the report as JSON here.
         #[arg(long)]
         json: Option<PathBuf>,
     },
@@ -329,6 +376,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Cmd::Model { command } => model(command),
+        Cmd::Cloud {
+            config,
+            print_config,
+        } => {
+            let validate = vigil_cloud::CloudConfig::validate;
+            match vigil_core::config::prepare(config.as_deref(), validate, |_| {}, print_config) {
+                Some(config) => vigil_cloud::serve(config).await,
+                None => Ok(()),
+            }
+        }
         Cmd::Bench { command } => bench(command).await,
         Cmd::Policy {
             command: PolicyCmd::Check { files },
@@ -421,6 +478,34 @@ async fn bench(command: BenchCmd) -> anyhow::Result<()> {
         } => {
             tokio::task::spawn_blocking(move || crate::bench::train(samples, series, runs))
                 .await??
+        }
+        BenchCmd::Fleet {
+            edges,
+            series,
+            rate,
+            secs,
+            warmup_secs,
+            drain_secs,
+            connections,
+            keep,
+            json,
+        } => {
+            let opts = crate::fleet::FleetOptions {
+                edges,
+                series,
+                rate,
+                secs,
+                warmup_secs,
+                drain_secs,
+                connections,
+                keep,
+                ..Default::default()
+            };
+            let report = crate::fleet::run(&opts).await?;
+            if let Some(path) = json {
+                std::fs::write(&path, serde_json::to_vec_pretty(&report)?)?;
+            }
+            report.to_string()
         }
         BenchCmd::Rollout {
             edges,

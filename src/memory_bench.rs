@@ -9,6 +9,7 @@
 //! report gives the peak, the mean and the slope over the last 20 minutes
 //! (flat: under 0.1 MB a minute), and the uplink buffer's file size.
 
+use crate::procstat::rss_mb;
 use anyhow::Context;
 use serde::Serialize;
 use std::fmt::Write as _;
@@ -46,18 +47,6 @@ pub struct Phase {
     pub spool_peak_mb: f64,
     /// Every reading.
     pub readings: Vec<Reading>,
-}
-
-fn rss_mb(pid: u32) -> Option<f64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let kb: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()?;
-    Some(kb / 1024.0)
 }
 
 fn slope_per_min(points: &[(f64, f64)]) -> f64 {

@@ -26,6 +26,14 @@ use vigil_core::mqtt::LinkSpec;
 use vigil_core::role::Role;
 use vigil_core::topic;
 
+/// Runs an aggregator with `config` until SIGINT or SIGTERM, with its own
+/// listener and metrics (`vigil-cloud` and `vigil cloud`).
+pub async fn serve(config: CloudConfig) -> anyhow::Result<()> {
+    let listener = vigil_core::telemetry::bind(&config.listen).await?;
+    let metrics = CloudMetrics::new()?;
+    run(config, listener, metrics, vigil_core::shutdown::on_signal()).await
+}
+
 /// Runs the aggregator until `shutdown`. `listener` serves the API and metrics.
 pub async fn run(
     config: CloudConfig,

@@ -14,6 +14,6 @@ pub mod registry;
 pub mod shared;
 pub mod store;
 
-pub use cloud::run;
+pub use cloud::{run, serve};
 pub use config::CloudConfig;
 pub use metrics::CloudMetrics;

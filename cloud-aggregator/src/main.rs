@@ -2,7 +2,7 @@
 
 use clap::Parser;
 use std::path::PathBuf;
-use vigil_cloud::{CloudConfig, CloudMetrics};
+use vigil_cloud::CloudConfig;
 use vigil_core::config::prepare;
 
 /// Vigil cloud aggregator: subscribes to every site's uplink over MQTT,
@@ -59,8 +59,5 @@ async fn main() -> anyhow::Result<()> {
         })
         .await?;
     }
-    let listener = vigil_core::telemetry::bind(&config.listen).await?;
-    let metrics = CloudMetrics::new()?;
-    let shutdown = vigil_core::shutdown::on_signal();
-    vigil_cloud::run(config, listener, metrics, shutdown).await
+    vigil_cloud::serve(config).await
 }

@@ -1,4 +1,3 @@
-
 use super::*;
 
 fn series(t: usize) -> f64 {

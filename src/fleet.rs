@@ -1,0 +1,260 @@
+//! `vigil bench fleet`: how many sites one aggregator takes, measured.
+//!
+//! A real Mosquitto (a child process) carries the uplinks of EDGES
+//! simulated edge nodes ([`edge`]: the same envelopes, stream ids,
+//! sequences, window and resends as `vigil-edge`) to a real `vigil-cloud`
+//! (a child process, [`cloud`]), while a bare subscriber ([`bare`]) takes the
+//! same stream in the same run. After a warm-up the run measures the stored
+//! rows per second, receipt latency, the aggregator's CPU and memory and the
+//! edges' backlog; then the load stops and the run waits for every receipt
+//! and checks that the store holds each sample made exactly once.
+
+pub mod bare;
+pub mod cloud;
+pub mod edge;
+pub mod link;
+mod report;
+
+use crate::procstat::{cpu_secs, peak_rss_mb};
+use edge::{Shape, SimEdge};
+use link::{Delivery, Totals};
+pub use report::Report;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+use vigil_core::clock::now_ms;
+
+/// What to simulate.
+#[derive(Clone, Debug)]
+pub struct FleetOptions {
+    /// Simulated edge nodes (one site each).
+    pub edges: usize,
+    /// Series per edge.
+    pub series: usize,
+    /// Samples per series per second.
+    pub rate: f64,
+    /// Seconds measured, after the warm-up.
+    pub secs: u64,
+    /// Seconds of load before measuring.
+    pub warmup_secs: u64,
+    /// Most seconds to wait, after the load, for the last receipts.
+    pub drain_secs: u64,
+    /// MQTT connections the edges share.
+    pub connections: usize,
+    /// Seconds between an edge's uplink batches.
+    pub batch_secs: u64,
+    /// Messages out per edge without a receipt.
+    pub window: usize,
+    /// Seconds before a message without a receipt goes again.
+    pub resend_secs: u64,
+    /// The `vigil` executable that runs the aggregators (`vigil cloud`).
+    pub exe: Option<PathBuf>,
+    /// Keep the run's folder (store, configs, logs) here instead of a
+    /// temporary one.
+    pub keep: Option<PathBuf>,
+}
+
+impl Default for FleetOptions {
+    fn default() -> Self {
+        // As `vigil-edge` ships: a batch every 5 ticks, 256 messages out,
+        // resent after 30 s.
+        Self {
+            edges: 1000,
+            series: 100,
+            rate: 1.0,
+            secs: 60,
+            warmup_secs: 20,
+            drain_secs: 120,
+            connections: 32,
+            batch_secs: 5,
+            window: 256,
+            resend_secs: 30,
+            exe: None,
+            keep: None,
+        }
+    }
+}
+
+/// One reading of every counter the report is made of.
+#[derive(Clone, Debug, Default)]
+struct Snapshot {
+    at: Option<Instant>,
+    rows: f64,
+    made: u64,
+    receipted: u64,
+    bare_messages: u64,
+    bare_bytes: u64,
+    cpu: [f64; 3],
+}
+
+struct Run {
+    aggregator: cloud::Aggregator,
+    broker_pid: u32,
+    totals: Arc<Totals>,
+    bare: Arc<bare::Received>,
+}
+
+impl Run {
+    async fn snapshot(&self) -> Snapshot {
+        let rows = self
+            .aggregator
+            .metric("vigil_cloud_rows_written_total{table=\"samples\"}")
+            .await
+            .unwrap_or(f64::NAN);
+        let cpu = |pid| cpu_secs(pid).unwrap_or(f64::NAN);
+        Snapshot {
+            at: Some(Instant::now()),
+            rows,
+            made: self.totals.made.load(Ordering::Relaxed),
+            receipted: self.totals.receipted.load(Ordering::Relaxed),
+            bare_messages: self.bare.messages.load(Ordering::Relaxed),
+            bare_bytes: self.bare.bytes.load(Ordering::Relaxed),
+            cpu: [
+                cpu(self.aggregator.pid()),
+                cpu(self.broker_pid),
+                cpu(std::process::id()),
+            ],
+        }
+    }
+}
+
+/// Runs the simulation and reports it.
+pub async fn run(opts: &FleetOptions) -> anyhow::Result<Report> {
+    anyhow::ensure!(
+        opts.edges > 0 && opts.series > 0 && opts.rate > 0.0 && opts.secs > 0,
+        "--edges, --series, --rate and --secs must be positive"
+    );
+    let exe = match &opts.exe {
+        Some(e) => e.clone(),
+        None => std::env::current_exe()?,
+    };
+    let temp = tempfile::tempdir()?;
+    let dir = opts
+        .keep
+        .clone()
+        .unwrap_or_else(|| temp.path().to_path_buf());
+    std::fs::create_dir_all(&dir)?;
+    let broker = crate::mosquitto::Mosquitto::start_with("allow_anonymous true\nsys_interval 1\n")?
+        .ok_or_else(|| anyhow::anyhow!("mosquitto is not installed (apt install mosquitto)"))?;
+    let port = broker.addr.port();
+    let run = Run {
+        aggregator: cloud::Aggregator::start(&exe, &dir, "cloud-1", port).await?,
+        broker_pid: broker.pid(),
+        totals: Arc::new(Totals::default()),
+        bare: Arc::new(bare::Received::default()),
+    };
+    let (load, stop) = (CancellationToken::new(), CancellationToken::new());
+    tokio::spawn(bare::subscribe(port, run.bare.clone(), stop.clone()));
+    start_edges(opts, port, &run.totals, (&load, &stop));
+
+    let bar = report::bar(opts.warmup_secs + opts.secs);
+    let started = run.snapshot().await;
+    let mut last = started.clone();
+    let mut measured = None;
+    let mut backlog_start = 0;
+    for second in 1..=opts.warmup_secs + opts.secs {
+        tokio::time::sleep_until(
+            (started.at.unwrap_or_else(Instant::now) + Duration::from_secs(second)).into(),
+        )
+        .await;
+        let now = run.snapshot().await;
+        bar.set_position(second);
+        bar.set_message(report::progress(&last, &now));
+        last = now;
+        if second == opts.warmup_secs {
+            backlog_start = last.made - last.receipted;
+            if let Ok(mut l) = run.totals.latencies.lock() {
+                l.clear();
+            }
+            measured = Some(last.clone());
+        }
+    }
+    let begin = measured.unwrap_or(started);
+    let end = last;
+    load.cancel();
+    bar.finish_and_clear();
+    let latencies = run
+        .totals
+        .latencies
+        .lock()
+        .map(|l| (l.quantile(0.5), l.quantile(0.99)))
+        .unwrap_or((None, None));
+    let drained = drain(&run, opts.drain_secs).await;
+    let rows_total = run
+        .aggregator
+        .metric("vigil_cloud_rows_written_total{table=\"samples\"}")
+        .await?;
+    let files = report::parquet_files(&run.aggregator.data_dir.join("samples"));
+    let peak_rss = peak_rss_mb(run.aggregator.pid()).unwrap_or(f64::NAN);
+    stop.cancel();
+    Ok(Report::new(
+        opts,
+        (&begin, &end),
+        backlog_start,
+        latencies,
+        peak_rss,
+        (drained, rows_total, &run.totals),
+        files,
+    ))
+}
+
+/// Creates the edges, spread over the connections, their first batches
+/// spread over one batch interval.
+fn start_edges(
+    opts: &FleetOptions,
+    port: u16,
+    totals: &Arc<Totals>,
+    (load, stop): (&CancellationToken, &CancellationToken),
+) {
+    let shape = Shape {
+        series: opts.series,
+        rate: opts.rate,
+        batch_secs: opts.batch_secs.max(1),
+    };
+    let delivery = Delivery {
+        window: opts.window.max(1),
+        resend_ms: opts.resend_secs.max(1) as i64 * 1000,
+    };
+    let run = format!("{:x}", now_ms());
+    let t0 = now_ms();
+    let connections = opts.connections.clamp(1, opts.edges);
+    let mut shares: Vec<Vec<SimEdge>> = (0..connections).map(|_| Vec::new()).collect();
+    for i in 0..opts.edges {
+        let offset = (i as i64 * shape.batch_secs as i64 * 1000) / opts.edges as i64;
+        shares[i % connections].push(SimEdge::new(i, &run, t0 + offset));
+    }
+    for (c, edges) in shares.into_iter().enumerate() {
+        tokio::spawn(link::drive(
+            format!("vigil-fleet-{run}-{c}"),
+            port,
+            edges,
+            (shape, delivery),
+            totals.clone(),
+            (load.clone(), stop.clone()),
+        ));
+    }
+}
+
+/// Waits up to `secs` for every sample made to be receipted.
+async fn drain(run: &Run, secs: u64) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let bar = report::spinner("waiting for the last receipts");
+    loop {
+        let (made, got) = (
+            run.totals.made.load(Ordering::Relaxed),
+            run.totals.receipted.load(Ordering::Relaxed),
+        );
+        bar.set_message(format!("{} samples without a receipt", made - got));
+        if got >= made {
+            bar.finish_and_clear();
+            return true;
+        }
+        if Instant::now() >= deadline {
+            bar.finish_and_clear();
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}

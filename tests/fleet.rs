@@ -1,0 +1,49 @@
+//! `vigil bench fleet` end to end, small: a real Mosquitto, the real
+//! aggregator as its own process (`vigil cloud`), simulated edges sending
+//! real uplinks. Every sample made must be receipted and stored once.
+
+use std::path::PathBuf;
+use vigil::fleet::{self, FleetOptions};
+
+fn external_required() -> bool {
+    std::env::var("VIGIL_REQUIRE_EXTERNAL").is_ok_and(|v| v == "1")
+}
+
+fn mosquitto_installed() -> bool {
+    ["mosquitto", "/usr/sbin/mosquitto"].iter().any(|b| {
+        std::process::Command::new(b)
+            .arg("-h")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok()
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_fleet_is_stored_exactly_once_and_kept_up_with() -> anyhow::Result<()> {
+    if !mosquitto_installed() {
+        assert!(!external_required(), "mosquitto is required");
+        eprintln!("skipped: mosquitto is not installed");
+        return Ok(());
+    }
+    let opts = FleetOptions {
+        edges: 40,
+        series: 50,
+        secs: 10,
+        warmup_secs: 5,
+        drain_secs: 60,
+        connections: 4,
+        exe: Some(PathBuf::from(env!("CARGO_BIN_EXE_vigil"))),
+        ..Default::default()
+    };
+    let r = fleet::run(&opts).await?;
+    eprintln!("{r}");
+    assert!(r.drained && r.exactly_once(), "{r}");
+    // 40 × 50 samples/s for 15 s, give or take the batch in the making.
+    assert!(r.made >= 40 * 50 * 10, "{r}");
+    assert!(r.kept_up, "{r}");
+    assert!(r.receipt_p99_s.is_some_and(|p| p < 30.0), "{r}");
+    assert!(r.aggregator_peak_rss_mb > 0.0 && r.aggregator_cpu > 0.0, "{r}");
+    Ok(())
+}
