@@ -4,10 +4,13 @@
 //! simulated edge nodes ([`edge`]: the same envelopes, stream ids,
 //! sequences, window and resends as `vigil-edge`) to a real `vigil-cloud`
 //! (a child process, [`cloud`]), while a bare subscriber ([`bare`]) takes the
-//! same stream in the same run. After a warm-up the run measures the stored
-//! rows per second, receipt latency, the aggregator's CPU and memory and the
-//! edges' backlog; then the load stops and the run waits for every receipt
-//! and checks that the store holds each sample made exactly once.
+//! same stream in the same run. After a warm-up the run measures the samples
+//! stored per second (receipted: the aggregator receipts a message once it
+//! is durable in its log), receipt latency, the aggregator's CPU and memory
+//! and the edges' backlog; then the load stops, the run waits for every
+//! receipt, stops the aggregator as an operator would (it rolls what it
+//! holds into Parquet) and checks that the Parquet parts hold each sample
+//! made exactly once.
 
 pub mod bare;
 pub mod cloud;
@@ -81,7 +84,6 @@ impl Default for FleetOptions {
 #[derive(Clone, Debug, Default)]
 struct Snapshot {
     at: Option<Instant>,
-    rows: f64,
     made: u64,
     receipted: u64,
     bare_messages: u64,
@@ -97,16 +99,10 @@ struct Run {
 }
 
 impl Run {
-    async fn snapshot(&self) -> Snapshot {
-        let rows = self
-            .aggregator
-            .metric("vigil_cloud_rows_written_total{table=\"samples\"}")
-            .await
-            .unwrap_or(f64::NAN);
+    fn snapshot(&self) -> Snapshot {
         let cpu = |pid| cpu_secs(pid).unwrap_or(f64::NAN);
         Snapshot {
             at: Some(Instant::now()),
-            rows,
             made: self.totals.made.load(Ordering::Relaxed),
             receipted: self.totals.receipted.load(Ordering::Relaxed),
             bare_messages: self.bare.messages.load(Ordering::Relaxed),
@@ -150,7 +146,7 @@ pub async fn run(opts: &FleetOptions) -> anyhow::Result<Report> {
     start_edges(opts, port, &run.totals, (&load, &stop));
 
     let bar = report::bar(opts.warmup_secs + opts.secs);
-    let started = run.snapshot().await;
+    let started = run.snapshot();
     let mut last = started.clone();
     let mut measured = None;
     let mut backlog_start = 0;
@@ -159,7 +155,7 @@ pub async fn run(opts: &FleetOptions) -> anyhow::Result<Report> {
             (started.at.unwrap_or_else(Instant::now) + Duration::from_secs(second)).into(),
         )
         .await;
-        let now = run.snapshot().await;
+        let now = run.snapshot();
         bar.set_position(second);
         bar.set_message(report::progress(&last, &now));
         last = now;
@@ -182,21 +178,18 @@ pub async fn run(opts: &FleetOptions) -> anyhow::Result<Report> {
         .map(|l| (l.quantile(0.5), l.quantile(0.99)))
         .unwrap_or((None, None));
     let drained = drain(&run, opts.drain_secs).await;
-    let rows_total = run
-        .aggregator
-        .metric("vigil_cloud_rows_written_total{table=\"samples\"}")
-        .await?;
-    let files = report::parquet_files(&run.aggregator.data_dir.join("samples"));
     let peak_rss = peak_rss_mb(run.aggregator.pid()).unwrap_or(f64::NAN);
     stop.cancel();
+    let mut run = run;
+    let stopped = run.aggregator.stop(120);
+    let parquet = cloud::parquet_rows(&run.aggregator.data_dir.join("samples"))?;
     Ok(Report::new(
         opts,
         (&begin, &end),
         backlog_start,
         latencies,
         peak_rss,
-        (drained, rows_total, &run.totals),
-        files,
+        (drained && stopped, parquet, &run.totals),
     ))
 }
 
@@ -221,9 +214,10 @@ fn start_edges(
     let t0 = now_ms();
     let connections = opts.connections.clamp(1, opts.edges);
     let mut shares: Vec<Vec<SimEdge>> = (0..connections).map(|_| Vec::new()).collect();
+    let names = edge::names(opts.series);
     for i in 0..opts.edges {
         let offset = (i as i64 * shape.batch_secs as i64 * 1000) / opts.edges as i64;
-        shares[i % connections].push(SimEdge::new(i, &run, t0 + offset));
+        shares[i % connections].push(SimEdge::new(i, &run, t0 + offset, names.clone()));
     }
     for (c, edges) in shares.into_iter().enumerate() {
         tokio::spawn(link::drive(

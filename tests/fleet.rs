@@ -44,6 +44,9 @@ async fn a_small_fleet_is_stored_exactly_once_and_kept_up_with() -> anyhow::Resu
     assert!(r.made >= 40 * 50 * 10, "{r}");
     assert!(r.kept_up, "{r}");
     assert!(r.receipt_p99_s.is_some_and(|p| p < 30.0), "{r}");
-    assert!(r.aggregator_peak_rss_mb > 0.0 && r.aggregator_cpu > 0.0, "{r}");
+    assert!(
+        r.aggregator_peak_rss_mb > 0.0 && r.aggregator_cpu > 0.0,
+        "{r}"
+    );
     Ok(())
 }

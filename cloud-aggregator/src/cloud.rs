@@ -1,30 +1,39 @@
-//! The aggregator's run loop: one task owns the store; it ingests uplinks and
-//! presence, flushes Parquet on a timer (on a blocking thread), acknowledges
-//! spooled uplink messages once their rows are written, refreshes the
-//! registry, and flushes once more on shutdown.
+//! The aggregator's run loop: one task owns the buffer and the receipts.
+//! It takes uplinks and presence ([`intake`]); what it stores is logged and
+//! receipted after each group commit of the write-ahead log, and rolled into
+//! Parquet in large parts ([`durable`]); it refreshes the registry; on start
+//! it reads back the log the last run left, and on shutdown it rolls what it
+//! holds.
+
+mod durable;
+mod intake;
 
 use crate::config::CloudConfig;
-use crate::ingest::{self, Inbound};
 use crate::lifecycle::{server, Hub, Lifecycle};
 use crate::metrics::CloudMetrics;
-use crate::receipts::{Intake, Receipts};
+use crate::receipts::Receipts;
 use crate::registry::Registry;
-use crate::shared::{push_bounded, Shared};
+use crate::shared::Shared;
 use crate::store::Store;
-use rumqttc::Publish;
+use crate::wal::{self, Wal};
+use anyhow::Context;
+use durable::{Committed, Durable, Rolled};
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 use vigil_core::clock::now_ms;
-use vigil_core::envelope::Seq;
-use vigil_core::message::UplinkAck;
 use vigil_core::mqtt::LinkSpec;
+use vigil_core::ratelog::RateLog;
 use vigil_core::role::Role;
 use vigil_core::topic;
+
+/// A commit starts early once its records reach this many bytes.
+const COMMIT_BYTES: usize = 8 << 20;
 
 /// Runs an aggregator with `config` until SIGINT or SIGTERM, with its own
 /// listener and metrics (`vigil-cloud` and `vigil cloud`).
@@ -78,11 +87,6 @@ pub async fn run(
     let (mut role, inbox) =
         Role::start("aggregator", spec, (1024, 64 << 20), metrics.link.clone())?;
     let publisher = role.publisher.clone();
-    let receipts_path = config.data_dir.join("uplink-receipts.json");
-    let (receipts, problem) = Receipts::open(&receipts_path);
-    if let Some(p) = problem {
-        warn!(problem = %p, "Starting with fresh uplink receipts; messages in flight may be stored twice.");
-    }
     let (server_publisher, lifecycle) = (publisher.clone(), metrics.lifecycle.clone());
     role.spawn_until_drain(|stop| server::serve(hub, server_publisher, jobs, lifecycle, stop));
     role.serve(
@@ -92,36 +96,108 @@ pub async fn run(
         &shutdown,
     );
 
+    let (store, receipts, durable, roll_id) = recover(&config, &metrics)?;
     let mut agg = Aggregator {
-        store: Some(Store::new(&config.data_dir)),
-        receipts: Some(receipts),
+        store,
+        receipts,
+        log: Vec::new(),
+        durable,
+        roll_id,
+        roll_started_ms: now_ms(),
+        committing: None,
+        rolling: None,
+        ratelog: RateLog::default(),
         publisher,
         shared,
         metrics,
         config,
     };
     info!(data_dir = %agg.config.data_dir.display(), "Cloud aggregator running.");
-    agg.run(inbox, shutdown).await;
-    agg.flush().await;
-
+    let ran = agg.run(inbox, shutdown).await;
+    agg.finish().await;
     role.drain().await;
     info!("Cloud aggregator stopped.");
-    Ok(())
+    ran
+}
+
+/// Reads back what the last run logged and did not roll: the buffer, the
+/// receipts, the log (on a new segment) and the buffer's roll id.
+fn recover(
+    config: &CloudConfig,
+    metrics: &CloudMetrics,
+) -> anyhow::Result<(Store, Receipts, Durable, u64)> {
+    let checkpoint_path = config.data_dir.join("uplink-receipts.json");
+    let (mut receipts, problem) = Receipts::open(&checkpoint_path);
+    if let Some(p) = problem {
+        warn!(problem = %p, "Starting with fresh uplink receipts; messages in flight may be stored twice.");
+    }
+    let wal_dir = config.data_dir.join("wal");
+    let from = receipts.wal_from();
+    // Left by a stop between a checkpoint and the deletion it allows.
+    Wal::remove_below(&wal_dir, from)
+        .with_context(|| format!("clearing rolled log segments in {}", wal_dir.display()))?;
+    let mut store = Store::new(&config.data_dir);
+    let max = config.max_message_bytes;
+    let mut rows = 0u64;
+    let replayed = wal::replay(&wal_dir, from, |topic, payload| {
+        rows += u64::from(intake::replay(
+            topic,
+            payload,
+            max,
+            (&mut store, &mut receipts),
+        ));
+    })
+    .with_context(|| format!("reading the write-ahead log in {}", wal_dir.display()))?;
+    metrics.wal_replayed.inc_by(rows);
+    if replayed.records > 0 || !replayed.torn.is_empty() {
+        info!(messages = rows, torn_segments = ?replayed.torn, "Read back the write-ahead log: taken, not yet in Parquet.");
+    }
+    let roll_id = from.max(1);
+    let wal = Wal::open(&wal_dir, roll_id)
+        .with_context(|| format!("opening the write-ahead log in {}", wal_dir.display()))?;
+    let durable = Durable {
+        wal: Arc::new(Mutex::new(wal)),
+        wal_dir,
+        checkpoint_path,
+    };
+    Ok((store, receipts, durable, roll_id))
 }
 
 struct Aggregator {
-    store: Option<Store>,
-    /// Taken with the store while a flush runs: both describe the same rows.
-    receipts: Option<Receipts>,
+    /// Rows taken since the last roll began.
+    store: Store,
+    receipts: Receipts,
+    /// Log records taken since the last commit began.
+    log: Vec<u8>,
+    durable: Durable,
+    /// The buffer's part names: the first log segment of its rows.
+    roll_id: u64,
+    roll_started_ms: i64,
+    committing: Option<JoinHandle<Committed>>,
+    rolling: Option<JoinHandle<Rolled>>,
+    ratelog: RateLog,
     publisher: vigil_core::mqtt::Publisher,
     shared: Arc<Shared>,
     metrics: CloudMetrics,
     config: CloudConfig,
 }
 
+/// Waits for a task that is there (the select arm is off otherwise).
+async fn joined<T>(task: &mut Option<JoinHandle<T>>) -> Result<T, tokio::task::JoinError> {
+    match task.as_mut() {
+        Some(t) => t.await,
+        None => std::future::pending().await,
+    }
+}
+
 impl Aggregator {
-    async fn run(&mut self, mut inbox: vigil_core::mqtt::Inbox, shutdown: CancellationToken) {
-        let mut flush = tokio::time::interval(Duration::from_secs(self.config.flush_secs));
+    async fn run(
+        &mut self,
+        mut inbox: vigil_core::mqtt::Inbox,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<()> {
+        let mut commit = tokio::time::interval(Duration::from_millis(self.config.commit_ms));
+        commit.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut refresh = tokio::time::interval(Duration::from_secs(1));
         let every = self.config.models.train_every_secs.max(1);
         let mut retrain = tokio::time::interval_at(
@@ -129,24 +205,38 @@ impl Aggregator {
             Duration::from_secs(every),
         );
         loop {
+            let paused = self.paused();
             tokio::select! {
                 _ = shutdown.cancelled() => break,
-                m = inbox.recv() => match m {
+                m = inbox.recv(), if !paused => match m {
                     Some(m) => {
                         self.on_message(&m);
-                        let rows = self.store.as_ref().is_some_and(|s| s.largest_partition() >= self.config.flush_rows);
-                        let acks = self.receipts.as_ref().is_some_and(|r| r.pending() >= self.config.flush_acks);
-                        if rows || acks {
-                            self.flush().await;
+                        if self.log.len() >= COMMIT_BYTES {
+                            self.start_commit(false, now_ms());
                         }
                     }
                     None => break,
                 },
-                _ = flush.tick() => self.flush().await,
+                c = joined(&mut self.committing) => {
+                    self.committing = None;
+                    let c = c.context("a write-ahead log commit failed to finish")?;
+                    self.on_committed(c).await;
+                }
+                r = joined(&mut self.rolling) => {
+                    self.rolling = None;
+                    let r = r.context("a Parquet roll failed to finish")?;
+                    self.on_rolled(r);
+                }
+                _ = commit.tick() => {
+                    let now = now_ms();
+                    let roll = self.roll_due(now);
+                    self.start_commit(roll, now);
+                }
                 _ = refresh.tick() => {
-                    self.send_receipts(None).await;
+                    self.send_receipts().await;
                     self.refresh_registry();
                     self.shared.models.tick(&self.shared.registry, now_ms());
+                    self.metrics.buffered_bytes.set(self.store.pending_bytes() as i64);
                 }
                 _ = retrain.tick(), if self.config.models.train_every_secs > 0 => {
                     if !self.shared.models.start_training("schedule") {
@@ -155,114 +245,57 @@ impl Aggregator {
                 }
             }
         }
+        Ok(())
     }
 
-    fn on_message(&mut self, m: &Publish) {
-        let inbound = match ingest::classify(&m.topic, &m.payload, self.config.max_message_bytes) {
-            Ok(i) => i,
-            Err((kind, e)) => return self.metrics.link.refused(&m.topic, kind, &e),
-        };
-        let now = now_ms();
-        match inbound {
-            Inbound::Samples {
-                site,
-                kind,
-                batch,
-                seq,
-            } => {
-                self.metrics.link.count(kind.as_str());
-                if self.admit(&site, seq.as_ref(), now) {
-                    if let Some(s) = self.store.as_mut() {
-                        s.add_samples(&site, &batch.samples);
+    /// Whether intake waits: the buffer holds twice a roll while a roll is
+    /// still being written. The broker, then the edges' spools, hold the rest.
+    fn paused(&mut self) -> bool {
+        let full = self.store.pending_bytes() >= 2 * self.config.roll_bytes
+            && (self.rolling.is_some() || self.committing.is_some());
+        let was = self.metrics.ingest_paused.get() == 1;
+        if full != was {
+            self.metrics.ingest_paused.set(i64::from(full));
+            if full {
+                self.metrics.ingest_pauses.inc();
+                if let Some(skipped) = self.ratelog.allow("paused") {
+                    warn!(buffered_bytes = self.store.pending_bytes(), skipped, "Intake paused: the buffer is full and the last roll is still being written; the broker and the edges hold the rest.");
+                }
+            }
+        }
+        full
+    }
+
+    /// Waits for what is running, then commits and rolls what is left.
+    async fn finish(&mut self) {
+        for _ in 0..2 {
+            if let Some(c) = self.committing.take() {
+                match c.await {
+                    Ok(c) => self.on_committed(c).await,
+                    Err(e) => {
+                        error!(error = %e, "A log commit failed to finish; what it held is read back from the log on start.")
                     }
                 }
             }
-            Inbound::Anomaly { site, event, seq } => {
-                self.metrics.link.count("anomaly");
-                if !self.admit(&site, seq.as_ref(), now) {
-                    return;
-                }
-                self.metrics.anomalies.inc();
-                if let Some(s) = self.store.as_mut() {
-                    s.add_anomaly(&event);
-                }
-                push_bounded(&self.shared.anomalies, event, self.config.recent);
-            }
-            Inbound::Audit { site, record, seq } => {
-                self.metrics.link.count("audit");
-                if !self.admit(&site, seq.as_ref(), now) {
-                    return;
-                }
-                self.metrics
-                    .audit_records
-                    .with_label_values(&[record.kind.as_str()])
-                    .inc();
-                if let Some(s) = self.store.as_mut() {
-                    s.add_audit(&record);
-                }
-                push_bounded(&self.shared.audit, record, self.config.recent);
-            }
-            Inbound::Heartbeat(hb) => {
-                self.metrics.link.count("heartbeat");
-                if let Ok(mut h) = self.shared.models.hub.lock() {
-                    let node = format!("{}/{}", hb.site, hb.node);
-                    h.observe(&node, hb.model_release, &hb.health, now);
-                }
-                if let Ok(mut r) = self.shared.registry.lock() {
-                    r.heartbeat(hb, now);
+            if let Some(r) = self.rolling.take() {
+                match r.await {
+                    Ok(r) => self.on_rolled(r),
+                    Err(e) => {
+                        error!(error = %e, "A roll failed to finish; its rows are read back from the log on start.")
+                    }
                 }
             }
-            Inbound::ChunkRequest(req) => {
-                self.metrics.link.count("chunk_request");
-                let job = server::Job::Chunks(req);
-                if self.shared.models.jobs.try_send(job).is_err() {
-                    self.metrics
-                        .link
-                        .dropped
-                        .with_label_values(&["chunk_request"])
-                        .inc();
-                }
-            }
-            Inbound::Presence {
-                site,
-                role,
-                node,
-                state,
-            } => {
-                self.metrics.link.count("presence");
-                if let Ok(mut r) = self.shared.registry.lock() {
-                    r.presence(&site, role, &node, state, now);
-                }
-            }
-            Inbound::Ignored => {}
+            let rows = self.store.pending_rows() > 0;
+            self.start_commit(rows, now_ms());
         }
     }
 
-    /// Whether to store a message: unsequenced ones always; sequenced ones
-    /// the first time only.
-    fn admit(&mut self, site: &str, seq: Option<&Seq>, now: i64) -> bool {
-        let (Some(seq), Some(r)) = (seq, self.receipts.as_mut()) else {
-            return true;
-        };
-        let new = r.admit(site, seq, now) == Intake::New;
-        let intake = if new { "new" } else { "duplicate" };
-        self.metrics
-            .uplink_intake
-            .with_label_values(&[intake])
-            .inc();
-        new
-    }
-
-    /// Publishes receipts: those `written` returned, and those owed for
-    /// duplicates of stored messages. A receipt never waits for room in
-    /// the broker queue (ingest would stop behind it): one that finds none
-    /// is owed again with the next receipts, and meanwhile the edge keeps
-    /// the message and resends it.
-    async fn send_receipts(&mut self, written: Option<Vec<(String, UplinkAck)>>) {
-        let mut all = written.unwrap_or_default();
-        if let Some(r) = self.receipts.as_mut() {
-            all.extend(r.take_receipts());
-        }
+    /// Publishes the receipts owed: for commits, and for duplicates of
+    /// stored messages. A receipt never waits for room in the broker queue
+    /// (intake would stop behind it): one that finds none is owed again with
+    /// the next receipts, and meanwhile the edge keeps the message.
+    async fn send_receipts(&mut self) {
+        let all = self.receipts.take_receipts();
         let mut deferred = 0u64;
         for (site, ack) in all {
             if self
@@ -272,17 +305,17 @@ impl Aggregator {
                 self.metrics.uplink_acked.inc_by(ack.seqs.len() as u64);
             } else {
                 deferred += ack.seqs.len() as u64;
-                if let Some(r) = self.receipts.as_mut() {
-                    r.owe(&ack);
-                }
+                self.receipts.owe(&ack);
             }
         }
         if deferred > 0 {
             self.metrics.receipts_deferred.inc_by(deferred);
-            warn!(
-                messages = deferred,
-                "The broker queue is full; receipts deferred to the next flush."
-            );
+            if let Some(skipped) = self.ratelog.allow("deferred") {
+                warn!(
+                    messages = deferred,
+                    skipped, "The broker queue is full; receipts deferred to the next commit."
+                );
+            }
         }
     }
 
@@ -301,58 +334,6 @@ impl Aggregator {
                     .nodes
                     .with_label_values(&[role.as_str(), state])
                     .set(n);
-            }
-        }
-    }
-
-    /// Writes buffered rows on a blocking thread; failed partitions are
-    /// retried next time. Receipts go out only after a flush with no errors.
-    async fn flush(&mut self) {
-        let (Some(mut store), Some(mut receipts)) = (self.store.take(), self.receipts.take())
-        else {
-            return;
-        };
-        if store.pending_rows() == 0 && receipts.pending() == 0 {
-            self.store = Some(store);
-            self.receipts = Some(receipts);
-            return;
-        }
-        let joined = tokio::task::spawn_blocking(move || {
-            let f = store.flush(now_ms());
-            let written = f.errors.is_empty().then(|| receipts.written());
-            (store, receipts, f, written)
-        })
-        .await;
-        match joined {
-            Ok((store, receipts, f, written)) => {
-                self.store = Some(store);
-                self.receipts = Some(receipts);
-                for (table, rows) in &f.rows {
-                    self.metrics
-                        .rows_written
-                        .with_label_values(&[table])
-                        .inc_by(*rows);
-                }
-                self.metrics.files_written.inc_by(f.files.len() as u64);
-                for e in &f.errors {
-                    self.metrics.flush_errors.inc();
-                    warn!(error = %e, "Parquet flush failed; rows kept for the next flush.");
-                }
-                match written {
-                    Some(Ok(acks)) => self.send_receipts(Some(acks)).await,
-                    Some(Err(e)) => {
-                        self.metrics.flush_errors.inc();
-                        warn!(error = %e, "Could not save the uplink receipts; edges will send again.");
-                    }
-                    None => {}
-                }
-            }
-            Err(e) => {
-                warn!(error = %e, "Parquet flush task failed; starting an empty buffer.");
-                self.metrics.flush_errors.inc();
-                self.store = Some(Store::new(&self.config.data_dir));
-                let path = self.config.data_dir.join("uplink-receipts.json");
-                self.receipts = Some(Receipts::open(&path).0);
             }
         }
     }

@@ -14,14 +14,16 @@ pub struct CloudConfig {
     pub listen: String,
     /// Root of the Parquet store.
     pub data_dir: PathBuf,
-    /// Seconds between flushes of buffered rows to Parquet.
-    pub flush_secs: u64,
-    /// Flush a partition early once it buffers this many rows.
-    pub flush_rows: usize,
-    /// Flush early once this many spooled uplink messages wait for their
-    /// receipt (keep it below the edges' `uplink.window`, so a backlog
-    /// drains without waiting for `flush_secs`).
-    pub flush_acks: usize,
+    /// Milliseconds between group commits of the write-ahead log: every
+    /// message taken since the last one is made durable with one fsync,
+    /// then receipted.
+    pub commit_ms: u64,
+    /// Seconds of buffered rows per Parquet roll (one part per table and
+    /// hour each roll).
+    pub roll_secs: u64,
+    /// ...or this many bytes of buffered rows, whichever comes first. Intake
+    /// pauses while twice this waits for a roll being written.
+    pub roll_bytes: usize,
     /// A node whose last heartbeat is older than this is offline, seconds.
     pub node_ttl_secs: u64,
     /// Largest message accepted, in bytes.
@@ -43,9 +45,9 @@ impl Default for CloudConfig {
             mqtt: MqttSettings::default(),
             listen: "127.0.0.1:9103".into(),
             data_dir: PathBuf::from("vigil-data/cloud"),
-            flush_secs: 10,
-            flush_rows: 50_000,
-            flush_acks: 128,
+            commit_ms: 200,
+            roll_secs: 300,
+            roll_bytes: 128 << 20,
             node_ttl_secs: 30,
             max_message_bytes: 1024 * 1024,
             recent: 1000,
@@ -66,8 +68,20 @@ impl CloudConfig {
                 self.listen
             ));
         }
-        if self.flush_secs == 0 || self.flush_rows == 0 || self.flush_acks == 0 {
-            e.push("flush_secs, flush_rows and flush_acks must be positive".into());
+        if !(1..=10_000).contains(&self.commit_ms) {
+            e.push(format!(
+                "commit_ms: {} is outside 1..=10000",
+                self.commit_ms
+            ));
+        }
+        if self.roll_secs == 0 {
+            e.push("roll_secs: must be positive".into());
+        }
+        if self.roll_bytes < 1 << 20 {
+            e.push(format!(
+                "roll_bytes: {} is below the minimum of 1048576",
+                self.roll_bytes
+            ));
         }
         if self.node_ttl_secs == 0 {
             e.push("node_ttl_secs: must be positive".into());
@@ -108,11 +122,13 @@ mod tests {
     fn reports_every_problem() {
         let c = CloudConfig {
             listen: "x".into(),
-            flush_secs: 0,
+            commit_ms: 0,
+            roll_secs: 0,
+            roll_bytes: 5,
             node_ttl_secs: 0,
             max_message_bytes: 1 << 30,
             ..Default::default()
         };
-        assert_eq!(c.validate().len(), 4, "{:?}", c.validate());
+        assert_eq!(c.validate().len(), 6, "{:?}", c.validate());
     }
 }

@@ -2,16 +2,17 @@
 //! edge's `ingest` does. Nothing here panics on bad input: every refusal
 //! comes back as the message kind and a reason to count.
 
-use vigil_core::decode;
-use vigil_core::envelope::{decode_seq, DecodeError, Seq};
+use vigil_core::envelope::{decode_kind, decode_seq, DecodeError, Seq};
 use vigil_core::message::{
     AnomalyEvent, AuditRecord, ChunkRequest, Heartbeat, Presence, PresenceState, SampleBatch,
+    SampleBatchRef,
 };
 use vigil_core::topic::{self, Route, UplinkKind};
+use vigil_core::{decode, Payload};
 
-/// A decoded incoming message.
+/// A decoded incoming message; samples borrow their text from the payload.
 #[derive(Debug, PartialEq)]
-pub enum Inbound {
+pub enum Inbound<'a> {
     /// Samples (raw, or with their scores) from a site's uplink.
     Samples {
         /// Site from the topic.
@@ -19,7 +20,7 @@ pub enum Inbound {
         /// `Samples` or `Scores`: what the metric counts it as.
         kind: UplinkKind,
         /// The batch.
-        batch: SampleBatch,
+        batch: SampleBatchRef<'a>,
         /// Its delivery sequence, when spooled (stored once, then receipted).
         seq: Option<Seq>,
     },
@@ -61,11 +62,11 @@ pub enum Inbound {
 }
 
 /// Decodes a message; `Err` carries the message kind and why it was refused.
-pub fn classify(
+pub fn classify<'a>(
     topic_name: &str,
-    payload: &[u8],
+    payload: &'a [u8],
     max_bytes: usize,
-) -> Result<Inbound, (&'static str, DecodeError)> {
+) -> Result<Inbound<'a>, (&'static str, DecodeError)> {
     let Some(route) = topic::parse(topic_name) else {
         return Ok(Inbound::Ignored);
     };
@@ -74,7 +75,9 @@ pub fn classify(
             site,
             kind: kind @ (UplinkKind::Samples | UplinkKind::Scores),
         } => {
-            let (batch, seq) = decode_seq(payload, max_bytes).map_err(|e| ("samples", e))?;
+            let d =
+                decode_kind(payload, max_bytes, SampleBatch::KIND).map_err(|e| ("samples", e))?;
+            let (batch, seq) = (d.body, d.seq);
             Inbound::Samples {
                 site: site.to_string(),
                 kind,
@@ -150,7 +153,8 @@ mod tests {
 
     #[test]
     fn routes_by_topic_and_refuses_bad_payloads_by_kind() {
-        let edge = classify(&topic::edge_presence("s"), &presence("n1"), 1 << 20).unwrap();
+        let (p1, p2) = (presence("n1"), presence("x"));
+        let edge = classify(&topic::edge_presence("s"), &p1, 1 << 20).unwrap();
         assert_eq!(
             edge,
             Inbound::Presence {
@@ -160,7 +164,7 @@ mod tests {
                 state: PresenceState::Online
             }
         );
-        let agent = classify(&topic::agent_presence("s", "h1"), &presence("x"), 1 << 20).unwrap();
+        let agent = classify(&topic::agent_presence("s", "h1"), &p2, 1 << 20).unwrap();
         assert!(matches!(agent, Inbound::Presence { role: "agent", ref node, .. } if node == "h1"));
         for (kind, label) in [
             (UplinkKind::Samples, "samples"),

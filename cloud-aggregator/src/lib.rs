@@ -13,6 +13,7 @@ pub mod receipts;
 pub mod registry;
 pub mod shared;
 pub mod store;
+pub mod wal;
 
 pub use cloud::{run, serve};
 pub use config::CloudConfig;

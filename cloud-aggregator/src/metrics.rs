@@ -2,7 +2,7 @@
 //! store's and intake's here, the model lifecycle's in its own group.
 
 use crate::lifecycle::LifecycleMetrics;
-use prometheus::{IntCounter, IntCounterVec, IntGaugeVec, Registry};
+use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Registry};
 use vigil_core::mqtt::LinkMetrics;
 use vigil_core::telemetry::Group;
 
@@ -17,8 +17,24 @@ pub struct CloudMetrics {
     pub rows_written: IntCounterVec,
     /// Parquet files written.
     pub files_written: IntCounter,
-    /// Flushes that failed (rows kept for the next try).
+    /// Parquet rolls that failed (rows kept for the next try).
     pub flush_errors: IntCounter,
+    /// Rolls of the buffered rows into Parquet.
+    pub rolls: IntCounter,
+    /// Group commits of the write-ahead log.
+    pub wal_commits: IntCounter,
+    /// Bytes committed to the write-ahead log.
+    pub wal_bytes: IntCounter,
+    /// Commits that failed (retried with the next).
+    pub wal_errors: IntCounter,
+    /// Messages read back from the log on start.
+    pub wal_replayed: IntCounter,
+    /// Bytes of rows buffered for the next roll.
+    pub buffered_bytes: IntGauge,
+    /// 1 while intake waits for a roll to make room.
+    pub ingest_paused: IntGauge,
+    /// Times intake waited for a roll.
+    pub ingest_pauses: IntCounter,
     /// Fleet nodes by role and state.
     pub nodes: IntGaugeVec,
     /// Anomaly events received.
@@ -53,7 +69,39 @@ impl CloudMetrics {
                 .counter("vigil_cloud_files_written_total", "Parquet files written.")?,
             flush_errors: g.counter(
                 "vigil_cloud_flush_errors_total",
-                "Parquet flushes that failed; their rows are retried.",
+                "Parquet rolls that failed; their rows are kept (and in the log) and written with the next roll.",
+            )?,
+            rolls: g.counter(
+                "vigil_cloud_rolls_total",
+                "Rolls of the buffered rows into Parquet parts (every store.roll_secs or store.roll_bytes).",
+            )?,
+            wal_commits: g.counter(
+                "vigil_cloud_wal_commits_total",
+                "Group commits (write and fdatasync) of the write-ahead log; receipts follow each.",
+            )?,
+            wal_bytes: g.counter(
+                "vigil_cloud_wal_bytes_total",
+                "Bytes committed to the write-ahead log.",
+            )?,
+            wal_errors: g.counter(
+                "vigil_cloud_wal_errors_total",
+                "Write-ahead log commits that failed; their messages wait, unreceipted, for the next commit.",
+            )?,
+            wal_replayed: g.counter(
+                "vigil_cloud_wal_replayed_total",
+                "Messages read back from the write-ahead log on start (taken but not yet in Parquet when the aggregator stopped).",
+            )?,
+            buffered_bytes: g.gauge(
+                "vigil_cloud_buffered_bytes",
+                "Bytes of rows buffered in memory for the next Parquet roll.",
+            )?,
+            ingest_paused: g.gauge(
+                "vigil_cloud_ingest_paused",
+                "1 while the aggregator stops reading the broker because its buffer is full and a roll is still being written (past its capacity: the broker and the edges' spools hold the rest).",
+            )?,
+            ingest_pauses: g.counter(
+                "vigil_cloud_ingest_pauses_total",
+                "Times intake stopped to wait for a roll to make room.",
             )?,
             nodes: g.gauges(
                 "vigil_cloud_nodes",
@@ -78,11 +126,11 @@ impl CloudMetrics {
             )?,
             uplink_acked: g.counter(
                 "vigil_cloud_uplink_acked_total",
-                "Uplink messages acknowledged to edge nodes after their rows were written.",
+                "Uplink messages acknowledged to edge nodes once durable in the write-ahead log.",
             )?,
             receipts_deferred: g.counter(
                 "vigil_cloud_receipts_deferred_total",
-                "Uplink messages whose receipt found the broker queue full: owed again with the next receipts (ingest never waits for one).",
+                "Uplink messages whose receipt found the broker queue full: owed again with the next receipts (intake never waits for one).",
             )?,
             registry: registry.clone(),
         };

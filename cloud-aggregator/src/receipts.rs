@@ -1,19 +1,20 @@
 //! Exactly-once intake of the edges' spooled uplink. Each spooled message
 //! carries its buffer's stream id and a sequence number; a number seen
 //! before is a duplicate and is not stored again. A message is
-//! acknowledged only once the rows it brought are written to Parquet, so an
-//! edge forgets nothing the store does not have.
+//! acknowledged only once it is durable in the write-ahead log ([`crate::wal`]),
+//! so an edge forgets nothing the cloud could lose.
 //!
-//! Per stream this keeps the numbers stored at or above the sender's
-//! `floor` (below it the sender has forgotten everything, so nothing below
-//! comes again). The state is saved (through a rename) after every flush and
-//! before the receipts go out. A crash between a Parquet file's rename and
-//! that save can store that flush's rows twice when the edge sends them
-//! again; it can never lose them.
+//! A number goes admitted (`pending`) → in a commit being written
+//! (`committing`) → durable (`stored`, receipted). Per stream this keeps the
+//! numbers stored at or above the sender's `floor` (below it the sender has
+//! forgotten everything, so nothing below comes again). The state is saved
+//! as a checkpoint (through a rename) with each roll of the log into
+//! Parquet, beside the first log segment not rolled; the log after it
+//! rebuilds the rest on start ([`Receipts::replayed`]).
 
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use vigil_core::envelope::Seq;
 use vigil_core::message::UplinkAck;
 
@@ -34,6 +35,8 @@ struct Stream {
     #[serde(skip)]
     pending: BTreeSet<u64>,
     #[serde(skip)]
+    committing: BTreeSet<u64>,
+    #[serde(skip)]
     reack: BTreeSet<u64>,
 }
 
@@ -49,21 +52,42 @@ pub enum Intake {
 /// The receipts of every stream.
 #[derive(Debug, Default)]
 pub struct Receipts {
-    path: Option<PathBuf>,
     streams: BTreeMap<String, Stream>,
+    wal_from: u64,
+}
+
+/// The numbers of one commit, per stream.
+#[derive(Debug, Default, PartialEq)]
+pub struct Sealed(Vec<(String, Vec<u64>)>);
+
+/// What is saved: the streams, and the first log segment whose messages are
+/// not in Parquet.
+#[derive(Serialize, Deserialize)]
+struct Checkpoint {
+    wal_from: u64,
+    streams: BTreeMap<String, Stream>,
+}
+
+/// A saved file: a checkpoint, or the streams alone (before the log).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Saved {
+    Checkpoint(Checkpoint),
+    Streams(BTreeMap<String, Stream>),
 }
 
 impl Receipts {
     /// Opens the state saved at `path`. An unreadable file is reported and
     /// replaced: the cost is that messages in flight may be stored twice.
     pub fn open(path: &Path) -> (Self, Option<String>) {
-        let mut r = Self {
-            path: Some(path.to_path_buf()),
-            streams: BTreeMap::new(),
-        };
+        let mut r = Self::default();
         let problem = match std::fs::read(path) {
             Ok(bytes) => match serde_json::from_slice(&bytes) {
-                Ok(streams) => {
+                Ok(Saved::Checkpoint(c)) => {
+                    (r.streams, r.wal_from) = (c.streams, c.wal_from);
+                    None
+                }
+                Ok(Saved::Streams(streams)) => {
                     r.streams = streams;
                     None
                 }
@@ -94,7 +118,7 @@ impl Receipts {
             s.floor = seq.floor;
             s.stored = s.stored.split_off(&seq.floor);
         }
-        if seq.n < s.floor || s.pending.contains(&seq.n) {
+        if seq.n < s.floor || s.pending.contains(&seq.n) || s.committing.contains(&seq.n) {
             return Intake::Duplicate;
         }
         if s.stored.contains(&seq.n) {
@@ -106,26 +130,101 @@ impl Receipts {
         Intake::New
     }
 
-    /// Messages admitted and not yet written.
+    /// Messages admitted and not yet in a commit.
     pub fn pending(&self) -> usize {
         self.streams.values().map(|s| s.pending.len()).sum()
     }
 
-    /// Marks everything admitted as written and saves; returns the receipts
-    /// to send (`(site, receipt)`).
-    pub fn written(&mut self) -> std::io::Result<Vec<(String, UplinkAck)>> {
-        for s in self.streams.values_mut() {
-            let pending = std::mem::take(&mut s.pending);
-            s.stored.extend(pending.iter().copied());
-            s.reack.extend(pending);
-            while s.stored.len() > MAX_PER_STREAM {
-                if let Some(first) = s.stored.pop_first() {
-                    s.floor = first + 1;
+    /// The first log segment whose messages are not in Parquet, as saved.
+    pub fn wal_from(&self) -> u64 {
+        self.wal_from
+    }
+
+    /// Takes the numbers admitted so far into a commit.
+    pub fn seal(&mut self) -> Sealed {
+        let mut out = Vec::new();
+        for (stream, s) in &mut self.streams {
+            if s.pending.is_empty() {
+                continue;
+            }
+            let seqs = std::mem::take(&mut s.pending);
+            s.committing.extend(seqs.iter().copied());
+            out.push((stream.clone(), seqs.into_iter().collect()));
+        }
+        Sealed(out)
+    }
+
+    /// The commit is durable: its numbers are stored and receipts are owed.
+    pub fn committed(&mut self, sealed: Sealed) {
+        for (stream, seqs) in sealed.0 {
+            let Some(s) = self.streams.get_mut(&stream) else {
+                continue;
+            };
+            for n in seqs {
+                if s.committing.remove(&n) {
+                    s.stored.insert(n);
+                    s.reack.insert(n);
+                }
+            }
+            trim(s);
+        }
+    }
+
+    /// The commit failed: its numbers wait for the next one.
+    pub fn uncommitted(&mut self, sealed: Sealed) {
+        for (stream, seqs) in sealed.0 {
+            if let Some(s) = self.streams.get_mut(&stream) {
+                for n in seqs {
+                    if s.committing.remove(&n) {
+                        s.pending.insert(n);
+                    }
                 }
             }
         }
-        self.save()?;
-        Ok(self.take_receipts())
+    }
+
+    /// A message read back from the log on start: stored (its rows are
+    /// buffered again), with its receipt owed.
+    pub fn replayed(&mut self, site: &str, seq: &Seq, now_ms: i64) {
+        self.admit(site, seq, now_ms);
+        if let Some(s) = self.streams.get_mut(&seq.stream) {
+            s.pending.remove(&seq.n);
+            if seq.n >= s.floor {
+                s.stored.insert(seq.n);
+                s.reack.insert(seq.n);
+            }
+            trim(s);
+        }
+    }
+
+    /// The checkpoint of a roll that starts now, to save once its Parquet is
+    /// durable: everything admitted so far counts as stored (it is all in
+    /// the roll, and its log is committed before the roll is written), and
+    /// the log from `wal_from` on is what the roll leaves out.
+    pub fn checkpoint(&self, wal_from: u64) -> Vec<u8> {
+        let streams: BTreeMap<&String, Stream> = self
+            .streams
+            .iter()
+            .map(|(k, s)| {
+                let mut stored = s.stored.clone();
+                stored.extend(s.pending.iter().chain(&s.committing).copied());
+                let saved = Stream {
+                    site: s.site.clone(),
+                    floor: s.floor,
+                    stored,
+                    last_ms: s.last_ms,
+                    ..Default::default()
+                };
+                (k, saved)
+            })
+            .collect();
+        let c = serde_json::json!({ "wal_from": wal_from, "streams": streams });
+        c.to_string().into_bytes()
+    }
+
+    /// Saves a checkpoint made by [`Receipts::checkpoint`] at `path`.
+    pub fn save_checkpoint(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+        vigil_core::file::write_atomic(path, bytes)
     }
 
     /// A receipt that could not go out: owed again with the next ones.
@@ -135,7 +234,7 @@ impl Receipts {
         }
     }
 
-    /// Receipts owed for duplicates of stored messages.
+    /// Receipts owed: for commits, and for duplicates of stored messages.
     pub fn take_receipts(&mut self) -> Vec<(String, UplinkAck)> {
         let mut out = Vec::new();
         for (stream, s) in &mut self.streams {
@@ -152,87 +251,16 @@ impl Receipts {
         }
         out
     }
+}
 
-    fn save(&self) -> std::io::Result<()> {
-        let Some(path) = &self.path else {
-            return Ok(());
-        };
-        let bytes = serde_json::to_vec(&self.streams).map_err(std::io::Error::other)?;
-        vigil_core::file::write_atomic(path, &bytes)
+/// Keeps at most [`MAX_PER_STREAM`] numbers, raising the floor.
+fn trim(s: &mut Stream) {
+    while s.stored.len() > MAX_PER_STREAM {
+        if let Some(first) = s.stored.pop_first() {
+            s.floor = first + 1;
+        }
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn seq(n: u64, floor: u64) -> Seq {
-        Seq {
-            stream: "s1".into(),
-            n,
-            floor,
-        }
-    }
-
-    #[test]
-    fn each_number_is_stored_once_and_acknowledged_only_after_the_write() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("receipts.json");
-        let (mut r, problem) = Receipts::open(&path);
-        assert!(problem.is_none());
-        assert_eq!(r.admit("a", &seq(1, 1), 0), Intake::New);
-        assert_eq!(r.admit("a", &seq(2, 1), 0), Intake::New);
-        // Sent again before the write: not stored twice, no receipt yet.
-        assert_eq!(r.admit("a", &seq(1, 1), 0), Intake::Duplicate);
-        assert!(r.take_receipts().is_empty());
-        assert_eq!(r.pending(), 2);
-        let acks = r.written().unwrap();
-        assert_eq!(acks.len(), 1);
-        assert_eq!(acks[0].0, "a");
-        assert_eq!(acks[0].1.seqs, vec![1, 2]);
-        assert_eq!(r.pending(), 0);
-        // A receipt was lost and the edge sends 2 again: receipt only.
-        assert_eq!(r.admit("a", &seq(2, 1), 0), Intake::Duplicate);
-        assert_eq!(r.take_receipts()[0].1.seqs, vec![2]);
-        // After a restart of the cloud, the same.
-        drop(r);
-        let (mut r, _) = Receipts::open(&path);
-        assert_eq!(r.admit("a", &seq(2, 1), 0), Intake::Duplicate);
-        assert_eq!(r.admit("a", &seq(3, 1), 0), Intake::New);
-        // The sender forgot everything below 3: the state shrinks.
-        assert_eq!(r.admit("a", &seq(4, 3), 0), Intake::New);
-        assert_eq!(r.admit("a", &seq(1, 3), 0), Intake::Duplicate);
-        r.written().unwrap();
-        assert_eq!(
-            r.streams["s1"].stored.iter().copied().collect::<Vec<_>>(),
-            vec![3, 4]
-        );
-        // A receipt the broker had no room for is owed again.
-        r.owe(&UplinkAck {
-            stream: "s1".into(),
-            seqs: vec![3, 4],
-        });
-        assert_eq!(r.take_receipts()[0].1.seqs, vec![3, 4]);
-        assert!(r.take_receipts().is_empty());
-        // Another stream numbers on its own.
-        let other = Seq {
-            stream: "s2".into(),
-            n: 1,
-            floor: 1,
-        };
-        assert_eq!(r.admit("b", &other, 0), Intake::New);
-    }
-
-    #[test]
-    fn a_corrupt_file_is_reported_and_replaced() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("receipts.json");
-        std::fs::write(&path, "{not json").unwrap();
-        let (mut r, problem) = Receipts::open(&path);
-        assert!(problem.unwrap().contains("not a receipts file"));
-        assert_eq!(r.admit("a", &seq(1, 1), 0), Intake::New);
-        r.written().unwrap();
-        let (_, problem) = Receipts::open(&path);
-        assert!(problem.is_none());
-    }
-}
+mod tests;

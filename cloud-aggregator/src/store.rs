@@ -1,11 +1,24 @@
-//! The Parquet store: rows are buffered per table, site and hour, and
-//! flushed with polars to `{root}/{table}/site={site}/hour={YYYY-MM-DDTHH}/part-….parquet`.
+//! The Parquet store: rows are buffered per table and hour and written,
+//! a roll at a time, to `{root}/{table}/hour={YYYY-MM-DDTHH}/part-{roll}.parquet`,
+//! every site's rows together with a `site` column: a part holds what a
+//! roll gathered (up to `store.roll_bytes`, or `store.roll_secs` of it), so
+//! files stay large however many sites send. A roll's parts are named by
+//! the roll alone, so writing a roll again (after a crash, from the
+//! write-ahead log) replaces its parts instead of adding rows twice.
 //! Flushing is blocking file I/O; callers run it on a blocking thread.
 
+mod rows;
+mod samples;
+
 use polars::prelude::*;
+use rows::Rows;
+use samples::SampleRows;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use vigil_core::message::{shares_text, AnomalyEvent, AuditRecord, ScoredSample};
+
+/// One sample as buffered: (entity, metric, Unix ms, value, score).
+pub type Sample<'a> = (&'a str, &'a str, i64, f64, Option<f64>);
 
 /// A table of the store.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -29,55 +42,15 @@ impl Table {
     }
 }
 
-/// Column-wise buffer for one partition.
-#[derive(Debug, Default)]
-struct Rows {
-    text: BTreeMap<&'static str, Vec<Option<String>>>,
-    int: BTreeMap<&'static str, Vec<Option<i64>>>,
-    float: BTreeMap<&'static str, Vec<Option<f64>>>,
-    len: usize,
-}
-
-impl Rows {
-    fn s(&mut self, col: &'static str, v: Option<String>) {
-        self.text.entry(col).or_default().push(v);
-    }
-    fn i(&mut self, col: &'static str, v: i64) {
-        self.opt_i(col, Some(v));
-    }
-    fn f(&mut self, col: &'static str, v: f64) {
-        self.opt_f(col, Some(v));
-    }
-    fn opt_i(&mut self, col: &'static str, v: Option<i64>) {
-        self.int.entry(col).or_default().push(v);
-    }
-    fn opt_f(&mut self, col: &'static str, v: Option<f64>) {
-        self.float.entry(col).or_default().push(v);
-    }
-
-    fn frame(&self) -> PolarsResult<DataFrame> {
-        let mut cols: Vec<Column> = Vec::new();
-        for (name, v) in &self.int {
-            cols.push(Column::new((*name).into(), v.as_slice()));
-        }
-        for (name, v) in &self.float {
-            cols.push(Column::new((*name).into(), v.as_slice()));
-        }
-        for (name, v) in &self.text {
-            cols.push(Column::new((*name).into(), v.as_slice()));
-        }
-        DataFrame::new(self.len, cols)
-    }
-}
-
-/// Key of one partition buffer.
-type Key = (Table, String, String);
-
 /// Buffers and writes the fleet's data.
 pub struct Store {
     root: PathBuf,
-    buffers: BTreeMap<Key, Rows>,
-    seq: u64,
+    /// Samples by hour.
+    samples: BTreeMap<String, SampleRows>,
+    /// Anomalies and audit records by table and hour.
+    other: BTreeMap<(Table, String), Rows>,
+    /// The hour (since the epoch) of the last sample, and its name.
+    last_hour: Option<(i64, String)>,
 }
 
 /// What one flush wrote.
@@ -101,33 +74,51 @@ impl Store {
     pub fn new(root: &Path) -> Self {
         Self {
             root: root.to_path_buf(),
-            buffers: BTreeMap::new(),
-            seq: 0,
+            samples: BTreeMap::new(),
+            other: BTreeMap::new(),
+            last_hour: None,
         }
     }
 
-    fn rows(&mut self, table: Table, site: &str, ts_ms: i64) -> &mut Rows {
-        self.buffers
-            .entry((table, site.to_string(), hour_of(ts_ms)))
-            .or_default()
+    fn other(&mut self, table: Table, ts_ms: i64) -> &mut Rows {
+        self.other.entry((table, hour_of(ts_ms))).or_default()
     }
 
     /// Buffers scored samples of `site`.
     pub fn add_samples(&mut self, site: &str, samples: &[ScoredSample]) {
         for s in samples {
-            let r = self.rows(Table::Samples, site, s.ts_ms);
-            r.s("entity", Some(s.entity.to_string()));
-            r.s("metric", Some(s.metric.clone()));
-            r.i("ts_ms", s.ts_ms);
-            r.f("value", s.value);
-            r.opt_f("score", s.score);
-            r.len += 1;
+            let sample = (
+                s.entity.as_str(),
+                s.metric.as_str(),
+                s.ts_ms,
+                s.value,
+                s.score,
+            );
+            self.add_sample(site, sample);
         }
+    }
+
+    /// Buffers one sample of `site`.
+    pub fn add_sample(&mut self, site: &str, s: Sample<'_>) {
+        let hour = s.2.div_euclid(3_600_000);
+        // Samples mostly share the hour of the one before: name it once.
+        if self.last_hour.as_ref().is_none_or(|(h, _)| *h != hour) {
+            self.last_hour = Some((hour, hour_of(s.2)));
+        }
+        let Some((_, name)) = &self.last_hour else {
+            return;
+        };
+        let rows = match self.samples.get_mut(name.as_str()) {
+            Some(rows) => rows,
+            None => self.samples.entry(name.clone()).or_default(),
+        };
+        rows.push(site, s);
     }
 
     /// Buffers one anomaly event.
     pub fn add_anomaly(&mut self, a: &AnomalyEvent) {
-        let r = self.rows(Table::Anomalies, &a.site, a.ts_ms);
+        let r = self.other(Table::Anomalies, a.ts_ms);
+        r.s("site", Some(a.site.clone()));
         r.s("id", Some(a.id.clone()));
         r.s("entity", Some(a.entity.to_string()));
         r.s("top_metric", Some(a.top_metric.clone()));
@@ -136,12 +127,13 @@ impl Store {
         r.f("score", a.score);
         r.opt_f("entity_score", a.entity_score);
         r.s("root_cause", Some(shares_text(&a.root_cause)));
-        r.len += 1;
+        r.end_row();
     }
 
     /// Buffers one audit record.
     pub fn add_audit(&mut self, a: &AuditRecord) {
-        let r = self.rows(Table::Audit, &a.site, a.ts_ms);
+        let r = self.other(Table::Audit, a.ts_ms);
+        r.s("site", Some(a.site.clone()));
         r.i("ts_ms", a.ts_ms);
         r.s("kind", Some(a.kind.as_str().to_string()));
         r.s("policy", Some(a.policy.clone()));
@@ -159,60 +151,89 @@ impl Store {
         r.s("rail", a.rail.clone());
         r.s("detail", Some(a.detail.clone()));
         r.s("root_cause", Some(shares_text(&a.root_cause)));
-        r.len += 1;
+        r.end_row();
     }
 
     /// Rows buffered and not yet written.
     pub fn pending_rows(&self) -> usize {
-        self.buffers.values().map(|r| r.len).sum()
+        let other: usize = self.other.values().map(|r| r.len).sum();
+        self.samples.values().map(SampleRows::len).sum::<usize>() + other
     }
 
-    /// Largest buffered partition, in rows.
-    pub fn largest_partition(&self) -> usize {
-        self.buffers.values().map(|r| r.len).max().unwrap_or(0)
+    /// About how many bytes the buffered rows take in memory.
+    pub fn pending_bytes(&self) -> usize {
+        let other: usize = self.other.values().map(|r| r.bytes).sum();
+        self.samples.values().map(SampleRows::bytes).sum::<usize>() + other
     }
 
-    /// Writes every buffered partition as a new Parquet file.
-    pub fn flush(&mut self, now_ms: i64) -> Flushed {
+    /// Takes every row of `other` (a roll that could not be written, to be
+    /// written with the next one).
+    pub fn absorb(&mut self, other: Store) {
+        for (hour, rows) in other.samples {
+            self.samples.entry(hour).or_default().absorb(rows);
+        }
+        for (key, rows) in other.other {
+            self.other.entry(key).or_default().absorb(rows);
+        }
+    }
+
+    /// Writes every buffered partition as part `roll` of its table and hour
+    /// (replacing a part of the same roll). All or nothing: when any part
+    /// fails, every row stays buffered, to be written again under the same
+    /// names (with whatever joins them).
+    pub fn flush(&mut self, roll: u64) -> Flushed {
         let mut out = Flushed::default();
-        let buffers = std::mem::take(&mut self.buffers);
-        for (key, rows) in buffers {
-            if rows.len == 0 {
-                continue;
-            }
-            self.seq += 1;
-            let (table, site, hour) = &key;
-            let dir = self
-                .root
+        let path = |table: Table, hour: &str| {
+            self.root
                 .join(table.name())
-                .join(format!("site={site}"))
-                .join(format!("hour={hour}"));
-            let path = dir.join(format!("part-{now_ms}-{:06}.parquet", self.seq));
-            match write(&dir, &path, &rows) {
-                Ok(()) => {
-                    *out.rows.entry(table.name()).or_default() += rows.len as u64;
-                    out.files.push(path);
-                }
-                Err(e) => {
-                    out.errors.push(format!("{}: {e}", path.display()));
-                    self.buffers.insert(key, rows);
-                }
+                .join(format!("hour={hour}"))
+                .join(format!("part-{roll:013}.parquet"))
+        };
+        let mut done = |table: Table, path: PathBuf, rows: usize, r: Result<(), String>| match r {
+            Ok(()) => {
+                *out.rows.entry(table.name()).or_default() += rows as u64;
+                out.files.push(path);
             }
+            Err(e) => out.errors.push(format!("{}: {e}", path.display())),
+        };
+        for (hour, rows) in &self.samples {
+            let p = path(Table::Samples, hour);
+            let r = write(&p, |w| rows.write(w));
+            done(Table::Samples, p, rows.len(), r);
+        }
+        for ((table, hour), rows) in &self.other {
+            let p = path(*table, hour);
+            let r = write(&p, |w| {
+                let mut df = rows.frame()?;
+                ParquetWriter::new(w).finish(&mut df).map(|_| ())
+            });
+            done(*table, p, rows.len, r);
+        }
+        if out.errors.is_empty() {
+            self.samples.clear();
+            self.other.clear();
+        } else {
+            out.rows.clear();
+            out.files.clear();
         }
         out
     }
 }
 
-fn write(dir: &Path, path: &Path, rows: &Rows) -> Result<(), String> {
-    std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
-    let mut df = rows.frame().map_err(|e| e.to_string())?;
-    let mut bytes = Vec::new();
-    ParquetWriter::new(&mut bytes)
-        .finish(&mut df)
-        .map_err(|e| e.to_string())?;
-    // Written beside, fsynced, renamed, the folder fsynced: a reader never
-    // sees half a file, and the rows are on disk before their receipt goes.
-    vigil_core::file::write_atomic(path, &bytes).map_err(|e| e.to_string())
+/// Written beside, fsynced, renamed, the folder fsynced: a reader never
+/// sees half a file, and the rows are on disk before the roll is
+/// checkpointed and its log segments go.
+fn write(
+    path: &Path,
+    parquet: impl FnOnce(&mut std::io::BufWriter<&mut std::fs::File>) -> PolarsResult<()>,
+) -> Result<(), String> {
+    use std::io::Write as _;
+    vigil_core::file::write_atomic_with(path, |f| {
+        let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
+        parquet(&mut w).map_err(std::io::Error::other)?;
+        w.flush()
+    })
+    .map_err(|e| e.to_string())
 }
 
 /// Reads one Parquet file (for tests and tools).
@@ -222,73 +243,4 @@ pub fn read(path: &Path) -> PolarsResult<DataFrame> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use vigil_core::EntityId;
-
-    #[test]
-    fn hours_are_utc_civil() {
-        assert_eq!(hour_of(0), "1970-01-01T00");
-        assert_eq!(hour_of(1_700_000_000_000), "2023-11-14T22");
-        assert_eq!(hour_of(951_782_400_000), "2000-02-29T00");
-    }
-
-    #[test]
-    fn partitions_by_site_and_hour_and_reads_back() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut store = Store::new(dir.path());
-        let s = |ts: i64, v: f64| ScoredSample {
-            entity: EntityId::host("h"),
-            metric: "cpu".into(),
-            ts_ms: ts,
-            value: v,
-            score: Some(0.1),
-        };
-        store.add_samples("a", &[s(0, 1.0), s(1000, 2.0), s(3_600_000, 3.0)]);
-        store.add_samples("b", &[s(0, 4.0)]);
-        assert_eq!(store.pending_rows(), 4);
-        let f = store.flush(5);
-        assert!(f.errors.is_empty(), "{:?}", f.errors);
-        assert_eq!(f.rows["samples"], 4);
-        assert_eq!(f.files.len(), 3);
-        assert_eq!(store.pending_rows(), 0);
-        let first = f
-            .files
-            .iter()
-            .find(|p| p.to_string_lossy().contains("site=a/hour=1970-01-01T00"))
-            .unwrap();
-        let df = read(first).unwrap();
-        assert_eq!(df.height(), 2);
-        let values: Vec<f64> = df
-            .column("value")
-            .unwrap()
-            .f64()
-            .unwrap()
-            .into_no_null_iter()
-            .collect();
-        assert_eq!(values, vec![1.0, 2.0]);
-        let entity = df.column("entity").unwrap().str().unwrap().get(0);
-        assert_eq!(entity, Some("host/h"));
-    }
-
-    #[test]
-    fn failed_flush_keeps_rows() {
-        let dir = tempfile::tempdir().unwrap();
-        let blocker = dir.path().join("file");
-        std::fs::write(&blocker, "not a dir").unwrap();
-        let mut store = Store::new(&blocker);
-        store.add_samples(
-            "a",
-            &[ScoredSample {
-                entity: EntityId::host("h"),
-                metric: "m".into(),
-                ts_ms: 0,
-                value: 1.0,
-                score: None,
-            }],
-        );
-        let f = store.flush(1);
-        assert_eq!(f.errors.len(), 1);
-        assert_eq!(store.pending_rows(), 1);
-    }
-}
+mod tests;

@@ -41,16 +41,20 @@ pub struct Seq {
 /// Longest stream id a receiver accepts (receivers keep state per stream).
 pub const MAX_STREAM_LEN: usize = 64;
 
+/// The envelope as read: the body is kept as its raw text (borrowed from
+/// the message), checked for version and kind, and only then parsed into
+/// its type, once, without an intermediate tree.
 #[derive(Deserialize)]
-struct InEnvelope {
+struct InEnvelope<'a> {
     v: u32,
-    kind: String,
+    #[serde(borrow)]
+    kind: std::borrow::Cow<'a, str>,
     #[serde(default)]
     seq: Option<Seq>,
     #[serde(default)]
     sent_ms: Option<i64>,
-    #[serde(default)]
-    body: serde_json::Value,
+    #[serde(borrow, default)]
+    body: Option<&'a serde_json::value::RawValue>,
 }
 
 /// A decoded envelope: the body and what the envelope says about it.
@@ -147,21 +151,31 @@ pub fn decode_seq<P: Payload>(
 
 /// As [`decode`], with the envelope's sequence and send time.
 pub fn decode_meta<P: Payload>(bytes: &[u8], max_bytes: usize) -> Result<Decoded<P>, DecodeError> {
+    decode_kind(bytes, max_bytes, P::KIND)
+}
+
+/// As [`decode_meta`] for a body of kind `kind` read into any type, which
+/// may borrow from `bytes` (a receiver's lean view of a payload).
+pub fn decode_kind<'a, T: Deserialize<'a>>(
+    bytes: &'a [u8],
+    max_bytes: usize,
+    kind: &'static str,
+) -> Result<Decoded<T>, DecodeError> {
     if bytes.len() > max_bytes {
         return Err(DecodeError::Oversized {
             len: bytes.len(),
             max: max_bytes,
         });
     }
-    let env: InEnvelope =
+    let env: InEnvelope<'a> =
         serde_json::from_slice(bytes).map_err(|e| DecodeError::Malformed(e.to_string()))?;
     if env.v != SCHEMA_VERSION {
         return Err(DecodeError::UnknownVersion(env.v));
     }
-    if env.kind != P::KIND {
+    if env.kind != kind {
         return Err(DecodeError::WrongKind {
-            expected: P::KIND,
-            got: env.kind,
+            expected: kind,
+            got: env.kind.into_owned(),
         });
     }
     if let Some(s) = env.seq.as_ref().filter(|s| s.stream.len() > MAX_STREAM_LEN) {
@@ -170,8 +184,8 @@ pub fn decode_meta<P: Payload>(bytes: &[u8], max_bytes: usize) -> Result<Decoded
             s.stream.len()
         )));
     }
-    let body =
-        serde_json::from_value(env.body).map_err(|e| DecodeError::Malformed(e.to_string()))?;
+    let body = env.body.map_or("null", |b| b.get());
+    let body = serde_json::from_str(body).map_err(|e| DecodeError::Malformed(e.to_string()))?;
     Ok(Decoded {
         body,
         seq: env.seq,

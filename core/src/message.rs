@@ -251,6 +251,37 @@ impl Payload for SampleBatch {
     const KIND: &'static str = "samples";
 }
 
+/// A receiver's view of a [`SampleBatch`] that borrows its strings from the
+/// message: no allocation per sample (read with [`crate::envelope::decode_kind`]
+/// and [`SampleBatch::KIND`]).
+#[derive(Debug, PartialEq, Deserialize)]
+pub struct SampleBatchRef<'a> {
+    /// Site.
+    #[serde(borrow)]
+    pub site: std::borrow::Cow<'a, str>,
+    /// The samples.
+    #[serde(borrow)]
+    pub samples: Vec<ScoredSampleRef<'a>>,
+}
+
+/// One sample of a [`SampleBatchRef`].
+#[derive(Debug, PartialEq, Deserialize)]
+pub struct ScoredSampleRef<'a> {
+    /// Entity, as text.
+    #[serde(borrow)]
+    pub entity: std::borrow::Cow<'a, str>,
+    /// Metric.
+    #[serde(borrow)]
+    pub metric: std::borrow::Cow<'a, str>,
+    /// Unix ms.
+    pub ts_ms: i64,
+    /// Value.
+    pub value: f64,
+    /// Anomaly score, when scored.
+    #[serde(default)]
+    pub score: Option<f64>,
+}
+
 /// Periodic liveness and health of an edge node (edge → cloud).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Heartbeat {
@@ -301,6 +332,44 @@ impl Payload for UplinkAck {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_borrowed_view_of_a_batch_reads_what_was_sent() {
+        let sample = |score, metric: &str| ScoredSample {
+            entity: crate::EntityId::host("h1"),
+            metric: metric.into(),
+            ts_ms: 7,
+            value: 1.5,
+            score,
+        };
+        let batch = SampleBatch {
+            site: "s".into(),
+            samples: vec![sample(Some(0.25), "cpu"), sample(None, "quote\"d")],
+        };
+        let bytes = crate::encode(&batch);
+        let seen: SampleBatchRef = crate::envelope::decode_kind(&bytes, 1 << 20, SampleBatch::KIND)
+            .unwrap()
+            .body;
+        assert_eq!(seen.site, "s");
+        let got: Vec<(&str, &str, i64, f64, Option<f64>)> = seen
+            .samples
+            .iter()
+            .map(|s| (&*s.entity, &*s.metric, s.ts_ms, s.value, s.score))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("host/h1", "cpu", 7, 1.5, Some(0.25)),
+                ("host/h1", "quote\"d", 7, 1.5, None)
+            ]
+        );
+        assert!(matches!(
+            seen.samples[0].metric,
+            std::borrow::Cow::Borrowed(_)
+        ));
+        let wrong = crate::envelope::decode_kind::<SampleBatchRef>(&bytes, 1 << 20, "audit");
+        assert_eq!(wrong.unwrap_err().reason(), "wrong_kind");
+    }
 
     #[test]
     fn audit_kind_names_match_their_json() {

@@ -44,7 +44,8 @@ pub struct UplinkConfig {
     /// ~200 KB): what is out is read again from the buffer to resend.
     pub window_bytes: u64,
     /// Seconds to wait for a receipt before sending a message again. Keep it
-    /// above the cloud's `flush_secs`: the cloud acknowledges after writing.
+    /// well above the cloud's `commit_ms`: the cloud acknowledges once a
+    /// message is durable in its log.
     pub resend_secs: u64,
     /// Most bytes waiting in memory for the buffer's writer (a slow disk);
     /// a batch beyond it is dropped and counted.

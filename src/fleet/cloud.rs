@@ -76,6 +76,27 @@ impl Aggregator {
     }
 }
 
+impl Aggregator {
+    /// Stops it as an operator would (SIGTERM: it rolls what it holds into
+    /// Parquet), waiting at most `secs`; false if it had to be killed.
+    pub fn stop(&mut self, secs: u64) -> bool {
+        let term = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while term.as_ref().is_ok_and(|s| s.success()) && Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        false
+    }
+}
+
 impl Drop for Aggregator {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -91,6 +112,30 @@ pub fn sum_of(text: &str, name: &str) -> f64 {
         .filter(|rest| rest.starts_with(' ') || (rest.starts_with('{') && !name.contains('{')))
         .filter_map(|rest| rest.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
+}
+
+/// Rows and files of the Parquet parts under `dir`, at any depth.
+pub fn parquet_rows(dir: &Path) -> anyhow::Result<(u64, usize)> {
+    let (mut rows, mut files) = (0, 0);
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok((0, 0));
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            let (r, f) = parquet_rows(&p)?;
+            (rows, files) = (rows + r, files + f);
+        } else if p.extension().is_some_and(|x| x == "parquet") {
+            let file = std::fs::File::open(&p)?;
+            let mut reader = polars::prelude::ParquetReader::new(file);
+            use polars::prelude::SerReader as _;
+            rows += reader
+                .num_rows()
+                .with_context(|| format!("reading {}", p.display()))? as u64;
+            files += 1;
+        }
+    }
+    Ok((rows, files))
 }
 
 #[cfg(test)]

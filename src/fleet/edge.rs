@@ -6,12 +6,26 @@
 //! `resend_ms` is sent again. Payloads are made again from their number on
 //! every send, so a long backlog costs a few words per message, not its bytes.
 
+use serde::Serialize;
 use std::collections::BTreeMap;
-use vigil_core::envelope::{with_seq, Seq};
-use vigil_core::message::{SampleBatch, ScoredSample};
+use std::sync::Arc;
+use vigil_core::envelope::{with_seq, Seq, SCHEMA_VERSION};
+use vigil_core::message::SampleBatch;
 use vigil_core::topic::{self, UplinkKind};
-use vigil_core::{encode, EntityId};
+use vigil_core::Payload;
 use vigil_edge::uplink::SAMPLES_PER_MESSAGE;
+
+/// Entity and metric of each series of an edge, made once for all edges.
+pub type Names = Arc<Vec<(String, String)>>;
+
+/// Series `j` of every edge is metric `m{j % 10}` of host `h{j / 10}`.
+pub fn names(series: usize) -> Names {
+    Arc::new(
+        (0..series)
+            .map(|j| (format!("host/h{:03}", j / 10), format!("m{}", j % 10)))
+            .collect(),
+    )
+}
 
 /// What every simulated edge sends.
 #[derive(Clone, Copy, Debug)]
@@ -74,6 +88,7 @@ pub struct Settled {
 pub struct SimEdge {
     /// Its site.
     pub site: String,
+    names: Names,
     stream: String,
     next_seq: u64,
     next_batch_ms: i64,
@@ -82,9 +97,10 @@ pub struct SimEdge {
 
 impl SimEdge {
     /// Edge `index` of a run named `run`; its first batch is due at `first_ms`.
-    pub fn new(index: usize, run: &str, first_ms: i64) -> Self {
+    pub fn new(index: usize, run: &str, first_ms: i64, names: Names) -> Self {
         Self {
             site: site(index),
+            names,
             stream: format!("{run}-{index}"),
             next_seq: 1,
             next_batch_ms: first_ms,
@@ -134,7 +150,7 @@ impl SimEdge {
             };
             sends.push(Send {
                 topic: topic::uplink(&self.site, UplinkKind::Scores),
-                payload: with_seq(&encode(&batch(&self.site, shape, k)), &seq),
+                payload: with_seq(&encode(&self.site, &self.names, shape, k), &seq),
                 resend,
             });
         }
@@ -183,9 +199,34 @@ pub fn site(index: usize) -> String {
     format!("fleet-{index:05}")
 }
 
-/// The samples of one kept message: series `j` of the edge is metric
-/// `m{j % 10}` of host `h{j / 10}`, a noisy wave, scored as the edge scores.
-fn batch(site: &str, shape: &Shape, k: &Kept) -> SampleBatch {
+/// One sample as `vigil-edge` writes it (a `ScoredSample`), borrowing its
+/// names so a batch costs no allocation per sample.
+#[derive(Serialize)]
+struct Out<'a> {
+    entity: &'a str,
+    metric: &'a str,
+    ts_ms: i64,
+    value: f64,
+    score: f64,
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    site: &'a str,
+    samples: Vec<Out<'a>>,
+}
+
+#[derive(Serialize)]
+struct Envelope<'a> {
+    v: u32,
+    kind: &'static str,
+    sent_ms: i64,
+    body: Body<'a>,
+}
+
+/// The envelope of one kept message: its samples are noisy waves, scored
+/// as the edge scores them (the tests read it back with the real decoder).
+fn encode(site: &str, names: &Names, shape: &Shape, k: &Kept) -> Vec<u8> {
     let series = shape.series.max(1);
     let step_ms = 1000.0 / shape.rate;
     let start = k.batch_ms - shape.batch_ms();
@@ -194,19 +235,23 @@ fn batch(site: &str, shape: &Shape, k: &Kept) -> SampleBatch {
             let (t, j) = (i / series, i % series);
             let ts_ms = start + (t as f64 * step_ms) as i64;
             let x = ts_ms as f64 / 60_000.0 + j as f64;
-            ScoredSample {
-                entity: EntityId::host(&format!("h{:03}", j / 10)),
-                metric: format!("m{}", j % 10),
+            let (entity, metric) = names.get(j).map_or(("", ""), |(e, m)| (e, m));
+            Out {
+                entity,
+                metric,
                 ts_ms,
                 value: 50.0 + 10.0 * x.sin() + (x * 7.3).sin(),
-                score: Some(0.1),
+                score: 0.1,
             }
         })
         .collect();
-    SampleBatch {
-        site: site.to_string(),
-        samples,
-    }
+    let env = Envelope {
+        v: SCHEMA_VERSION,
+        kind: SampleBatch::KIND,
+        sent_ms: vigil_core::clock::now_ms(),
+        body: Body { site, samples },
+    };
+    serde_json::to_vec(&env).unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -227,7 +272,7 @@ mod tests {
 
     #[test]
     fn batches_split_into_bounded_messages_with_every_sample_once() {
-        let mut e = SimEdge::new(3, "run", 10_000);
+        let mut e = SimEdge::new(3, "run", 10_000, names(900));
         assert_eq!(e.make(&SHAPE, 9_999), 0);
         assert_eq!(e.make(&SHAPE, 10_000), 4500);
         let sends = e.due(&SHAPE, 10_000, 100, 30_000);
@@ -240,6 +285,7 @@ mod tests {
             assert_eq!((seq.stream.as_str(), seq.floor), ("run-3", 1));
             for x in b.samples {
                 assert!((5_000..10_000).contains(&x.ts_ms));
+                assert_eq!(x.score, Some(0.1));
                 assert!(keys.insert((x.entity.to_string(), x.metric, x.ts_ms)));
             }
         }
@@ -248,7 +294,7 @@ mod tests {
 
     #[test]
     fn keeps_a_window_resends_late_ones_and_settles_receipts_once() {
-        let mut e = SimEdge::new(0, "r", 0);
+        let mut e = SimEdge::new(0, "r", 0, names(10));
         let shape = Shape {
             series: 10,
             ..SHAPE

@@ -4,7 +4,6 @@ use super::link::Totals;
 use super::{FleetOptions, Snapshot};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
-use std::path::Path;
 use std::sync::atomic::Ordering;
 
 /// One run's figures.
@@ -18,7 +17,8 @@ pub struct Report {
     pub rate: f64,
     /// Samples made per second over the measured window.
     pub offered: f64,
-    /// Rows the aggregator wrote per second over the measured window.
+    /// Samples stored per second over the measured window: receipted, so
+    /// durable in the aggregator's log.
     pub stored: f64,
     /// Samples per second the bare subscriber received (its messages times
     /// the samples per message).
@@ -44,16 +44,19 @@ pub struct Report {
     /// Whether it kept up: it stored 95% of what was offered and the
     /// backlog grew by under 5% of it.
     pub kept_up: bool,
-    /// After the load: whether every sample made was receipted.
+    /// After the load: whether every sample made was receipted and the
+    /// aggregator stopped cleanly.
     pub drained: bool,
     /// Samples made in the whole run.
     pub made: u64,
-    /// Rows stored in the whole run.
+    /// Rows in the Parquet parts afterwards.
     pub rows: u64,
     /// Messages sent again.
     pub resent: u64,
     /// Parquet files of samples written.
     pub files: usize,
+    /// Seconds of load (warm-up and window), for files per site and time.
+    pub load_secs: u64,
 }
 
 impl Report {
@@ -63,8 +66,7 @@ impl Report {
         backlog_start: u64,
         (p50, p99): (Option<f64>, Option<f64>),
         peak_rss: f64,
-        (drained, rows, totals): (bool, f64, &Totals),
-        files: usize,
+        (drained, (rows, files), totals): (bool, (u64, usize), &Totals),
     ) -> Self {
         let secs = match (a.at, b.at) {
             (Some(x), Some(y)) => (y - x).as_secs_f64().max(1e-9),
@@ -76,7 +78,7 @@ impl Report {
         let made = totals.made.load(Ordering::Relaxed);
         let per_message = made as f64 / sent.max(1) as f64;
         let offered = per_sec(a.made as f64, b.made as f64);
-        let stored = per_sec(a.rows, b.rows);
+        let stored = per_sec(a.receipted as f64, b.receipted as f64);
         let bare = per_sec(a.bare_messages as f64, b.bare_messages as f64) * per_message;
         let backlog_end = b.made - b.receipted;
         let growth = backlog_end.saturating_sub(backlog_start) as f64;
@@ -99,15 +101,21 @@ impl Report {
             kept_up: stored >= 0.95 * offered && growth <= 0.05 * offered * secs,
             drained,
             made,
-            rows: rows as u64,
+            rows,
             resent: totals.resent.load(Ordering::Relaxed),
             files,
+            load_secs: opts.warmup_secs + opts.secs,
         }
     }
 
     /// Whether the store holds each sample made exactly once.
     pub fn exactly_once(&self) -> bool {
         self.drained && self.rows == self.made
+    }
+
+    /// Parquet files per site per five minutes of load.
+    pub fn files_per_site_per_5_min(&self) -> f64 {
+        self.files as f64 / self.edges.max(1) as f64 / (self.load_secs.max(1) as f64 / 300.0)
     }
 }
 
@@ -119,7 +127,7 @@ impl std::fmt::Display for Report {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         writeln!(
             f,
-            "| edges × series, rate | offered samples/s | stored rows/s | bare subscriber samples/s (MB/s) | stored / bare | receipt p50 / p99 | aggregator CPU | aggregator peak RSS | broker CPU | simulator CPU | backlog start → end | kept up |"
+            "| edges × series, rate | offered samples/s | stored (receipted) samples/s | bare subscriber samples/s (MB/s) | stored / bare | receipt p50 / p99 | aggregator CPU | aggregator peak RSS | broker CPU | simulator CPU | backlog start → end | kept up |"
         )?;
         writeln!(f, "|---|---|---|---|---|---|---|---|---|---|---|---|")?;
         writeln!(
@@ -145,17 +153,17 @@ impl std::fmt::Display for Report {
         )?;
         writeln!(
             f,
-            "\nafter the load: {} (made {}, stored {}, {} messages sent again); {} Parquet files of samples ({:.2} per site)",
+            "\nafter the load: {} (made {}, rows in Parquet {}, {} messages sent again); {} Parquet files of samples ({:.3} per site per 5 minutes)",
             match (self.drained, self.exactly_once()) {
                 (true, true) => "every sample receipted and stored exactly once".to_string(),
-                (true, false) => format!("every sample receipted, but the store holds {} rows", self.rows),
-                (false, _) => "NOT every sample was receipted in time".to_string(),
+                (true, false) => format!("every sample receipted, but the Parquet parts hold {} rows", self.rows),
+                (false, _) => "NOT every sample was receipted in time (or the aggregator did not stop cleanly)".to_string(),
             },
             self.made,
             self.rows,
             self.resent,
             self.files,
-            self.files as f64 / self.edges.max(1) as f64
+            self.files_per_site_per_5_min()
         )
     }
 }
@@ -184,28 +192,10 @@ pub(super) fn progress(a: &Snapshot, b: &Snapshot) -> String {
         _ => 1.0,
     };
     format!(
-        "stored {:.0} rows/s, offered {:.0}/s, backlog {} samples, aggregator {:.0} % CPU",
-        (b.rows - a.rows) / secs,
+        "stored {:.0} samples/s, offered {:.0}/s, backlog {} samples, aggregator {:.0} % CPU",
+        (b.receipted - a.receipted) as f64 / secs,
         (b.made - a.made) as f64 / secs,
         b.made - b.receipted,
         100.0 * (b.cpu[0] - a.cpu[0]) / secs
     )
-}
-
-/// Parquet files under `dir`, at any depth.
-pub(super) fn parquet_files(dir: &Path) -> usize {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return 0;
-    };
-    entries
-        .flatten()
-        .map(|e| {
-            let p = e.path();
-            if p.is_dir() {
-                parquet_files(&p)
-            } else {
-                usize::from(p.extension().is_some_and(|x| x == "parquet"))
-            }
-        })
-        .sum()
 }

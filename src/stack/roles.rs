@@ -83,7 +83,8 @@ pub(super) fn cloud(opts: &StackOptions, mqtt: &MqttSettings, files: &Files) -> 
             ..mqtt.clone()
         },
         data_dir: opts.data_dir.join("cloud"),
-        flush_secs: 5,
+        // A demo wants its data in Parquet soon, not in five-minute parts.
+        roll_secs: 10,
         max_message_bytes: MAX_PACKET_BYTES,
         api_token: Some(files.api_token.clone()),
         ..CloudConfig::default()

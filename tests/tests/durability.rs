@@ -54,7 +54,7 @@ async fn start_cloud(port: u16, dir: &Path) -> anyhow::Result<Running> {
     cfg.mqtt.port = port;
     cfg.mqtt.reconnect_max_ms = 500;
     cfg.data_dir = dir.join("cloud");
-    cfg.flush_secs = 1;
+    cfg.roll_secs = 1;
     cfg.models.train_every_secs = 0;
     let listener = vigil_core::telemetry::bind("127.0.0.1:0").await?;
     let url = format!("http://{}", listener.local_addr()?);

@@ -1,6 +1,7 @@
-//! Training sets from the Parquet store, with polars: lazy scans of the
-//! partitions of the sites asked for (pruned by folder name, so other sites'
-//! files are never opened), filtered by time and entity kind, and the
+//! Training sets from the Parquet store, with polars: lazy scans of every
+//! part (each holds every site's rows, with a `site` column; parts written
+//! before that sit under `site=…` folders and take their site from the
+//! folder), filtered by site, time and entity kind, and the
 //! normalisation statistics (level and mean absolute deviation per series)
 //! computed by polars over the training part only.
 
@@ -50,29 +51,30 @@ pub struct Dataset {
     pub to_ms: Option<i64>,
 }
 
-/// Parquet files of `table` for the sites asked for, with their site.
-fn files(root: &Path, table: &str, sites: &[String]) -> Vec<(String, PathBuf)> {
+/// Parquet files of `table`, with the site of their folder when they sit
+/// under one (`site=…/hour=…/`, the layout before parts held every site).
+fn files(root: &Path, table: &str) -> Vec<(Option<String>, PathBuf)> {
     let mut out = Vec::new();
-    let Ok(site_dirs) = std::fs::read_dir(root.join(table)) else {
+    let parquet = |dir: &Path| -> Vec<PathBuf> {
+        std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|f| f.path())
+            .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
+            .collect()
+    };
+    let Ok(dirs) = std::fs::read_dir(root.join(table)) else {
         return out;
     };
-    for s in site_dirs.flatten() {
-        let name = s.file_name().to_string_lossy().into_owned();
-        let Some(site) = name.strip_prefix("site=") else {
-            continue;
-        };
-        if !sites.is_empty() && !sites.iter().any(|w| w == site) {
-            continue;
-        }
-        for hour in std::fs::read_dir(s.path()).into_iter().flatten().flatten() {
-            for f in std::fs::read_dir(hour.path())
-                .into_iter()
-                .flatten()
-                .flatten()
-            {
-                if f.path().extension().is_some_and(|e| e == "parquet") {
-                    out.push((site.to_string(), f.path()));
-                }
+    for d in dirs.flatten() {
+        let name = d.file_name().to_string_lossy().into_owned();
+        if name.starts_with("hour=") {
+            out.extend(parquet(&d.path()).into_iter().map(|p| (None, p)));
+        } else if let Some(site) = name.strip_prefix("site=") {
+            for hour in std::fs::read_dir(d.path()).into_iter().flatten().flatten() {
+                let files = parquet(&hour.path()).into_iter();
+                out.extend(files.map(|p| (Some(site.to_string()), p)));
             }
         }
     }
@@ -80,9 +82,10 @@ fn files(root: &Path, table: &str, sites: &[String]) -> Vec<(String, PathBuf)> {
     out
 }
 
-/// A lazy scan of `columns` of `table` plus a `site` column, or `None`
-/// when it has no files. Selecting the columns per file lets files written
-/// by older versions (with fewer columns) union cleanly.
+/// A lazy scan of `columns` of `table` plus a `site` column, of the sites
+/// asked for (all when none), or `None` when it has no files. Selecting the
+/// columns per file lets files written by older versions (with fewer
+/// columns) union cleanly.
 fn scan(
     root: &Path,
     table: &str,
@@ -90,7 +93,11 @@ fn scan(
     columns: &[&str],
 ) -> PolarsResult<Option<LazyFrame>> {
     let mut frames = Vec::new();
-    for (site, path) in files(root, table, sites) {
+    let wanted = |site: &str| sites.is_empty() || sites.iter().any(|w| w == site);
+    for (site, path) in files(root, table) {
+        if site.as_deref().is_some_and(|s| !wanted(s)) {
+            continue;
+        }
         let args = ScanArgsParquet {
             hive_options: HiveOptions {
                 enabled: Some(false),
@@ -98,9 +105,22 @@ fn scan(
             },
             ..Default::default()
         };
-        let lf = LazyFrame::scan_parquet(PlRefPath::new(path.to_string_lossy().as_ref()), args)?
-            .select(columns.iter().map(|c| col(*c)).collect::<Vec<_>>())
-            .with_column(lit(site).alias("site"));
+        let lf = LazyFrame::scan_parquet(PlRefPath::new(path.to_string_lossy().as_ref()), args)?;
+        let mut select: Vec<Expr> = columns.iter().map(|c| col(*c)).collect();
+        let lf = match site {
+            Some(site) => lf.select(select).with_column(lit(site).alias("site")),
+            None => {
+                select.push(col("site"));
+                let lf = lf.select(select);
+                match sites.split_first() {
+                    Some((first, rest)) => {
+                        let is = |s: &String| col("site").eq(lit(s.clone()));
+                        lf.filter(rest.iter().fold(is(first), |acc, s| acc.or(is(s))))
+                    }
+                    None => lf,
+                }
+            }
+        };
         frames.push(lf);
     }
     if frames.is_empty() {
@@ -263,3 +283,6 @@ pub fn incidents(root: &Path, q: &Query) -> PolarsResult<Vec<(Key, i64)>> {
         })
         .collect())
 }
+
+#[cfg(test)]
+mod tests;

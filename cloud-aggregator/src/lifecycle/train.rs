@@ -357,7 +357,7 @@ mod tests {
         s.add_audit(&rec(AuditKind::Verified, "an-1"));
         // A failed verification is no confirmed incident.
         s.add_audit(&rec(AuditKind::VerifyFailed, "an-2"));
-        assert!(s.flush(T0).errors.is_empty());
+        assert!(s.flush(1).errors.is_empty());
     }
 
     #[test]

@@ -1,0 +1,158 @@
+//! What the aggregator does with each message: the fleet's rows are
+//! admitted once (by sequence), logged for the next commit and buffered for
+//! the next roll; heartbeats, presence and chunk requests update state.
+//! The same path reads the log back on start.
+
+use super::Aggregator;
+use crate::ingest::{self, Inbound};
+use crate::lifecycle::server;
+use crate::receipts::{Intake, Receipts};
+use crate::shared::push_bounded;
+use crate::store::Store;
+use rumqttc::Publish;
+use vigil_core::clock::now_ms;
+use vigil_core::envelope::Seq;
+use vigil_core::message::SampleBatchRef;
+
+impl Aggregator {
+    pub(super) fn on_message(&mut self, m: &Publish) {
+        let inbound = match ingest::classify(&m.topic, &m.payload, self.config.max_message_bytes) {
+            Ok(i) => i,
+            Err((kind, e)) => return self.metrics.link.refused(&m.topic, kind, &e),
+        };
+        let now = now_ms();
+        match inbound {
+            Inbound::Samples {
+                site,
+                kind,
+                batch,
+                seq,
+            } => {
+                self.metrics.link.count(kind.as_str());
+                if self.admit(&site, seq.as_ref(), now) {
+                    crate::wal::append(&mut self.log, &m.topic, &m.payload);
+                    add_samples(&mut self.store, &site, &batch);
+                }
+            }
+            Inbound::Anomaly { site, event, seq } => {
+                self.metrics.link.count("anomaly");
+                if !self.admit(&site, seq.as_ref(), now) {
+                    return;
+                }
+                crate::wal::append(&mut self.log, &m.topic, &m.payload);
+                self.metrics.anomalies.inc();
+                self.store.add_anomaly(&event);
+                push_bounded(&self.shared.anomalies, event, self.config.recent);
+            }
+            Inbound::Audit { site, record, seq } => {
+                self.metrics.link.count("audit");
+                if !self.admit(&site, seq.as_ref(), now) {
+                    return;
+                }
+                crate::wal::append(&mut self.log, &m.topic, &m.payload);
+                self.metrics
+                    .audit_records
+                    .with_label_values(&[record.kind.as_str()])
+                    .inc();
+                self.store.add_audit(&record);
+                push_bounded(&self.shared.audit, record, self.config.recent);
+            }
+            other => self.on_state(other, now),
+        }
+    }
+
+    /// Messages that change state, not the store.
+    fn on_state(&mut self, inbound: Inbound, now: i64) {
+        match inbound {
+            Inbound::Heartbeat(hb) => {
+                self.metrics.link.count("heartbeat");
+                if let Ok(mut h) = self.shared.models.hub.lock() {
+                    let node = format!("{}/{}", hb.site, hb.node);
+                    h.observe(&node, hb.model_release, &hb.health, now);
+                }
+                if let Ok(mut r) = self.shared.registry.lock() {
+                    r.heartbeat(hb, now);
+                }
+            }
+            Inbound::ChunkRequest(req) => {
+                self.metrics.link.count("chunk_request");
+                let job = server::Job::Chunks(req);
+                if self.shared.models.jobs.try_send(job).is_err() {
+                    self.metrics
+                        .link
+                        .dropped
+                        .with_label_values(&["chunk_request"])
+                        .inc();
+                }
+            }
+            Inbound::Presence {
+                site,
+                role,
+                node,
+                state,
+            } => {
+                self.metrics.link.count("presence");
+                if let Ok(mut r) = self.shared.registry.lock() {
+                    r.presence(&site, role, &node, state, now);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Whether to store a message: unsequenced ones always; sequenced ones
+    /// the first time only.
+    fn admit(&mut self, site: &str, seq: Option<&Seq>, now: i64) -> bool {
+        let Some(seq) = seq else {
+            return true;
+        };
+        let new = self.receipts.admit(site, seq, now) == Intake::New;
+        let intake = if new { "new" } else { "duplicate" };
+        self.metrics
+            .uplink_intake
+            .with_label_values(&[intake])
+            .inc();
+        new
+    }
+}
+
+/// One record read back from the log: its rows are buffered again and its
+/// number counts as stored. Only what was admitted was logged, so nothing
+/// here is a duplicate. Returns whether it was a record of rows.
+pub(super) fn replay(
+    topic: &str,
+    payload: &[u8],
+    max_bytes: usize,
+    (store, receipts): (&mut Store, &mut Receipts),
+) -> bool {
+    let now = now_ms();
+    let mut stored = |site: &str, seq: Option<Seq>| {
+        if let Some(seq) = seq {
+            receipts.replayed(site, &seq, now);
+        }
+    };
+    match ingest::classify(topic, payload, max_bytes) {
+        Ok(Inbound::Samples {
+            site, batch, seq, ..
+        }) => {
+            add_samples(store, &site, &batch);
+            stored(&site, seq);
+        }
+        Ok(Inbound::Anomaly { site, event, seq }) => {
+            store.add_anomaly(&event);
+            stored(&site, seq);
+        }
+        Ok(Inbound::Audit { site, record, seq }) => {
+            store.add_audit(&record);
+            stored(&site, seq);
+        }
+        _ => return false,
+    }
+    true
+}
+
+fn add_samples(store: &mut Store, site: &str, batch: &SampleBatchRef<'_>) {
+    for s in &batch.samples {
+        store.add_sample(site, (&s.entity, &s.metric, s.ts_ms, s.value, s.score));
+    }
+}
