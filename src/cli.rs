@@ -196,6 +196,17 @@ enum BenchCmd {
         /// MQTT connections the simulated edges share.
         #[arg(long, default_value_t = 32)]
         connections: usize,
+        /// Seconds between the aggregator's Parquet rolls (default: its own, 300).
+        #[arg(long)]
+        roll_secs: Option<u64>,
+        /// Kill the aggregator (SIGKILL) this many seconds into the load and
+        /// start it again; the exactly-once check then covers the crash.
+        #[arg(long)]
+        crash_at_secs: Option<u64>,
+        /// Seconds before a simulated edge sends a message without a receipt
+        /// again (vigil-edge's default: 30).
+        #[arg(long, default_value_t = 30)]
+        resend_secs: u64,
         /// Keep the run's folder (store, configs, logs) here.
         #[arg(long)]
         keep: Option<PathBuf>,
@@ -380,6 +391,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             config,
             print_config,
         } => {
+            vigil_core::telemetry::init_tracing("info");
             let validate = vigil_cloud::CloudConfig::validate;
             match vigil_core::config::prepare(config.as_deref(), validate, |_| {}, print_config) {
                 Some(config) => vigil_cloud::serve(config).await,
@@ -487,6 +499,9 @@ async fn bench(command: BenchCmd) -> anyhow::Result<()> {
             warmup_secs,
             drain_secs,
             connections,
+            roll_secs,
+            crash_at_secs,
+            resend_secs,
             keep,
             json,
         } => {
@@ -498,6 +513,9 @@ async fn bench(command: BenchCmd) -> anyhow::Result<()> {
                 warmup_secs,
                 drain_secs,
                 connections,
+                roll_secs,
+                crash_at_secs,
+                resend_secs,
                 keep,
                 ..Default::default()
             };

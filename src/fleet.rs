@@ -54,6 +54,11 @@ pub struct FleetOptions {
     pub resend_secs: u64,
     /// The `vigil` executable that runs the aggregators (`vigil cloud`).
     pub exe: Option<PathBuf>,
+    /// Seconds between the aggregator's Parquet rolls (its default when unset).
+    pub roll_secs: Option<u64>,
+    /// Kill the aggregator (SIGKILL) this many seconds into the load and
+    /// start it again: what it receipted must still be stored, once.
+    pub crash_at_secs: Option<u64>,
     /// Keep the run's folder (store, configs, logs) here instead of a
     /// temporary one.
     pub keep: Option<PathBuf>,
@@ -75,6 +80,8 @@ impl Default for FleetOptions {
             window: 256,
             resend_secs: 30,
             exe: None,
+            roll_secs: None,
+            crash_at_secs: None,
             keep: None,
         }
     }
@@ -136,7 +143,7 @@ pub async fn run(opts: &FleetOptions) -> anyhow::Result<Report> {
         .ok_or_else(|| anyhow::anyhow!("mosquitto is not installed (apt install mosquitto)"))?;
     let port = broker.addr.port();
     let run = Run {
-        aggregator: cloud::Aggregator::start(&exe, &dir, "cloud-1", port).await?,
+        aggregator: cloud::Aggregator::start(&exe, &dir, "cloud-1", (port, opts.roll_secs)).await?,
         broker_pid: broker.pid(),
         totals: Arc::new(Totals::default()),
         bare: Arc::new(bare::Received::default()),
@@ -146,15 +153,28 @@ pub async fn run(opts: &FleetOptions) -> anyhow::Result<Report> {
     start_edges(opts, port, &run.totals, (&load, &stop));
 
     let bar = report::bar(opts.warmup_secs + opts.secs);
+    let mut run = run;
     let started = run.snapshot();
     let mut last = started.clone();
     let mut measured = None;
     let mut backlog_start = 0;
+    let mut replayed = None;
     for second in 1..=opts.warmup_secs + opts.secs {
         tokio::time::sleep_until(
             (started.at.unwrap_or_else(Instant::now) + Duration::from_secs(second)).into(),
         )
         .await;
+        if opts.crash_at_secs == Some(second) {
+            bar.println(format!(
+                "{second} s: killing the aggregator (SIGKILL) and starting it again"
+            ));
+            run.aggregator.crash_and_restart().await?;
+            let n = run
+                .aggregator
+                .metric("vigil_cloud_wal_replayed_total")
+                .await?;
+            replayed = Some(n as u64);
+        }
         let now = run.snapshot();
         bar.set_position(second);
         bar.set_message(report::progress(&last, &now));
@@ -180,17 +200,19 @@ pub async fn run(opts: &FleetOptions) -> anyhow::Result<Report> {
     let drained = drain(&run, opts.drain_secs).await;
     let peak_rss = peak_rss_mb(run.aggregator.pid()).unwrap_or(f64::NAN);
     stop.cancel();
-    let mut run = run;
     let stopped = run.aggregator.stop(120);
     let parquet = cloud::parquet_rows(&run.aggregator.data_dir.join("samples"))?;
-    Ok(Report::new(
-        opts,
-        (&begin, &end),
-        backlog_start,
-        latencies,
-        peak_rss,
-        (drained && stopped, parquet, &run.totals),
-    ))
+    Ok(Report {
+        replayed,
+        ..Report::new(
+            opts,
+            (&begin, &end),
+            backlog_start,
+            latencies,
+            peak_rss,
+            (drained && stopped, parquet, &run.totals),
+        )
+    })
 }
 
 /// Creates the edges, spread over the connections, their first batches

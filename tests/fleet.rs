@@ -50,3 +50,41 @@ async fn a_small_fleet_is_stored_exactly_once_and_kept_up_with() -> anyhow::Resu
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_loses_nothing_receipted_and_stores_nothing_twice() -> anyhow::Result<()> {
+    if !mosquitto_installed() {
+        assert!(!external_required(), "mosquitto is required");
+        eprintln!("skipped: mosquitto is not installed");
+        return Ok(());
+    }
+    // Rolls every 2 s, so the crash (SIGKILL at 7 s) finds rows rolled and
+    // checkpointed, rows in the log only, and messages not yet committed.
+    let opts = FleetOptions {
+        edges: 40,
+        series: 50,
+        secs: 8,
+        warmup_secs: 4,
+        drain_secs: 60,
+        connections: 4,
+        resend_secs: 3,
+        roll_secs: Some(2),
+        crash_at_secs: Some(7),
+        exe: Some(PathBuf::from(env!("CARGO_BIN_EXE_vigil"))),
+        ..Default::default()
+    };
+    let r = fleet::run(&opts).await?;
+    eprintln!("{r}");
+    assert!(r.drained, "{r}");
+    assert_eq!(r.rows, r.made, "{r}");
+    assert!(
+        r.resent > 0,
+        "the crash cost receipts, so edges sent again: {r}"
+    );
+    assert!(r.files > 2, "several rolls: {r}");
+    assert!(
+        r.replayed.is_some_and(|n| n > 0),
+        "rows came back from the log: {r}"
+    );
+    Ok(())
+}

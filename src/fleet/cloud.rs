@@ -1,7 +1,6 @@
-//! The aggregator under test: the real aggregator (`vigil cloud`, the
-//! same code as `vigil-cloud`) as its own process (so its CPU and memory are its own), with its
-//! store in the run's folder and training off; its figures are read from
-//! its `/metrics`.
+//! The aggregator under test: the real aggregator (`vigil cloud`, the same
+//! code as `vigil-cloud`) as its own process (so its CPU and memory are its
+//! own), with its store in the run's folder and training off.
 
 use anyhow::Context;
 use std::path::{Path, PathBuf};
@@ -15,12 +14,22 @@ pub struct Aggregator {
     pub url: String,
     /// Its store.
     pub data_dir: PathBuf,
+    /// How to start it again: the executable, its config and log files.
+    exe: PathBuf,
+    config: PathBuf,
+    log: PathBuf,
 }
 
 impl Aggregator {
     /// Starts aggregator `name` in `dir` on the broker at `port` by running
-    /// `vigil cloud` from `exe`, and waits until it serves `/healthz`.
-    pub async fn start(exe: &Path, dir: &Path, name: &str, port: u16) -> anyhow::Result<Self> {
+    /// `vigil cloud` from `exe`, rolling into Parquet every `roll_secs`
+    /// (the default when `None`), and waits until it serves `/healthz`.
+    pub async fn start(
+        exe: &Path,
+        dir: &Path,
+        name: &str,
+        (port, roll_secs): (u16, Option<u64>),
+    ) -> anyhow::Result<Self> {
         let listen = format!("127.0.0.1:{}", crate::broker::free_port()?);
         let mut cfg = vigil_cloud::CloudConfig {
             listen: listen.clone(),
@@ -30,53 +39,64 @@ impl Aggregator {
         cfg.mqtt.port = port;
         cfg.mqtt.client_id = format!("vigil-cloud-{name}");
         cfg.models.train_every_secs = 0;
-        let path = dir.join(format!("{name}.yaml"));
-        std::fs::write(&path, serde_yaml_ng::to_string(&cfg)?)?;
-        let log = std::fs::File::create(dir.join(format!("{name}.log")))?;
-        let child = Command::new(exe)
-            .arg("cloud")
-            .arg("--config")
-            .arg(&path)
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(log))
-            .spawn()
-            .with_context(|| format!("starting {} cloud", exe.display()))?;
+        cfg.roll_secs = roll_secs.unwrap_or(cfg.roll_secs);
+        let config = dir.join(format!("{name}.yaml"));
+        std::fs::write(&config, serde_yaml_ng::to_string(&cfg)?)?;
+        let log = dir.join(format!("{name}.log"));
+        let child = spawn(exe, &config, &log, false)?;
         let a = Self {
             child,
             url: format!("http://{listen}"),
             data_dir: cfg.data_dir,
+            exe: exe.to_path_buf(),
+            config,
+            log,
         };
+        a.ready().await?;
+        Ok(a)
+    }
+
+    async fn ready(&self) -> anyhow::Result<()> {
         let deadline = Instant::now() + Duration::from_secs(20);
-        while reqwest::get(format!("{}/healthz", a.url)).await.is_err() {
+        while reqwest::get(format!("{}/healthz", self.url)).await.is_err() {
             anyhow::ensure!(
                 Instant::now() < deadline,
                 "the aggregator did not serve {} within 20 s (see {})",
-                a.url,
-                dir.join(format!("{name}.log")).display()
+                self.url,
+                self.log.display()
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        Ok(a)
+        Ok(())
+    }
+
+    /// Kills it with SIGKILL (no chance to roll or commit) and starts it
+    /// again on the same config, as a supervisor would after a crash.
+    pub async fn crash_and_restart(&mut self) -> anyhow::Result<()> {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.child = spawn(&self.exe, &self.config, &self.log, true)?;
+        self.ready().await
     }
 
     /// Its process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
+}
 
-    /// The sum of every sample of `name` on its `/metrics` (0 when absent).
+impl Aggregator {
+    /// The value of the unlabelled metric `name` on its `/metrics`.
     pub async fn metric(&self, name: &str) -> anyhow::Result<f64> {
         let text = reqwest::get(format!("{}/metrics", self.url))
             .await?
             .text()
             .await?;
-        Ok(sum_of(&text, name))
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+            .with_context(|| format!("{name} is not on {}/metrics", self.url))
     }
-}
 
-impl Aggregator {
     /// Stops it as an operator would (SIGTERM: it rolls what it holds into
     /// Parquet), waiting at most `secs`; false if it had to be killed.
     pub fn stop(&mut self, secs: u64) -> bool {
@@ -97,21 +117,30 @@ impl Aggregator {
     }
 }
 
+fn spawn(exe: &Path, config: &Path, log: &Path, append: bool) -> anyhow::Result<Child> {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(append)
+        .write(true)
+        .truncate(!append)
+        .open(log)?;
+    Command::new(exe)
+        .arg("cloud")
+        .arg("--config")
+        .arg(config)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(log))
+        .spawn()
+        .with_context(|| format!("starting {} cloud", exe.display()))
+}
+
 impl Drop for Aggregator {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// The sum of every sample of `name` (any labels) in Prometheus text, or
-/// of one series when `name` carries its labels.
-pub fn sum_of(text: &str, name: &str) -> f64 {
-    text.lines()
-        .filter_map(|l| l.strip_prefix(name))
-        .filter(|rest| rest.starts_with(' ') || (rest.starts_with('{') && !name.contains('{')))
-        .filter_map(|rest| rest.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
 }
 
 /// Rows and files of the Parquet parts under `dir`, at any depth.
@@ -136,18 +165,4 @@ pub fn parquet_rows(dir: &Path) -> anyhow::Result<(u64, usize)> {
         }
     }
     Ok((rows, files))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sums_a_metric_over_its_labels() {
-        let text = "# HELP x y\nrows_total{table=\"a\"} 3\nrows_total{table=\"b\"} 4\nrows_totals 9\nrows 1\n";
-        assert_eq!(sum_of(text, "rows_total"), 7.0);
-        assert_eq!(sum_of(text, "rows_total{table=\"b\"}"), 4.0);
-        assert_eq!(sum_of(text, "rows"), 1.0);
-        assert_eq!(sum_of(text, "missing"), 0.0);
-    }
 }

@@ -57,6 +57,8 @@ pub struct Report {
     pub files: usize,
     /// Seconds of load (warm-up and window), for files per site and time.
     pub load_secs: u64,
+    /// After a crash: the messages the aggregator read back from its log.
+    pub replayed: Option<u64>,
 }
 
 impl Report {
@@ -105,6 +107,7 @@ impl Report {
             resent: totals.resent.load(Ordering::Relaxed),
             files,
             load_secs: opts.warmup_secs + opts.secs,
+            replayed: None,
         }
     }
 
@@ -151,7 +154,7 @@ impl std::fmt::Display for Report {
             self.backlog.1,
             if self.kept_up { "yes" } else { "no" }
         )?;
-        writeln!(
+        write!(
             f,
             "\nafter the load: {} (made {}, rows in Parquet {}, {} messages sent again); {} Parquet files of samples ({:.3} per site per 5 minutes)",
             match (self.drained, self.exactly_once()) {
@@ -164,7 +167,14 @@ impl std::fmt::Display for Report {
             self.resent,
             self.files,
             self.files_per_site_per_5_min()
-        )
+        )?;
+        if let Some(n) = self.replayed {
+            writeln!(
+                f,
+                "after the crash, the aggregator read back {n} messages from its log"
+            )?;
+        }
+        Ok(())
     }
 }
 
