@@ -35,6 +35,16 @@ enum Cmd {
         #[arg(long)]
         print_config: bool,
     },
+    /// Run an edge node alone, as `vigil-edge` does (the same config file;
+    /// `vigil bench edge-intake` starts its edge this way).
+    Edge {
+        /// Edge config file (YAML). Without it, defaults are used.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Print the effective configuration and exit.
+        #[arg(long)]
+        print_config: bool,
+    },
     /// Validate policy files and action catalogs; prints every problem with
     /// file and line and exits non-zero if there is any.
     Policy {
@@ -214,6 +224,28 @@ enum BenchCmd {
         #[arg(long)]
         json: Option<PathBuf>,
     },
+    /// Offer a real edge node (`vigil edge`, its own process) RATE samples a second from
+    /// simulated agents through a real Mosquitto, in batches of PER samples
+    /// at QoS 1 as vigil-agent sends them, and report what the edge took
+    /// beside the broker's own count of dropped messages ($SYS) and the
+    /// edge's count of batches that never arrived.
+    EdgeIntake {
+        /// Samples per second in all.
+        #[arg(long, default_value_t = 300_000)]
+        rate: u64,
+        /// Samples per message.
+        #[arg(long, default_value_t = 16)]
+        per: usize,
+        /// Hosts publishing.
+        #[arg(long, default_value_t = 100)]
+        hosts: usize,
+        /// Series in all.
+        #[arg(long, default_value_t = 10_000)]
+        series: usize,
+        /// Seconds measured, after 10 s of warm-up.
+        #[arg(long, default_value_t = 30)]
+        secs: u64,
+    },
     /// Start an embedded broker, a cloud and EDGES edge nodes in this
     /// process, publish a release to all of them, and time until every one
     /// scores with it.
@@ -387,6 +419,23 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Cmd::Model { command } => model(command),
+        Cmd::Edge {
+            config,
+            print_config,
+        } => {
+            use vigil_core::config::{exit_with, prepare};
+            vigil_core::telemetry::init_tracing("info");
+            let validate = vigil_edge::EdgeConfig::validate;
+            let Some(config) = prepare(config.as_deref(), validate, |_| {}, print_config) else {
+                return Ok(());
+            };
+            let policies = if config.policy.as_os_str().is_empty() {
+                vigil_edge::PolicySet::default()
+            } else {
+                vigil_edge::PolicySet::load(&config.policy).unwrap_or_else(|p| exit_with(&p))
+            };
+            vigil_edge::serve(config, policies).await
+        }
         Cmd::Cloud {
             config,
             print_config,
@@ -530,6 +579,22 @@ async fn bench(command: BenchCmd) -> anyhow::Result<()> {
             hidden,
             runs,
         } => crate::bench::rollout(edges, hidden, runs).await?,
+        BenchCmd::EdgeIntake {
+            rate,
+            per,
+            hosts,
+            series,
+            secs,
+        } => {
+            let o = crate::intake_bench::IntakeOptions {
+                rate,
+                per,
+                hosts,
+                series,
+                secs,
+            };
+            crate::intake_bench::run(o).await?
+        }
         BenchCmd::Spool {
             messages,
             batch,

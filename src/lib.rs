@@ -8,6 +8,7 @@ pub mod console;
 pub mod demo;
 pub mod eval;
 pub mod fleet;
+pub mod intake_bench;
 pub mod memory_bench;
 pub mod model_tool;
 pub mod mosquitto;

@@ -52,6 +52,21 @@ const RECENT_ANOMALIES: usize = 500;
 
 pub use crate::shared::{Info, Shared};
 
+/// Runs an edge node with `config` and `policies` until SIGINT or SIGTERM,
+/// with its own listener and metrics (`vigil-edge` and `vigil edge`).
+pub async fn serve(config: EdgeConfig, policies: crate::PolicySet) -> anyhow::Result<()> {
+    let listener = vigil_core::telemetry::bind(&config.listen).await?;
+    let metrics = EdgeMetrics::new()?;
+    run(
+        config,
+        policies,
+        listener,
+        metrics,
+        vigil_core::shutdown::on_signal(),
+    )
+    .await
+}
+
 /// Runs the edge node until `shutdown`. `listener` serves the API and metrics.
 pub async fn run(
     config: EdgeConfig,
@@ -67,8 +82,11 @@ pub async fn run(
     let shared = Arc::new(Shared::new(&config, audit, &detector, &policies));
 
     let spec = link_spec(&config);
-    // At most 256 messages and 16 MiB: the link waits for room beyond it.
-    let (mut role, inbox) = Role::start("edge", spec, (256, 16 << 20), metrics.link.clone())?;
+    // At most 32 MiB (and 65536 messages): room for a second of agents'
+    // batches at 300,000 samples/s while a tick scores, so the link keeps
+    // reading and the broker's queue for this edge (Mosquitto: 1000
+    // messages) never overflows. The link waits for room beyond it.
+    let (mut role, inbox) = Role::start("edge", spec, (65_536, 32 << 20), metrics.link.clone())?;
     let publisher = role.publisher.clone();
     let (out, out_task) = outbox(4096, publisher.clone(), metrics.link.clone());
     let spool_path = config.data_dir.join("uplink.redb");
@@ -100,6 +118,7 @@ pub async fn run(
     );
     let policy_watch = FileWatch::started_with(&config.policy);
     let (installs_tx, installs) = mpsc::channel(4);
+    let gaps = crate::gaps::Gaps::new(metrics.batches_missing.clone());
     let mut node = Node {
         config,
         shared,
@@ -121,6 +140,7 @@ pub async fn run(
         live: Liveness::default(),
         due: Default::default(),
         ratelog: Default::default(),
+        gaps,
         command_key,
         policy_problems: Vec::new(),
         snapshot,
@@ -249,6 +269,8 @@ struct Node {
     live: Liveness,
     /// Log lines about bad input, at most one per sender and kind a while.
     ratelog: vigil_core::ratelog::RateLog,
+    /// Agent batches that never arrived.
+    gaps: crate::gaps::Gaps,
     /// Signs every command (agents run only what a trusted edge signed).
     command_key: vigil_core::signing::SecretKey,
     /// Policy problems already warned about.

@@ -11,6 +11,7 @@ pub mod cache;
 pub mod config;
 pub mod edge;
 pub mod entity;
+pub mod gaps;
 pub mod ingest;
 pub mod liveness;
 pub mod metrics;
@@ -26,6 +27,6 @@ pub mod timing;
 pub mod uplink;
 
 pub use config::EdgeConfig;
-pub use edge::run;
+pub use edge::{run, serve};
 pub use metrics::EdgeMetrics;
 pub use policy::PolicySet;

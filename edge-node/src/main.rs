@@ -3,7 +3,7 @@
 use clap::Parser;
 use std::path::PathBuf;
 use vigil_core::config::{exit_with, prepare};
-use vigil_edge::{EdgeConfig, EdgeMetrics, PolicySet};
+use vigil_edge::{EdgeConfig, PolicySet};
 
 /// Vigil edge node: ingests agent metric batches and sensor readings for one
 /// site over MQTT, keeps a bounded per-series cache, scores every series each
@@ -49,8 +49,5 @@ async fn edge() -> anyhow::Result<()> {
     } else {
         PolicySet::load(&config.policy).unwrap_or_else(|p| exit_with(&p))
     };
-    let listener = vigil_core::telemetry::bind(&config.listen).await?;
-    let metrics = EdgeMetrics::new()?;
-    let shutdown = vigil_core::shutdown::on_signal();
-    vigil_edge::run(config, policies, listener, metrics, shutdown).await
+    vigil_edge::serve(config, policies).await
 }

@@ -33,6 +33,8 @@ pub struct EdgeMetrics {
     pub model: ModelMetrics,
     /// The uplink buffer and its delivery.
     pub uplink: UplinkMetrics,
+    /// Agent batches that never arrived ([`crate::gaps`]).
+    pub batches_missing: prometheus::IntCounter,
 }
 
 impl EdgeMetrics {
@@ -47,6 +49,7 @@ impl EdgeMetrics {
             remediation: RemediationMetrics::new(&registry)?,
             model: ModelMetrics::new(&registry)?,
             uplink: UplinkMetrics::new(&registry)?,
+            batches_missing: crate::gaps::counter(&registry)?,
             registry,
         })
     }

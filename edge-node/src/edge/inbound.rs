@@ -49,6 +49,12 @@ impl Node {
     /// onto the edge's clock by the envelope's send time.
     fn on_batch(&mut self, batch: MetricBatch, sent_ms: Option<i64>, now: i64) {
         self.metrics.link.count("metrics");
+        let missing = self.gaps.observe(&batch.host, batch.seq);
+        if missing > 0 {
+            if let Some(skipped) = self.ratelog.allow(&format!("missing {}", batch.host)) {
+                warn!(sender = %batch.host, missing, skipped, "Metric batches from this agent never arrived: the broker dropped them for this edge (its queue for the edge was full) or a connection was lost.");
+            }
+        }
         let timing = self.config.timing();
         let shift = timing.batch_shift(sent_ms, now);
         if shift != 0 {
