@@ -220,6 +220,14 @@ enum BenchCmd {
         /// Keep the run's folder (store, configs, logs) here.
         #[arg(long)]
         keep: Option<PathBuf>,
+        /// The aggregator's Parquet on S3 instead of its folder:
+        /// s3://bucket/prefix (the bucket must exist).
+        #[arg(long)]
+        store: Option<String>,
+        /// The S3 endpoint for --store (else AWS_ENDPOINT or AWS itself);
+        /// credentials and region come from the usual AWS variables.
+        #[arg(long)]
+        s3_endpoint: Option<String>,
         /// Also write the report as JSON here.
         #[arg(long)]
         json: Option<PathBuf>,
@@ -552,9 +560,17 @@ async fn bench(command: BenchCmd) -> anyhow::Result<()> {
             crash_at_secs,
             resend_secs,
             keep,
+            store,
+            s3_endpoint,
             json,
         } => {
+            let s3 = vigil_cloud::config::S3Settings {
+                endpoint: s3_endpoint,
+                ..Default::default()
+            };
             let opts = crate::fleet::FleetOptions {
+                store,
+                s3,
                 edges,
                 series,
                 rate,

@@ -62,6 +62,11 @@ pub struct FleetOptions {
     /// Keep the run's folder (store, configs, logs) here instead of a
     /// temporary one.
     pub keep: Option<PathBuf>,
+    /// The aggregator's Parquet on S3 (`s3://bucket/prefix`) instead of its
+    /// folder, reached with `s3`.
+    pub store: Option<String>,
+    /// How the aggregator reaches `store`.
+    pub s3: vigil_cloud::config::S3Settings,
 }
 
 impl Default for FleetOptions {
@@ -83,6 +88,8 @@ impl Default for FleetOptions {
             roll_secs: None,
             crash_at_secs: None,
             keep: None,
+            store: None,
+            s3: Default::default(),
         }
     }
 }
@@ -143,7 +150,7 @@ pub async fn run(opts: &FleetOptions) -> anyhow::Result<Report> {
         .ok_or_else(|| anyhow::anyhow!("mosquitto is not installed (apt install mosquitto)"))?;
     let port = broker.addr.port();
     let run = Run {
-        aggregator: cloud::Aggregator::start(&exe, &dir, "cloud-1", (port, opts.roll_secs)).await?,
+        aggregator: cloud::Aggregator::start(&exe, &dir, "cloud-1", port, opts).await?,
         broker_pid: broker.pid(),
         totals: Arc::new(Totals::default()),
         bare: Arc::new(bare::Received::default()),
@@ -199,11 +206,18 @@ pub async fn run(opts: &FleetOptions) -> anyhow::Result<Report> {
         .unwrap_or((None, None));
     let drained = drain(&run, opts.drain_secs).await;
     let peak_rss = peak_rss_mb(run.aggregator.pid()).unwrap_or(f64::NAN);
+    let failed_rolls = run
+        .aggregator
+        .metric("vigil_cloud_flush_errors_total")
+        .await
+        .ok()
+        .map(|n| n as u64);
     stop.cancel();
     let stopped = run.aggregator.stop(120);
-    let parquet = cloud::parquet_rows(&run.aggregator.data_dir.join("samples"))?;
+    let parquet = run.aggregator.parquet_rows(opts).await?;
     Ok(Report {
         replayed,
+        failed_rolls,
         ..Report::new(
             opts,
             (&begin, &end),

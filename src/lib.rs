@@ -12,6 +12,7 @@ pub mod intake_bench;
 pub mod memory_bench;
 pub mod model_tool;
 pub mod mosquitto;
+pub mod moto;
 pub mod policy_check;
 pub mod procstat;
 pub mod stack;

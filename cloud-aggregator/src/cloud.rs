@@ -14,7 +14,7 @@ use crate::metrics::CloudMetrics;
 use crate::receipts::Receipts;
 use crate::registry::Registry;
 use crate::shared::Shared;
-use crate::store::Store;
+use crate::store::{Sink, Store};
 use crate::wal::{self, Wal};
 use anyhow::Context;
 use durable::{Committed, Durable, Rolled};
@@ -50,6 +50,11 @@ pub async fn run(
     metrics: CloudMetrics,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    let sink = Arc::new(
+        Sink::open(config.store.as_deref(), &config.s3, &config.data_dir)
+            .map_err(anyhow::Error::msg)?,
+    );
+    sink.check().await.map_err(anyhow::Error::msg)?;
     let hub = Hub::open(
         config.models.clone(),
         &config.data_dir,
@@ -68,6 +73,7 @@ pub async fn run(
             hub: hub.clone(),
             jobs: jobs_tx,
             data_dir: config.data_dir.clone(),
+            sink: sink.clone(),
             training: Default::default(),
             metrics: metrics.lifecycle.clone(),
         }),
@@ -96,8 +102,9 @@ pub async fn run(
         &shutdown,
     );
 
-    let (store, receipts, durable, roll_id) = recover(&config, &metrics)?;
+    let (store, receipts, durable, roll_id) = recover(&config, &sink, &metrics)?;
     let mut agg = Aggregator {
+        sink,
         store,
         receipts,
         log: Vec::new(),
@@ -112,7 +119,7 @@ pub async fn run(
         metrics,
         config,
     };
-    info!(data_dir = %agg.config.data_dir.display(), "Cloud aggregator running.");
+    info!(data_dir = %agg.config.data_dir.display(), store = %agg.sink.describe(""), "Cloud aggregator running.");
     let ran = agg.run(inbox, shutdown).await;
     agg.finish().await;
     role.drain().await;
@@ -124,6 +131,7 @@ pub async fn run(
 /// receipts, the log (on a new segment) and the buffer's roll id.
 fn recover(
     config: &CloudConfig,
+    sink: &Arc<Sink>,
     metrics: &CloudMetrics,
 ) -> anyhow::Result<(Store, Receipts, Durable, u64)> {
     let checkpoint_path = config.data_dir.join("uplink-receipts.json");
@@ -136,7 +144,7 @@ fn recover(
     // Left by a stop between a checkpoint and the deletion it allows.
     Wal::remove_below(&wal_dir, from)
         .with_context(|| format!("clearing rolled log segments in {}", wal_dir.display()))?;
-    let mut store = Store::new(&config.data_dir);
+    let mut store = Store::on(sink.clone());
     let max = config.max_message_bytes;
     let mut rows = 0u64;
     let replayed = wal::replay(&wal_dir, from, |topic, payload| {
@@ -164,6 +172,8 @@ fn recover(
 }
 
 struct Aggregator {
+    /// Where rolls go.
+    sink: Arc<Sink>,
     /// Rows taken since the last roll began.
     store: Store,
     receipts: Receipts,

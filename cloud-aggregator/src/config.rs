@@ -12,8 +12,14 @@ pub struct CloudConfig {
     pub mqtt: MqttSettings,
     /// Address for the HTTP API, `/metrics` and `/healthz`.
     pub listen: String,
-    /// Root of the Parquet store.
+    /// The aggregator's own state (write-ahead log, receipts, models) and,
+    /// unless `store` says otherwise, the Parquet store.
     pub data_dir: PathBuf,
+    /// Parquet on S3-compatible object storage instead of `data_dir`:
+    /// `s3://bucket/prefix`. Reached with `s3` and the usual AWS variables.
+    pub store: Option<String>,
+    /// How to reach the `store` bucket.
+    pub s3: S3Settings,
     /// Milliseconds between group commits of the write-ahead log: every
     /// message taken since the last one is made durable with one fsync,
     /// then receipted.
@@ -45,6 +51,8 @@ impl Default for CloudConfig {
             mqtt: MqttSettings::default(),
             listen: "127.0.0.1:9103".into(),
             data_dir: PathBuf::from("vigil-data/cloud"),
+            store: None,
+            s3: S3Settings::default(),
             commit_ms: 200,
             roll_secs: 300,
             roll_bytes: 128 << 20,
@@ -53,6 +61,59 @@ impl Default for CloudConfig {
             recent: 1000,
             api_token: None,
             models: crate::lifecycle::ModelsConfig::default(),
+        }
+    }
+}
+
+/// How to reach an S3-compatible object store. Unset fields come from the
+/// usual AWS variables (`AWS_ENDPOINT`, `AWS_REGION`, `AWS_ACCESS_KEY_ID`,
+/// `AWS_SECRET_ACCESS_KEY`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct S3Settings {
+    /// Endpoint URL for a server other than AWS (MinIO, Ceph, moto), e.g.
+    /// `http://127.0.0.1:9000`; plain http is allowed only when it says so.
+    pub endpoint: Option<String>,
+    /// Region, e.g. `us-east-1`.
+    pub region: Option<String>,
+    /// Access key id.
+    pub access_key_id: Option<String>,
+    /// Secret access key.
+    pub secret_access_key: Option<String>,
+    /// Seconds one request may take before it fails (and its roll is tried
+    /// again later).
+    pub timeout_secs: u64,
+}
+
+impl Default for S3Settings {
+    fn default() -> Self {
+        Self {
+            endpoint: None,
+            region: None,
+            access_key_id: None,
+            secret_access_key: None,
+            timeout_secs: 10,
+        }
+    }
+}
+
+impl S3Settings {
+    fn validate(&self, e: &mut Vec<String>) {
+        if let Some(ep) = &self.endpoint {
+            if !(ep.starts_with("http://") || ep.starts_with("https://")) {
+                e.push(format!(
+                    "s3.endpoint: {ep:?} is not an http:// or https:// URL"
+                ));
+            }
+        }
+        if self.access_key_id.is_some() != self.secret_access_key.is_some() {
+            e.push("s3: access_key_id and secret_access_key go together".into());
+        }
+        if !(1..=300).contains(&self.timeout_secs) {
+            e.push(format!(
+                "s3.timeout_secs: {} is outside 1..=300",
+                self.timeout_secs
+            ));
         }
     }
 }
@@ -68,6 +129,15 @@ impl CloudConfig {
                 self.listen
             ));
         }
+        if let Some(url) = &self.store {
+            let bucket = url
+                .strip_prefix("s3://")
+                .map(|r| r.split('/').next().unwrap_or(""));
+            if bucket.is_none_or(str::is_empty) {
+                e.push(format!("store: {url:?} is not s3://bucket/prefix"));
+            }
+        }
+        self.s3.validate(&mut e);
         if !(1..=10_000).contains(&self.commit_ms) {
             e.push(format!(
                 "commit_ms: {} is outside 1..=10000",
@@ -127,8 +197,14 @@ mod tests {
             roll_bytes: 5,
             node_ttl_secs: 0,
             max_message_bytes: 1 << 30,
+            store: Some("s3:///x".into()),
+            s3: S3Settings {
+                endpoint: Some("127.0.0.1:9000".into()),
+                access_key_id: Some("k".into()),
+                ..Default::default()
+            },
             ..Default::default()
         };
-        assert_eq!(c.validate().len(), 6, "{:?}", c.validate());
+        assert_eq!(c.validate().len(), 9, "{:?}", c.validate());
     }
 }

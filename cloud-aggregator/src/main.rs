@@ -55,7 +55,7 @@ async fn main() -> anyhow::Result<()> {
     };
     if let Some(Cmd::Train { out }) = args.command {
         return tokio::task::spawn_blocking(move || {
-            vigil_cloud::lifecycle::cli::train(&config.models, &config.data_dir, out)
+            vigil_cloud::lifecycle::cli::train(&config, out)
         })
         .await?;
     }

@@ -5,16 +5,20 @@
 //! files stay large however many sites send. A roll's parts are named by
 //! the roll alone, so writing a roll again (after a crash, from the
 //! write-ahead log) replaces its parts instead of adding rows twice.
-//! Flushing is blocking file I/O; callers run it on a blocking thread.
+//! The parts go to the local disk or an S3 bucket ([`Sink`]). Flushing is
+//! blocking I/O; callers run it on a blocking thread.
 
 mod rows;
 mod samples;
+pub mod sink;
 
 use polars::prelude::*;
 use rows::Rows;
 use samples::SampleRows;
+pub use sink::Sink;
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
+use std::sync::Arc;
 use vigil_core::message::{shares_text, AnomalyEvent, AuditRecord, ScoredSample};
 
 /// One sample as buffered: (entity, metric, Unix ms, value, score).
@@ -44,7 +48,7 @@ impl Table {
 
 /// Buffers and writes the fleet's data.
 pub struct Store {
-    root: PathBuf,
+    sink: Arc<Sink>,
     /// Samples by hour.
     samples: BTreeMap<String, SampleRows>,
     /// Anomalies and audit records by table and hour.
@@ -58,8 +62,8 @@ pub struct Store {
 pub struct Flushed {
     /// Rows per table.
     pub rows: BTreeMap<&'static str, u64>,
-    /// Files written.
-    pub files: Vec<PathBuf>,
+    /// Parts written (paths, or URLs on S3).
+    pub files: Vec<String>,
     /// Errors (their rows stay buffered for the next flush).
     pub errors: Vec<String>,
 }
@@ -70,10 +74,15 @@ pub fn hour_of(ts_ms: i64) -> String {
 }
 
 impl Store {
-    /// A store rooted at `root` (created on first flush).
+    /// A store rooted at the local folder `root` (created on first flush).
     pub fn new(root: &Path) -> Self {
+        Self::on(Arc::new(Sink::Local(root.to_path_buf())))
+    }
+
+    /// A store writing to `sink`.
+    pub fn on(sink: Arc<Sink>) -> Self {
         Self {
-            root: root.to_path_buf(),
+            sink,
             samples: BTreeMap::new(),
             other: BTreeMap::new(),
             last_hour: None,
@@ -183,31 +192,29 @@ impl Store {
     /// names (with whatever joins them).
     pub fn flush(&mut self, roll: u64) -> Flushed {
         let mut out = Flushed::default();
-        let path = |table: Table, hour: &str| {
-            self.root
-                .join(table.name())
-                .join(format!("hour={hour}"))
-                .join(format!("part-{roll:013}.parquet"))
+        let key = |table: Table, hour: &str| {
+            format!("{}/hour={hour}/part-{roll:013}.parquet", table.name())
         };
-        let mut done = |table: Table, path: PathBuf, rows: usize, r: Result<(), String>| match r {
+        let sink = &self.sink;
+        let mut done = |table: Table, key: String, rows: usize, r: Result<(), String>| match r {
             Ok(()) => {
                 *out.rows.entry(table.name()).or_default() += rows as u64;
-                out.files.push(path);
+                out.files.push(sink.describe(&key));
             }
-            Err(e) => out.errors.push(format!("{}: {e}", path.display())),
+            Err(e) => out.errors.push(format!("{}: {e}", sink.describe(&key))),
         };
         for (hour, rows) in &self.samples {
-            let p = path(Table::Samples, hour);
-            let r = write(&p, |w| rows.write(w));
-            done(Table::Samples, p, rows.len(), r);
+            let k = key(Table::Samples, hour);
+            let r = write(sink, &k, |w| rows.write(w));
+            done(Table::Samples, k, rows.len(), r);
         }
         for ((table, hour), rows) in &self.other {
-            let p = path(*table, hour);
-            let r = write(&p, |w| {
+            let k = key(*table, hour);
+            let r = write(sink, &k, |w| {
                 let mut df = rows.frame()?;
                 ParquetWriter::new(w).finish(&mut df).map(|_| ())
             });
-            done(*table, p, rows.len, r);
+            done(*table, k, rows.len, r);
         }
         if out.errors.is_empty() {
             self.samples.clear();
@@ -220,15 +227,21 @@ impl Store {
     }
 }
 
-/// Written beside, fsynced, renamed, the folder fsynced: a reader never
-/// sees half a file, and the rows are on disk before the roll is
-/// checkpointed and its log segments go.
+/// Locally written beside, fsynced, renamed, the folder fsynced; on S3 one
+/// PUT of the whole part: a reader never sees half a part, and the rows are
+/// stored before the roll is checkpointed and its log segments go.
 fn write(
-    path: &Path,
-    parquet: impl FnOnce(&mut std::io::BufWriter<&mut std::fs::File>) -> PolarsResult<()>,
+    sink: &Sink,
+    key: &str,
+    parquet: impl FnOnce(&mut dyn std::io::Write) -> PolarsResult<()>,
 ) -> Result<(), String> {
     use std::io::Write as _;
-    vigil_core::file::write_atomic_with(path, |f| {
+    let Some(path) = sink.local_path(key) else {
+        let mut bytes = Vec::new();
+        parquet(&mut bytes).map_err(|e| e.to_string())?;
+        return sink.put(key, bytes);
+    };
+    vigil_core::file::write_atomic_with(&path, |f| {
         let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
         parquet(&mut w).map_err(std::io::Error::other)?;
         w.flush()

@@ -22,13 +22,15 @@ pub struct Aggregator {
 
 impl Aggregator {
     /// Starts aggregator `name` in `dir` on the broker at `port` by running
-    /// `vigil cloud` from `exe`, rolling into Parquet every `roll_secs`
-    /// (the default when `None`), and waits until it serves `/healthz`.
+    /// `vigil cloud` from `exe`, rolling into Parquet every `opts.roll_secs`
+    /// (the default when `None`) into `opts.store` (its folder when `None`),
+    /// and waits until it serves `/healthz`.
     pub async fn start(
         exe: &Path,
         dir: &Path,
         name: &str,
-        (port, roll_secs): (u16, Option<u64>),
+        port: u16,
+        opts: &super::FleetOptions,
     ) -> anyhow::Result<Self> {
         let listen = format!("127.0.0.1:{}", crate::broker::free_port()?);
         let mut cfg = vigil_cloud::CloudConfig {
@@ -39,7 +41,9 @@ impl Aggregator {
         cfg.mqtt.port = port;
         cfg.mqtt.client_id = format!("vigil-cloud-{name}");
         cfg.models.train_every_secs = 0;
-        cfg.roll_secs = roll_secs.unwrap_or(cfg.roll_secs);
+        cfg.roll_secs = opts.roll_secs.unwrap_or(cfg.roll_secs);
+        cfg.store = opts.store.clone();
+        cfg.s3 = opts.s3.clone();
         let config = dir.join(format!("{name}.yaml"));
         std::fs::write(&config, serde_yaml_ng::to_string(&cfg)?)?;
         let log = dir.join(format!("{name}.log"));
@@ -140,6 +144,20 @@ impl Drop for Aggregator {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+impl Aggregator {
+    /// Rows and files of the samples it stored: in its folder, or fetched
+    /// from the bucket into a folder beside it.
+    pub async fn parquet_rows(&self, opts: &super::FleetOptions) -> anyhow::Result<(u64, usize)> {
+        let sink = vigil_cloud::store::Sink::open(opts.store.as_deref(), &opts.s3, &self.data_dir)
+            .map_err(anyhow::Error::msg)?;
+        let mirror = self.data_dir.with_extension("mirror");
+        let root = tokio::task::spawn_blocking(move || sink.readable(&mirror))
+            .await?
+            .map_err(anyhow::Error::msg)?;
+        parquet_rows(&root.join("samples"))
     }
 }
 

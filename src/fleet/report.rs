@@ -59,6 +59,9 @@ pub struct Report {
     pub load_secs: u64,
     /// After a crash: the messages the aggregator read back from its log.
     pub replayed: Option<u64>,
+    /// Parquet rolls that failed (and were written later), e.g. in a store
+    /// outage.
+    pub failed_rolls: Option<u64>,
 }
 
 impl Report {
@@ -108,6 +111,7 @@ impl Report {
             files,
             load_secs: opts.warmup_secs + opts.secs,
             replayed: None,
+            failed_rolls: None,
         }
     }
 
@@ -169,9 +173,15 @@ impl std::fmt::Display for Report {
             self.files_per_site_per_5_min()
         )?;
         if let Some(n) = self.replayed {
-            writeln!(
+            write!(
                 f,
-                "after the crash, the aggregator read back {n} messages from its log"
+                "\nafter the crash, the aggregator read back {n} messages from its log"
+            )?;
+        }
+        if let Some(n) = self.failed_rolls.filter(|n| *n > 0) {
+            write!(
+                f,
+                "\n{n} Parquet rolls failed and were written later (their rows stayed in the log)"
             )?;
         }
         Ok(())

@@ -78,7 +78,7 @@ impl Aggregator {
             // the next one. Everything admitted so far is in this roll.
             let next = wal.lock().map_or(0, |w| w.segment() + 1);
             Roll {
-                store: std::mem::replace(&mut self.store, Store::new(&self.config.data_dir)),
+                store: std::mem::replace(&mut self.store, Store::on(self.sink.clone())),
                 id: self.roll_id,
                 checkpoint: self.receipts.checkpoint(next),
             }
@@ -202,7 +202,7 @@ impl Aggregator {
                 let mut store = r.roll.store;
                 store.absorb(std::mem::replace(
                     &mut self.store,
-                    Store::new(&self.config.data_dir),
+                    Store::on(self.sink.clone()),
                 ));
                 self.store = store;
             }

@@ -3,15 +3,24 @@
 
 use super::train;
 use super::Hub;
-use super::{LifecycleMetrics, ModelsConfig};
+use super::LifecycleMetrics;
+use crate::config::CloudConfig;
+use crate::store::Sink;
 use indicatif::{ProgressBar, ProgressStyle};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use vigil_core::clock::now_ms;
 use vigil_models::bundle::Bundle;
 use vigil_models::signing::SecretKey;
 
-/// Trains, judges and (when the gate passes) writes the bundle.
-pub fn train(models: &ModelsConfig, data_dir: &Path, out: Option<PathBuf>) -> anyhow::Result<()> {
+/// Trains on the store `config` names, judges and (when the gate passes)
+/// writes the bundle.
+pub fn train(config: &CloudConfig, out: Option<PathBuf>) -> anyhow::Result<()> {
+    let (models, data_dir) = (&config.models, config.data_dir.as_path());
+    let sink =
+        Sink::open(config.store.as_deref(), &config.s3, data_dir).map_err(anyhow::Error::msg)?;
+    let root = sink
+        .readable(&data_dir.join(super::runner::MIRROR))
+        .map_err(anyhow::Error::msg)?;
     let metrics = LifecycleMetrics::new(&prometheus::Registry::new())?;
     let mut hub = Hub::open(models.clone(), data_dir, metrics)?;
     let base = hub.stable_detector()?;
@@ -23,7 +32,7 @@ pub fn train(models: &ModelsConfig, data_dir: &Path, out: Option<PathBuf>) -> an
     );
     let mut state = String::new();
     let t = train::run(
-        data_dir,
+        &root,
         &models.train,
         (&base, base_entities.as_ref()),
         now_ms(),

@@ -8,6 +8,7 @@ use super::server::Job;
 use super::train;
 use super::LifecycleMetrics;
 use crate::registry::Registry;
+use crate::store::Sink;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -16,14 +17,19 @@ use tracing::{info, warn};
 use vigil_core::clock::now_ms;
 use vigil_models::bundle::Bundle;
 
+/// Where a store on S3 is mirrored for training, under the data folder.
+pub const MIRROR: &str = "store-mirror";
+
 /// What the model lifecycle needs from the rest of the aggregator.
 pub struct Lifecycle {
     /// Releases and rollout.
     pub hub: Arc<Mutex<Hub>>,
     /// Work for the release server.
     pub jobs: mpsc::Sender<Job>,
-    /// Root of the Parquet store.
+    /// The aggregator's folder (a store on S3 is mirrored under it).
     pub data_dir: PathBuf,
+    /// Where the Parquet store is.
+    pub sink: Arc<Sink>,
     /// Set while a training run is going.
     pub training: AtomicBool,
     /// Metrics.
@@ -70,13 +76,13 @@ impl Lifecycle {
             Err(e) => return self.failed(now, &e.to_string()),
         };
         let (base, base_entities) = base;
-        let result = train::run(
-            &self.data_dir,
-            &cfg,
-            (&base, base_entities.as_ref()),
-            now,
-            |p| self.set_progress(p),
-        );
+        let root = match self.sink.readable(&self.data_dir.join(MIRROR)) {
+            Ok(root) => root,
+            Err(e) => return self.failed(now, &format!("reading the store: {e}")),
+        };
+        let result = train::run(&root, &cfg, (&base, base_entities.as_ref()), now, |p| {
+            self.set_progress(p)
+        });
         let t = match result {
             Ok(t) => t,
             Err(e) => return self.failed(now, &e.to_string()),
