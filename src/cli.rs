@@ -224,6 +224,15 @@ enum BenchCmd {
         /// s3://bucket/prefix (the bucket must exist).
         #[arg(long)]
         store: Option<String>,
+        /// Aggregators sharing the fleet through etcd (a cluster when more
+        /// than one; with --crash-at-secs, cloud-1 is killed for good and
+        /// the others take its sites).
+        #[arg(long, default_value_t = 1)]
+        aggregators: usize,
+        /// etcd's endpoint for --aggregators above 1 (default: start a
+        /// local etcd; apt install etcd-server).
+        #[arg(long)]
+        etcd: Option<String>,
         /// The S3 endpoint for --store (else AWS_ENDPOINT or AWS itself);
         /// credentials and region come from the usual AWS variables.
         #[arg(long)]
@@ -562,6 +571,8 @@ async fn bench(command: BenchCmd) -> anyhow::Result<()> {
             keep,
             store,
             s3_endpoint,
+            aggregators,
+            etcd,
             json,
         } => {
             let s3 = vigil_cloud::config::S3Settings {
@@ -571,6 +582,8 @@ async fn bench(command: BenchCmd) -> anyhow::Result<()> {
             let opts = crate::fleet::FleetOptions {
                 store,
                 s3,
+                aggregators,
+                etcd,
                 edges,
                 series,
                 rate,

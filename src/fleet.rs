@@ -67,6 +67,18 @@ pub struct FleetOptions {
     pub store: Option<String>,
     /// How the aggregator reaches `store`.
     pub s3: vigil_cloud::config::S3Settings,
+    /// Aggregators sharing the fleet; more than one form a cluster through
+    /// etcd (`etcd`, or one started for the run).
+    pub aggregators: usize,
+    /// etcd's endpoint for a cluster (default: start a local etcd).
+    pub etcd: Option<String>,
+    /// The cluster's lease, seconds.
+    pub lease_ttl_secs: u64,
+    /// Stop the run's etcd this many seconds into the load, and start it
+    /// again `etcd_outage_secs` later: members must keep serving their sites.
+    pub etcd_outage_at_secs: Option<u64>,
+    /// How long the etcd outage lasts.
+    pub etcd_outage_secs: u64,
 }
 
 impl Default for FleetOptions {
@@ -90,6 +102,11 @@ impl Default for FleetOptions {
             keep: None,
             store: None,
             s3: Default::default(),
+            aggregators: 1,
+            etcd: None,
+            lease_ttl_secs: 10,
+            etcd_outage_at_secs: None,
+            etcd_outage_secs: 20,
         }
     }
 }
@@ -106,13 +123,28 @@ struct Snapshot {
 }
 
 struct Run {
-    aggregator: cloud::Aggregator,
+    aggregators: Vec<cloud::Aggregator>,
+    /// Each aggregator's CPU seconds when last read (a killed one's stays).
+    last_cpu: std::sync::Mutex<Vec<f64>>,
     broker_pid: u32,
     totals: Arc<Totals>,
     bare: Arc<bare::Received>,
 }
 
 impl Run {
+    fn aggregators_cpu(&self) -> f64 {
+        let Ok(mut last) = self.last_cpu.lock() else {
+            return f64::NAN;
+        };
+        last.resize(self.aggregators.len(), 0.0);
+        for (a, l) in self.aggregators.iter().zip(last.iter_mut()) {
+            if let Some(c) = cpu_secs(a.pid()).filter(|c| c.is_finite()) {
+                *l = c;
+            }
+        }
+        last.iter().sum()
+    }
+
     fn snapshot(&self) -> Snapshot {
         let cpu = |pid| cpu_secs(pid).unwrap_or(f64::NAN);
         Snapshot {
@@ -122,7 +154,7 @@ impl Run {
             bare_messages: self.bare.messages.load(Ordering::Relaxed),
             bare_bytes: self.bare.bytes.load(Ordering::Relaxed),
             cpu: [
-                cpu(self.aggregator.pid()),
+                self.aggregators_cpu(),
                 cpu(self.broker_pid),
                 cpu(std::process::id()),
             ],
@@ -149,8 +181,16 @@ pub async fn run(opts: &FleetOptions) -> anyhow::Result<Report> {
     let broker = crate::mosquitto::Mosquitto::start_with("allow_anonymous true\nsys_interval 1\n")?
         .ok_or_else(|| anyhow::anyhow!("mosquitto is not installed (apt install mosquitto)"))?;
     let port = broker.addr.port();
+    let (mut etcd_server, cluster) = cluster(opts).await?;
+    let mut aggregators = Vec::new();
+    for i in 1..=opts.aggregators.max(1) {
+        let name = format!("cloud-{i}");
+        let cluster = cluster.as_ref().map(|e| (e.as_str(), opts.lease_ttl_secs));
+        aggregators.push(cloud::Aggregator::start(&exe, &dir, &name, port, opts, cluster).await?);
+    }
     let run = Run {
-        aggregator: cloud::Aggregator::start(&exe, &dir, "cloud-1", port, opts).await?,
+        aggregators,
+        last_cpu: Default::default(),
         broker_pid: broker.pid(),
         totals: Arc::new(Totals::default()),
         bare: Arc::new(bare::Received::default()),
@@ -166,21 +206,61 @@ pub async fn run(opts: &FleetOptions) -> anyhow::Result<Report> {
     let mut measured = None;
     let mut backlog_start = 0;
     let mut replayed = None;
+    let takeover = Arc::new(std::sync::Mutex::new(None));
+    let mut owners_at_crash = Vec::new();
+    let mut etcd_up_in_outage = Vec::new();
+    let outage = opts
+        .etcd_outage_at_secs
+        .map(|at| (at, at + opts.etcd_outage_secs.max(2)));
     for second in 1..=opts.warmup_secs + opts.secs {
         tokio::time::sleep_until(
             (started.at.unwrap_or_else(Instant::now) + Duration::from_secs(second)).into(),
         )
         .await;
         if opts.crash_at_secs == Some(second) {
-            bar.println(format!(
-                "{second} s: killing the aggregator (SIGKILL) and starting it again"
-            ));
-            run.aggregator.crash_and_restart().await?;
-            let n = run
-                .aggregator
-                .metric("vigil_cloud_wal_replayed_total")
-                .await?;
-            replayed = Some(n as u64);
+            match &cluster {
+                // In a cluster the others take its sites: it stays dead.
+                Some(etcd) => {
+                    owners_at_crash = cloud::owners(etcd).await;
+                    bar.println(format!("{second} s: killing cloud-1 (SIGKILL)"));
+                    run.aggregators[0].kill();
+                    let watch = cloud::takeover(etcd.clone(), "cloud-1", opts.edges);
+                    let takeover = takeover.clone();
+                    tokio::spawn(async move {
+                        let t = watch.await;
+                        if let Ok(mut slot) = takeover.lock() {
+                            *slot = t;
+                        }
+                    });
+                }
+                None => {
+                    bar.println(format!(
+                        "{second} s: killing the aggregator (SIGKILL) and starting it again"
+                    ));
+                    let a = &mut run.aggregators[0];
+                    a.crash_and_restart().await?;
+                    let n = a.metric("vigil_cloud_wal_replayed_total").await?;
+                    replayed = Some(n as u64);
+                }
+            }
+        }
+        if let (Some((from, to)), Some(e)) = (outage, &mut etcd_server) {
+            if second == from {
+                bar.println(format!("{second} s: stopping etcd for {} s", to - from));
+                e.stop();
+            }
+            if second + 1 == to {
+                // Past the lease: every live member has seen etcd gone.
+                for a in &run.aggregators {
+                    if let Ok(up) = a.metric("vigil_cloud_cluster_etcd_up").await {
+                        etcd_up_in_outage.push((a.name.clone(), up == 1.0));
+                    }
+                }
+            }
+            if second == to {
+                bar.println(format!("{second} s: starting etcd again"));
+                e.start_again().await?;
+            }
         }
         let now = run.snapshot();
         bar.set_position(second);
@@ -205,19 +285,35 @@ pub async fn run(opts: &FleetOptions) -> anyhow::Result<Report> {
         .map(|l| (l.quantile(0.5), l.quantile(0.99)))
         .unwrap_or((None, None));
     let drained = drain(&run, opts.drain_secs).await;
-    let peak_rss = peak_rss_mb(run.aggregator.pid()).unwrap_or(f64::NAN);
-    let failed_rolls = run
-        .aggregator
-        .metric("vigil_cloud_flush_errors_total")
-        .await
-        .ok()
-        .map(|n| n as u64);
+    let peak_rss = run
+        .aggregators
+        .iter()
+        .filter_map(|a| peak_rss_mb(a.pid()))
+        .fold(f64::NAN, f64::max);
+    let mut failed_rolls = None;
+    let mut leaders = Vec::new();
+    for a in &run.aggregators {
+        if let Ok(n) = a.metric("vigil_cloud_flush_errors_total").await {
+            *failed_rolls.get_or_insert(0) += n as u64;
+        }
+        if let Ok(l) = a.metric("vigil_cloud_cluster_leader").await {
+            leaders.push((a.name.clone(), l == 1.0));
+        }
+    }
     stop.cancel();
-    let stopped = run.aggregator.stop(120);
-    let parquet = run.aggregator.parquet_rows(opts).await?;
+    let mut stopped = true;
+    for a in &mut run.aggregators {
+        stopped &= a.stop(120) || a.killed;
+    }
+    let parquet = run.aggregators[0].parquet_rows(opts).await?;
+    let takeover_s = takeover.lock().ok().and_then(|t| *t);
     Ok(Report {
         replayed,
         failed_rolls,
+        takeover_s,
+        leaders,
+        owners_at_crash,
+        etcd_up_in_outage,
         ..Report::new(
             opts,
             (&begin, &end),
@@ -227,6 +323,23 @@ pub async fn run(opts: &FleetOptions) -> anyhow::Result<Report> {
             (drained && stopped, parquet, &run.totals),
         )
     })
+}
+
+/// The etcd endpoint of a cluster run (and the etcd started for it).
+async fn cluster(
+    opts: &FleetOptions,
+) -> anyhow::Result<(Option<crate::etcd::EtcdServer>, Option<String>)> {
+    if opts.aggregators <= 1 {
+        return Ok((None, None));
+    }
+    if let Some(e) = &opts.etcd {
+        return Ok((None, Some(e.clone())));
+    }
+    let etcd = crate::etcd::EtcdServer::start().await?.ok_or_else(|| {
+        anyhow::anyhow!("etcd is not installed (apt install etcd-server), or pass --etcd")
+    })?;
+    let endpoint = etcd.endpoint.clone();
+    Ok((Some(etcd), Some(endpoint)))
 }
 
 /// Creates the edges, spread over the connections, their first batches

@@ -6,6 +6,7 @@ pub mod broker;
 pub mod cli;
 pub mod console;
 pub mod demo;
+pub mod etcd;
 pub mod eval;
 pub mod fleet;
 pub mod intake_bench;

@@ -85,12 +85,7 @@ impl Moto {
     }
 
     fn signal(&self, sig: &str) -> anyhow::Result<()> {
-        let s = Command::new("kill")
-            .arg(sig)
-            .arg(self.child.id().to_string())
-            .status()?;
-        anyhow::ensure!(s.success(), "kill {sig} moto_server failed");
-        Ok(())
+        crate::procstat::signal(self.child.id(), sig)
     }
 }
 

@@ -57,3 +57,13 @@ mod tests {
         assert_eq!(rss_mb(u32::MAX), None);
     }
 }
+
+/// Sends `sig` (as `kill` takes it, e.g. `-STOP`) to process `pid`.
+pub fn signal(pid: u32, sig: &str) -> anyhow::Result<()> {
+    let s = std::process::Command::new("kill")
+        .arg(sig)
+        .arg(pid.to_string())
+        .status()?;
+    anyhow::ensure!(s.success(), "kill {sig} {pid} failed");
+    Ok(())
+}

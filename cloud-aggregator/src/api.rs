@@ -121,8 +121,19 @@ async fn audit(
     Json(list)
 }
 
+/// A write refused: without the token, or (in a cluster) on a member that
+/// does not lead, which names the one that does.
 fn refused(s: &Shared, headers: &HeaderMap) -> Option<Response> {
-    vigil_core::telemetry::unauthorized(s.api_token.as_deref(), headers)
+    vigil_core::telemetry::unauthorized(s.api_token.as_deref(), headers).or_else(|| {
+        let l = &s.models.leadership;
+        (!l.leads()).then(|| {
+            let msg = format!(
+                "this aggregator does not lead the cluster; send model writes to the leader: {}\n",
+                l.leader()
+            );
+            (StatusCode::MISDIRECTED_REQUEST, msg).into_response()
+        })
+    })
 }
 
 async fn models(State(s): State<Arc<Shared>>) -> Response {

@@ -5,9 +5,11 @@
 //! it reads back the log the last run left, and on shutdown it rolls what it
 //! holds.
 
+mod adopt;
 mod durable;
 mod intake;
 
+use crate::cluster::{self, Board, Leadership, Order};
 use crate::config::CloudConfig;
 use crate::lifecycle::{server, Hub, Lifecycle};
 use crate::metrics::CloudMetrics;
@@ -18,7 +20,8 @@ use crate::store::{Sink, Store};
 use crate::wal::{self, Wal};
 use anyhow::Context;
 use durable::{Committed, Durable, Rolled};
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -55,6 +58,23 @@ pub async fn run(
             .map_err(anyhow::Error::msg)?,
     );
     sink.check().await.map_err(anyhow::Error::msg)?;
+    let clustered = config.cluster.enabled();
+    let member = match clustered {
+        true => {
+            let url = format!("http://{}", listener.local_addr()?);
+            Some(cluster::join(&config.cluster, &config.data_dir, &url, &shutdown).await?)
+        }
+        false => None,
+    };
+    let (leadership, state_dir, tag) = match &member {
+        Some(m) => (
+            Leadership::member(),
+            cluster::member_dir(&config.data_dir, m.name()),
+            m.name().to_string(),
+        ),
+        None => (Leadership::alone(), config.data_dir.clone(), String::new()),
+    };
+    let leadership = Arc::new(leadership);
     let hub = Hub::open(
         config.models.clone(),
         &config.data_dir,
@@ -74,6 +94,7 @@ pub async fn run(
             jobs: jobs_tx,
             data_dir: config.data_dir.clone(),
             sink: sink.clone(),
+            leadership: leadership.clone(),
             training: Default::default(),
             metrics: metrics.lifecycle.clone(),
         }),
@@ -82,11 +103,16 @@ pub async fn run(
     let spec = LinkSpec {
         settings: config.mqtt.clone(),
         default_client_id: format!("vigil-cloud-{}", std::process::id()),
-        subscriptions: vec![
-            topic::filter::all_uplinks(),
-            topic::filter::all_presence(),
-            topic::model_request(&config.models.family),
-        ],
+        // A cluster member subscribes to the uplinks of the sites it owns
+        // as it comes to own them.
+        subscriptions: [
+            (!clustered).then(topic::filter::all_uplinks),
+            Some(topic::filter::all_presence()),
+            Some(topic::model_request(&config.models.family)),
+        ]
+        .into_iter()
+        .flatten()
+        .collect(),
         presence: None,
     };
     // At most 1024 messages and 64 MiB: the link waits for room beyond it.
@@ -102,9 +128,21 @@ pub async fn run(
         &shutdown,
     );
 
-    let (store, receipts, durable, roll_id) = recover(&config, &sink, &metrics)?;
+    let (store, receipts, durable, roll_id) =
+        recover(&config, (&state_dir, &tag), &sink, &metrics)?;
+    let board = Arc::new(Mutex::new(Board::default()));
+    let (orders_tx, orders) = mpsc::channel(4096);
+    let member_task = member.map(|m| {
+        let (board, leadership, metrics) = (board.clone(), leadership.clone(), metrics.clone());
+        tokio::spawn(m.run(board, orders_tx, leadership, metrics, shutdown.clone()))
+    });
     let mut agg = Aggregator {
         sink,
+        tag,
+        owned: clustered.then(BTreeSet::new),
+        board,
+        adoptions: Vec::new(),
+        force_roll: false,
         store,
         receipts,
         log: Vec::new(),
@@ -120,8 +158,17 @@ pub async fn run(
         config,
     };
     info!(data_dir = %agg.config.data_dir.display(), store = %agg.sink.describe(""), "Cloud aggregator running.");
-    let ran = agg.run(inbox, shutdown).await;
+    let ran = agg.run(inbox, orders, shutdown).await;
     agg.finish().await;
+    // Its lease goes only now that what it held is rolled: a survivor then
+    // adopts what is left (the receipts) before taking its sites.
+    if let Some(t) = member_task {
+        match t.await {
+            Ok(Some(m)) => m.leave().await,
+            Ok(None) => {}
+            Err(e) => warn!(error = %e, "The cluster member task failed to finish."),
+        }
+    }
     role.drain().await;
     info!("Cloud aggregator stopped.");
     ran
@@ -131,20 +178,21 @@ pub async fn run(
 /// receipts, the log (on a new segment) and the buffer's roll id.
 fn recover(
     config: &CloudConfig,
+    (state_dir, tag): (&Path, &str),
     sink: &Arc<Sink>,
     metrics: &CloudMetrics,
 ) -> anyhow::Result<(Store, Receipts, Durable, u64)> {
-    let checkpoint_path = config.data_dir.join("uplink-receipts.json");
+    let checkpoint_path = state_dir.join(adopt::CHECKPOINT);
     let (mut receipts, problem) = Receipts::open(&checkpoint_path);
     if let Some(p) = problem {
         warn!(problem = %p, "Starting with fresh uplink receipts; messages in flight may be stored twice.");
     }
-    let wal_dir = config.data_dir.join("wal");
+    let wal_dir = state_dir.join("wal");
     let from = receipts.wal_from();
     // Left by a stop between a checkpoint and the deletion it allows.
     Wal::remove_below(&wal_dir, from)
         .with_context(|| format!("clearing rolled log segments in {}", wal_dir.display()))?;
-    let mut store = Store::on(sink.clone());
+    let mut store = Store::on(sink.clone()).tagged(tag);
     let max = config.max_message_bytes;
     let mut rows = 0u64;
     let replayed = wal::replay(&wal_dir, from, |topic, payload| {
@@ -174,6 +222,17 @@ fn recover(
 struct Aggregator {
     /// Where rolls go.
     sink: Arc<Sink>,
+    /// In part names: the cluster member's name (empty alone).
+    tag: String,
+    /// The sites a cluster member owns; `None` alone (every site).
+    owned: Option<BTreeSet<String>>,
+    /// What the cluster member and the run loop tell each other.
+    board: Arc<Mutex<Board>>,
+    /// Dead members adopted: name, folder, and the roll that must be
+    /// durable before the folder goes.
+    adoptions: Vec<(String, PathBuf, u64)>,
+    /// Roll at the next commit (after an adoption), rows or not.
+    force_roll: bool,
     /// Rows taken since the last roll began.
     store: Store,
     receipts: Receipts,
@@ -201,9 +260,14 @@ async fn joined<T>(task: &mut Option<JoinHandle<T>>) -> Result<T, tokio::task::J
 }
 
 impl Aggregator {
+    fn fresh_store(&self) -> Store {
+        Store::on(self.sink.clone()).tagged(&self.tag)
+    }
+
     async fn run(
         &mut self,
         mut inbox: vigil_core::mqtt::Inbox,
+        mut orders: mpsc::Receiver<Order>,
         shutdown: CancellationToken,
     ) -> anyhow::Result<()> {
         let mut commit = tokio::time::interval(Duration::from_millis(self.config.commit_ms));
@@ -248,7 +312,12 @@ impl Aggregator {
                     self.shared.models.tick(&self.shared.registry, now_ms());
                     self.metrics.buffered_bytes.set(self.store.pending_bytes() as i64);
                 }
-                _ = retrain.tick(), if self.config.models.train_every_secs > 0 => {
+                Some(order) = orders.recv() => {
+                    if let Some(why) = self.on_order(order).await {
+                        anyhow::bail!(why);
+                    }
+                }
+                _ = retrain.tick(), if self.config.models.train_every_secs > 0 && self.shared.models.leadership.leads() => {
                     if !self.shared.models.start_training("schedule") {
                         info!("Scheduled training skipped: a run is still going.");
                     }
@@ -256,6 +325,34 @@ impl Aggregator {
             }
         }
         Ok(())
+    }
+
+    /// Does what the cluster member asks; a reason to stop, if it is one.
+    async fn on_order(&mut self, order: Order) -> Option<String> {
+        match order {
+            Order::Own(site) => {
+                self.publisher.subscribe(&topic::filter::uplinks(&site));
+                if let Some(o) = &mut self.owned {
+                    o.insert(site);
+                }
+            }
+            Order::Disown(site) => {
+                self.publisher.unsubscribe(&topic::filter::uplinks(&site));
+                if let Some(o) = &mut self.owned {
+                    o.remove(&site);
+                }
+                warn!(
+                    site,
+                    "This member no longer owns a site; its new owner takes its uplinks."
+                );
+            }
+            Order::Adopt(member, dir) => self.adopt(member, dir).await,
+            Order::Stop(why) => {
+                error!(why, "Leaving the cluster.");
+                return Some(why);
+            }
+        }
+        None
     }
 
     /// Whether intake waits: the buffer holds twice a roll while a roll is

@@ -41,6 +41,10 @@ pub struct CloudConfig {
     pub api_token: Option<String>,
     /// Model lifecycle: signing, retraining, the gate and the canary.
     pub models: crate::lifecycle::ModelsConfig,
+    /// Several aggregators sharing the fleet through etcd; off by default.
+    /// Every member's `data_dir` must be the same shared folder (its own
+    /// state goes to `data_dir/members/NAME`).
+    pub cluster: crate::cluster::ClusterConfig,
 }
 
 impl Default for CloudConfig {
@@ -61,6 +65,7 @@ impl Default for CloudConfig {
             recent: 1000,
             api_token: None,
             models: crate::lifecycle::ModelsConfig::default(),
+            cluster: Default::default(),
         }
     }
 }
@@ -166,6 +171,7 @@ impl CloudConfig {
             e.push("api_token: use at least 16 characters".into());
         }
         self.models.validate(self.mqtt.max_packet_bytes, &mut e);
+        self.cluster.validate(&mut e);
         e
     }
 }

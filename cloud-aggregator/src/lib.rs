@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod cloud;
+pub mod cluster;
 pub mod config;
 pub mod ingest;
 pub mod lifecycle;

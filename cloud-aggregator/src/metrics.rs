@@ -47,6 +47,16 @@ pub struct CloudMetrics {
     pub uplink_acked: IntCounter,
     /// Receipts that found the broker queue full and wait for the next flush.
     pub receipts_deferred: IntCounter,
+    /// 1 while etcd answers (a cluster member only).
+    pub cluster_etcd_up: IntGauge,
+    /// Sites this member owns (a cluster member only).
+    pub cluster_sites: IntGauge,
+    /// 1 while this aggregator leads (trains and publishes).
+    pub cluster_leader: IntGauge,
+    /// Dead members' states read into this one.
+    pub cluster_adoptions: IntCounter,
+    /// Uplinks of sites this member does not own, left for their owner.
+    pub cluster_foreign: IntCounter,
     /// The model lifecycle.
     pub lifecycle: LifecycleMetrics,
 }
@@ -132,8 +142,29 @@ impl CloudMetrics {
                 "vigil_cloud_receipts_deferred_total",
                 "Uplink messages whose receipt found the broker queue full: owed again with the next receipts (intake never waits for one).",
             )?,
+            cluster_etcd_up: g.gauge(
+                "vigil_cloud_cluster_etcd_up",
+                "1 while etcd answers this cluster member; 0: it serves the sites it owns and takes no new ones.",
+            )?,
+            cluster_sites: g.gauge(
+                "vigil_cloud_cluster_sites_owned",
+                "Sites whose uplinks this aggregator owns (etcd lease); every site in a lone aggregator, shown as 0.",
+            )?,
+            cluster_leader: g.gauge(
+                "vigil_cloud_cluster_leader",
+                "1 while this aggregator leads: it alone trains and publishes models (always 1 alone).",
+            )?,
+            cluster_adoptions: g.counter(
+                "vigil_cloud_cluster_adoptions_total",
+                "Dead members whose receipts and write-ahead log this aggregator read into its own before taking their sites.",
+            )?,
+            cluster_foreign: g.counter(
+                "vigil_cloud_cluster_foreign_total",
+                "Uplink messages of sites this member does not own (after a site moved): not stored, not receipted; their owner takes them.",
+            )?,
             registry: registry.clone(),
         };
+        m.cluster_leader.set(1);
         // Every bounded label value exists from the start (0 rather than no series).
         for role in ["edge", "agent"] {
             for state in ["online", "offline"] {

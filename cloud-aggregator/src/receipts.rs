@@ -99,6 +99,22 @@ impl Receipts {
         (r, problem)
     }
 
+    /// Takes in another aggregator's receipts (a dead cluster member's):
+    /// per stream, every number either has stored, above the higher floor.
+    pub fn merge(&mut self, other: Receipts) {
+        for (id, o) in other.streams {
+            let s = self.streams.entry(id).or_default();
+            if s.site.is_empty() {
+                s.site = o.site;
+            }
+            s.floor = s.floor.max(o.floor);
+            s.last_ms = s.last_ms.max(o.last_ms);
+            s.stored.extend(o.stored);
+            s.stored = s.stored.split_off(&s.floor);
+            trim(s);
+        }
+    }
+
     /// Admits one message of `site`.
     pub fn admit(&mut self, site: &str, seq: &Seq, now_ms: i64) -> Intake {
         if !self.streams.contains_key(&seq.stream) && self.streams.len() >= MAX_STREAMS {

@@ -49,6 +49,9 @@ impl Table {
 /// Buffers and writes the fleet's data.
 pub struct Store {
     sink: Arc<Sink>,
+    /// Put in part names (a cluster member's name), so members sharing a
+    /// store never write the same part.
+    tag: String,
     /// Samples by hour.
     samples: BTreeMap<String, SampleRows>,
     /// Anomalies and audit records by table and hour.
@@ -83,10 +86,21 @@ impl Store {
     pub fn on(sink: Arc<Sink>) -> Self {
         Self {
             sink,
+            tag: String::new(),
             samples: BTreeMap::new(),
             other: BTreeMap::new(),
             last_hour: None,
         }
+    }
+
+    /// The same, its parts named `part-{tag}-{roll}`.
+    pub fn tagged(mut self, tag: &str) -> Self {
+        self.tag = if tag.is_empty() {
+            String::new()
+        } else {
+            format!("{tag}-")
+        };
+        self
     }
 
     fn other(&mut self, table: Table, ts_ms: i64) -> &mut Rows {
@@ -192,8 +206,9 @@ impl Store {
     /// names (with whatever joins them).
     pub fn flush(&mut self, roll: u64) -> Flushed {
         let mut out = Flushed::default();
+        let tag = &self.tag;
         let key = |table: Table, hour: &str| {
-            format!("{}/hour={hour}/part-{roll:013}.parquet", table.name())
+            format!("{}/hour={hour}/part-{tag}{roll:013}.parquet", table.name())
         };
         let sink = &self.sink;
         let mut done = |table: Table, key: String, rows: usize, r: Result<(), String>| match r {

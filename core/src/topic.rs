@@ -144,6 +144,10 @@ pub mod filter {
     pub fn all_uplinks() -> String {
         format!("{PREFIX}/+/uplink/+")
     }
+    /// Every uplink of one site (a clustered cloud, for the sites it owns).
+    pub fn uplinks(site: &str) -> String {
+        format!("{PREFIX}/{site}/uplink/+")
+    }
     /// Every presence of every site (the cloud).
     pub fn all_presence() -> String {
         format!("{PREFIX}/+/+/presence")

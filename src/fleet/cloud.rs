@@ -10,6 +10,10 @@ use std::time::{Duration, Instant};
 /// A running aggregator, killed on drop.
 pub struct Aggregator {
     child: Child,
+    /// Its name (`cloud-1`, …).
+    pub name: String,
+    /// Whether it was killed on purpose (a cluster's failover).
+    pub killed: bool,
     /// Its API, e.g. `http://127.0.0.1:1234`.
     pub url: String,
     /// Its store.
@@ -31,6 +35,7 @@ impl Aggregator {
         name: &str,
         port: u16,
         opts: &super::FleetOptions,
+        cluster: Option<(&str, u64)>,
     ) -> anyhow::Result<Self> {
         let listen = format!("127.0.0.1:{}", crate::broker::free_port()?);
         let mut cfg = vigil_cloud::CloudConfig {
@@ -38,6 +43,13 @@ impl Aggregator {
             data_dir: dir.join(name),
             ..Default::default()
         };
+        // A cluster shares one folder; each member keeps its state in it.
+        if let Some((etcd, ttl)) = cluster {
+            cfg.data_dir = dir.join("cloud");
+            cfg.cluster.etcd = vec![etcd.to_string()];
+            cfg.cluster.name = Some(name.to_string());
+            cfg.cluster.lease_ttl_secs = ttl;
+        }
         cfg.mqtt.port = port;
         cfg.mqtt.client_id = format!("vigil-cloud-{name}");
         cfg.models.train_every_secs = 0;
@@ -50,6 +62,8 @@ impl Aggregator {
         let child = spawn(exe, &config, &log, false)?;
         let a = Self {
             child,
+            name: name.to_string(),
+            killed: false,
             url: format!("http://{listen}"),
             data_dir: cfg.data_dir,
             exe: exe.to_path_buf(),
@@ -83,6 +97,13 @@ impl Aggregator {
         self.ready().await
     }
 
+    /// Kills it with SIGKILL, for good.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.killed = true;
+    }
+
     /// Its process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
@@ -107,6 +128,7 @@ impl Aggregator {
         let term = Command::new("kill")
             .arg("-TERM")
             .arg(self.child.id().to_string())
+            .stderr(Stdio::null())
             .status();
         let deadline = Instant::now() + Duration::from_secs(secs);
         while term.as_ref().is_ok_and(|s| s.success()) && Instant::now() < deadline {
@@ -159,6 +181,40 @@ impl Aggregator {
             .map_err(anyhow::Error::msg)?;
         parquet_rows(&root.join("samples"))
     }
+}
+
+/// Seconds until etcd shows every one of `sites` owned by a member other
+/// than `dead` (`None` after two minutes).
+pub async fn takeover(etcd: String, dead: &'static str, sites: usize) -> Option<f64> {
+    let client = vigil_cloud::cluster::etcd::Etcd::new(&[etcd], Duration::from_secs(2)).ok()?;
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(120) {
+        if let Ok(kvs) = client.prefix("/vigil/cloud/sites/").await {
+            if kvs.len() >= sites && kvs.iter().all(|kv| kv.value != dead) {
+                return Some(start.elapsed().as_secs_f64());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    None
+}
+
+/// Sites per owner, as etcd has them now.
+pub async fn owners(etcd: &str) -> Vec<(String, usize)> {
+    let Ok(client) =
+        vigil_cloud::cluster::etcd::Etcd::new(&[etcd.to_string()], Duration::from_secs(2))
+    else {
+        return Vec::new();
+    };
+    let mut by = std::collections::BTreeMap::new();
+    for kv in client
+        .prefix("/vigil/cloud/sites/")
+        .await
+        .unwrap_or_default()
+    {
+        *by.entry(kv.value).or_insert(0) += 1;
+    }
+    by.into_iter().collect()
 }
 
 /// Rows and files of the Parquet parts under `dir`, at any depth.

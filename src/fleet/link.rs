@@ -65,11 +65,12 @@ pub async fn drive(
         .enumerate()
         .map(|(i, e)| (topic::uplink_ack(&e.site), i))
         .collect();
+    let presence: Vec<(String, Vec<u8>)> = edges.iter().map(|e| presence(&e.site)).collect();
     let edges: Edges = Arc::new(Mutex::new(edges));
     let receiver = tokio::spawn(receive(
         eventloop,
         client.clone(),
-        by_topic,
+        (by_topic, Arc::new(presence)),
         edges.clone(),
         totals.clone(),
         stop.clone(),
@@ -113,12 +114,26 @@ pub async fn drive(
     receiver.abort();
 }
 
-/// Polls the connection: subscribes on every (re)connect, sends everything
-/// out again after a reconnect, and applies receipts.
+/// An edge's retained presence, online, as `vigil-edge` publishes it (a
+/// clustered cloud learns its sites from it).
+fn presence(site: &str) -> (String, Vec<u8>) {
+    let p = vigil_core::message::Presence {
+        node: "sim".into(),
+        role: "edge".into(),
+        state: vigil_core::message::PresenceState::Online,
+        ts_ms: now_ms(),
+        actions: vec![],
+    };
+    (topic::edge_presence(site), vigil_core::encode(&p))
+}
+
+/// Polls the connection: subscribes and publishes presence on every
+/// (re)connect, sends everything out again after a reconnect, and applies
+/// receipts.
 async fn receive(
     mut eventloop: rumqttc::EventLoop,
     client: rumqttc::AsyncClient,
-    by_topic: HashMap<String, usize>,
+    (by_topic, presence): (HashMap<String, usize>, Arc<Vec<(String, Vec<u8>)>>),
     edges: Edges,
     totals: Arc<Totals>,
     stop: CancellationToken,
@@ -141,6 +156,17 @@ async fn receive(
                 if let Ok(mut all) = edges.lock() {
                     all.iter_mut().for_each(SimEdge::resend_all);
                 }
+                // Off the poll loop: publishing waits on it.
+                let (client, presence) = (client.clone(), presence.clone());
+                tokio::spawn(async move {
+                    for (topic, payload) in presence.iter() {
+                        let p =
+                            client.publish(topic, rumqttc::QoS::AtLeastOnce, true, payload.clone());
+                        if p.await.is_err() {
+                            return;
+                        }
+                    }
+                });
             }
             Ok(Event::Incoming(Packet::Publish(p))) => {
                 let Some(&i) = by_topic.get(&p.topic) else {

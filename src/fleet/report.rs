@@ -62,6 +62,16 @@ pub struct Report {
     /// Parquet rolls that failed (and were written later), e.g. in a store
     /// outage.
     pub failed_rolls: Option<u64>,
+    /// In a cluster, after cloud-1 was killed: seconds until the others
+    /// owned every site.
+    pub takeover_s: Option<f64>,
+    /// In a cluster: each live aggregator and whether it leads.
+    pub leaders: Vec<(String, bool)>,
+    /// In a cluster, just before cloud-1 was killed: sites per owner.
+    pub owners_at_crash: Vec<(String, usize)>,
+    /// In an etcd outage: each aggregator and whether it still said etcd
+    /// was up at the end of it.
+    pub etcd_up_in_outage: Vec<(String, bool)>,
 }
 
 impl Report {
@@ -112,6 +122,10 @@ impl Report {
             load_secs: opts.warmup_secs + opts.secs,
             replayed: None,
             failed_rolls: None,
+            takeover_s: None,
+            leaders: Vec::new(),
+            owners_at_crash: Vec::new(),
+            etcd_up_in_outage: Vec::new(),
         }
     }
 
@@ -177,6 +191,29 @@ impl std::fmt::Display for Report {
                 f,
                 "\nafter the crash, the aggregator read back {n} messages from its log"
             )?;
+        }
+        if !self.owners_at_crash.is_empty() {
+            let o: Vec<String> = self
+                .owners_at_crash
+                .iter()
+                .map(|(n, c)| format!("{n} {c}"))
+                .collect();
+            write!(f, "\nsites owned before the crash: {}", o.join(", "))?;
+        }
+        if let Some(t) = self.takeover_s {
+            write!(
+                f,
+                "\nafter cloud-1 was killed, the others owned every site in {t:.1} s"
+            )?;
+        }
+        if self.leaders.len() > 1 || self.takeover_s.is_some() {
+            let lead: Vec<&str> = self
+                .leaders
+                .iter()
+                .filter(|(_, l)| *l)
+                .map(|(n, _)| n.as_str())
+                .collect();
+            write!(f, "\nleader at the end: {}", lead.join(", "))?;
         }
         if let Some(n) = self.failed_rolls.filter(|n| *n > 0) {
             write!(

@@ -57,7 +57,8 @@ impl Aggregator {
     pub(super) fn roll_due(&self, now_ms: i64) -> bool {
         let bytes = self.store.pending_bytes();
         let age = now_ms - self.roll_started_ms;
-        bytes >= self.config.roll_bytes
+        self.force_roll
+            || bytes >= self.config.roll_bytes
             || (self.store.pending_rows() > 0 && age >= self.config.roll_secs as i64 * 1000)
     }
 
@@ -72,13 +73,17 @@ impl Aggregator {
         let records = std::mem::take(&mut self.log);
         let sealed = self.receipts.seal();
         let wal = self.durable.wal.clone();
-        let roll = roll.then(|| {
+        let fresh = roll.then(|| self.fresh_store());
+        if roll {
+            self.force_roll = false;
+        }
+        let roll = fresh.map(|fresh| {
             self.roll_started_ms = now_ms;
             // No commit runs, so the segment the roll's commit starts is
             // the next one. Everything admitted so far is in this roll.
             let next = wal.lock().map_or(0, |w| w.segment() + 1);
             Roll {
-                store: std::mem::replace(&mut self.store, Store::on(self.sink.clone())),
+                store: std::mem::replace(&mut self.store, fresh),
                 id: self.roll_id,
                 checkpoint: self.receipts.checkpoint(next),
             }
@@ -191,6 +196,7 @@ impl Aggregator {
                     wal_from = segment,
                     "Rolled buffered rows into Parquet."
                 );
+                self.adopted(r.roll.id);
             }
             Err(e) => {
                 self.metrics.flush_errors.inc();
@@ -200,10 +206,8 @@ impl Aggregator {
                 warn!(roll = r.roll.id, error = %e, "Parquet roll failed; its rows stay buffered (and in the log) for the next roll.");
                 self.roll_id = r.roll.id;
                 let mut store = r.roll.store;
-                store.absorb(std::mem::replace(
-                    &mut self.store,
-                    Store::on(self.sink.clone()),
-                ));
+                let fresh = self.fresh_store();
+                store.absorb(std::mem::replace(&mut self.store, fresh));
                 self.store = store;
             }
         }

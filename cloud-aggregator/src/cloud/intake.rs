@@ -16,10 +16,26 @@ use vigil_core::message::SampleBatchRef;
 
 impl Aggregator {
     pub(super) fn on_message(&mut self, m: &Publish) {
-        let inbound = match ingest::classify(&m.topic, &m.payload, self.config.max_message_bytes) {
+        self.take(&m.topic, &m.payload, true);
+    }
+
+    /// Takes one message: from the broker (`live`), or from a dead cluster
+    /// member's log being adopted (admitted once, like any other, and
+    /// logged again in this member's own log).
+    pub(super) fn take(&mut self, topic: &str, payload: &[u8], live: bool) {
+        let inbound = match ingest::classify(topic, payload, self.config.max_message_bytes) {
             Ok(i) => i,
-            Err((kind, e)) => return self.metrics.link.refused(&m.topic, kind, &e),
+            Err((kind, e)) => {
+                if live {
+                    self.metrics.link.refused(topic, kind, &e);
+                }
+                return;
+            }
         };
+        if live && !self.owns(&inbound) {
+            self.metrics.cluster_foreign.inc();
+            return;
+        }
         let now = now_ms();
         match inbound {
             Inbound::Samples {
@@ -30,7 +46,7 @@ impl Aggregator {
             } => {
                 self.metrics.link.count(kind.as_str());
                 if self.admit(&site, seq.as_ref(), now) {
-                    crate::wal::append(&mut self.log, &m.topic, &m.payload);
+                    crate::wal::append(&mut self.log, topic, payload);
                     add_samples(&mut self.store, &site, &batch);
                 }
             }
@@ -39,7 +55,7 @@ impl Aggregator {
                 if !self.admit(&site, seq.as_ref(), now) {
                     return;
                 }
-                crate::wal::append(&mut self.log, &m.topic, &m.payload);
+                crate::wal::append(&mut self.log, topic, payload);
                 self.metrics.anomalies.inc();
                 self.store.add_anomaly(&event);
                 push_bounded(&self.shared.anomalies, event, self.config.recent);
@@ -49,7 +65,7 @@ impl Aggregator {
                 if !self.admit(&site, seq.as_ref(), now) {
                     return;
                 }
-                crate::wal::append(&mut self.log, &m.topic, &m.payload);
+                crate::wal::append(&mut self.log, topic, payload);
                 self.metrics
                     .audit_records
                     .with_label_values(&[record.kind.as_str()])
@@ -57,7 +73,23 @@ impl Aggregator {
                 self.store.add_audit(&record);
                 push_bounded(&self.shared.audit, record, self.config.recent);
             }
-            other => self.on_state(other, now),
+            other if live => self.on_state(other, now),
+            _ => {}
+        }
+    }
+
+    /// Whether this member stores the message: always alone; in a cluster,
+    /// rows of the sites it owns only (a site that moved may still send
+    /// here for a moment: its new owner takes the message, resent).
+    fn owns(&self, inbound: &Inbound) -> bool {
+        let Some(owned) = &self.owned else {
+            return true;
+        };
+        match inbound {
+            Inbound::Samples { site, .. }
+            | Inbound::Anomaly { site, .. }
+            | Inbound::Audit { site, .. } => owned.contains(site),
+            _ => true,
         }
     }
 
@@ -73,6 +105,10 @@ impl Aggregator {
                 if let Ok(mut r) = self.shared.registry.lock() {
                     r.heartbeat(hb, now);
                 }
+            }
+            Inbound::ChunkRequest(_) if !self.shared.models.leadership.leads() => {
+                // The leader serves model chunks; every member hears the request.
+                self.metrics.link.count("chunk_request");
             }
             Inbound::ChunkRequest(req) => {
                 self.metrics.link.count("chunk_request");
@@ -92,6 +128,13 @@ impl Aggregator {
                 state,
             } => {
                 self.metrics.link.count("presence");
+                if self.owned.is_some() && role == "edge" {
+                    if let Ok(mut b) = self.board.lock() {
+                        if b.seen.len() < crate::cluster::MAX_SEEN {
+                            b.seen.insert(site.clone());
+                        }
+                    }
+                }
                 if let Ok(mut r) = self.shared.registry.lock() {
                     r.presence(&site, role, &node, state, now);
                 }

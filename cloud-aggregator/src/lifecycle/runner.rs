@@ -30,6 +30,9 @@ pub struct Lifecycle {
     pub data_dir: PathBuf,
     /// Where the Parquet store is.
     pub sink: Arc<Sink>,
+    /// Whether this aggregator leads (alone it always does): only the
+    /// leader trains, publishes and runs canaries.
+    pub leadership: Arc<crate::cluster::Leadership>,
     /// Set while a training run is going.
     pub training: AtomicBool,
     /// Metrics.
@@ -39,7 +42,7 @@ pub struct Lifecycle {
 impl Lifecycle {
     /// Starts a training run unless one is going; false if one is.
     pub fn start_training(self: &Arc<Self>, by: &str) -> bool {
-        if self.training.swap(true, Ordering::SeqCst) {
+        if !self.leadership.leads() || self.training.swap(true, Ordering::SeqCst) {
             return false;
         }
         info!(by, "Model training started.");
@@ -166,6 +169,9 @@ impl Lifecycle {
     /// Every second: start a waiting candidate's canary when edges are
     /// online, and let a running canary decide.
     pub fn tick(&self, registry: &Mutex<Registry>, now: i64) {
+        if !self.leadership.leads() {
+            return;
+        }
         let online = registry
             .lock()
             .map(|r| r.online_edges())

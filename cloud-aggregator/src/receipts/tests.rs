@@ -122,3 +122,20 @@ fn older_files_and_corrupt_files() {
     assert!(problem.unwrap().contains("not a receipts file"));
     assert_eq!(r.admit("a", &seq(1, 1), 0), Intake::New);
 }
+
+#[test]
+fn merging_a_dead_member_s_receipts_keeps_its_stored_numbers_duplicates() {
+    let (mut dead, _) = Receipts::open(std::path::Path::new("/nonexistent"));
+    assert_eq!(dead.admit("a", &seq(5, 3), 0), Intake::New);
+    let sealed = dead.seal();
+    dead.committed(sealed);
+    let (mut mine, _) = Receipts::open(std::path::Path::new("/nonexistent"));
+    assert_eq!(mine.admit("a", &seq(7, 4), 0), Intake::New);
+    mine.merge(dead);
+    // What the dead member stored is a duplicate here now; below the
+    // higher floor too; a new number is new.
+    assert_eq!(mine.admit("a", &seq(5, 4), 0), Intake::Duplicate);
+    assert_eq!(mine.admit("a", &seq(3, 4), 0), Intake::Duplicate);
+    assert_eq!(mine.admit("a", &seq(7, 4), 0), Intake::Duplicate);
+    assert_eq!(mine.admit("a", &seq(8, 4), 0), Intake::New);
+}

@@ -1,0 +1,119 @@
+//! Aggregators sharing a fleet through a real etcd (the Debian package
+//! `etcd-server`, started by the test), each the real `vigil cloud` as its
+//! own process, with simulated edges on a real Mosquitto.
+
+use std::path::PathBuf;
+use std::time::Duration;
+use vigil::fleet::{self, FleetOptions};
+
+fn external_required() -> bool {
+    std::env::var("VIGIL_REQUIRE_EXTERNAL").is_ok_and(|v| v == "1")
+}
+
+/// Mosquitto and etcd are there (or the test may be skipped).
+fn parts() -> anyhow::Result<bool> {
+    let etcd = std::process::Command::new("etcd")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    let mosquitto = vigil::mosquitto::Mosquitto::start()?.is_some();
+    if !(etcd && mosquitto) {
+        assert!(!external_required(), "etcd and mosquitto are required");
+        eprintln!("skipped: etcd or mosquitto is not installed");
+    }
+    Ok(etcd && mosquitto)
+}
+
+fn two(secs: u64) -> FleetOptions {
+    FleetOptions {
+        edges: 40,
+        series: 50,
+        secs,
+        warmup_secs: 5,
+        drain_secs: 90,
+        connections: 4,
+        // Rolls seldom, so the killed member leaves rows in its log only.
+        roll_secs: Some(30),
+        resend_secs: 3,
+        aggregators: 2,
+        exe: Some(PathBuf::from(env!("CARGO_BIN_EXE_vigil"))),
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_member_s_sites_are_taken_over_and_every_sample_stored_once() -> anyhow::Result<()>
+{
+    if !parts()? {
+        return Ok(());
+    }
+    let opts = FleetOptions {
+        crash_at_secs: Some(12),
+        ..two(25)
+    };
+    let r = fleet::run(&opts).await?;
+    eprintln!("{r}");
+    // Before the crash every site had one owner, and both members had some.
+    let owned: usize = r.owners_at_crash.iter().map(|(_, n)| n).sum();
+    assert_eq!(owned, 40, "{r}");
+    assert_eq!(r.owners_at_crash.len(), 2, "{r}");
+    assert!(r.owners_at_crash.iter().all(|(_, n)| *n >= 10), "{r}");
+    // Taken over within the lease (10 s) and a round.
+    assert!(r.takeover_s.is_some_and(|t| t <= 15.0), "{r}");
+    assert!(r.drained, "{r}");
+    assert_eq!(r.rows, r.made, "every sample stored exactly once: {r}");
+    // One leader, the survivor.
+    assert_eq!(r.leaders, vec![("cloud-2".to_string(), true)], "{r}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_etcd_members_keep_serving_their_sites() -> anyhow::Result<()> {
+    if !parts()? {
+        return Ok(());
+    }
+    // etcd is gone for 15 s, longer than the lease.
+    let opts = FleetOptions {
+        etcd_outage_at_secs: Some(5),
+        etcd_outage_secs: 15,
+        ..two(25)
+    };
+    let r = fleet::run(&opts).await?;
+    eprintln!("{r}");
+    assert_eq!(r.etcd_up_in_outage.len(), 2, "{r}");
+    assert!(
+        r.etcd_up_in_outage.iter().all(|(_, up)| !up),
+        "both saw etcd gone: {r}"
+    );
+    assert!(r.drained, "both kept receipting and stopped cleanly: {r}");
+    assert_eq!(r.rows, r.made, "{r}");
+    assert!(r.kept_up, "{r}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_unreachable_etcd_at_start_is_a_clear_error_naming_it() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let endpoint = format!("http://127.0.0.1:{}", vigil::broker::free_port()?);
+    let mut cfg = vigil_cloud::CloudConfig {
+        listen: format!("127.0.0.1:{}", vigil::broker::free_port()?),
+        data_dir: dir.path().join("cloud"),
+        ..Default::default()
+    };
+    cfg.cluster.etcd = vec![endpoint.clone()];
+    let config = dir.path().join("cloud.yaml");
+    std::fs::write(&config, serde_yaml_ng::to_string(&cfg)?)?;
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_vigil"))
+        .arg("cloud")
+        .arg("--config")
+        .arg(&config)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(60), out).await??;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("cannot reach etcd") && err.contains(&endpoint),
+        "{err}"
+    );
+    Ok(())
+}
