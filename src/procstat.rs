@@ -36,6 +36,16 @@ pub fn cpu_secs(pid: u32) -> Option<f64> {
     Some((ticks(11)? + ticks(12)?) / 100.0)
 }
 
+/// Sends `sig` (as `kill` takes it, e.g. `-STOP`) to process `pid`.
+pub fn signal(pid: u32, sig: &str) -> anyhow::Result<()> {
+    let s = std::process::Command::new("kill")
+        .arg(sig)
+        .arg(pid.to_string())
+        .status()?;
+    anyhow::ensure!(s.success(), "kill {sig} {pid} failed");
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -56,14 +66,4 @@ mod tests {
         assert!(used > 0.1, "{used}");
         assert_eq!(rss_mb(u32::MAX), None);
     }
-}
-
-/// Sends `sig` (as `kill` takes it, e.g. `-STOP`) to process `pid`.
-pub fn signal(pid: u32, sig: &str) -> anyhow::Result<()> {
-    let s = std::process::Command::new("kill")
-        .arg(sig)
-        .arg(pid.to_string())
-        .status()?;
-    anyhow::ensure!(s.success(), "kill {sig} {pid} failed");
-    Ok(())
 }

@@ -44,6 +44,8 @@ pub struct Delivery {
 }
 
 type Edges = Arc<Mutex<Vec<SimEdge>>>;
+/// Retained messages (topic, payload) to publish on every connect.
+type Retained = Vec<(String, Vec<u8>)>;
 
 /// Drives `edges` over one connection to the broker on `port` until
 /// `stop`; batches are made only until `load` is cancelled.
@@ -133,7 +135,7 @@ fn presence(site: &str) -> (String, Vec<u8>) {
 async fn receive(
     mut eventloop: rumqttc::EventLoop,
     client: rumqttc::AsyncClient,
-    (by_topic, presence): (HashMap<String, usize>, Arc<Vec<(String, Vec<u8>)>>),
+    (by_topic, presence): (HashMap<String, usize>, Arc<Retained>),
     edges: Edges,
     totals: Arc<Totals>,
     stop: CancellationToken,
