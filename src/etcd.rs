@@ -19,13 +19,7 @@ impl EtcdServer {
     /// Starts `etcd` if it is installed (`Ok(None)` if not) and waits until
     /// it answers.
     pub async fn start() -> anyhow::Result<Option<Self>> {
-        let installed = Command::new("etcd")
-            .arg("--version")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if !installed {
+        if !crate::procstat::installed("etcd", "--version") {
             return Ok(None);
         }
         let dir = tempfile::tempdir()?;

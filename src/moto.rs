@@ -19,13 +19,7 @@ impl Moto {
     /// Starts `moto_server` if it is installed (`Ok(None)` if not) and waits
     /// until it answers.
     pub async fn start() -> anyhow::Result<Option<Self>> {
-        let installed = Command::new("moto_server")
-            .arg("--help")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if !installed {
+        if !crate::procstat::installed("moto_server", "--help") {
             return Ok(None);
         }
         let port = crate::broker::free_port()?;

@@ -36,6 +36,16 @@ pub fn cpu_secs(pid: u32) -> Option<f64> {
     Some((ticks(11)? + ticks(12)?) / 100.0)
 }
 
+/// Whether `bin arg` runs and succeeds (is the program installed?).
+pub fn installed(bin: &str, arg: &str) -> bool {
+    std::process::Command::new(bin)
+        .arg(arg)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
 /// Sends `sig` (as `kill` takes it, e.g. `-STOP`) to process `pid`.
 pub fn signal(pid: u32, sig: &str) -> anyhow::Result<()> {
     let s = std::process::Command::new("kill")

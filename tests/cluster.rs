@@ -3,7 +3,6 @@
 //! own process, with simulated edges on a real Mosquitto.
 
 use std::path::PathBuf;
-use std::time::Duration;
 use vigil::fleet::{self, FleetOptions};
 
 fn external_required() -> bool {
@@ -12,10 +11,7 @@ fn external_required() -> bool {
 
 /// Mosquitto and etcd are there (or the test may be skipped).
 fn parts() -> anyhow::Result<bool> {
-    let etcd = std::process::Command::new("etcd")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
+    let etcd = vigil::procstat::installed("etcd", "--version");
     let mosquitto = vigil::mosquitto::Mosquitto::start()?.is_some();
     if !(etcd && mosquitto) {
         assert!(!external_required(), "etcd and mosquitto are required");
@@ -101,16 +97,9 @@ async fn an_unreachable_etcd_at_start_is_a_clear_error_naming_it() -> anyhow::Re
         ..Default::default()
     };
     cfg.cluster.etcd = vec![endpoint.clone()];
-    let config = dir.path().join("cloud.yaml");
-    std::fs::write(&config, serde_yaml_ng::to_string(&cfg)?)?;
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_vigil"))
-        .arg("cloud")
-        .arg("--config")
-        .arg(&config)
-        .output();
-    let out = tokio::time::timeout(Duration::from_secs(60), out).await??;
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{err}");
+    let exe = std::path::Path::new(env!("CARGO_BIN_EXE_vigil"));
+    let (ok, err) = vigil::fleet::cloud::refusal(exe, dir.path(), &cfg).await?;
+    assert!(!ok, "{err}");
     assert!(
         err.contains("cannot reach etcd") && err.contains(&endpoint),
         "{err}"

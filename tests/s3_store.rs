@@ -103,16 +103,9 @@ async fn an_unreachable_store_at_start_is_a_clear_error_naming_the_endpoint() ->
         secret_access_key: Some("s".into()),
         region: Some("us-east-1".into()),
     };
-    let config = dir.path().join("cloud.yaml");
-    std::fs::write(&config, serde_yaml_ng::to_string(&cfg)?)?;
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_vigil"))
-        .arg("cloud")
-        .arg("--config")
-        .arg(&config)
-        .output();
-    let out = tokio::time::timeout(Duration::from_secs(60), out).await??;
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{err}");
+    let exe = std::path::Path::new(env!("CARGO_BIN_EXE_vigil"));
+    let (ok, err) = vigil::fleet::cloud::refusal(exe, dir.path(), &cfg).await?;
+    assert!(!ok, "{err}");
     assert!(
         err.contains(&endpoint) && err.contains("s3://vigil-fleet/p"),
         "{err}"

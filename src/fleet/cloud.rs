@@ -199,6 +199,28 @@ pub async fn takeover(etcd: String, dead: &'static str, sites: usize) -> Option<
     None
 }
 
+/// Runs `vigil cloud` from `exe` with `cfg` (written into `dir`) where it is
+/// expected to refuse to start: whether it exited with success, and what
+/// it wrote to stderr.
+pub async fn refusal(
+    exe: &Path,
+    dir: &Path,
+    cfg: &vigil_cloud::CloudConfig,
+) -> anyhow::Result<(bool, String)> {
+    let config = dir.join("cloud.yaml");
+    std::fs::write(&config, serde_yaml_ng::to_string(cfg)?)?;
+    let out = tokio::process::Command::new(exe)
+        .arg("cloud")
+        .arg("--config")
+        .arg(&config)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(60), out).await??;
+    Ok((
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    ))
+}
+
 /// Sites per owner, as etcd has them now.
 pub async fn owners(etcd: &str) -> Vec<(String, usize)> {
     let Ok(client) =
