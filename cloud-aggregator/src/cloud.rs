@@ -105,8 +105,12 @@ pub async fn run(
         default_client_id: format!("vigil-cloud-{}", std::process::id()),
         // A cluster member subscribes to the uplinks of the sites it owns
         // as it comes to own them.
+        // Heartbeats come every few seconds from every edge: sites a member
+        // missed the presence of (a broker queue overflowing on a burst of
+        // retained presence) are learnt from them.
         subscriptions: [
             (!clustered).then(topic::filter::all_uplinks),
+            clustered.then(topic::filter::all_heartbeats),
             Some(topic::filter::all_presence()),
             Some(topic::model_request(&config.models.family)),
         ]
@@ -330,21 +334,23 @@ impl Aggregator {
     /// Does what the cluster member asks; a reason to stop, if it is one.
     async fn on_order(&mut self, order: Order) -> Option<String> {
         match order {
-            Order::Own(site) => {
-                self.publisher.subscribe(&topic::filter::uplinks(&site));
+            Order::Own(sites) => {
+                let filters: Vec<String> = sites.iter().map(|s| topic::filter::uplinks(s)).collect();
+                self.publisher.subscribe_all(&filters);
+                info!(sites = sites.len(), "Took sites: subscribed to their uplinks.");
                 if let Some(o) = &mut self.owned {
-                    o.insert(site);
+                    o.extend(sites);
                 }
             }
-            Order::Disown(site) => {
-                self.publisher.unsubscribe(&topic::filter::uplinks(&site));
+            Order::Disown(sites) => {
+                let filters: Vec<String> = sites.iter().map(|s| topic::filter::uplinks(s)).collect();
+                self.publisher.unsubscribe_all(&filters);
+                warn!(sites = sites.len(), "This member no longer owns these sites; their new owners take their uplinks.");
                 if let Some(o) = &mut self.owned {
-                    o.remove(&site);
+                    sites.iter().for_each(|s| {
+                        o.remove(s);
+                    });
                 }
-                warn!(
-                    site,
-                    "This member no longer owns a site; its new owner takes its uplinks."
-                );
             }
             Order::Adopt(member, dir) => self.adopt(member, dir).await,
             Order::Stop(why) => {

@@ -15,8 +15,11 @@
 //! dead member's receipts and log into its own (so each message is stored
 //! once, [`crate::cloud`]), then takes every site whose home was the dead
 //! member; once a roll has made the adopted rows its own, it deletes the
-//! dead member's folder and lets `adopting/{dead}` go. Sites no one has
-//! owned go to the member with the fewest, up to an even share.
+//! dead member's folder and lets `adopting/{dead}` go. A site no one has
+//! owned goes to the live member that ranks highest for it (rendezvous
+//! hashing: an even spread, and members starting together do not race for
+//! the same sites); one its first choice leaves free for a few rounds goes
+//! to any member below an even share.
 //!
 //! When etcd cannot be reached a member keeps serving the sites it owns and
 //! takes no new ones (`vigil_cloud_cluster_etcd_up` 0). If etcd answers
@@ -176,10 +179,10 @@ pub const MAX_SEEN: usize = 1_000_000;
 /// What the member asks of the run loop.
 #[derive(Debug, PartialEq)]
 pub enum Order {
-    /// Take this site's uplinks.
-    Own(String),
+    /// Take these sites' uplinks.
+    Own(Vec<String>),
     /// Stop taking them.
-    Disown(String),
+    Disown(Vec<String>),
     /// Read this dead member's state (its folder) into ours.
     Adopt(String, PathBuf),
     /// The lease is gone while others may own our sites: stop.

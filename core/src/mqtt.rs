@@ -219,9 +219,13 @@ impl Link {
         // try_* because awaiting the request channel from the task that drains
         // it would deadlock when it is full.
         let extra = self.extra.lock().map(|e| e.clone()).unwrap_or_default();
-        for filter in self.spec.subscriptions.iter().chain(&extra) {
-            if let Err(e) = self.client.try_subscribe(filter.clone(), QoS::AtLeastOnce) {
-                warn!(filter, error = %e, "Could not subscribe.");
+        let all: Vec<&String> = self.spec.subscriptions.iter().chain(&extra).collect();
+        for chunk in all.chunks(publisher::SUBSCRIBE_CHUNK) {
+            let many = chunk
+                .iter()
+                .map(|f| rumqttc::SubscribeFilter::new((*f).clone(), QoS::AtLeastOnce));
+            if let Err(e) = self.client.try_subscribe_many(many) {
+                warn!(filters = chunk.len(), error = %e, "Could not subscribe.");
             }
         }
         if let Some(p) = &self.spec.presence {

@@ -148,6 +148,11 @@ pub mod filter {
     pub fn uplinks(site: &str) -> String {
         format!("{PREFIX}/{site}/uplink/+")
     }
+    /// Every site's edge heartbeats (a clustered cloud learns its sites
+    /// from them, as well as from presence).
+    pub fn all_heartbeats() -> String {
+        format!("{PREFIX}/+/uplink/heartbeat")
+    }
     /// Every presence of every site (the cloud).
     pub fn all_presence() -> String {
         format!("{PREFIX}/+/+/presence")

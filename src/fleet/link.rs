@@ -158,15 +158,19 @@ async fn receive(
                 if let Ok(mut all) = edges.lock() {
                     all.iter_mut().for_each(SimEdge::resend_all);
                 }
-                // Off the poll loop: publishing waits on it.
+                // Off the poll loop (publishing waits on it), spread over a
+                // few seconds as edges come online: a burst of thousands
+                // would overflow the broker's queue for each subscriber.
                 let (client, presence) = (client.clone(), presence.clone());
                 tokio::spawn(async move {
+                    let gap = Duration::from_secs(5) / presence.len().max(1) as u32;
                     for (topic, payload) in presence.iter() {
                         let p =
                             client.publish(topic, rumqttc::QoS::AtLeastOnce, true, payload.clone());
                         if p.await.is_err() {
                             return;
                         }
+                        tokio::time::sleep(gap).await;
                     }
                 });
             }

@@ -78,6 +78,18 @@ impl Aggregator {
         }
     }
 
+    /// A site heard from, for a cluster member to place.
+    fn seen(&self, site: &str) {
+        if self.owned.is_none() || !vigil_core::topic::valid_site(site) {
+            return;
+        }
+        if let Ok(mut b) = self.board.lock() {
+            if b.seen.len() < crate::cluster::MAX_SEEN && !b.seen.contains(site) {
+                b.seen.insert(site.to_string());
+            }
+        }
+    }
+
     /// Whether this member stores the message: always alone; in a cluster,
     /// rows of the sites it owns only (a site that moved may still send
     /// here for a moment: its new owner takes the message, resent).
@@ -98,6 +110,7 @@ impl Aggregator {
         match inbound {
             Inbound::Heartbeat(hb) => {
                 self.metrics.link.count("heartbeat");
+                self.seen(&hb.site);
                 if let Ok(mut h) = self.shared.models.hub.lock() {
                     let node = format!("{}/{}", hb.site, hb.node);
                     h.observe(&node, hb.model_release, &hb.health, now);
@@ -128,12 +141,8 @@ impl Aggregator {
                 state,
             } => {
                 self.metrics.link.count("presence");
-                if self.owned.is_some() && role == "edge" {
-                    if let Ok(mut b) = self.board.lock() {
-                        if b.seen.len() < crate::cluster::MAX_SEEN {
-                            b.seen.insert(site.clone());
-                        }
-                    }
+                if role == "edge" {
+                    self.seen(&site);
                 }
                 if let Ok(mut r) = self.shared.registry.lock() {
                     r.presence(&site, role, &node, state, now);

@@ -132,6 +132,50 @@ impl Etcd {
         Ok(r["succeeded"].as_bool().unwrap_or(false))
     }
 
+    /// Creates every one of `keys` (= `value`, on `lease`) and sets every
+    /// one of `puts` (no lease), all in one transaction, if none of `keys`
+    /// exists; whether it did. (etcd takes 128 operations a transaction by
+    /// default: keep `keys` and `puts` within it.)
+    pub async fn create_all(
+        &self,
+        keys: &[String],
+        value: &str,
+        lease: i64,
+        puts: &[(String, String)],
+    ) -> Result<bool, String> {
+        let compare: Vec<Value> = keys
+            .iter()
+            .map(|k| {
+                json!({
+                    "key": B64.encode(k),
+                    "target": "CREATE",
+                    "result": "EQUAL",
+                    "create_revision": "0"
+                })
+            })
+            .collect();
+        let mut success: Vec<Value> = keys
+            .iter()
+            .map(|k| {
+                json!({ "request_put": {
+                    "key": B64.encode(k),
+                    "value": B64.encode(value),
+                    "lease": lease.to_string()
+                }})
+            })
+            .collect();
+        success.extend(puts.iter().map(|(k, v)| {
+            json!({ "request_put": { "key": B64.encode(k), "value": B64.encode(v) } })
+        }));
+        let r = self
+            .call(
+                "/v3/kv/txn",
+                json!({ "compare": compare, "success": success }),
+            )
+            .await?;
+        Ok(r["succeeded"].as_bool().unwrap_or(false))
+    }
+
     /// Sets `key` = `value`, with no lease.
     pub async fn put(&self, key: &str, value: &str) -> Result<(), String> {
         self.call(

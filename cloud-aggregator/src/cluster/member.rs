@@ -149,6 +149,7 @@ impl Member {
         shutdown: CancellationToken,
     ) -> Option<Self> {
         let mut owned = BTreeSet::new();
+        let mut waiting = BTreeMap::new();
         let mut ratelog = RateLog::default();
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -157,7 +158,8 @@ impl Member {
                 _ = shutdown.cancelled() => break,
                 _ = tick.tick() => {}
             }
-            match self.round(&board, &orders, &mut owned, &leadership).await {
+            let places = (&mut owned, &mut waiting);
+            match self.round(&board, &orders, places, &leadership).await {
                 Ok(true) => metrics.cluster_etcd_up.set(1),
                 Ok(false) => {
                     let why = "the etcd lease expired while etcd was out of reach; other aggregators may own this member's sites now";
@@ -177,12 +179,14 @@ impl Member {
         Some(self)
     }
 
-    /// One round; `Ok(false)` when the lease has expired.
+    /// One round; `Ok(false)` when the lease has expired. `owned`: the sites
+    /// this member owns; `waiting`: free sites and the rounds they have been
+    /// free.
     async fn round(
         &self,
         board: &Mutex<Board>,
         orders: &mpsc::Sender<Order>,
-        owned: &mut BTreeSet<String>,
+        (owned, waiting): (&mut BTreeSet<String>, &mut BTreeMap<String, u32>),
         leadership: &Leadership,
     ) -> Result<bool, String> {
         if self.etcd.keepalive(self.lease).await? <= 0 {
@@ -205,16 +209,25 @@ impl Member {
         leadership.set(s.leader.as_deref() == Some(self.name.as_str()), leader);
 
         // What etcd says we own (after a restart: what we owned before).
+        let mut own = Vec::new();
         for (site, owner) in &s.owners {
             if owner == &self.name && owned.insert(site.clone()) {
-                send(orders, Order::Own(site.clone())).await;
+                own.push(site.clone());
             }
         }
-        for site in owned.clone() {
-            if s.owners.get(&site) != Some(&self.name) {
-                owned.remove(&site);
-                send(orders, Order::Disown(site)).await;
-            }
+        if !own.is_empty() {
+            send(orders, Order::Own(own)).await;
+        }
+        let gone: Vec<String> = owned
+            .iter()
+            .filter(|site| s.owners.get(*site) != Some(&self.name))
+            .cloned()
+            .collect();
+        if !gone.is_empty() {
+            gone.iter().for_each(|site| {
+                owned.remove(site);
+            });
+            send(orders, Order::Disown(gone)).await;
         }
 
         let (merged, removed, seen) = match board.lock() {
@@ -259,41 +272,118 @@ impl Member {
 
         // Place sites no one owns.
         let known: BTreeSet<&String> = seen.iter().chain(s.homes.keys()).collect();
-        let alive = s.members.len().max(1);
-        let share = known.len().div_ceil(alive);
+        let share = known.len().div_ceil(s.members.len().max(1));
+        let mut take = Vec::new();
+        let mut free_now = BTreeMap::new();
         for site in known {
             if s.owners.contains_key(site) {
                 continue;
             }
             let home = s.homes.get(site);
             let ours = home.is_some_and(|h| *h == self.name || merged.contains(h));
-            let free = match home {
-                None => true,
-                Some(h) => {
-                    ours || (!s.members.contains_key(h)
+            let free = ours
+                || home.is_none_or(|h| {
+                    !s.members.contains_key(h)
                         && !s.adopting.contains_key(h)
-                        && !member_dir(&self.data_dir, h).exists())
-                }
-            };
-            if !free || (!ours && owned.len() >= share) {
+                        && !member_dir(&self.data_dir, h).exists()
+                });
+            if !free {
                 continue;
             }
-            if self
-                .etcd
-                .create(&self.key("sites", site), &self.name, self.lease)
-                .await?
-            {
-                if home != Some(&self.name) {
-                    self.etcd.put(&self.key("home", site), &self.name).await?;
-                }
-                owned.insert(site.clone());
-                send(orders, Order::Own(site.clone())).await;
+            let rounds = waiting.get(site).copied().unwrap_or(0) + 1;
+            free_now.insert(site.clone(), rounds);
+            let first = first_choice(s.members.keys(), site) == Some(&self.name);
+            let left = rounds > FIRST_CHOICE_ROUNDS && owned.len() + take.len() < share;
+            if (ours || first || left) && take.len() < MAX_CLAIMS {
+                take.push(site.clone());
             }
+        }
+        *waiting = free_now;
+        let got = self.claim(&take, &s.homes).await?;
+        if !got.is_empty() {
+            owned.extend(got.iter().cloned());
+            send(orders, Order::Own(got)).await;
         }
         Ok(true)
     }
 }
 
+impl Member {
+    /// Claims `sites` (and makes this member their home), a batch to a
+    /// transaction, one by one where a batch finds one taken; the sites got.
+    async fn claim(
+        &self,
+        sites: &[String],
+        homes: &BTreeMap<String, String>,
+    ) -> Result<Vec<String>, String> {
+        let mut got = Vec::new();
+        let ops = |batch: &[String]| {
+            let keys: Vec<String> = batch.iter().map(|s| self.key("sites", s)).collect();
+            let puts: Vec<(String, String)> = batch
+                .iter()
+                .filter(|s| homes.get(*s) != Some(&self.name))
+                .map(|s| (self.key("home", s), self.name.clone()))
+                .collect();
+            (keys, puts)
+        };
+        for batch in sites.chunks(CLAIM_BATCH) {
+            let (keys, puts) = ops(batch);
+            if self.etcd.create_all(&keys, &self.name, self.lease, &puts).await? {
+                got.extend(batch.iter().cloned());
+                continue;
+            }
+            for site in batch {
+                let (keys, puts) = ops(std::slice::from_ref(site));
+                if self.etcd.create_all(&keys, &self.name, self.lease, &puts).await? {
+                    got.push(site.clone());
+                }
+            }
+        }
+        Ok(got)
+    }
+}
+
+/// Sites a transaction claims (two operations each, within etcd's 128).
+const CLAIM_BATCH: usize = 60;
+/// Most sites claimed in one round, so a round stays short.
+const MAX_CLAIMS: usize = 1200;
+/// Rounds a free site waits for its first choice before any member may
+/// take it.
+const FIRST_CHOICE_ROUNDS: u32 = 3;
+
+/// The live member that ranks highest for `site` (rendezvous hashing).
+fn first_choice<'a>(members: impl Iterator<Item = &'a String>, site: &str) -> Option<&'a String> {
+    members.max_by_key(|m| fnv1a(&[m.as_bytes(), b"/", site.as_bytes()]))
+}
+
+/// FNV-1a, 64 bits: the same in every member's process.
+fn fnv1a(parts: &[&[u8]]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in parts.iter().flat_map(|p| p.iter()) {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
 async fn send(orders: &mpsc::Sender<Order>, order: Order) {
     let _ = orders.send(order).await;
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn first_choices_spread_sites_evenly_and_agree_everywhere() {
+        let members = ["cloud-1".to_string(), "cloud-2".to_string(), "cloud-3".to_string()];
+        let mut counts = [0usize; 3];
+        for i in 0..3000 {
+            let site = format!("site-{i}");
+            let a = super::first_choice(members.iter(), &site);
+            let b = super::first_choice(members.iter().rev(), &site);
+            assert_eq!(a, b, "the order members are listed in does not matter");
+            let at = members.iter().position(|m| Some(m) == a).unwrap();
+            counts[at] += 1;
+        }
+        assert!(counts.iter().all(|&c| (850..=1150).contains(&c)), "{counts:?}");
+    }
 }

@@ -14,6 +14,9 @@ pub struct Publisher {
     pub(super) down: Down,
 }
 
+/// Filters per SUBSCRIBE packet.
+pub(super) const SUBSCRIBE_CHUNK: usize = 100;
+
 /// Since when the link is down (Unix ms) and its last error.
 pub(super) type Down = Arc<Mutex<Option<(i64, String)>>>;
 
@@ -22,23 +25,44 @@ impl Publisher {
     /// [`Self::unsubscribe`] (for subscriptions that come and go, such as a
     /// model transfer's chunks).
     pub fn subscribe(&self, filter: &str) {
+        self.subscribe_all(&[filter.to_string()]);
+    }
+
+    /// Subscribes to every one of `filters` as [`Self::subscribe`] does, a
+    /// hundred to a SUBSCRIBE packet (a cluster member taking thousands of
+    /// sites would otherwise overflow the client's request queue).
+    pub fn subscribe_all(&self, filters: &[String]) {
         if let Ok(mut e) = self.extra.lock() {
-            if !e.iter().any(|f| f == filter) {
-                e.push(filter.to_string());
+            for f in filters {
+                if !e.contains(f) {
+                    e.push(f.clone());
+                }
             }
         }
-        if let Err(e) = self.client.try_subscribe(filter, QoS::AtLeastOnce) {
-            warn!(filter, error = %e, "Could not subscribe; retried on reconnect.");
+        for chunk in filters.chunks(SUBSCRIBE_CHUNK) {
+            let many = chunk
+                .iter()
+                .map(|f| rumqttc::SubscribeFilter::new(f.clone(), QoS::AtLeastOnce));
+            if let Err(e) = self.client.try_subscribe_many(many) {
+                warn!(filters = chunk.len(), error = %e, "Could not subscribe; retried on reconnect.");
+            }
         }
     }
 
-    /// Drops a subscription made with [`Self::subscribe`].
+    /// Drops subscriptions made with [`Self::subscribe`].
     pub fn unsubscribe(&self, filter: &str) {
+        self.unsubscribe_all(&[filter.to_string()]);
+    }
+
+    /// Drops every one of `filters`.
+    pub fn unsubscribe_all(&self, filters: &[String]) {
         if let Ok(mut e) = self.extra.lock() {
-            e.retain(|f| f != filter);
+            e.retain(|f| !filters.contains(f));
         }
-        if let Err(e) = self.client.try_unsubscribe(filter) {
-            debug!(filter, error = %e, "Could not unsubscribe.");
+        for filter in filters {
+            if let Err(e) = self.client.try_unsubscribe(filter) {
+                debug!(filter, error = %e, "Could not unsubscribe.");
+            }
         }
     }
 
