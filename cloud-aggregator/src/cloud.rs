@@ -147,6 +147,7 @@ pub async fn run(
         board,
         adoptions: Vec::new(),
         force_roll: false,
+        restoring: None,
         store,
         receipts,
         log: Vec::new(),
@@ -237,6 +238,8 @@ struct Aggregator {
     adoptions: Vec<(String, PathBuf, u64)>,
     /// Roll at the next commit (after an adoption), rows or not.
     force_roll: bool,
+    /// A dead member's rows being taken in.
+    restoring: Option<adopt::Restoring>,
     /// Rows taken since the last roll began.
     store: Store,
     receipts: Receipts,
@@ -253,6 +256,15 @@ struct Aggregator {
     shared: Arc<Shared>,
     metrics: CloudMetrics,
     config: CloudConfig,
+}
+
+/// The next message of a dead member's log being taken in; `None` once
+/// it is all read (never while nothing is being taken in).
+async fn restoring(r: &mut Option<adopt::Restoring>) -> Option<(String, Vec<u8>)> {
+    match r.as_mut() {
+        Some(r) => r.rx.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Waits for a task that is there (the select arm is off otherwise).
@@ -316,6 +328,10 @@ impl Aggregator {
                     self.shared.models.tick(&self.shared.registry, now_ms());
                     self.metrics.buffered_bytes.set(self.store.pending_bytes() as i64);
                 }
+                m = restoring(&mut self.restoring), if !paused => match m {
+                    Some((topic, payload)) => self.restore(&topic, &payload),
+                    None => self.restored().await,
+                },
                 Some(order) = orders.recv() => {
                     if let Some(why) = self.on_order(order).await {
                         anyhow::bail!(why);
@@ -335,17 +351,25 @@ impl Aggregator {
     async fn on_order(&mut self, order: Order) -> Option<String> {
         match order {
             Order::Own(sites) => {
-                let filters: Vec<String> = sites.iter().map(|s| topic::filter::uplinks(s)).collect();
+                let filters: Vec<String> =
+                    sites.iter().map(|s| topic::filter::uplinks(s)).collect();
                 self.publisher.subscribe_all(&filters);
-                info!(sites = sites.len(), "Took sites: subscribed to their uplinks.");
+                info!(
+                    sites = sites.len(),
+                    "Took sites: subscribed to their uplinks."
+                );
                 if let Some(o) = &mut self.owned {
                     o.extend(sites);
                 }
             }
             Order::Disown(sites) => {
-                let filters: Vec<String> = sites.iter().map(|s| topic::filter::uplinks(s)).collect();
+                let filters: Vec<String> =
+                    sites.iter().map(|s| topic::filter::uplinks(s)).collect();
                 self.publisher.unsubscribe_all(&filters);
-                warn!(sites = sites.len(), "This member no longer owns these sites; their new owners take their uplinks.");
+                warn!(
+                    sites = sites.len(),
+                    "This member no longer owns these sites; their new owners take their uplinks."
+                );
                 if let Some(o) = &mut self.owned {
                     sites.iter().for_each(|s| {
                         o.remove(s);
@@ -381,6 +405,14 @@ impl Aggregator {
 
     /// Waits for what is running, then commits and rolls what is left.
     async fn finish(&mut self) {
+        // A dead member's rows being taken in are taken in whole first, so
+        // the last roll holds all of them or (after a crash) none.
+        while self.restoring.is_some() {
+            match restoring(&mut self.restoring).await {
+                Some((topic, payload)) => self.restore(&topic, &payload),
+                None => self.restored().await,
+            }
+        }
         for _ in 0..2 {
             if let Some(c) = self.committing.take() {
                 match c.await {

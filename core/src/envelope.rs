@@ -154,6 +154,20 @@ pub fn decode_meta<P: Payload>(bytes: &[u8], max_bytes: usize) -> Result<Decoded
     decode_kind(bytes, max_bytes, P::KIND)
 }
 
+/// The delivery sequence of an envelope of any kind, its body left unread
+/// (a cheap look at a logged message's number).
+pub fn decode_seq_only(bytes: &[u8], max_bytes: usize) -> Result<Option<Seq>, DecodeError> {
+    if bytes.len() > max_bytes {
+        return Err(DecodeError::Oversized {
+            len: bytes.len(),
+            max: max_bytes,
+        });
+    }
+    let env: InEnvelope<'_> =
+        serde_json::from_slice(bytes).map_err(|e| DecodeError::Malformed(e.to_string()))?;
+    Ok(env.seq)
+}
+
 /// As [`decode_meta`] for a body of kind `kind` read into any type, which
 /// may borrow from `bytes` (a receiver's lean view of a payload).
 pub fn decode_kind<'a, T: Deserialize<'a>>(

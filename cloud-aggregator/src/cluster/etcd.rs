@@ -164,9 +164,9 @@ impl Etcd {
                 }})
             })
             .collect();
-        success.extend(puts.iter().map(|(k, v)| {
-            json!({ "request_put": { "key": B64.encode(k), "value": B64.encode(v) } })
-        }));
+        success.extend(puts.iter().map(
+            |(k, v)| json!({ "request_put": { "key": B64.encode(k), "value": B64.encode(v) } }),
+        ));
         let r = self
             .call(
                 "/v3/kv/txn",
