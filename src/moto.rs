@@ -19,11 +19,24 @@ impl Moto {
     /// Starts `moto_server` if it is installed (`Ok(None)` if not) and waits
     /// until it answers.
     pub async fn start() -> anyhow::Result<Option<Self>> {
-        if !crate::procstat::installed("moto_server", "--help") {
+        // The script, or the module when pip put the script off the PATH
+        // (a pyenv without a rehash).
+        let command: &[&str] = if crate::procstat::installed("moto_server", "--help") {
+            &["moto_server"]
+        } else if Command::new("python3")
+            .args(["-m", "moto.server", "--help"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+        {
+            &["python3", "-m", "moto.server"]
+        } else {
             return Ok(None);
-        }
+        };
         let port = crate::broker::free_port()?;
-        let child = Command::new("moto_server")
+        let child = Command::new(command[0])
+            .args(&command[1..])
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
