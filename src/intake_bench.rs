@@ -46,20 +46,7 @@ pub fn spawn_edge(
     (port, listen): (u16, &str),
     series: usize,
 ) -> anyhow::Result<Child> {
-    let cfg = vigil_edge::EdgeConfig {
-        site: SITE.into(),
-        listen: listen.into(),
-        data_dir: dir.join("edge"),
-        mqtt: vigil_core::mqtt::MqttSettings {
-            port,
-            ..Default::default()
-        },
-        cache: vigil_edge::config::CacheConfig {
-            max_series: series + series / 10,
-            ..Default::default()
-        },
-        ..Default::default()
-    };
+    let cfg = crate::memory_bench::edge_config(SITE, dir, (port, listen), series);
     let path = dir.join("edge.yaml");
     std::fs::write(&path, serde_yaml_ng::to_string(&cfg)?)?;
     Command::new(exe)

@@ -81,10 +81,18 @@ fn edge_binary() -> anyhow::Result<PathBuf> {
     Ok(bin)
 }
 
-fn spawn_edge(dir: &Path, port: u16, series: usize) -> anyhow::Result<Child> {
-    let cfg = vigil_edge::EdgeConfig {
-        site: "bench".into(),
-        listen: "127.0.0.1:0".into(),
+/// An edge for the benchmarks: site `site`, its folder under `dir`, the
+/// broker at `port`, its API at `listen`, a cache with room for `series`
+/// and a tenth more.
+pub(crate) fn edge_config(
+    site: &str,
+    dir: &Path,
+    (port, listen): (u16, &str),
+    series: usize,
+) -> vigil_edge::EdgeConfig {
+    vigil_edge::EdgeConfig {
+        site: site.into(),
+        listen: listen.into(),
         data_dir: dir.join("edge"),
         mqtt: vigil_core::mqtt::MqttSettings {
             port,
@@ -95,7 +103,11 @@ fn spawn_edge(dir: &Path, port: u16, series: usize) -> anyhow::Result<Child> {
             ..Default::default()
         },
         ..Default::default()
-    };
+    }
+}
+
+fn spawn_edge(dir: &Path, port: u16, series: usize) -> anyhow::Result<Child> {
+    let cfg = edge_config("bench", dir, (port, "127.0.0.1:0"), series);
     let path = dir.join("edge.yaml");
     std::fs::write(&path, serde_yaml_ng::to_string(&cfg)?)?;
     Command::new(edge_binary()?)

@@ -12,19 +12,12 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use vigil::intake_bench::{broker_dropped, edge_metric, spawn_edge};
 use vigil::mosquitto::Mosquitto;
+use vigil::procstat::signal;
 use vigil_core::message::{MetricBatch, Sample};
 use vigil_core::{encode, topic, EntityId};
 
 const RECEIVED: &str = "vigil_messages_received_total{kind=\"metrics\"}";
 const MISSING: &str = "vigil_edge_agent_batches_missing_total";
-
-fn signal(pid: u32, sig: &str) -> anyhow::Result<()> {
-    let s = std::process::Command::new("kill")
-        .args([sig, &pid.to_string()])
-        .status()?;
-    anyhow::ensure!(s.success(), "kill {sig} {pid} failed");
-    Ok(())
-}
 
 async fn until(what: &str, secs: u64, mut ok: impl AsyncFnMut() -> bool) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(secs);

@@ -9,33 +9,44 @@ fn external_required() -> bool {
     std::env::var("VIGIL_REQUIRE_EXTERNAL").is_ok_and(|v| v == "1")
 }
 
-fn mosquitto_installed() -> bool {
-    ["mosquitto", "/usr/sbin/mosquitto"].iter().any(|b| {
+/// Whether Mosquitto is there (or the test may be skipped).
+fn mosquitto() -> bool {
+    let installed = ["mosquitto", "/usr/sbin/mosquitto"].iter().any(|b| {
         std::process::Command::new(b)
             .arg("-h")
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .status()
             .is_ok()
-    })
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_small_fleet_is_stored_exactly_once_and_kept_up_with() -> anyhow::Result<()> {
-    if !mosquitto_installed() {
+    });
+    if !installed {
         assert!(!external_required(), "mosquitto is required");
         eprintln!("skipped: mosquitto is not installed");
-        return Ok(());
     }
-    let opts = FleetOptions {
+    installed
+}
+
+/// 40 edges × 50 series on 4 connections, with this build's `vigil`.
+fn small() -> FleetOptions {
+    FleetOptions {
         edges: 40,
         series: 50,
-        secs: 10,
-        warmup_secs: 5,
         drain_secs: 60,
         connections: 4,
         exe: Some(PathBuf::from(env!("CARGO_BIN_EXE_vigil"))),
         ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_fleet_is_stored_exactly_once_and_kept_up_with() -> anyhow::Result<()> {
+    if !mosquitto() {
+        return Ok(());
+    }
+    let opts = FleetOptions {
+        secs: 10,
+        warmup_secs: 5,
+        ..small()
     };
     let r = fleet::run(&opts).await?;
     eprintln!("{r}");
@@ -53,25 +64,18 @@ async fn a_small_fleet_is_stored_exactly_once_and_kept_up_with() -> anyhow::Resu
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_loses_nothing_receipted_and_stores_nothing_twice() -> anyhow::Result<()> {
-    if !mosquitto_installed() {
-        assert!(!external_required(), "mosquitto is required");
-        eprintln!("skipped: mosquitto is not installed");
+    if !mosquitto() {
         return Ok(());
     }
     // Rolls every 2 s, so the crash (SIGKILL at 7 s) finds rows rolled and
     // checkpointed, rows in the log only, and messages not yet committed.
     let opts = FleetOptions {
-        edges: 40,
-        series: 50,
         secs: 8,
         warmup_secs: 4,
-        drain_secs: 60,
-        connections: 4,
         resend_secs: 3,
         roll_secs: Some(2),
         crash_at_secs: Some(7),
-        exe: Some(PathBuf::from(env!("CARGO_BIN_EXE_vigil"))),
-        ..Default::default()
+        ..small()
     };
     let r = fleet::run(&opts).await?;
     eprintln!("{r}");

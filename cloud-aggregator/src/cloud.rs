@@ -258,6 +258,11 @@ struct Aggregator {
     config: CloudConfig,
 }
 
+/// The uplink filters of `sites`.
+fn uplinks(sites: &[String]) -> Vec<String> {
+    sites.iter().map(|s| topic::filter::uplinks(s)).collect()
+}
+
 /// The next message of a dead member's log being taken in; `None` once
 /// it is all read (never while nothing is being taken in).
 async fn restoring(r: &mut Option<adopt::Restoring>) -> Option<(String, Vec<u8>)> {
@@ -351,9 +356,7 @@ impl Aggregator {
     async fn on_order(&mut self, order: Order) -> Option<String> {
         match order {
             Order::Own(sites) => {
-                let filters: Vec<String> =
-                    sites.iter().map(|s| topic::filter::uplinks(s)).collect();
-                self.publisher.subscribe_all(&filters);
+                self.publisher.subscribe_all(&uplinks(&sites));
                 info!(
                     sites = sites.len(),
                     "Took sites: subscribed to their uplinks."
@@ -363,9 +366,7 @@ impl Aggregator {
                 }
             }
             Order::Disown(sites) => {
-                let filters: Vec<String> =
-                    sites.iter().map(|s| topic::filter::uplinks(s)).collect();
-                self.publisher.unsubscribe_all(&filters);
+                self.publisher.unsubscribe_all(&uplinks(&sites));
                 warn!(
                     sites = sites.len(),
                     "This member no longer owns these sites; their new owners take their uplinks."

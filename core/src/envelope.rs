@@ -157,15 +157,18 @@ pub fn decode_meta<P: Payload>(bytes: &[u8], max_bytes: usize) -> Result<Decoded
 /// The delivery sequence of an envelope of any kind, its body left unread
 /// (a cheap look at a logged message's number).
 pub fn decode_seq_only(bytes: &[u8], max_bytes: usize) -> Result<Option<Seq>, DecodeError> {
+    envelope(bytes, max_bytes).map(|env| env.seq)
+}
+
+/// The envelope of `bytes` (at most `max_bytes`), its body left unread.
+fn envelope(bytes: &[u8], max_bytes: usize) -> Result<InEnvelope<'_>, DecodeError> {
     if bytes.len() > max_bytes {
         return Err(DecodeError::Oversized {
             len: bytes.len(),
             max: max_bytes,
         });
     }
-    let env: InEnvelope<'_> =
-        serde_json::from_slice(bytes).map_err(|e| DecodeError::Malformed(e.to_string()))?;
-    Ok(env.seq)
+    serde_json::from_slice(bytes).map_err(|e| DecodeError::Malformed(e.to_string()))
 }
 
 /// As [`decode_meta`] for a body of kind `kind` read into any type, which
@@ -175,14 +178,7 @@ pub fn decode_kind<'a, T: Deserialize<'a>>(
     max_bytes: usize,
     kind: &'static str,
 ) -> Result<Decoded<T>, DecodeError> {
-    if bytes.len() > max_bytes {
-        return Err(DecodeError::Oversized {
-            len: bytes.len(),
-            max: max_bytes,
-        });
-    }
-    let env: InEnvelope<'a> =
-        serde_json::from_slice(bytes).map_err(|e| DecodeError::Malformed(e.to_string()))?;
+    let env: InEnvelope<'a> = envelope(bytes, max_bytes)?;
     if env.v != SCHEMA_VERSION {
         return Err(DecodeError::UnknownVersion(env.v));
     }

@@ -95,7 +95,7 @@ impl Aggregator {
     pub(super) fn restore(&mut self, topic: &str, payload: &[u8]) {
         let before = self.store.pending_rows();
         let max = self.config.max_message_bytes;
-        if super::intake::replay(topic, payload, max, (&mut self.store, &mut self.receipts)) {
+        if super::intake::restore_rows(topic, payload, max, &mut self.store).is_some() {
             crate::wal::append(&mut self.log, topic, payload);
         }
         if let Some(r) = &mut self.restoring {

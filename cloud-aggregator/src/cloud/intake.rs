@@ -177,30 +177,40 @@ pub(super) fn replay(
     max_bytes: usize,
     (store, receipts): (&mut Store, &mut Receipts),
 ) -> bool {
-    let now = now_ms();
-    let mut stored = |site: &str, seq: Option<Seq>| {
-        if let Some(seq) = seq {
-            receipts.replayed(site, &seq, now);
-        }
+    let Some((site, seq)) = restore_rows(topic, payload, max_bytes, store) else {
+        return false;
     };
+    if let Some(seq) = seq {
+        receipts.replayed(&site, &seq, now_ms());
+    }
+    true
+}
+
+/// The rows of one logged record buffered again; its site and number, or
+/// `None` when it holds no rows.
+pub(super) fn restore_rows(
+    topic: &str,
+    payload: &[u8],
+    max_bytes: usize,
+    store: &mut Store,
+) -> Option<(String, Option<Seq>)> {
     match ingest::classify(topic, payload, max_bytes) {
         Ok(Inbound::Samples {
             site, batch, seq, ..
         }) => {
             add_samples(store, &site, &batch);
-            stored(&site, seq);
+            Some((site, seq))
         }
         Ok(Inbound::Anomaly { site, event, seq }) => {
             store.add_anomaly(&event);
-            stored(&site, seq);
+            Some((site, seq))
         }
         Ok(Inbound::Audit { site, record, seq }) => {
             store.add_audit(&record);
-            stored(&site, seq);
+            Some((site, seq))
         }
-        _ => return false,
+        _ => None,
     }
-    true
 }
 
 fn add_samples(store: &mut Store, site: &str, batch: &SampleBatchRef<'_>) {

@@ -103,10 +103,10 @@ impl Member {
         format!("{}{kind}/{name}", self.prefix)
     }
 
-    fn under(&self, kvs: Vec<Kv>, kind: &str) -> BTreeMap<String, String> {
+    fn under(&self, kvs: &[Kv], kind: &str) -> BTreeMap<String, String> {
         let p = format!("{}{kind}/", self.prefix);
-        kvs.into_iter()
-            .filter_map(|kv| Some((kv.key.strip_prefix(&p)?.to_string(), kv.value)))
+        kvs.iter()
+            .filter_map(|kv| Some((kv.key.strip_prefix(&p)?.to_string(), kv.value.clone())))
             .collect()
     }
 
@@ -117,10 +117,10 @@ impl Member {
             .find(|kv| kv.key == format!("{}leader", self.prefix))
             .map(|kv| kv.value.clone());
         Ok(Seen {
-            members: self.under(all.clone(), "members"),
-            owners: self.under(all.clone(), "sites"),
-            homes: self.under(all.clone(), "home"),
-            adopting: self.under(all, "adopting"),
+            members: self.under(&all, "members"),
+            owners: self.under(&all, "sites"),
+            homes: self.under(&all, "home"),
+            adopting: self.under(&all, "adopting"),
             leader,
         })
     }
