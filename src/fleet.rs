@@ -79,6 +79,22 @@ pub struct FleetOptions {
     pub etcd_outage_at_secs: Option<u64>,
     /// How long the etcd outage lasts.
     pub etcd_outage_secs: u64,
+    /// Every this many batches each edge also sends an anomaly event and
+    /// an audit record (0: none); every aggregator's API must list them all.
+    pub events_every: u64,
+}
+
+/// What one aggregator's API lists after the run.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
+pub struct Listed {
+    /// The aggregator.
+    pub name: String,
+    /// Distinct anomaly events.
+    pub anomalies: u64,
+    /// Distinct audit records.
+    pub audit: u64,
+    /// Items listed more than once.
+    pub twice: u64,
 }
 
 impl Default for FleetOptions {
@@ -107,6 +123,7 @@ impl Default for FleetOptions {
             lease_ttl_secs: 10,
             etcd_outage_at_secs: None,
             etcd_outage_secs: 20,
+            events_every: 0,
         }
     }
 }
@@ -292,7 +309,11 @@ pub async fn run(opts: &FleetOptions) -> anyhow::Result<Report> {
         .fold(f64::NAN, f64::max);
     let mut failed_rolls = None;
     let mut leaders = Vec::new();
-    for a in &run.aggregators {
+    let mut listed = Vec::new();
+    for a in run.aggregators.iter().filter(|a| !a.killed) {
+        if opts.events_every > 0 {
+            listed.push(a.listed().await?);
+        }
         if let Ok(n) = a.metric("vigil_cloud_flush_errors_total").await {
             *failed_rolls.get_or_insert(0) += n as u64;
         }
@@ -305,7 +326,7 @@ pub async fn run(opts: &FleetOptions) -> anyhow::Result<Report> {
     for a in &mut run.aggregators {
         stopped &= a.stop(120) || a.killed;
     }
-    let parquet = run.aggregators[0].parquet_rows(opts).await?;
+    let [parquet, anomalies, audit] = run.aggregators[0].parquet_rows(opts).await?;
     let takeover_s = takeover.lock().ok().and_then(|t| *t);
     Ok(Report {
         replayed,
@@ -314,6 +335,8 @@ pub async fn run(opts: &FleetOptions) -> anyhow::Result<Report> {
         leaders,
         owners_at_crash,
         etcd_up_in_outage,
+        events_stored: (anomalies.0, audit.0),
+        listed,
         ..Report::new(
             opts,
             (&begin, &end),
@@ -354,6 +377,7 @@ fn start_edges(
         series: opts.series,
         rate: opts.rate,
         batch_secs: opts.batch_secs.max(1),
+        events_every: opts.events_every,
     };
     let delivery = Delivery {
         window: opts.window.max(1),
@@ -380,17 +404,23 @@ fn start_edges(
     }
 }
 
-/// Waits up to `secs` for every sample made to be receipted.
+/// Waits up to `secs` for every sample and event made to be receipted.
 async fn drain(run: &Run, secs: u64) -> bool {
     let deadline = Instant::now() + Duration::from_secs(secs);
     let bar = report::spinner("waiting for the last receipts");
+    let t = &run.totals;
     loop {
         let (made, got) = (
-            run.totals.made.load(Ordering::Relaxed),
-            run.totals.receipted.load(Ordering::Relaxed),
+            t.made.load(Ordering::Relaxed),
+            t.receipted.load(Ordering::Relaxed),
         );
-        bar.set_message(format!("{} samples without a receipt", made - got));
-        if got >= made {
+        let events =
+            t.events_made.load(Ordering::Relaxed) - t.events_receipted.load(Ordering::Relaxed);
+        bar.set_message(format!(
+            "{} samples and {events} events without a receipt",
+            made - got
+        ));
+        if got >= made && events == 0 {
             bar.finish_and_clear();
             return true;
         }

@@ -3,7 +3,7 @@
 //! own process, with simulated edges on a real Mosquitto.
 
 use std::path::PathBuf;
-use vigil::fleet::{self, FleetOptions};
+use vigil::fleet::{self, FleetOptions, Listed, Report};
 
 fn external_required() -> bool {
     std::env::var("VIGIL_REQUIRE_EXTERNAL").is_ok_and(|v| v == "1")
@@ -31,10 +31,30 @@ fn two(secs: u64) -> FleetOptions {
         // Rolls seldom, so the killed member leaves rows in its log only.
         roll_secs: Some(30),
         resend_secs: 3,
+        // An anomaly event and an audit record every other batch.
+        events_every: 2,
         aggregators: 2,
         exe: Some(PathBuf::from(env!("CARGO_BIN_EXE_vigil"))),
         ..Default::default()
     }
+}
+
+/// Each anomaly event and audit record made is stored once, and each of
+/// `members` lists all of them, once, whichever member owns their site.
+fn events_stored_once_and_listed_everywhere(r: &Report, members: &[&str]) {
+    let each = r.events / 2;
+    assert!(each >= 40, "some events were made: {r}");
+    assert_eq!(r.events_stored, (each, each), "stored exactly once: {r}");
+    let want: Vec<Listed> = members
+        .iter()
+        .map(|m| Listed {
+            name: m.to_string(),
+            anomalies: each,
+            audit: each,
+            twice: 0,
+        })
+        .collect();
+    assert_eq!(r.listed, want, "{r}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -60,6 +80,8 @@ async fn a_killed_member_s_sites_are_taken_over_and_every_sample_stored_once() -
     assert_eq!(r.rows, r.made, "every sample stored exactly once: {r}");
     // One leader, the survivor.
     assert_eq!(r.leaders, vec![("cloud-2".to_string(), true)], "{r}");
+    // The survivor lists what the dead member stored, too.
+    events_stored_once_and_listed_everywhere(&r, &["cloud-2"]);
     Ok(())
 }
 
@@ -84,6 +106,7 @@ async fn without_etcd_members_keep_serving_their_sites() -> anyhow::Result<()> {
     assert!(r.drained, "both kept receipting and stopped cleanly: {r}");
     assert_eq!(r.rows, r.made, "{r}");
     assert!(r.kept_up, "{r}");
+    events_stored_once_and_listed_everywhere(&r, &["cloud-1", "cloud-2"]);
     Ok(())
 }
 

@@ -46,6 +46,7 @@ async fn a_small_fleet_is_stored_exactly_once_and_kept_up_with() -> anyhow::Resu
     let opts = FleetOptions {
         secs: 10,
         warmup_secs: 5,
+        events_every: 1,
         ..small()
     };
     let r = fleet::run(&opts).await?;
@@ -57,6 +58,16 @@ async fn a_small_fleet_is_stored_exactly_once_and_kept_up_with() -> anyhow::Resu
     assert!(r.receipt_p99_s.is_some_and(|p| p < 30.0), "{r}");
     assert!(
         r.aggregator_peak_rss_mb > 0.0 && r.aggregator_cpu > 0.0,
+        "{r}"
+    );
+    // An anomaly event and an audit record per batch: stored and listed once.
+    let each = r.events / 2;
+    assert!(each >= 40 * 2, "{r}");
+    assert_eq!(r.events_stored, (each, each), "{r}");
+    let listed = &r.listed[0];
+    assert_eq!(
+        (listed.anomalies, listed.audit, listed.twice),
+        (each, each, 0),
         "{r}"
     );
     Ok(())
@@ -75,12 +86,15 @@ async fn a_crash_loses_nothing_receipted_and_stores_nothing_twice() -> anyhow::R
         resend_secs: 3,
         roll_secs: Some(2),
         crash_at_secs: Some(7),
+        events_every: 1,
         ..small()
     };
     let r = fleet::run(&opts).await?;
     eprintln!("{r}");
     assert!(r.drained, "{r}");
     assert_eq!(r.rows, r.made, "{r}");
+    let each = r.events / 2;
+    assert_eq!(r.events_stored, (each, each), "events too, once: {r}");
     assert!(
         r.resent > 0,
         "the crash cost receipts, so edges sent again: {r}"

@@ -14,13 +14,14 @@ use crate::config::CloudConfig;
 use crate::lifecycle::{server, Hub, Lifecycle};
 use crate::metrics::CloudMetrics;
 use crate::receipts::Receipts;
+use crate::recent::{self, Recent};
 use crate::registry::Registry;
 use crate::shared::Shared;
 use crate::store::{Sink, Store};
 use crate::wal::{self, Wal};
 use anyhow::Context;
 use durable::{Committed, Durable, Rolled};
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -33,7 +34,7 @@ use vigil_core::clock::now_ms;
 use vigil_core::mqtt::LinkSpec;
 use vigil_core::ratelog::RateLog;
 use vigil_core::role::Role;
-use vigil_core::topic;
+use vigil_core::topic::{self, UplinkKind};
 
 /// A commit starts early once its records reach this many bytes.
 const COMMIT_BYTES: usize = 8 << 20;
@@ -87,8 +88,8 @@ pub async fn run(
     let (jobs_tx, jobs) = mpsc::channel(256);
     let shared = Arc::new(Shared {
         registry: Mutex::new(Registry::new(config.node_ttl_secs as i64 * 1000)),
-        anomalies: Mutex::new(VecDeque::new()),
-        audit: Mutex::new(VecDeque::new()),
+        anomalies: Mutex::new(Recent::new(config.recent, recent::MAX_BYTES)),
+        audit: Mutex::new(Recent::new(config.recent, recent::MAX_BYTES)),
         models: Arc::new(Lifecycle {
             hub: hub.clone(),
             jobs: jobs_tx,
@@ -103,20 +104,7 @@ pub async fn run(
     let spec = LinkSpec {
         settings: config.mqtt.clone(),
         default_client_id: format!("vigil-cloud-{}", std::process::id()),
-        // A cluster member subscribes to the uplinks of the sites it owns
-        // as it comes to own them.
-        // Heartbeats come every few seconds from every edge: sites a member
-        // missed the presence of (a broker queue overflowing on a burst of
-        // retained presence) are learnt from them.
-        subscriptions: [
-            (!clustered).then(topic::filter::all_uplinks),
-            clustered.then(topic::filter::all_heartbeats),
-            Some(topic::filter::all_presence()),
-            Some(topic::model_request(&config.models.family)),
-        ]
-        .into_iter()
-        .flatten()
-        .collect(),
+        subscriptions: subscriptions(clustered, &config.models.family),
         presence: None,
     };
     // At most 1024 messages and 64 MiB: the link waits for room beyond it.
@@ -258,9 +246,34 @@ struct Aggregator {
     config: CloudConfig,
 }
 
-/// The uplink filters of `sites`.
-fn uplinks(sites: &[String]) -> Vec<String> {
-    sites.iter().map(|s| topic::filter::uplinks(s)).collect()
+/// What an aggregator subscribes to from the start. Alone: every uplink.
+/// A cluster member: every site's heartbeats (sites whose retained presence
+/// it missed, in a burst that overflowed its broker queue, are learnt from
+/// them), anomalies and audit records (it lists them all in its API and
+/// stores those of its own sites); the rows of a site once it owns it
+/// ([`rows_of`]). The filters never overlap, so nothing comes twice.
+fn subscriptions(clustered: bool, family: &str) -> Vec<String> {
+    let mut s = match clustered {
+        false => vec![topic::filter::all_uplinks()],
+        true => [
+            UplinkKind::Heartbeat,
+            UplinkKind::Anomaly,
+            UplinkKind::Audit,
+        ]
+        .map(topic::filter::all_uplinks_of)
+        .to_vec(),
+    };
+    s.push(topic::filter::all_presence());
+    s.push(topic::model_request(family));
+    s
+}
+
+/// The topics of the rows (samples and scores) of `sites`.
+fn rows_of(sites: &[String]) -> Vec<String> {
+    sites
+        .iter()
+        .flat_map(|s| [UplinkKind::Samples, UplinkKind::Scores].map(|k| topic::uplink(s, k)))
+        .collect()
 }
 
 /// The next message of a dead member's log being taken in; `None` once
@@ -356,17 +369,14 @@ impl Aggregator {
     async fn on_order(&mut self, order: Order) -> Option<String> {
         match order {
             Order::Own(sites) => {
-                self.publisher.subscribe_all(&uplinks(&sites));
-                info!(
-                    sites = sites.len(),
-                    "Took sites: subscribed to their uplinks."
-                );
+                self.publisher.subscribe_all(&rows_of(&sites));
+                info!(sites = sites.len(), "Took sites: subscribed to their rows.");
                 if let Some(o) = &mut self.owned {
                     o.extend(sites);
                 }
             }
             Order::Disown(sites) => {
-                self.publisher.unsubscribe_all(&uplinks(&sites));
+                self.publisher.unsubscribe_all(&rows_of(&sites));
                 warn!(
                     sites = sites.len(),
                     "This member no longer owns these sites; their new owners take their uplinks."

@@ -4,7 +4,9 @@
 //! - `members/{name}` = its API URL, and `adopting/{name}` = its name, both
 //!   on its lease, while it lives;
 //! - `sites/{site}` = the member that owns the site, on the owner's lease:
-//!   only the owner subscribes to the site's uplinks and stores them;
+//!   only the owner subscribes to the site's rows and stores its uplinks
+//!   (every member hears every site's heartbeats, anomalies and audit
+//!   records, and lists them in its API);
 //! - `home/{site}` = the member whose state (write-ahead log and receipts)
 //!   has the site's history (no lease: it outlives its member);
 //! - `leader` = the member that trains and publishes models.
@@ -179,7 +181,7 @@ pub const MAX_SEEN: usize = 1_000_000;
 /// What the member asks of the run loop.
 #[derive(Debug, PartialEq)]
 pub enum Order {
-    /// Take these sites' uplinks.
+    /// Store these sites' uplinks.
     Own(Vec<String>),
     /// Stop taking them.
     Disown(Vec<String>),

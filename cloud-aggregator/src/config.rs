@@ -34,7 +34,8 @@ pub struct CloudConfig {
     pub node_ttl_secs: u64,
     /// Largest message accepted, in bytes.
     pub max_message_bytes: usize,
-    /// Anomalies and audit records kept in memory for the API.
+    /// Anomalies and audit records kept in memory for the API (each list
+    /// also holds at most 32 MiB of messages).
     pub recent: usize,
     /// Bearer token the API's write endpoints (train, promote, roll back,
     /// upload) require; unset means they refuse every request (401).

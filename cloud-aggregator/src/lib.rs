@@ -11,6 +11,7 @@ pub mod ingest;
 pub mod lifecycle;
 pub mod metrics;
 pub mod receipts;
+pub mod recent;
 pub mod registry;
 pub mod shared;
 pub mod store;

@@ -160,7 +160,7 @@ impl CloudMetrics {
             )?,
             cluster_foreign: g.counter(
                 "vigil_cloud_cluster_foreign_total",
-                "Uplink messages of sites this member does not own (after a site moved): not stored, not receipted; their owner takes them.",
+                "Samples of sites this member does not own (after a site moved): not stored, not receipted; their owner takes them. (Other sites' anomalies and audit records are listed in the API, not counted here.)",
             )?,
             registry: registry.clone(),
         };

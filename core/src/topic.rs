@@ -122,7 +122,7 @@ impl UplinkKind {
 /// Subscription filters: what each role listens to, built here beside the
 /// topics they must match.
 pub mod filter {
-    use super::PREFIX;
+    use super::{UplinkKind, PREFIX};
 
     /// Every agent's metrics at a site (the edge).
     pub fn metrics(site: &str) -> String {
@@ -144,14 +144,10 @@ pub mod filter {
     pub fn all_uplinks() -> String {
         format!("{PREFIX}/+/uplink/+")
     }
-    /// Every uplink of one site (a clustered cloud, for the sites it owns).
-    pub fn uplinks(site: &str) -> String {
-        format!("{PREFIX}/{site}/uplink/+")
-    }
-    /// Every site's edge heartbeats (a clustered cloud learns its sites
-    /// from them, as well as from presence).
-    pub fn all_heartbeats() -> String {
-        format!("{PREFIX}/+/uplink/heartbeat")
+    /// One kind of uplink of every site (a clustered cloud hears every
+    /// site's heartbeats, anomalies and audit records, whoever owns it).
+    pub fn all_uplinks_of(kind: UplinkKind) -> String {
+        format!("{PREFIX}/+/uplink/{}", kind.as_str())
     }
     /// Every presence of every site (the cloud).
     pub fn all_presence() -> String {
@@ -380,6 +376,10 @@ mod tests {
             (filter::all_uplinks(), uplink("s", UplinkKind::Audit)),
             (filter::all_presence(), agent_presence("s", "h")),
             (filter::all_presence(), edge_presence("s")),
+            (
+                filter::all_uplinks_of(UplinkKind::Anomaly),
+                uplink("s", UplinkKind::Anomaly),
+            ),
         ];
         for (f, t) in &cases {
             assert!(matches(f, t), "{f} should match {t}");
@@ -387,6 +387,8 @@ mod tests {
         assert!(!matches(&filter::metrics("s"), &metrics("other", "h")));
         assert!(!matches(&filter::metrics("s"), &results("s", "h")));
         assert!(!matches(&filter::all_uplinks(), &uplink_ack("s")));
+        let anomalies = filter::all_uplinks_of(UplinkKind::Anomaly);
+        assert!(!matches(&anomalies, &uplink("s", UplinkKind::Audit)));
         assert!(!matches(&filter::sensors("s"), &metrics("s", "h")));
     }
 

@@ -132,6 +132,11 @@ pub(super) struct FleetArgs {
     /// again (vigil-edge's default: 30).
     #[arg(long, default_value_t = 30)]
     resend_secs: u64,
+    /// Every this many batches each edge also sends an anomaly event and
+    /// an audit record; the report then counts them in Parquet and in
+    /// every aggregator's API (0: none).
+    #[arg(long, default_value_t = 0)]
+    events_every: u64,
     /// Keep the run's folder (store, configs, logs) here.
     #[arg(long)]
     keep: Option<PathBuf>,
@@ -171,6 +176,7 @@ impl FleetArgs {
             roll_secs: self.roll_secs,
             crash_at_secs: self.crash_at_secs,
             resend_secs: self.resend_secs,
+            events_every: self.events_every,
             keep: self.keep,
             store: self.store,
             s3: vigil_cloud::config::S3Settings {

@@ -170,16 +170,48 @@ impl Drop for Aggregator {
 }
 
 impl Aggregator {
-    /// Rows and files of the samples it stored: in its folder, or fetched
-    /// from the bucket into a folder beside it.
-    pub async fn parquet_rows(&self, opts: &super::FleetOptions) -> anyhow::Result<(u64, usize)> {
+    /// Rows and files of each table it stored (samples, anomalies, audit):
+    /// in its folder, or fetched from the bucket into a folder beside it.
+    pub async fn parquet_rows(
+        &self,
+        opts: &super::FleetOptions,
+    ) -> anyhow::Result<[(u64, usize); 3]> {
         let sink = vigil_cloud::store::Sink::open(opts.store.as_deref(), &opts.s3, &self.data_dir)
             .map_err(anyhow::Error::msg)?;
         let mirror = self.data_dir.with_extension("mirror");
         let root = tokio::task::spawn_blocking(move || sink.readable(&mirror))
             .await?
             .map_err(anyhow::Error::msg)?;
-        parquet_rows(&root.join("samples"))
+        Ok([
+            parquet_rows(&root.join("samples"))?,
+            parquet_rows(&root.join("anomalies"))?,
+            parquet_rows(&root.join("audit"))?,
+        ])
+    }
+
+    /// What its API lists: anomaly events (distinct ids) and audit records,
+    /// and how many of either were listed more than once.
+    pub async fn listed(&self) -> anyhow::Result<super::Listed> {
+        let get = |what: &'static str| async move {
+            let url = format!("{}/api/v1/{what}?limit=10000", self.url);
+            let items: Vec<serde_json::Value> = reqwest::get(&url).await?.json().await?;
+            anyhow::Ok(items)
+        };
+        let (anomalies, audit) = (get("anomalies").await?, get("audit").await?);
+        let ids = |items: &[serde_json::Value], field: &str| {
+            let all: Vec<String> = items.iter().map(|i| i[field].to_string()).collect();
+            let distinct: std::collections::BTreeSet<&String> = all.iter().collect();
+            (distinct.len() as u64, (all.len() - distinct.len()) as u64)
+        };
+        // A simulated audit record names the anomaly just before it.
+        let (a, a_twice) = ids(&anomalies, "id");
+        let (r, r_twice) = ids(&audit, "anomaly_id");
+        Ok(super::Listed {
+            name: self.name.clone(),
+            anomalies: a,
+            audit: r,
+            twice: a_twice + r_twice,
+        })
     }
 }
 

@@ -5,12 +5,15 @@
 //! `window` kept ones are out at a time, and one out without a receipt for
 //! `resend_ms` is sent again. Payloads are made again from their number on
 //! every send, so a long backlog costs a few words per message, not its bytes.
+//! Every `events_every` batches an edge also sends an anomaly event and an
+//! audit record (numbered in the same stream, as the edge's spool does).
 
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use vigil_core::envelope::{with_seq, Seq, SCHEMA_VERSION};
-use vigil_core::message::SampleBatch;
+use vigil_core::message::{AnomalyEvent, AuditKind, AuditRecord, SampleBatch};
+use vigil_core::series::EntityId;
 use vigil_core::topic::{self, UplinkKind};
 use vigil_core::Payload;
 use vigil_edge::uplink::SAMPLES_PER_MESSAGE;
@@ -36,6 +39,9 @@ pub struct Shape {
     pub rate: f64,
     /// Seconds between uplink batches (the edge's `uplink_every_ticks` at 1 Hz).
     pub batch_secs: u64,
+    /// Every this many batches, an anomaly event and an audit record too
+    /// (0: none).
+    pub events_every: u64,
 }
 
 impl Shape {
@@ -52,6 +58,8 @@ impl Shape {
 /// A message kept until its receipt.
 #[derive(Clone, Debug)]
 struct Kept {
+    /// `Scores`, `Anomaly` or `Audit`.
+    kind: UplinkKind,
     /// End of the batch it belongs to.
     batch_ms: i64,
     /// Its first sample's index in the batch.
@@ -72,13 +80,15 @@ pub struct Send {
     pub resend: bool,
 }
 
-/// What a receipt settled.
+/// What was made, or what a receipt settled.
 #[derive(Debug, Default, PartialEq)]
 pub struct Settled {
     /// Messages received for the first time.
     pub messages: u64,
     /// Their samples.
     pub samples: u64,
+    /// Anomaly events and audit records among them.
+    pub events: u64,
     /// Milliseconds from each one's first send to its receipt.
     pub latencies_ms: Vec<f64>,
 }
@@ -92,6 +102,7 @@ pub struct SimEdge {
     stream: String,
     next_seq: u64,
     next_batch_ms: i64,
+    batches: u64,
     kept: BTreeMap<u64, Kept>,
 }
 
@@ -104,31 +115,45 @@ impl SimEdge {
             stream: format!("{run}-{index}"),
             next_seq: 1,
             next_batch_ms: first_ms,
+            batches: 0,
             kept: BTreeMap::new(),
         }
     }
 
-    /// Makes the batches due by `now_ms`; returns the samples made.
-    pub fn make(&mut self, shape: &Shape, now_ms: i64) -> u64 {
-        let mut made = 0;
+    /// Makes the batches due by `now_ms`; returns what was made.
+    pub fn make(&mut self, shape: &Shape, now_ms: i64) -> Settled {
+        let mut made = Settled::default();
         let total = shape.samples_per_batch();
         while self.next_batch_ms <= now_ms {
             for first in (0..total).step_by(SAMPLES_PER_MESSAGE) {
                 let samples = SAMPLES_PER_MESSAGE.min(total - first);
-                let kept = Kept {
-                    batch_ms: self.next_batch_ms,
-                    first,
-                    samples,
-                    first_sent_ms: None,
-                    last_sent_ms: 0,
-                };
-                self.kept.insert(self.next_seq, kept);
-                self.next_seq += 1;
-                made += samples as u64;
+                self.keep(UplinkKind::Scores, first, samples);
+                made.samples += samples as u64;
+                made.messages += 1;
+            }
+            self.batches += 1;
+            if shape.events_every > 0 && self.batches % shape.events_every == 0 {
+                self.keep(UplinkKind::Anomaly, 0, 0);
+                self.keep(UplinkKind::Audit, 0, 0);
+                made.events += 2;
+                made.messages += 2;
             }
             self.next_batch_ms += shape.batch_ms();
         }
         made
+    }
+
+    fn keep(&mut self, kind: UplinkKind, first: usize, samples: usize) {
+        let kept = Kept {
+            kind,
+            batch_ms: self.next_batch_ms,
+            first,
+            samples,
+            first_sent_ms: None,
+            last_sent_ms: 0,
+        };
+        self.kept.insert(self.next_seq, kept);
+        self.next_seq += 1;
     }
 
     /// The publishes due now: among the first `window` kept messages, those
@@ -148,9 +173,14 @@ impl SimEdge {
                 n,
                 floor,
             };
+            let body = match k.kind {
+                UplinkKind::Anomaly => vigil_core::encode(&anomaly(&self.site, &seq)),
+                UplinkKind::Audit => vigil_core::encode(&audit(&self.site, &seq)),
+                _ => encode(&self.site, &self.names, shape, k),
+            };
             sends.push(Send {
-                topic: topic::uplink(&self.site, UplinkKind::Scores),
-                payload: with_seq(&encode(&self.site, &self.names, shape, k), &seq),
+                topic: topic::uplink(&self.site, k.kind),
+                payload: with_seq(&body, &seq),
                 resend,
             });
         }
@@ -175,6 +205,7 @@ impl SimEdge {
             if let Some(k) = self.kept.remove(n) {
                 s.messages += 1;
                 s.samples += k.samples as u64;
+                s.events += u64::from(k.kind != UplinkKind::Scores);
                 let sent = k.first_sent_ms.unwrap_or(now_ms);
                 s.latencies_ms.push((now_ms - sent) as f64);
             }
@@ -197,6 +228,47 @@ impl SimEdge {
 /// The site of edge `index`.
 pub fn site(index: usize) -> String {
     format!("fleet-{index:05}")
+}
+
+/// The anomaly event sent as message `seq`: its id names the message.
+pub fn anomaly(site: &str, seq: &Seq) -> AnomalyEvent {
+    AnomalyEvent {
+        id: format!("{}-{}", seq.stream, seq.n),
+        site: site.to_string(),
+        entity: EntityId::host("h000"),
+        score: 0.99,
+        top_metric: "m0".into(),
+        contributors: vec![],
+        ts_ms: vigil_core::clock::now_ms(),
+        model_version: "sim".into(),
+        entity_score: None,
+        root_cause: vec![],
+    }
+}
+
+/// The audit record sent as message `seq` (a policy held back by its
+/// cooldown, for the anomaly just before it).
+fn audit(site: &str, seq: &Seq) -> AuditRecord {
+    AuditRecord {
+        ts_ms: vigil_core::clock::now_ms(),
+        site: site.to_string(),
+        kind: AuditKind::HeldBack,
+        policy: "sim".into(),
+        policy_version: "sim".into(),
+        target: EntityId::host("h000"),
+        action: "restart".into(),
+        command_id: None,
+        anomaly_id: Some(format!("{}-{}", seq.stream, seq.n - 1)),
+        model_version: "sim".into(),
+        score: Some(0.99),
+        top_metric: "m0".into(),
+        mode: "auto".into(),
+        lease_token: None,
+        outcome: None,
+        rail: Some("cooldown".into()),
+        detail: "simulated".into(),
+        root_cause: vec![],
+    }
 }
 
 /// One sample as `vigil-edge` writes it (a `ScoredSample`), borrowing its
@@ -263,6 +335,7 @@ mod tests {
         series: 900,
         rate: 1.0,
         batch_secs: 5,
+        events_every: 0,
     };
 
     fn decoded(s: &Send) -> (SampleBatch, Seq) {
@@ -273,8 +346,8 @@ mod tests {
     #[test]
     fn batches_split_into_bounded_messages_with_every_sample_once() {
         let mut e = SimEdge::new(3, "run", 10_000, names(900));
-        assert_eq!(e.make(&SHAPE, 9_999), 0);
-        assert_eq!(e.make(&SHAPE, 10_000), 4500);
+        assert_eq!(e.make(&SHAPE, 9_999), Settled::default());
+        assert_eq!(e.make(&SHAPE, 10_000).samples, 4500);
         let sends = e.due(&SHAPE, 10_000, 100, 30_000);
         let sizes: Vec<usize> = sends.iter().map(|s| decoded(s).0.samples.len()).collect();
         assert_eq!(sizes, [2000, 2000, 500]);
@@ -321,5 +394,34 @@ mod tests {
         e.resend_all();
         assert_eq!(e.due(&shape, 50_001, 2, 30_000).len(), 2);
         assert_eq!(e.backlog(), (4, 200));
+    }
+
+    #[test]
+    fn every_so_many_batches_an_anomaly_and_an_audit_record_in_the_same_stream() {
+        let shape = Shape {
+            series: 10,
+            events_every: 2,
+            ..SHAPE
+        };
+        let mut e = SimEdge::new(1, "r", 0, names(10));
+        let made = e.make(&shape, 15_000); // four batches
+        assert_eq!((made.samples, made.messages, made.events), (200, 8, 4));
+        let sends = e.due(&shape, 15_000, 100, 30_000);
+        let topics: Vec<&str> = sends
+            .iter()
+            .map(|s| s.topic.rsplit('/').next().unwrap_or(""))
+            .collect();
+        let want = ["scores", "scores", "anomaly", "audit"];
+        assert_eq!(topics, [want, want].concat());
+        let (a, seq) = decode_seq::<AnomalyEvent>(&sends[2].payload, 1 << 20).unwrap();
+        assert_eq!((a.id.as_str(), a.site.as_str()), ("r-1-3", "fleet-00001"));
+        assert_eq!(seq.unwrap().n, 3);
+        let (r, _) = decode_seq::<AuditRecord>(&sends[3].payload, 1 << 20).unwrap();
+        assert_eq!(r.anomaly_id.as_deref(), Some("r-1-3"));
+        let settled = e.receipt("r-1", &[3, 4, 5], 16_000);
+        assert_eq!(
+            (settled.messages, settled.samples, settled.events),
+            (3, 50, 2)
+        );
     }
 }

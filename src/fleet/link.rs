@@ -22,6 +22,10 @@ pub struct Totals {
     pub made: AtomicU64,
     /// Samples receipted.
     pub receipted: AtomicU64,
+    /// Anomaly events and audit records made.
+    pub events_made: AtomicU64,
+    /// Anomaly events and audit records receipted.
+    pub events_receipted: AtomicU64,
     /// Messages published (first sends).
     pub sent: AtomicU64,
     /// Messages published again.
@@ -90,9 +94,9 @@ pub async fn drive(
             let mut sends = Vec::new();
             for e in all.iter_mut() {
                 if !load.is_cancelled() {
-                    totals
-                        .made
-                        .fetch_add(e.make(&shape, now), Ordering::Relaxed);
+                    let made = e.make(&shape, now);
+                    totals.made.fetch_add(made.samples, Ordering::Relaxed);
+                    totals.events_made.fetch_add(made.events, Ordering::Relaxed);
                 }
                 sends.extend(e.due(&shape, now, delivery.window, delivery.resend_ms));
             }
@@ -192,6 +196,9 @@ async fn receive(
                 totals
                     .receipted_messages
                     .fetch_add(settled.messages, Ordering::Relaxed);
+                totals
+                    .events_receipted
+                    .fetch_add(settled.events, Ordering::Relaxed);
                 if let Ok(mut l) = totals.latencies.lock() {
                     settled.latencies_ms.iter().for_each(|&ms| l.add(ms));
                 }

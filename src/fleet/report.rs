@@ -72,6 +72,12 @@ pub struct Report {
     /// In an etcd outage: each aggregator and whether it still said etcd
     /// was up at the end of it.
     pub etcd_up_in_outage: Vec<(String, bool)>,
+    /// Anomaly events and audit records made (as many of each).
+    pub events: u64,
+    /// Rows of anomaly events and of audit records in the Parquet parts.
+    pub events_stored: (u64, u64),
+    /// What each live aggregator's API lists (with `events_every`).
+    pub listed: Vec<super::Listed>,
 }
 
 impl Report {
@@ -91,7 +97,8 @@ impl Report {
         let pct = |i: usize| 100.0 * per_sec(a.cpu[i], b.cpu[i]);
         let sent = totals.sent.load(Ordering::Relaxed);
         let made = totals.made.load(Ordering::Relaxed);
-        let per_message = made as f64 / sent.max(1) as f64;
+        let scores_sent = sent.saturating_sub(totals.events_made.load(Ordering::Relaxed));
+        let per_message = made as f64 / scores_sent.max(1) as f64;
         let offered = per_sec(a.made as f64, b.made as f64);
         let stored = per_sec(a.receipted as f64, b.receipted as f64);
         let bare = per_sec(a.bare_messages as f64, b.bare_messages as f64) * per_message;
@@ -126,6 +133,9 @@ impl Report {
             leaders: Vec::new(),
             owners_at_crash: Vec::new(),
             etcd_up_in_outage: Vec::new(),
+            events: totals.events_made.load(Ordering::Relaxed),
+            events_stored: (0, 0),
+            listed: Vec::new(),
         }
     }
 
@@ -214,6 +224,21 @@ impl std::fmt::Display for Report {
                 .map(|(n, _)| n.as_str())
                 .collect();
             write!(f, "\nleader at the end: {}", lead.join(", "))?;
+        }
+        if self.events > 0 {
+            let each = self.events / 2;
+            write!(
+                f,
+                "\nanomaly events and audit records: {each} of each made, {} and {} in Parquet",
+                self.events_stored.0, self.events_stored.1
+            )?;
+            for l in &self.listed {
+                write!(
+                    f,
+                    "; {} lists {} and {} ({} twice)",
+                    l.name, l.anomalies, l.audit, l.twice
+                )?;
+            }
         }
         if let Some(n) = self.failed_rolls.filter(|n| *n > 0) {
             write!(

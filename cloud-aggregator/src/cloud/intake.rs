@@ -7,7 +7,7 @@ use super::Aggregator;
 use crate::ingest::{self, Inbound};
 use crate::lifecycle::server;
 use crate::receipts::{Intake, Receipts};
-use crate::shared::push_bounded;
+use crate::recent::Recent;
 use crate::store::Store;
 use rumqttc::Publish;
 use vigil_core::clock::now_ms;
@@ -33,7 +33,7 @@ impl Aggregator {
             }
         };
         if live && !self.owns(&inbound) {
-            self.metrics.cluster_foreign.inc();
+            self.view(inbound, payload.len());
             return;
         }
         let now = now_ms();
@@ -58,7 +58,12 @@ impl Aggregator {
                 crate::wal::append(&mut self.log, topic, payload);
                 self.metrics.anomalies.inc();
                 self.store.add_anomaly(&event);
-                push_bounded(&self.shared.anomalies, event, self.config.recent);
+                list(
+                    &self.shared.anomalies,
+                    (&site, seq.as_ref()),
+                    payload.len(),
+                    event,
+                );
             }
             Inbound::Audit { site, record, seq } => {
                 self.metrics.link.count("audit");
@@ -71,10 +76,32 @@ impl Aggregator {
                     .with_label_values(&[record.kind.as_str()])
                     .inc();
                 self.store.add_audit(&record);
-                push_bounded(&self.shared.audit, record, self.config.recent);
+                list(
+                    &self.shared.audit,
+                    (&site, seq.as_ref()),
+                    payload.len(),
+                    record,
+                );
             }
             other if live => self.on_state(other, now),
             _ => {}
+        }
+    }
+
+    /// A message of a site another cluster member owns: its owner stores
+    /// it; here anomalies and audit records are only listed in the API.
+    fn view(&mut self, inbound: Inbound, bytes: usize) {
+        match inbound {
+            Inbound::Anomaly { site, event, seq } => {
+                self.metrics.link.count("anomaly");
+                list(&self.shared.anomalies, (&site, seq.as_ref()), bytes, event);
+            }
+            Inbound::Audit { site, record, seq } => {
+                self.metrics.link.count("audit");
+                list(&self.shared.audit, (&site, seq.as_ref()), bytes, record);
+            }
+            // Rows of a site that moved, still on their way here.
+            _ => self.metrics.cluster_foreign.inc(),
         }
     }
 
@@ -210,6 +237,18 @@ pub(super) fn restore_rows(
             Some((site, seq))
         }
         _ => None,
+    }
+}
+
+/// Lists `item` for the API, once per message.
+fn list<T>(
+    recent: &std::sync::Mutex<Recent<T>>,
+    (site, seq): (&str, Option<&Seq>),
+    bytes: usize,
+    item: T,
+) {
+    if let Ok(mut r) = recent.lock() {
+        r.push(site, seq, bytes, item);
     }
 }
 
