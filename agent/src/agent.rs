@@ -9,6 +9,7 @@ use crate::config::AgentConfig;
 use crate::executor::Executor;
 use crate::ledger::Ledger;
 use crate::metrics::AgentMetrics;
+use crate::scrape;
 use crate::supervisor::Supervisor;
 use anyhow::Context;
 
@@ -75,6 +76,14 @@ pub async fn run(
     };
     role.tracker
         .spawn(commands.run(inbox, shutdown.child_token()));
+    let scraped = Arc::new(std::sync::Mutex::new(scrape::Pending::default()));
+    let scrapers = scrape::start(
+        &config.scrape,
+        &host,
+        scraped.clone(),
+        metrics.scrape.clone(),
+        &shutdown,
+    )?;
     let collect = CollectLoop::new(
         &config,
         host.clone(),
@@ -82,9 +91,13 @@ pub async fn run(
         publisher,
         metrics,
     )?
-    .with_backlog(config.buffer_batches, edge);
-    info!(%site, %host, services = config.services.len(), "Agent running.");
+    .with_backlog(config.buffer_batches, edge)
+    .with_scraped(scraped);
+    info!(%site, %host, services = config.services.len(), scrape_targets = config.scrape.len(), "Agent running.");
     collect.run(shutdown.clone()).await;
+    for s in scrapers {
+        let _ = s.await;
+    }
 
     supervisor.lock().await.stop_all().await;
     role.drain().await;
@@ -307,6 +320,10 @@ impl CommandLoop {
     }
 }
 
+/// Most samples in one metric batch, so that one stays well under the
+/// broker's and the edge's message limit (1 MiB) with long scraped names.
+const SAMPLES_PER_BATCH: usize = 2000;
+
 struct CollectLoop {
     host: String,
     interval: Duration,
@@ -320,6 +337,8 @@ struct CollectLoop {
     seq: u64,
     backlog: Backlog,
     edge: Arc<EdgeSeen>,
+    /// Samples the scrape targets took since the last batch.
+    scraped: Arc<std::sync::Mutex<scrape::Pending>>,
 }
 
 impl CollectLoop {
@@ -345,7 +364,13 @@ impl CollectLoop {
             seq: 0,
             backlog: Backlog::new(0),
             edge: Arc::new(EdgeSeen::default()),
+            scraped: Default::default(),
         })
+    }
+
+    fn with_scraped(mut self, scraped: Arc<std::sync::Mutex<scrape::Pending>>) -> Self {
+        self.scraped = scraped;
+        self
     }
 
     fn with_backlog(mut self, max: usize, edge: Arc<EdgeSeen>) -> Self {
@@ -382,13 +407,16 @@ impl CollectLoop {
                 _ = shutdown.cancelled() => break,
                 _ = ticker.tick() => {}
             }
-            let batch = self.collect().await;
-            self.metrics.collections.inc();
-            self.deliver(batch).await;
+            for batch in self.collect().await {
+                self.metrics.collections.inc();
+                self.deliver(batch).await;
+            }
         }
     }
 
-    async fn collect(&mut self) -> MetricBatch {
+    /// This interval's batches: the host's and services' samples and what
+    /// was scraped since the last one, at most [`SAMPLES_PER_BATCH`] a batch.
+    async fn collect(&mut self) -> Vec<MetricBatch> {
         let ts = now_ms();
         let mut pids = Vec::with_capacity(self.services.len());
         for s in &self.services {
@@ -434,11 +462,23 @@ impl CollectLoop {
             }
             samples.extend(collected);
         }
-        self.seq += 1;
-        MetricBatch {
-            host: self.host.clone(),
-            seq: self.seq,
-            samples,
+        if let Ok(mut s) = self.scraped.lock() {
+            samples.extend(s.take());
+        }
+        let mut batches = Vec::new();
+        let mut rest = samples;
+        loop {
+            let tail = rest.split_off(rest.len().min(SAMPLES_PER_BATCH));
+            self.seq += 1;
+            batches.push(MetricBatch {
+                host: self.host.clone(),
+                seq: self.seq,
+                samples: rest,
+            });
+            if tail.is_empty() {
+                return batches;
+            }
+            rest = tail;
         }
     }
 }

@@ -26,6 +26,9 @@ pub struct AgentConfig {
     pub disks: Vec<String>,
     /// Services to watch.
     pub services: Vec<ServiceConfig>,
+    /// Prometheus endpoints to scrape (node_exporter, a service's own
+    /// `/metrics`): their series go to the edge with the host's.
+    pub scrape: Vec<crate::scrape::ScrapeConfig>,
     /// Largest command accepted, in bytes.
     pub max_command_bytes: usize,
     /// Longest any action may run before it is cancelled, in seconds.
@@ -88,6 +91,7 @@ impl Default for AgentConfig {
             listen: "127.0.0.1:9101".into(),
             disks: vec!["/".into()],
             services: Vec::new(),
+            scrape: Vec::new(),
             max_command_bytes: 64 * 1024,
             max_action_secs: 60,
             data_dir: PathBuf::from("vigil-data/agent"),
@@ -163,6 +167,15 @@ impl AgentConfig {
             ));
         }
         self.validate_services(&mut e);
+        let services: Vec<String> = self.services.iter().map(|s| s.name.clone()).collect();
+        let mut names = std::collections::HashSet::new();
+        for (i, t) in self.scrape.iter().enumerate() {
+            let at = format!("scrape[{i}]");
+            t.validate(&at, &services, &mut e);
+            if !names.insert(t.name.as_str()) {
+                e.push(format!("{at}.name: {:?} is listed twice", t.name));
+            }
+        }
         if self.max_action_secs == 0 {
             e.push("max_action_secs: must be positive".into());
         }

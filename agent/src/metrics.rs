@@ -29,6 +29,8 @@ pub struct AgentMetrics {
     pub backlog_dropped: IntCounter,
     /// Commands refused before any check of what they ask, by reason.
     pub commands_refused: IntCounterVec,
+    /// The scrape targets' group.
+    pub scrape: crate::scrape::ScrapeMetrics,
 }
 
 impl AgentMetrics {
@@ -39,6 +41,7 @@ impl AgentMetrics {
         let outcomes = vigil_core::message::Outcome::ALL.map(|o| o.as_str());
         Ok(Self {
             link: LinkMetrics::new(&registry)?,
+            scrape: crate::scrape::ScrapeMetrics::new(&registry)?,
             collections: g.counter(
                 "vigil_agent_collections_total",
                 "Metric batches collected and published.",

@@ -91,9 +91,11 @@ impl SeriesId {
             metric: metric.into(),
         }
     }
-    /// Parses `<entity>:<metric>`; `None` if there is no colon or a part is empty.
+    /// Parses `<entity>:<metric>`; `None` if there is no colon or a part is
+    /// empty. An entity's names hold no colon; a metric may (a scraped
+    /// `http_requests_total:rate{code="500"}`).
     pub fn parse(text: &str) -> Option<Self> {
-        let (entity, metric) = text.rsplit_once(':')?;
+        let (entity, metric) = text.split_once(':')?;
         if entity.is_empty() || metric.is_empty() {
             return None;
         }
@@ -143,6 +145,16 @@ mod tests {
         assert!(!glob("ab*ba", "aba"));
         assert!(glob("exact", "exact"));
         assert!(!glob("exact", "exactly"));
+    }
+
+    #[test]
+    fn a_series_id_splits_at_the_entity_s_end() {
+        let id = SeriesId::parse("host/h1:req_total:rate{url=\"http://x:80\"}").unwrap();
+        assert_eq!(id.entity.as_str(), "host/h1");
+        assert_eq!(id.metric, "req_total:rate{url=\"http://x:80\"}");
+        assert_eq!(SeriesId::parse(&id.to_string()), Some(id));
+        assert_eq!(SeriesId::parse("host/h1:"), None);
+        assert_eq!(SeriesId::parse("nocolon"), None);
     }
 
     #[test]

@@ -20,17 +20,21 @@ pub enum FaultKind {
     Crash,
     /// The process allocates memory steadily.
     MemoryGrowth,
+    /// Requests fail with 500 while the health check stays well: seen only
+    /// in the service's own metrics, which the agent scrapes.
+    Errors,
     /// The simulated sensor drifts (not a service fault).
     SensorDrift,
 }
 
 impl FaultKind {
     /// The service faults, in the order the demo injects them.
-    pub const SERVICE_CYCLE: [FaultKind; 4] = [
+    pub const SERVICE_CYCLE: [FaultKind; 5] = [
         FaultKind::Latency,
         FaultKind::Hang,
         FaultKind::Crash,
         FaultKind::MemoryGrowth,
+        FaultKind::Errors,
     ];
 
     /// Name used in URLs and summaries.
@@ -40,6 +44,7 @@ impl FaultKind {
             FaultKind::Hang => "hang",
             FaultKind::Crash => "crash",
             FaultKind::MemoryGrowth => "memory_growth",
+            FaultKind::Errors => "errors",
             FaultKind::SensorDrift => "sensor_drift",
         }
     }

@@ -10,6 +10,7 @@ use std::time::Duration;
 use tokio_util::task::TaskTracker;
 use tracing::warn;
 use vigil_agent::config::ServiceConfig;
+use vigil_agent::scrape::ScrapeConfig;
 use vigil_agent::{AgentConfig, Catalog};
 use vigil_cloud::CloudConfig;
 use vigil_core::mqtt::MqttSettings;
@@ -146,6 +147,18 @@ pub(super) fn agent(
             pid_file: None,
             health_url: Some(format!("http://127.0.0.1:{service_port}/healthz")),
             health_timeout_ms: 800,
+        }],
+        // The service's own metrics, as a real one exports them.
+        scrape: vec![ScrapeConfig {
+            name: "demo-web".into(),
+            url: format!("http://127.0.0.1:{service_port}/metrics"),
+            service: Some(SERVICE.into()),
+            interval_secs: opts.interval_secs.max(0.5),
+            timeout_ms: 800,
+            include: vec!["demo_.*".into()],
+            exclude: vec![],
+            max_series: 100,
+            quantile: 0.99,
         }],
         trusted_edge_keys: vec![command_key.with_extension("pub").display().to_string()],
         ..AgentConfig::default()

@@ -285,6 +285,14 @@ async fn heal_each(
             "{name}: action {:?}",
             rec.action
         );
+        // Failing requests show only in the service's own (scraped) metrics.
+        if kind == vigil::demo::FaultKind::Errors {
+            let m = rec.detected_metric.as_deref().unwrap_or("");
+            anyhow::ensure!(
+                m.starts_with("demo_requests_total:rate"),
+                "{name}: found through {m:?}, not the service's own metrics"
+            );
+        }
         let new_pid = wait_for("the restarted service", Duration::from_secs(10), || {
             service_pid(&stack.agent_url)
         })
