@@ -36,6 +36,16 @@ enum Cmd {
         #[arg(long)]
         print_config: bool,
     },
+    /// Run a host agent alone, as `vigil-agent` does (the same config file;
+    /// `vigil bench scrape` starts its agents this way).
+    Agent {
+        /// Agent config file (YAML). Without it, defaults are used.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Print the effective configuration and exit.
+        #[arg(long)]
+        print_config: bool,
+    },
     /// Run an edge node alone, as `vigil-edge` does (the same config file;
     /// `vigil bench edge-intake` starts its edge this way).
     Edge {
@@ -303,6 +313,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 vigil_edge::PolicySet::load(&config.policy).unwrap_or_else(|p| exit_with(&p))
             };
             vigil_edge::serve(config, policies).await
+        }
+        Cmd::Agent {
+            config,
+            print_config,
+        } => {
+            vigil_core::telemetry::init_tracing("info");
+            let validate = vigil_agent::AgentConfig::validate;
+            match vigil_core::config::prepare(config.as_deref(), validate, |_| {}, print_config) {
+                Some(config) => vigil_agent::serve(config).await,
+                None => Ok(()),
+            }
         }
         Cmd::Cloud {
             config,

@@ -16,5 +16,6 @@ pub mod mosquitto;
 pub mod moto;
 pub mod policy_check;
 pub mod procstat;
+pub mod scrape_bench;
 pub mod stack;
 pub mod wait;

@@ -77,6 +77,8 @@ pub struct StackOptions {
     pub policy: String,
     /// Catalog file text.
     pub catalog: String,
+    /// Prometheus endpoints the agent scrapes besides the demo service's.
+    pub extra_scrape: Vec<vigil_agent::scrape::ScrapeConfig>,
 }
 
 impl StackOptions {
@@ -96,6 +98,7 @@ impl StackOptions {
             workload_rate: 20,
             policy: DEMO_POLICY.into(),
             catalog: DEMO_CATALOG.into(),
+            extra_scrape: Vec::new(),
         }
     }
 }

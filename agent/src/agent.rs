@@ -26,6 +26,27 @@ use vigil_core::role::Role;
 use vigil_core::watch::FileWatch;
 use vigil_core::{decode, encode, topic};
 
+/// Runs an agent with `config` until SIGINT or SIGTERM, with its catalog
+/// (a catalog with problems ends the process with them), listener and
+/// metrics (`vigil-agent` and `vigil agent`).
+pub async fn serve(config: AgentConfig) -> anyhow::Result<()> {
+    let catalog = if config.catalog.as_os_str().is_empty() {
+        Catalog::default()
+    } else {
+        Catalog::load(&config.catalog).unwrap_or_else(|p| vigil_core::config::exit_with(&p))
+    };
+    let listener = vigil_core::telemetry::bind(&config.listen).await?;
+    let metrics = AgentMetrics::new()?;
+    run(
+        config,
+        catalog,
+        listener,
+        metrics,
+        vigil_core::shutdown::on_signal(),
+    )
+    .await
+}
+
 /// Runs the agent until `shutdown` is cancelled, then stops its supervised
 /// services and disconnects. `listener` serves `/metrics` and `/healthz`.
 pub async fn run(

@@ -16,7 +16,7 @@ pub mod metrics;
 pub mod scrape;
 pub mod supervisor;
 
-pub use agent::run;
+pub use agent::{run, serve};
 pub use catalog::Catalog;
 pub use config::AgentConfig;
 pub use metrics::AgentMetrics;

@@ -2,8 +2,8 @@
 
 use clap::Parser;
 use std::path::PathBuf;
-use vigil_agent::{AgentConfig, AgentMetrics, Catalog};
-use vigil_core::config::{exit_with, prepare};
+use vigil_agent::AgentConfig;
+use vigil_core::config::prepare;
 
 /// Vigil host agent: publishes host and service metrics (CPU, memory, disk,
 /// network, load; per service: process alive, CPU, RSS, HTTP health and
@@ -44,13 +44,5 @@ async fn agent() -> anyhow::Result<()> {
     ) else {
         return Ok(());
     };
-    let catalog = if config.catalog.as_os_str().is_empty() {
-        Catalog::default()
-    } else {
-        Catalog::load(&config.catalog).unwrap_or_else(|p| exit_with(&p))
-    };
-    let listener = vigil_core::telemetry::bind(&config.listen).await?;
-    let metrics = AgentMetrics::new()?;
-    let shutdown = vigil_core::shutdown::on_signal();
-    vigil_agent::run(config, catalog, listener, metrics, shutdown).await
+    vigil_agent::serve(config).await
 }

@@ -280,9 +280,8 @@ impl Target {
         };
         let entity = self.entity.clone();
         let done = tokio::task::spawn_blocking(move || {
-            let text = String::from_utf8_lossy(&body);
-            let parsed = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string())));
-            let converted = parsed.map(|p| converter.convert(&p, ts));
+            let converted =
+                parse(&String::from_utf8_lossy(&body)).map(|p| converter.convert(&p, ts));
             (converter, converted)
         })
         .await
@@ -322,6 +321,11 @@ impl Target {
             })
             .collect())
     }
+}
+
+/// Parses an exposition in the Prometheus text format.
+pub fn parse(text: &str) -> std::io::Result<prometheus_parse::Scrape> {
+    prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string())))
 }
 
 /// GETs `url`, reading at most [`MAX_BODY_BYTES`].

@@ -81,6 +81,22 @@ pub(super) enum BenchCmd {
         #[arg(long, default_value_t = 30)]
         secs: u64,
     },
+    /// Run two real agents (`vigil agent`, their own processes) on an
+    /// embedded broker, one scraping an exporter of SERIES counters every
+    /// INTERVAL seconds and one scraping nothing, and report their CPU, the
+    /// series sent and the scrape's duration, and the median time to parse
+    /// and convert one scrape.
+    Scrape {
+        /// Series the exporter serves.
+        #[arg(long, default_value_t = 5000)]
+        series: usize,
+        /// Seconds between scrapes.
+        #[arg(long, default_value_t = 1.0)]
+        interval_secs: f64,
+        /// Seconds measured, after 10 s of warm-up.
+        #[arg(long, default_value_t = 60)]
+        secs: u64,
+    },
     /// Start an embedded broker, a cloud and EDGES edge nodes in this
     /// process, publish a release to all of them, and time until every one
     /// scores with it.
@@ -209,6 +225,18 @@ pub(super) async fn run(command: BenchCmd) -> anyhow::Result<()> {
                 std::fs::write(&path, serde_json::to_vec_pretty(&report)?)?;
             }
             report.to_string()
+        }
+        BenchCmd::Scrape {
+            series,
+            interval_secs,
+            secs,
+        } => {
+            let o = crate::scrape_bench::ScrapeOptions {
+                series,
+                interval_secs,
+                secs,
+            };
+            crate::scrape_bench::run(o).await?
         }
         BenchCmd::Rollout {
             edges,

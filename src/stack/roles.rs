@@ -159,7 +159,10 @@ pub(super) fn agent(
             exclude: vec![],
             max_series: 100,
             quantile: 0.99,
-        }],
+        }]
+        .into_iter()
+        .chain(opts.extra_scrape.iter().cloned())
+        .collect(),
         trusted_edge_keys: vec![command_key.with_extension("pub").display().to_string()],
         ..AgentConfig::default()
     };
