@@ -9,6 +9,7 @@ pub mod envelope;
 pub mod file;
 pub mod message;
 pub mod mqtt;
+pub mod prom;
 pub mod ratelog;
 pub mod role;
 pub mod runtime;

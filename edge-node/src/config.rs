@@ -66,6 +66,8 @@ pub struct EdgeConfig {
     /// Bearer token the API's approval endpoints require; unset means the
     /// endpoints refuse every request (401).
     pub api_token: Option<String>,
+    /// Prometheus remote write into the edge (`POST /api/v1/write`).
+    pub remote_write: crate::remote_write::RemoteWriteConfig,
     /// Model updates from the cloud: family, trusted keys, transfer.
     pub model: crate::model::ModelConfig,
     /// The entity model: all of an entity's metrics scored together.
@@ -133,6 +135,7 @@ impl Default for EdgeConfig {
             rails: crate::rails::RailsConfig::default(),
             reload_secs: 2.0,
             api_token: None,
+            remote_write: Default::default(),
             model: crate::model::ModelConfig::default(),
             entity_model: Default::default(),
             command_key: PathBuf::new(),
@@ -161,6 +164,7 @@ impl EdgeConfig {
     /// Every problem with the settings.
     pub fn validate(&self) -> Vec<String> {
         let mut e = self.rails.validate();
+        self.remote_write.validate(self.api_token.is_some(), &mut e);
         self.entity_model.validate(&mut e);
         if !topic::valid_site(&self.site) {
             e.push(format!(

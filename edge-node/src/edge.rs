@@ -102,12 +102,17 @@ pub async fn run(
     // outbox sends what it holds, then the link goes.
     role.spawn_until_drain(|stop| out_task.run(stop));
     role.spawn_until_drain(|stop| uplink_task.run(stop));
-    role.serve(
-        listener,
-        &metrics.registry,
-        crate::api::router(shared.clone()),
-        &shutdown,
-    );
+    let (remote_tx, remote) = mpsc::channel(crate::remote_write::QUEUE);
+    let mut api = crate::api::router(shared.clone());
+    if config.remote_write.enabled {
+        api = api.merge(crate::remote_write::router(
+            &config.remote_write,
+            config.api_token.clone(),
+            remote_tx,
+            metrics.remote_write.clone(),
+        ));
+    }
+    role.serve(listener, &metrics.registry, api, &shutdown);
 
     let (engine, resumed) = engine(
         &config,
@@ -147,7 +152,7 @@ pub async fn run(
     };
     info!(%site, "Edge node running.");
     node.apply(resumed);
-    node.run(inbox, installs, shutdown).await;
+    node.run(inbox, (installs, remote), shutdown).await;
 
     role.drain().await;
     info!("Edge node stopped.");
@@ -292,7 +297,10 @@ impl Node {
     async fn run(
         mut self,
         mut inbox: mqtt::Inbox,
-        mut installs: mpsc::Receiver<Install>,
+        (mut installs, mut remote): (
+            mpsc::Receiver<Install>,
+            mpsc::Receiver<Vec<vigil_core::message::Sample>>,
+        ),
         shutdown: CancellationToken,
     ) {
         let mut tick = tokio::time::interval(Duration::from_millis(self.config.tick_ms));
@@ -315,6 +323,7 @@ impl Node {
                     self.model_next(next);
                 }
                 Some(i) = installs.recv() => self.swap(i),
+                Some(samples) = remote.recv() => self.on_remote_write(samples),
             }
             if !self.to_cloud.is_empty() {
                 self.uplink.queue(std::mem::take(&mut self.to_cloud));

@@ -20,6 +20,7 @@ pub mod outbox;
 pub mod policy;
 pub mod rails;
 pub mod remediation;
+pub mod remote_write;
 pub mod shared;
 pub mod snapshot;
 pub mod spool;

@@ -35,6 +35,8 @@ pub struct EdgeMetrics {
     pub uplink: UplinkMetrics,
     /// Agent batches that never arrived ([`crate::gaps`]).
     pub batches_missing: prometheus::IntCounter,
+    /// Prometheus remote write into the edge.
+    pub remote_write: crate::remote_write::RemoteWriteMetrics,
 }
 
 impl EdgeMetrics {
@@ -50,6 +52,7 @@ impl EdgeMetrics {
             model: ModelMetrics::new(&registry)?,
             uplink: UplinkMetrics::new(&registry)?,
             batches_missing: crate::gaps::counter(&registry)?,
+            remote_write: crate::remote_write::RemoteWriteMetrics::new(&registry)?,
             registry,
         })
     }

@@ -12,9 +12,9 @@
 use prometheus_parse::{HistogramCount, Labels, Scrape, SummaryCount, Value};
 use regex::RegexSet;
 use std::collections::{HashMap, HashSet};
+use vigil_core::prom::{self, increase};
 
-/// Longest series name kept (the metric with its labels), in bytes.
-pub const MAX_NAME_BYTES: usize = 256;
+pub use vigil_core::prom::MAX_NAME_BYTES;
 
 /// What is kept of a series between scrapes to compute its rate.
 #[derive(Clone, Debug)]
@@ -238,16 +238,11 @@ impl Converter {
 
 /// `name` with `suffix` and the labels, sorted: `name:rate{a="1",b="2"}`.
 fn name(metric: &str, suffix: &str, labels: &Labels) -> String {
-    let mut out = String::with_capacity(metric.len() + suffix.len() + 32);
-    out.push_str(metric);
-    out.push_str(suffix);
-    if !labels.is_empty() {
-        // `Labels` prints its pairs sorted by name.
-        out.push('{');
-        out.push_str(&labels.to_string());
-        out.push('}');
-    }
-    out
+    prom::name(
+        metric,
+        suffix,
+        labels.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+    )
 }
 
 /// `0.99` → `99`, `0.5` → `50`, `0.999` → `99.9`.
@@ -257,16 +252,6 @@ fn percent(q: f64) -> String {
         format!("{p:.0}")
     } else {
         format!("{p}")
-    }
-}
-
-/// A counter's increase from `prev` to `now`; a drop is a reset, counted
-/// from zero.
-fn increase(prev: f64, now: f64) -> f64 {
-    if now >= prev {
-        now - prev
-    } else {
-        now
     }
 }
 

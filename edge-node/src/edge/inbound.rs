@@ -45,6 +45,23 @@ impl Node {
         }
     }
 
+    /// Samples a Prometheus remote-wrote ([`crate::remote_write`]), placed
+    /// by their own times like any sender's.
+    pub(super) fn on_remote_write(&mut self, samples: Vec<vigil_core::message::Sample>) {
+        let now = now_ms();
+        let timing = self.config.timing();
+        let shared = self.shared.clone();
+        let mut cache = shared.lock_cache();
+        for s in samples {
+            let placed = timing.place(s.ts_ms, now);
+            let id = SeriesId::new(s.entity, s.metric);
+            self.accept(&mut cache, "remote_write", &id, placed, s.value, now);
+        }
+        self.metrics.cache.series.set(cache.len() as i64);
+        drop(cache);
+        self.after_samples(now);
+    }
+
     /// An agent's metrics: a sender whose clock is off has its batch shifted
     /// onto the edge's clock by the envelope's send time.
     fn on_batch(&mut self, batch: MetricBatch, sent_ms: Option<i64>, now: i64) {
