@@ -79,6 +79,8 @@ pub struct StackOptions {
     pub catalog: String,
     /// Prometheus endpoints the agent scrapes besides the demo service's.
     pub extra_scrape: Vec<vigil_agent::scrape::ScrapeConfig>,
+    /// Alertmanager's URL, where the edge posts its anomalies (none: off).
+    pub alertmanager: Option<String>,
 }
 
 impl StackOptions {
@@ -99,6 +101,7 @@ impl StackOptions {
             policy: DEMO_POLICY.into(),
             catalog: DEMO_CATALOG.into(),
             extra_scrape: Vec::new(),
+            alertmanager: None,
         }
     }
 }

@@ -68,6 +68,8 @@ pub struct EdgeConfig {
     pub api_token: Option<String>,
     /// Prometheus remote write into the edge (`POST /api/v1/write`).
     pub remote_write: crate::remote_write::RemoteWriteConfig,
+    /// Anomalies to Alertmanager.
+    pub alerts: crate::alerts::AlertsConfig,
     /// Model updates from the cloud: family, trusted keys, transfer.
     pub model: crate::model::ModelConfig,
     /// The entity model: all of an entity's metrics scored together.
@@ -136,6 +138,7 @@ impl Default for EdgeConfig {
             reload_secs: 2.0,
             api_token: None,
             remote_write: Default::default(),
+            alerts: Default::default(),
             model: crate::model::ModelConfig::default(),
             entity_model: Default::default(),
             command_key: PathBuf::new(),
@@ -165,6 +168,7 @@ impl EdgeConfig {
     pub fn validate(&self) -> Vec<String> {
         let mut e = self.rails.validate();
         self.remote_write.validate(self.api_token.is_some(), &mut e);
+        self.alerts.validate(&mut e);
         self.entity_model.validate(&mut e);
         if !topic::valid_site(&self.site) {
             e.push(format!(

@@ -102,6 +102,15 @@ pub async fn run(
     // outbox sends what it holds, then the link goes.
     role.spawn_until_drain(|stop| out_task.run(stop));
     role.spawn_until_drain(|stop| uplink_task.run(stop));
+    let alerts = match config.alerts.url.is_empty() {
+        true => None,
+        false => Some(crate::alerts::Alerts::start(
+            &config.alerts,
+            &config.site,
+            metrics.alerts.clone(),
+            shutdown.child_token(),
+        )?),
+    };
     let (remote_tx, remote) = mpsc::channel(crate::remote_write::QUEUE);
     let mut api = crate::api::router(shared.clone());
     if config.remote_write.enabled {
@@ -149,6 +158,7 @@ pub async fn run(
         command_key,
         policy_problems: Vec::new(),
         snapshot,
+        alerts,
     };
     info!(%site, "Edge node running.");
     node.apply(resumed);
@@ -272,6 +282,8 @@ struct Node {
     chunk_sub: Option<String>,
     /// Liveness conditions over the cache.
     live: Liveness,
+    /// Anomalies posted to Alertmanager, when `alerts.url` is set.
+    alerts: Option<crate::alerts::Alerts>,
     /// Log lines about bad input, at most one per sender and kind a while.
     ratelog: vigil_core::ratelog::RateLog,
     /// Agent batches that never arrived.

@@ -3,6 +3,7 @@
 //! turns anomalies into remediation commands under policy, verifies
 //! recovery, and forwards samples, events and the audit trail to the cloud.
 
+pub mod alerts;
 pub mod api;
 pub mod approval;
 pub mod audit;

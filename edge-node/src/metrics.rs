@@ -37,6 +37,8 @@ pub struct EdgeMetrics {
     pub batches_missing: prometheus::IntCounter,
     /// Prometheus remote write into the edge.
     pub remote_write: crate::remote_write::RemoteWriteMetrics,
+    /// Anomalies posted to Alertmanager.
+    pub alerts: crate::alerts::AlertMetrics,
 }
 
 impl EdgeMetrics {
@@ -53,6 +55,7 @@ impl EdgeMetrics {
             uplink: UplinkMetrics::new(&registry)?,
             batches_missing: crate::gaps::counter(&registry)?,
             remote_write: crate::remote_write::RemoteWriteMetrics::new(&registry)?,
+            alerts: crate::alerts::AlertMetrics::new(&registry)?,
             registry,
         })
     }

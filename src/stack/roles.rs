@@ -118,6 +118,7 @@ pub(super) fn edge(
     edge.model.trusted_keys = vec![files.keys.join("vigil.pub").display().to_string()];
     // An existing Prometheus may remote-write to the edge, with the token.
     edge.remote_write.enabled = true;
+    edge.alerts.url = opts.alertmanager.clone().unwrap_or_default();
     let command_key = edge.command_key_path();
     vigil_core::signing::SecretKey::read_or_create(&command_key)
         .map_err(|e| anyhow::anyhow!("edge command key: {e}"))?;

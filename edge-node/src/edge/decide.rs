@@ -146,6 +146,9 @@ impl Node {
     /// Counts an anomaly, keeps it for the API and sends it to the cloud.
     pub(super) fn record_anomaly(&mut self, ev: AnomalyEvent) {
         self.metrics.detection.anomalies.inc();
+        if let Some(a) = self.alerts.as_mut() {
+            a.opened(&ev);
+        }
         self.for_cloud(Priority::Audit, UplinkKind::Anomaly, &ev);
         if let Ok(mut a) = self.shared.anomalies.lock() {
             if a.len() >= RECENT_ANOMALIES {
@@ -214,6 +217,28 @@ impl Node {
             .short_circuit
             .set(self.engine.short_circuited() as i64);
         self.apply(decisions);
+        self.alert_closed(now);
+    }
+
+    /// Tells the alerts which anomalies are still open (detector episodes
+    /// and liveness conditions): the others have closed.
+    fn alert_closed(&mut self, now: i64) {
+        let Some(alerts) = self.alerts.as_mut() else {
+            return;
+        };
+        let mut open: std::collections::HashSet<String> = self
+            .live
+            .firing()
+            .iter()
+            .map(|f| f.episode.clone())
+            .collect();
+        open.extend(
+            self.shared
+                .lock_entities()
+                .all()
+                .filter_map(|e| e.anomaly_id.clone()),
+        );
+        alerts.still_open(&open, now);
     }
 
     pub(super) fn apply(&mut self, d: Decisions) {
@@ -243,6 +268,9 @@ impl Node {
         }
         for rec in d.audit {
             self.count_audit(&rec);
+            if let Some(a) = &self.alerts {
+                a.decided(&rec);
+            }
             info!(kind = ?rec.kind, policy = %rec.policy, target_entity = %rec.target, detail = %rec.detail, "Audit.");
             if let Ok(mut log) = self.shared.audit.lock() {
                 if let Err(e) = log.append(&rec) {
