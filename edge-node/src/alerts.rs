@@ -51,9 +51,8 @@ impl Default for AlertsConfig {
 impl AlertsConfig {
     /// Every problem.
     pub fn validate(&self, e: &mut Vec<String>) {
-        if !self.url.is_empty()
-            && !(self.url.starts_with("http://") || self.url.starts_with("https://"))
-        {
+        let http = self.url.starts_with("http://") || self.url.starts_with("https://");
+        if !(self.url.is_empty() || http) {
             e.push(format!(
                 "alerts.url: {:?} must start with http:// or https://",
                 self.url
