@@ -16,6 +16,7 @@ pub mod mosquitto;
 pub mod moto;
 pub mod policy_check;
 pub mod procstat;
+pub mod remote_write_bench;
 pub mod scrape_bench;
 pub mod stack;
 pub mod wait;

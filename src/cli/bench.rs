@@ -97,6 +97,32 @@ pub(super) enum BenchCmd {
         #[arg(long, default_value_t = 60)]
         secs: u64,
     },
+    /// Send a real edge node (`vigil edge`, its own process, pinned to CPU
+    /// 0) Prometheus remote-write requests as fast as it takes them, then a
+    /// bare HTTP sink the same requests, and report the samples a second
+    /// each took and its CPU.
+    RemoteWrite {
+        /// Series in all.
+        #[arg(long, default_value_t = 10_000)]
+        series: usize,
+        /// Samples per request (Prometheus's max_samples_per_send).
+        #[arg(long, default_value_t = 2000)]
+        per: usize,
+        /// Requests in flight at once (Prometheus's shards).
+        #[arg(long, default_value_t = 4)]
+        clients: usize,
+        /// Seconds measured per target, after 5 s of warm-up.
+        #[arg(long, default_value_t = 30)]
+        secs: u64,
+    },
+    /// The bare HTTP sink of `vigil bench remote-write` (reads each body,
+    /// answers 204).
+    #[command(hide = true)]
+    Sink {
+        /// Address to listen on.
+        #[arg(long)]
+        listen: String,
+    },
     /// Start an embedded broker, a cloud and EDGES edge nodes in this
     /// process, publish a release to all of them, and time until every one
     /// scores with it.
@@ -237,6 +263,24 @@ pub(super) async fn run(command: BenchCmd) -> anyhow::Result<()> {
                 secs,
             };
             crate::scrape_bench::run(o).await?
+        }
+        BenchCmd::RemoteWrite {
+            series,
+            per,
+            clients,
+            secs,
+        } => {
+            let o = crate::remote_write_bench::WriteOptions {
+                series,
+                per,
+                clients,
+                secs,
+            };
+            crate::remote_write_bench::run(o).await?
+        }
+        BenchCmd::Sink { listen } => {
+            crate::remote_write_bench::sink(&listen).await?;
+            String::new()
         }
         BenchCmd::Rollout {
             edges,

@@ -408,3 +408,60 @@ mod tests {
         assert_eq!(parse_metric(text, "vigil_missing"), 0.0);
     }
 }
+
+/// Whether every one of `bins` answers `--version`. When one does not, the
+/// test says so and is skipped, or fails under VIGIL_REQUIRE_EXTERNAL=1
+/// (`.ci/run` installs them).
+pub fn installed(bins: &[&str]) -> bool {
+    let missing: Vec<&str> = bins
+        .iter()
+        .copied()
+        .filter(|b| {
+            !std::process::Command::new(b)
+                .arg("--version")
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
+        .collect();
+    if missing.is_empty() {
+        return true;
+    }
+    assert!(
+        !external_required(),
+        "VIGIL_REQUIRE_EXTERNAL=1 but {missing:?} missing"
+    );
+    eprintln!("SKIPPED: {missing:?} not installed (apt-get install them, or run .ci/run).");
+    false
+}
+
+/// A child process, killed and reaped when dropped.
+pub struct Killed(pub std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// One series in the edge's cache, as `/api/v1/series` lists it.
+#[derive(Debug, serde::Deserialize)]
+pub struct CachedSeries {
+    /// `<entity>:<metric>`.
+    pub series: String,
+    /// Its newest value.
+    pub value: Option<f64>,
+    /// Whether a tick has scored its newest point.
+    pub scored: bool,
+}
+
+/// The edge's cached series whose id starts with `prefix`.
+pub async fn cached_series(edge_url: &str, prefix: &str) -> anyhow::Result<Vec<CachedSeries>> {
+    Ok(reqwest::Client::new()
+        .get(format!("{edge_url}/api/v1/series"))
+        .query(&[("prefix", prefix)])
+        .send()
+        .await?
+        .json()
+        .await?)
+}

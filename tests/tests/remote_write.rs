@@ -7,44 +7,16 @@
 //! VIGIL_REQUIRE_EXTERNAL=1.
 
 use prost::Message as _;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 use vigil::stack::{BrokerChoice, Stack};
 use vigil_edge::remote_write::proto;
-use vigil_tests::{external_required, metric, test_options, wait_for};
-
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn present(bin: &str) -> bool {
-    Command::new(bin)
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
-#[derive(serde::Deserialize)]
-struct Row {
-    series: String,
-    value: Option<f64>,
-    scored: bool,
-}
+use vigil_tests::{cached_series, installed, metric, test_options, wait_for, Killed};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn prometheus_remote_writes_to_the_edge_and_bad_writes_are_refused() -> anyhow::Result<()> {
     let exporter = "prometheus-node-exporter";
-    if !(present("prometheus") && present(exporter)) {
-        assert!(
-            !external_required(),
-            "VIGIL_REQUIRE_EXTERNAL=1 but prometheus or {exporter} is missing"
-        );
-        eprintln!("SKIPPED: prometheus or {exporter} is not on PATH.");
+    if !installed(&["prometheus", exporter]) {
         return Ok(());
     }
     let tmp = tempfile::tempdir()?;
@@ -99,15 +71,7 @@ async fn run(stack: &Stack, tmp: &std::path::Path, node_port: u16) -> anyhow::Re
         "node_exporter's series at the edge, scored",
         Duration::from_secs(60),
         || async {
-            let rows: Vec<Row> = http
-                .get(format!("{}/api/v1/series", stack.edge_url))
-                .query(&[("prefix", entity.as_str())])
-                .send()
-                .await
-                .ok()?
-                .json()
-                .await
-                .ok()?;
+            let rows = cached_series(&stack.edge_url, &entity).await.ok()?;
             rows.iter()
                 .any(|r| r.series == idle && r.scored)
                 .then_some(rows)

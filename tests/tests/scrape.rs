@@ -3,51 +3,21 @@
 //! cache, counters as per-second rates, gauges as they are. Skipped with a
 //! notice when node_exporter is absent; required with VIGIL_REQUIRE_EXTERNAL=1.
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 use vigil::stack::{BrokerChoice, Stack};
 use vigil_agent::scrape::ScrapeConfig;
-use vigil_tests::{external_required, metric, test_options, wait_for};
+use vigil_tests::{cached_series, installed, metric, test_options, wait_for, Killed};
 
 const EXPORTER: &str = "prometheus-node-exporter";
 
-struct Exporter(Child);
-
-impl Drop for Exporter {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-#[derive(serde::Deserialize)]
-struct Row {
-    series: String,
-    value: Option<f64>,
-}
-
-async fn cached(edge: &str, prefix: &str) -> anyhow::Result<Vec<Row>> {
-    Ok(reqwest::Client::new()
-        .get(format!("{edge}/api/v1/series"))
-        .query(&[("prefix", prefix)])
-        .send()
-        .await?
-        .json()
-        .await?)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn node_exporter_s_series_reach_the_edge_with_counters_as_rates() -> anyhow::Result<()> {
-    if Command::new(EXPORTER).arg("--version").output().is_err() {
-        assert!(
-            !external_required(),
-            "VIGIL_REQUIRE_EXTERNAL=1 but {EXPORTER} is not installed"
-        );
-        eprintln!("SKIPPED: {EXPORTER} is not on PATH (apt-get install prometheus-node-exporter).");
+    if !installed(&[EXPORTER]) {
         return Ok(());
     }
     let port = vigil::broker::free_port()?;
-    let _exporter = Exporter(
+    let _exporter = Killed(
         Command::new(EXPORTER)
             .arg(format!("--web.listen-address=127.0.0.1:{port}"))
             .stdout(Stdio::null())
@@ -85,7 +55,7 @@ async fn check(stack: &Stack, host: &str) -> anyhow::Result<()> {
         "node_exporter's CPU rate at the edge",
         Duration::from_secs(30),
         || async {
-            let rows = cached(&stack.edge_url, &prefix).await.ok()?;
+            let rows = cached_series(&stack.edge_url, &prefix).await.ok()?;
             rows.iter()
                 .any(|r| r.series == idle && r.value.is_some())
                 .then_some(rows)
@@ -111,7 +81,7 @@ async fn check(stack: &Stack, host: &str) -> anyhow::Result<()> {
         .find(|r| r.series == format!("{prefix}memory_MemTotal_bytes"))
         .and_then(|r| r.value);
     anyhow::ensure!(mem.is_some_and(|m| m > 1e8), "MemTotal {mem:?}");
-    let up = cached(&stack.edge_url, &format!("host/{host}:scrape_up")).await?;
+    let up = cached_series(&stack.edge_url, &format!("host/{host}:scrape_up")).await?;
     anyhow::ensure!(
         up.iter()
             .any(|r| r.series.ends_with("{target=\"node\"}") && r.value == Some(1.0)),
