@@ -311,7 +311,7 @@ impl Node {
         mut inbox: mqtt::Inbox,
         (mut installs, mut remote): (
             mpsc::Receiver<Install>,
-            mpsc::Receiver<Vec<vigil_core::message::Sample>>,
+            mpsc::Receiver<crate::remote_write::Handoff>,
         ),
         shutdown: CancellationToken,
     ) {

@@ -7,7 +7,8 @@
 //! is not snappy or not a `WriteRequest`, or series past `max_series`,
 //! whose other series are taken); 401 without the token; 413 too large;
 //! 415 for another content type or protocol (remote write 2.0 falls back to
-//! 1.0 on it); 503 while the edge's queue is full, which Prometheus retries.
+//! 1.0 on it); 503 while the edge's queue is full (64 requests or 64 MiB of
+//! samples), which Prometheus retries.
 
 pub mod convert;
 mod metrics;
@@ -23,6 +24,7 @@ use convert::Converter;
 pub use metrics::RemoteWriteMetrics;
 use prost::Message as _;
 use serde::{Deserialize, Serialize};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
 use tracing::warn;
@@ -31,6 +33,41 @@ use vigil_core::ratelog::RateLog;
 
 /// Requests waiting for the edge's run loop; beyond it the edge answers 503.
 pub const QUEUE: usize = 64;
+/// Most bytes of samples waiting for the run loop; beyond it, 503 too.
+pub const QUEUE_BYTES: usize = 64 << 20;
+
+/// Samples on their way to the run loop. Their bytes count against
+/// [`QUEUE_BYTES`] until the run loop has taken them (and drops this).
+#[derive(Debug)]
+pub struct Handoff {
+    /// The samples.
+    pub samples: Vec<Sample>,
+    held: Held,
+}
+
+impl Handoff {
+    /// The samples, and the guard that frees their bytes when dropped.
+    pub fn take(self) -> (Vec<Sample>, impl Drop) {
+        (self.samples, self.held)
+    }
+}
+
+#[derive(Debug)]
+struct Held {
+    bytes: usize,
+    total: Arc<AtomicUsize>,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.total.fetch_sub(self.bytes, Ordering::Relaxed);
+    }
+}
+
+/// A sample's size as it is held.
+fn size(s: &Sample) -> usize {
+    s.entity.0.len() + s.metric.len() + 48
+}
 
 /// Remote-write settings (`remote_write:`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -81,7 +118,11 @@ struct Intake {
     token: Option<String>,
     max_body: usize,
     converter: Mutex<Converter>,
-    to_edge: mpsc::Sender<Vec<Sample>>,
+    to_edge: mpsc::Sender<Handoff>,
+    /// Bytes of samples handed over and not yet taken...
+    queued: Arc<AtomicUsize>,
+    /// ...and the most there may be.
+    max_queued: usize,
     metrics: RemoteWriteMetrics,
     ratelog: Mutex<RateLog>,
 }
@@ -90,7 +131,17 @@ struct Intake {
 pub fn router(
     config: &RemoteWriteConfig,
     token: Option<String>,
-    to_edge: mpsc::Sender<Vec<Sample>>,
+    to_edge: mpsc::Sender<Handoff>,
+    metrics: RemoteWriteMetrics,
+) -> Router {
+    route(config, token, (to_edge, QUEUE_BYTES), metrics)
+}
+
+/// [`router`] with `max_queued` bytes of samples waiting at most.
+fn route(
+    config: &RemoteWriteConfig,
+    token: Option<String>,
+    (to_edge, max_queued): (mpsc::Sender<Handoff>, usize),
     metrics: RemoteWriteMetrics,
 ) -> Router {
     let intake = Arc::new(Intake {
@@ -98,6 +149,8 @@ pub fn router(
         max_body: config.max_body_bytes,
         converter: Mutex::new(Converter::new(config.max_series)),
         to_edge,
+        queued: Arc::default(),
+        max_queued,
         metrics,
         ratelog: Mutex::default(),
     });
@@ -208,12 +261,25 @@ async fn take(
             .inc_by(*n);
     }
     let n = converted.samples.len() as u64;
-    if !converted.samples.is_empty() && i.to_edge.try_send(converted.samples).is_err() {
-        return Err((
-            StatusCode::SERVICE_UNAVAILABLE,
-            "busy",
-            "the edge is busy; send again".into(),
-        ));
+    if !converted.samples.is_empty() {
+        let bytes = converted.samples.iter().map(size).sum();
+        let held = Held {
+            bytes,
+            total: i.queued.clone(),
+        };
+        let busy = i.queued.fetch_add(bytes, Ordering::Relaxed) + bytes > i.max_queued;
+        let handoff = Handoff {
+            samples: converted.samples,
+            held,
+        };
+        // Refused, the handoff is dropped and its bytes freed.
+        if busy || i.to_edge.try_send(handoff).is_err() {
+            return Err((
+                StatusCode::SERVICE_UNAVAILABLE,
+                "busy",
+                "the edge is busy; send again".into(),
+            ));
+        }
     }
     i.metrics.samples.inc_by(n);
     Ok(converted

@@ -47,7 +47,9 @@ impl Node {
 
     /// Samples a Prometheus remote-wrote ([`crate::remote_write`]), placed
     /// by their own times like any sender's.
-    pub(super) fn on_remote_write(&mut self, samples: Vec<vigil_core::message::Sample>) {
+    pub(super) fn on_remote_write(&mut self, handoff: crate::remote_write::Handoff) {
+        // Their bytes stay counted until they are in the cache.
+        let (samples, _held) = handoff.take();
         let now = now_ms();
         let timing = self.config.timing();
         let shared = self.shared.clone();

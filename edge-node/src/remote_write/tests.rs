@@ -3,16 +3,29 @@ use super::*;
 const TOKEN: &str = "0123456789abcdef";
 
 /// Serves the route; returns its URL and what it hands over.
-async fn serve(max_series: usize) -> (String, mpsc::Receiver<Vec<Sample>>, RemoteWriteMetrics) {
+async fn serve(max_series: usize) -> (String, mpsc::Receiver<Handoff>, RemoteWriteMetrics) {
+    serve_queue(max_series, 1, QUEUE_BYTES).await
+}
+
+async fn serve_queue(
+    max_series: usize,
+    queue: usize,
+    max_queued: usize,
+) -> (String, mpsc::Receiver<Handoff>, RemoteWriteMetrics) {
     let registry = prometheus::Registry::new();
     let metrics = RemoteWriteMetrics::new(&registry).unwrap();
-    let (tx, rx) = mpsc::channel(1);
+    let (tx, rx) = mpsc::channel(queue);
     let config = RemoteWriteConfig {
         enabled: true,
         max_series,
         max_body_bytes: 1 << 20,
     };
-    let app = router(&config, Some(TOKEN.into()), tx, metrics.clone());
+    let app = route(
+        &config,
+        Some(TOKEN.into()),
+        (tx, max_queued),
+        metrics.clone(),
+    );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/api/v1/write", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await });
@@ -66,8 +79,9 @@ async fn answers_as_prometheus_expects_and_counts_each_refusal() {
     let (status, _) = post(&url, request(&["pg_up", "pg_locks"]), PROTOBUF, TOKEN).await;
     assert_eq!(status, 204);
     let got = rx.recv().await.unwrap();
-    assert_eq!(got.len(), 2);
-    assert_eq!(got[0].entity.as_str(), "service/db-9187/pg");
+    assert_eq!(got.samples.len(), 2);
+    assert_eq!(got.samples[0].entity.as_str(), "service/db-9187/pg");
+    drop(got);
     // The queue (1) is full now: retry later.
     post(&url, request(&["pg_up"]), PROTOBUF, TOKEN).await;
     let (status, _) = post(&url, request(&["pg_up"]), PROTOBUF, TOKEN).await;
@@ -78,7 +92,7 @@ async fn answers_as_prometheus_expects_and_counts_each_refusal() {
     let (status, why) = post(&url, request(&["pg_up", "x1", "x2", "x3"]), PROTOBUF, TOKEN).await;
     assert_eq!(status, 400, "{why}");
     assert!(why.contains("max_series"), "{why}");
-    assert_eq!(rx.recv().await.unwrap().len(), 1);
+    assert_eq!(rx.recv().await.unwrap().samples.len(), 1);
     let (status, _) = post(&url, b"garbage".to_vec(), PROTOBUF, TOKEN).await;
     assert_eq!(status, 400);
     let not_proto = snap::raw::Encoder::new()
@@ -116,6 +130,25 @@ async fn answers_as_prometheus_expects_and_counts_each_refusal() {
         "the busy request's are not counted"
     );
     assert!(rx.try_recv().is_err(), "nothing refused was handed over");
+}
+
+#[tokio::test]
+async fn samples_not_yet_taken_are_bounded_in_bytes() {
+    // Room for many requests, but for the bytes of one (two samples of
+    // 67 bytes as held: entity, metric and 48).
+    let (url, mut rx, m) = serve_queue(100, 16, 200).await;
+    let (first, _) = post(&url, request(&["a", "b"]), PROTOBUF, TOKEN).await;
+    let (second, _) = post(&url, request(&["a", "b"]), PROTOBUF, TOKEN).await;
+    assert_eq!((first, second), (204, 503));
+    // Once the run loop has taken them, their bytes are free again.
+    let (samples, held) = rx.recv().await.unwrap().take();
+    assert_eq!(samples.len(), 2);
+    let (third, _) = post(&url, request(&["a", "b"]), PROTOBUF, TOKEN).await;
+    assert_eq!(third, 503, "still held");
+    drop(held);
+    let (fourth, _) = post(&url, request(&["a", "b"]), PROTOBUF, TOKEN).await;
+    assert_eq!(fourth, 204);
+    assert_eq!(m.requests.with_label_values(&["busy"]).get(), 2);
 }
 
 #[test]
