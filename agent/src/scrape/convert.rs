@@ -80,6 +80,8 @@ pub struct Converter {
     filter: Filter,
     max_series: usize,
     quantile: f64,
+    /// `:p99` for 0.99: the suffix of quantile series.
+    quantile_suffix: String,
     /// Counters and histograms at the last scrape, with its time.
     last: HashMap<String, Last>,
     last_ms: Option<i64>,
@@ -94,6 +96,7 @@ impl Converter {
             filter,
             max_series,
             quantile,
+            quantile_suffix: format!(":p{}", percent(quantile)),
             last: HashMap::new(),
             last_ms: None,
             admitted: HashSet::new(),
@@ -173,21 +176,14 @@ impl Converter {
                 }
                 Value::Counter(v) => {
                     let key = name(&s.metric, ":rate", &s.labels);
-                    let rate = match (self.last.get(&key), secs) {
-                        (Some(Last::Counter(prev)), Some(secs)) => Some(increase(*prev, *v) / secs),
-                        _ => None,
-                    };
+                    let rate = rate(&self.last, &key, *v, secs);
                     if let Some(key) = emit(key, rate) {
                         last.insert(key, Last::Counter(*v));
                     }
                 }
                 Value::Histogram(buckets) => {
                     let now = sorted(buckets);
-                    let key = name(
-                        &s.metric,
-                        &format!(":p{}", percent(self.quantile)),
-                        &s.labels,
-                    );
+                    let key = name(&s.metric, &self.quantile_suffix, &s.labels);
                     let prev = match self.last.get(&key) {
                         Some(Last::Histogram(p)) => Some(p.as_slice()),
                         _ => None,
@@ -207,21 +203,12 @@ impl Converter {
                     emit(count, rate);
                 }
                 Value::Summary(quantiles) => {
-                    let key = name(
-                        &s.metric,
-                        &format!(":p{}", percent(self.quantile)),
-                        &s.labels,
-                    );
+                    let key = name(&s.metric, &self.quantile_suffix, &s.labels);
                     emit(key, nearest(quantiles, self.quantile));
                     let count_name = format!("{}_count", s.metric);
                     let key = name(&count_name, ":rate", &s.labels);
                     if let Some(v) = counts.get(key.as_str()) {
-                        let rate = match (self.last.get(&key), secs) {
-                            (Some(Last::Counter(prev)), Some(secs)) => {
-                                Some(increase(*prev, *v) / secs)
-                            }
-                            _ => None,
-                        };
+                        let rate = rate(&self.last, &key, *v, secs);
                         if let Some(key) = emit(key, rate) {
                             last.insert(key, Last::Counter(*v));
                         }
@@ -243,6 +230,15 @@ fn name(metric: &str, suffix: &str, labels: &Labels) -> String {
         suffix,
         labels.iter().map(|(k, v)| (k.as_str(), v.as_str())),
     )
+}
+
+/// A counter's per-second rate since its value at the last scrape, if it
+/// had one and time has passed.
+fn rate(last: &HashMap<String, Last>, key: &str, now: f64, secs: Option<f64>) -> Option<f64> {
+    match (last.get(key), secs) {
+        (Some(Last::Counter(prev)), Some(secs)) => Some(increase(*prev, now) / secs),
+        _ => None,
+    }
 }
 
 /// `0.99` → `99`, `0.5` → `50`, `0.999` → `99.9`.
