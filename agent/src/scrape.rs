@@ -150,13 +150,13 @@ impl Pending {
     pub fn add(&mut self, samples: Vec<Sample>) -> u64 {
         let mut dropped = 0;
         for s in samples {
-            self.bytes += size(&s);
+            self.bytes += s.held_bytes();
             self.q.push_back(s);
         }
         while self.bytes > MAX_PENDING_BYTES {
             match self.q.pop_front() {
                 Some(s) => {
-                    self.bytes -= size(&s);
+                    self.bytes -= s.held_bytes();
                     dropped += 1;
                 }
                 None => break,
@@ -170,11 +170,6 @@ impl Pending {
         self.bytes = 0;
         self.q.drain(..).collect()
     }
-}
-
-/// A sample's size as it is held (and about as it is sent).
-fn size(s: &Sample) -> usize {
-    s.entity.0.len() + s.metric.len() + 48
 }
 
 /// Scrapes every target into `pending` until `shutdown`.

@@ -25,6 +25,14 @@ pub struct Sample {
     pub value: f64,
 }
 
+impl Sample {
+    /// About what it takes held in memory: its names and 48 bytes (for the
+    /// queues that bound what waits in bytes).
+    pub fn held_bytes(&self) -> usize {
+        self.entity.0.len() + self.metric.len() + 48
+    }
+}
+
 /// What an agent publishes each interval.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct MetricBatch {

@@ -64,11 +64,6 @@ impl Drop for Held {
     }
 }
 
-/// A sample's size as it is held.
-fn size(s: &Sample) -> usize {
-    s.entity.0.len() + s.metric.len() + 48
-}
-
 /// Remote-write settings (`remote_write:`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -262,7 +257,7 @@ async fn take(
     }
     let n = converted.samples.len() as u64;
     if !converted.samples.is_empty() {
-        let bytes = converted.samples.iter().map(size).sum();
+        let bytes = converted.samples.iter().map(Sample::held_bytes).sum();
         let held = Held {
             bytes,
             total: i.queued.clone(),

@@ -103,7 +103,7 @@ fn the_buffer_is_bounded_in_bytes_dropping_the_oldest() {
         ts_ms: i as i64,
         value: 1.0,
     };
-    let n = MAX_PENDING_BYTES / size(&sample(0)) + 10;
+    let n = MAX_PENDING_BYTES / sample(0).held_bytes() + 10;
     let dropped = p.add((0..n).map(sample).collect());
     assert!(dropped >= 10, "{dropped}");
     let kept = p.take();
