@@ -2,7 +2,7 @@
 //! to the part that owns it.
 
 use super::*;
-use vigil_core::message::{CommandResult, MetricBatch, SignedRelease};
+use vigil_core::message::{CommandResult, MetricBatch, Sample, SignedRelease};
 
 impl Node {
     /// Hands each message to the handler of its kind; a refused one is
@@ -50,14 +50,19 @@ impl Node {
     pub(super) fn on_remote_write(&mut self, handoff: crate::remote_write::Handoff) {
         // Their bytes stay counted until they are in the cache.
         let (samples, _held) = handoff.take();
-        let now = now_ms();
+        self.cache_samples("remote_write", samples, 0, now_ms());
+    }
+
+    /// Takes `sender`'s samples into the cache, each placed by its own time
+    /// moved by `shift` (a sender's clock offset), then acts on them.
+    fn cache_samples(&mut self, sender: &str, samples: Vec<Sample>, shift: i64, now: i64) {
         let timing = self.config.timing();
         let shared = self.shared.clone();
         let mut cache = shared.lock_cache();
         for s in samples {
-            let placed = timing.place(s.ts_ms, now);
+            let placed = timing.place(s.ts_ms.saturating_add(shift), now);
             let id = SeriesId::new(s.entity, s.metric);
-            self.accept(&mut cache, "remote_write", &id, placed, s.value, now);
+            self.accept(&mut cache, sender, &id, placed, s.value, now);
         }
         self.metrics.cache.series.set(cache.len() as i64);
         drop(cache);
@@ -86,16 +91,7 @@ impl Node {
                 warn!(sender = %batch.host, off_secs = -shift as f64 / 1000.0, skipped, "Sender's clock is off; judging its samples by their arrival time.");
             }
         }
-        let shared = self.shared.clone();
-        let mut cache = shared.lock_cache();
-        for s in batch.samples {
-            let placed = timing.place(s.ts_ms.saturating_add(shift), now);
-            let id = SeriesId::new(s.entity, s.metric);
-            self.accept(&mut cache, &batch.host, &id, placed, s.value, now);
-        }
-        self.metrics.cache.series.set(cache.len() as i64);
-        drop(cache);
-        self.after_samples(now);
+        self.cache_samples(&batch.host, batch.samples, shift, now);
     }
 
     /// One sensor reading: a skewed stamp takes the arrival time.
