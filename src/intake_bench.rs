@@ -159,8 +159,8 @@ pub async fn broker_dropped(port: u16, dropped: Arc<AtomicU64>, stop: Cancellati
     }
 }
 
-/// The unlabelled (or fully labelled) sample `name` on `{url}/metrics`; 0
-/// when absent, NaN when the page cannot be read.
+/// The unlabelled (or fully labelled) sample `name` on `{url}/metrics` (an
+/// edge's, an agent's): 0 when absent, NaN when the page cannot be read.
 pub async fn edge_metric(url: &str, name: &str) -> f64 {
     let Ok(r) = reqwest::get(format!("{url}/metrics")).await else {
         return f64::NAN;

@@ -193,17 +193,8 @@ pub async fn run(o: WriteOptions) -> anyhow::Result<String> {
     let base = format!("http://{listen}");
     up(&format!("{base}/healthz")).await?;
     let at_edge = drive(&format!("{base}/api/v1/write"), o, edge.id()).await;
-    let handed = reqwest::get(format!("{base}/metrics"))
-        .await?
-        .text()
-        .await?
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("vigil_edge_remote_write_samples_total ")?
-                .trim()
-                .parse::<f64>()
-                .ok()
-        });
+    let handed =
+        crate::intake_bench::edge_metric(&base, "vigil_edge_remote_write_samples_total").await;
     let _ = edge.kill();
     let _ = edge.wait();
     let at_edge = at_edge?;
@@ -240,9 +231,9 @@ pub async fn run(o: WriteOptions) -> anyhow::Result<String> {
     )?;
     writeln!(
         r,
-        "\nedge / sink: {:.2}; the edge handed {} samples to its cache in all",
+        "\nedge / sink: {:.2}; the edge handed {:.0} samples to its cache in all",
         at_edge.samples_per_sec / at_sink.samples_per_sec,
-        handed.map_or("?".into(), |n| format!("{n:.0}"))
+        handed
     )?;
     Ok(r)
 }
