@@ -8,6 +8,7 @@ pub mod agent;
 pub mod backlog;
 pub mod breaker;
 pub mod catalog;
+mod collect;
 pub mod collector;
 pub mod config;
 pub mod executor;
