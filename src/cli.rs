@@ -340,9 +340,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Policy {
             command: PolicyCmd::Check { files },
         } => {
-            let problems = crate::policy_check::check(&files);
+            let (problems, actions_checked) = crate::policy_check::checked(&files);
             if problems.is_empty() {
                 println!("{} file(s) OK", files.len());
+                if !actions_checked {
+                    println!("Note: {}.", crate::policy_check::ACTIONS_UNCHECKED);
+                }
                 Ok(())
             } else {
                 vigil_core::config::exit_with(&problems)

@@ -8,6 +8,12 @@ use std::path::{Path, PathBuf};
 
 /// Checks each file; returns every problem found (empty when all are good).
 pub fn check(files: &[impl AsRef<Path>]) -> Vec<String> {
+    checked(files).0
+}
+
+/// Every problem found, and whether the policies' actions were checked
+/// (only against catalogs given beside them).
+pub fn checked(files: &[impl AsRef<Path>]) -> (Vec<String>, bool) {
     let mut problems = Vec::new();
     let mut policies: Vec<(PathBuf, String, vigil_edge::PolicySet)> = Vec::new();
     let mut actions = BTreeSet::new();
@@ -37,7 +43,13 @@ pub fn check(files: &[impl AsRef<Path>]) -> Vec<String> {
             catalogs.push(path.display().to_string());
             match vigil_agent::Catalog::parse(&text, path, &[]) {
                 Ok(c) => actions.extend(c.actions.into_keys()),
-                Err(p) => problems.extend(p),
+                Err(p) => {
+                    // An action with a bad field is still there: its name
+                    // counts, or every policy naming it would be wrong too.
+                    let names = value["actions"].as_mapping().into_iter().flatten();
+                    actions.extend(names.filter_map(|(k, _)| k.as_str().map(str::to_string)));
+                    problems.extend(p)
+                }
             }
         } else {
             problems.push(format!(
@@ -46,47 +58,20 @@ pub fn check(files: &[impl AsRef<Path>]) -> Vec<String> {
             ));
         }
     }
-    if !catalogs.is_empty() {
+    let actions_checked = !catalogs.is_empty();
+    if actions_checked {
+        let why = format!("not in {}", catalogs.join(", "));
         for (path, text, set) in &policies {
-            problems.extend(unknown_actions(path, text, set, &actions, &catalogs));
+            problems.extend(set.action_problems(text, path, |p| {
+                (!actions.contains(&p.action)).then(|| why.clone())
+            }));
         }
     }
-    problems
+    (problems, actions_checked)
 }
 
-/// Policies whose action is in none of the catalogs, located at the
-/// policy's `action:` line.
-fn unknown_actions(
-    path: &Path,
-    text: &str,
-    set: &vigil_edge::PolicySet,
-    actions: &BTreeSet<String>,
-    catalogs: &[String],
-) -> Vec<String> {
-    let lines: Vec<&str> = text.lines().collect();
-    let mut out = Vec::new();
-    for p in set.policies.iter().filter(|p| !actions.contains(&p.action)) {
-        let named = lines
-            .iter()
-            .position(|l| l.contains(&format!("name: {}", p.name)))
-            .unwrap_or(0);
-        let at = lines
-            .iter()
-            .enumerate()
-            .skip(named)
-            .find(|(_, l)| l.trim_start().starts_with("action:") && l.contains(p.action.as_str()))
-            .map(|(i, l)| format!("{}:{}", i + 1, l.find("action:").unwrap_or(0) + 1));
-        out.push(format!(
-            "{}:{}: policy {:?}: unknown action {:?}: not in {}",
-            path.display(),
-            at.unwrap_or_else(|| format!("{}", named + 1)),
-            p.name,
-            p.action,
-            catalogs.join(", ")
-        ));
-    }
-    out
-}
+/// Said after a clean check given no catalog.
+pub const ACTIONS_UNCHECKED: &str = "actions were not checked: give the agents' catalogs too (vigil policy check policy.yaml catalog.yaml)";
 
 #[cfg(test)]
 mod tests {
@@ -168,7 +153,7 @@ mod tests {
         let has =
             |at: &str, what: &str| problems.iter().any(|e| e.contains(at) && e.contains(what));
         assert!(
-            has("p.yaml:4:5:", "unknown action \"restart-apii\""),
+            has("p.yaml:4:5:", "action \"restart-apii\" is unknown: not in"),
             "{problems:?}"
         );
         assert!(
@@ -182,5 +167,22 @@ mod tests {
         );
         assert!(has("c.yaml:9:", "must start with http://"), "{problems:?}");
         assert_eq!(problems.len(), 5, "{problems:?}");
+    }
+
+    #[test]
+    fn a_broken_catalog_adds_no_false_unknown_actions_and_no_catalog_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("p.yaml");
+        let c = dir.path().join("c.yaml");
+        std::fs::write(&p, crate::stack::DEMO_POLICY).unwrap();
+        let broken =
+            crate::stack::DEMO_CATALOG.replace("kind: restart_process", "kind: restart_proces");
+        std::fs::write(&c, broken).unwrap();
+        let (problems, against) = checked(&[&p, &c]);
+        assert!(against);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0].contains("restart_proces"), "{problems:?}");
+        let (problems, against) = checked(&[&p]);
+        assert!(problems.is_empty() && !against, "{problems:?}");
     }
 }

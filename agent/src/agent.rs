@@ -87,6 +87,7 @@ pub async fn run(
         publisher: publisher.clone(),
         metrics: metrics.clone(),
         site: site.clone(),
+        host: host.clone(),
         max_bytes: config.max_command_bytes,
         catalog_watch,
         services: supervisor.lock().await.names(),
@@ -129,15 +130,7 @@ pub async fn run(
 /// retained presence with the catalog's action names.
 fn link_spec(config: &AgentConfig, host: &str, actions: Vec<String>) -> LinkSpec {
     let site = &config.site;
-    let presence = |state| {
-        encode(&Presence {
-            node: host.to_string(),
-            role: "agent".into(),
-            state,
-            ts_ms: now_ms(),
-            actions: actions.clone(),
-        })
-    };
+    let presence = |state| presence(host, state, actions.clone());
     LinkSpec {
         settings: config.mqtt.clone(),
         default_client_id: format!("vigil-agent-{site}-{host}"),
@@ -148,6 +141,18 @@ fn link_spec(config: &AgentConfig, host: &str, actions: Vec<String>) -> LinkSpec
             offline: presence(PresenceState::Offline),
         }),
     }
+}
+
+/// The agent's presence, with the action names its catalog has: the edge
+/// checks its policies against them.
+fn presence(host: &str, state: PresenceState, actions: Vec<String>) -> Vec<u8> {
+    encode(&Presence {
+        node: host.to_string(),
+        role: "agent".into(),
+        state,
+        ts_ms: now_ms(),
+        actions,
+    })
 }
 
 /// `GET /api/v1/services`: the supervised services' state.
@@ -196,6 +201,7 @@ struct CommandLoop {
     publisher: Publisher,
     metrics: AgentMetrics,
     site: String,
+    host: String,
     max_bytes: usize,
     catalog_watch: Option<FileWatch>,
     services: Vec<String>,
@@ -327,6 +333,13 @@ impl CommandLoop {
                     .catalog_reloads
                     .with_label_values(&["ok"])
                     .inc();
+                // Announced now and on every reconnect, so the edge never
+                // sends an action this catalog no longer has.
+                let names = c.actions.keys().cloned().collect();
+                let online = presence(&self.host, PresenceState::Online, names);
+                if !self.publisher.announce(online) {
+                    info!("Catalog announced on the next connect.");
+                }
                 self.executor.set_catalog(c);
             }
             Some(Err(errors)) => {

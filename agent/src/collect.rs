@@ -145,7 +145,17 @@ impl CollectLoop {
             warn!(error = %e, "Host collection failed.");
             (Vec::new(), vec![None; pids.len()])
         });
-        let probes = futures_probe(&self.checker, &self.services).await;
+        let mut probes = futures_probe(&self.checker, &self.services).await;
+        {
+            // A service still starting is not judged on its health check.
+            let sup = self.supervisor.lock().await;
+            let now = std::time::Instant::now();
+            for (probe, s) in probes.iter_mut().zip(&self.services) {
+                if sup.in_grace(&s.name, now) {
+                    *probe = None;
+                }
+            }
+        }
         for (i, s) in self.services.iter().enumerate() {
             let alive = procs[i].is_some();
             self.metrics

@@ -74,10 +74,42 @@ pub struct ServiceConfig {
     /// Health check timeout in milliseconds.
     #[serde(default = "default_health_timeout_ms")]
     pub health_timeout_ms: u64,
+    /// A supervised process runs as this user (name or uid); the agent's
+    /// own when unset. Its group is the user's unless `group` says.
+    #[serde(default)]
+    pub user: Option<String>,
+    /// ...and with this group (name or gid).
+    #[serde(default)]
+    pub group: Option<String>,
+    /// A supervised process starts in this folder; the agent's when unset.
+    #[serde(default)]
+    pub working_dir: Option<PathBuf>,
+    /// For this long after the agent starts (or restarts) a supervised
+    /// process, its health check is not reported, so liveness does not
+    /// judge a service that has not bound its port yet (`up` is).
+    #[serde(default)]
+    pub startup_grace_secs: f64,
 }
 
 fn default_health_timeout_ms() -> u64 {
     800
+}
+
+impl Default for ServiceConfig {
+    fn default() -> Self {
+        Self {
+            name: String::new(),
+            argv: Vec::new(),
+            env: Vec::new(),
+            pid_file: None,
+            health_url: None,
+            health_timeout_ms: default_health_timeout_ms(),
+            user: None,
+            group: None,
+            working_dir: None,
+            startup_grace_secs: 0.0,
+        }
+    }
 }
 
 impl Default for AgentConfig {
@@ -215,6 +247,33 @@ impl AgentConfig {
                     ));
                 }
             }
+            if s.argv.is_empty() {
+                let only = [
+                    ("user", s.user.is_some()),
+                    ("group", s.group.is_some()),
+                    ("working_dir", s.working_dir.is_some()),
+                    ("startup_grace_secs", s.startup_grace_secs != 0.0),
+                ];
+                for (field, _) in only.iter().filter(|(_, set)| *set) {
+                    e.push(format!(
+                        "{at}.{field}: applies only to a supervised service (argv)"
+                    ));
+                }
+            }
+            if !(0.0..=3600.0).contains(&s.startup_grace_secs) {
+                e.push(format!(
+                    "{at}.startup_grace_secs: {} is outside 0..=3600",
+                    s.startup_grace_secs
+                ));
+            }
+            for (field, v) in [("user", &s.user), ("group", &s.group)] {
+                if let Some(Err(why)) = v.as_deref().map(|n| crate::supervisor::resolve(field, n)) {
+                    e.push(format!("{at}.{field}: {why}"));
+                }
+            }
+            if let Some(d) = s.working_dir.as_ref().filter(|d| !d.is_dir()) {
+                e.push(format!("{at}.working_dir: {} is not a folder", d.display()));
+            }
             if s.health_timeout_ms == 0 || s.health_timeout_ms > 60_000 {
                 e.push(format!(
                     "{at}.health_timeout_ms: {} is outside 1..=60000",
@@ -252,6 +311,7 @@ mod tests {
             pid_file: Some("/p".into()),
             health_url: Some("ftp://x".into()),
             health_timeout_ms: 0,
+            ..Default::default()
         });
         c.services.push(c.services[0].clone());
         // site, interval, listen, both-set ×2, url ×2, timeout ×2, duplicate name

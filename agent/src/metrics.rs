@@ -66,7 +66,7 @@ impl AgentMetrics {
                 "vigil_agent_catalog_reloads_total",
                 "Catalog file reloads, by result; a failed one leaves the catalog in force.",
                 &["result"],
-                &[],
+                &["ok", "failed"],
             )?,
             service_metric: g.float_gauges(
                 "vigil_agent_service_metric",

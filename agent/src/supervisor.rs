@@ -22,6 +22,8 @@ struct Supervised {
     /// A process a previous agent started, found alive through its pid file.
     adopted: Option<Recorded>,
     restarts: u64,
+    /// When this agent last started it (its start-up grace runs from here).
+    started: Option<std::time::Instant>,
 }
 
 /// What a pid file says: the process and when the kernel started it.
@@ -85,6 +87,7 @@ impl Supervisor {
                         child: None,
                         adopted: None,
                         restarts: 0,
+                        started: None,
                     },
                 )
             })
@@ -169,6 +172,7 @@ impl Supervisor {
                     let pid = child.id();
                     info!(service = %name, pid, "Started supervised service.");
                     p.child = Some(child);
+                    p.started = Some(std::time::Instant::now());
                     if let Some(pid) = pid {
                         self.record(&name, pid, &argv);
                     }
@@ -221,10 +225,20 @@ impl Supervisor {
         let pid = child.id().ok_or_else(|| format!("{name} exited at once"))?;
         info!(service = %name, pid, "Restarted supervised service.");
         p.child = Some(child);
+        p.started = Some(std::time::Instant::now());
         p.restarts += 1;
         let argv = p.spec.argv.clone();
         self.record(name, pid, &argv);
         Ok(pid)
+    }
+
+    /// Whether `name` was started within its `startup_grace_secs` of `now`
+    /// (its health check is not judged yet).
+    pub fn in_grace(&self, name: &str, now: std::time::Instant) -> bool {
+        self.procs.get(name).is_some_and(|p| {
+            p.started
+                .is_some_and(|s| now.duration_since(s).as_secs_f64() < p.spec.startup_grace_secs)
+        })
     }
 
     /// Every supervised service with its PID and restart count.
@@ -266,6 +280,29 @@ fn spawn(spec: &ServiceConfig) -> std::io::Result<Child> {
         .split_first()
         .ok_or_else(|| std::io::Error::other("empty argv"))?;
     let mut cmd = Command::new(program);
+    #[cfg(unix)]
+    {
+        let user = spec.user.as_deref().map(|u| resolve("user", u)).transpose();
+        let group = spec
+            .group
+            .as_deref()
+            .map(|g| resolve("group", g))
+            .transpose();
+        let (uid, gid) = (
+            user.map_err(std::io::Error::other)?,
+            group.map_err(std::io::Error::other)?,
+        );
+        // Group first: once the user is set the child could not change it.
+        if let Some(gid) = gid.or_else(|| uid.and_then(primary_group)) {
+            cmd.gid(gid);
+        }
+        if let Some(uid) = uid {
+            cmd.uid(uid);
+        }
+    }
+    if let Some(dir) = &spec.working_dir {
+        cmd.current_dir(dir);
+    }
     cmd.args(args)
         .envs(spec.env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
@@ -277,6 +314,29 @@ fn spawn(spec: &ServiceConfig) -> std::io::Result<Child> {
     #[cfg(unix)]
     cmd.process_group(0);
     cmd.spawn()
+}
+
+/// A `user` or `group` of a service (`field`) as its numeric id: a number
+/// is taken as it is, a name is looked up in the system's databases.
+pub fn resolve(field: &str, name: &str) -> Result<u32, String> {
+    if let Ok(id) = name.parse::<u32>() {
+        return Ok(id);
+    }
+    let found = match field {
+        "group" => nix::unistd::Group::from_name(name).map(|g| g.map(|g| g.gid.as_raw())),
+        _ => nix::unistd::User::from_name(name).map(|u| u.map(|u| u.uid.as_raw())),
+    };
+    match found {
+        Ok(Some(id)) => Ok(id),
+        Ok(None) => Err(format!("no {field} named {name:?} on this host")),
+        Err(e) => Err(format!("looking up {field} {name:?}: {e}")),
+    }
+}
+
+/// The primary group of the user with `uid`.
+fn primary_group(uid: u32) -> Option<u32> {
+    let user = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)).ok()??;
+    Some(user.gid.as_raw())
 }
 
 async fn stop(name: &str, mut child: Child) {
@@ -340,6 +400,7 @@ mod tests {
             pid_file: None,
             health_url: None,
             health_timeout_ms: 800,
+            ..Default::default()
         }
     }
 

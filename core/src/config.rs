@@ -66,6 +66,10 @@ pub fn parse_all<T: DeserializeOwned>(text: &str, path: &Path) -> (Option<T>, Ve
             return (None, problems);
         };
         let depth = first.len() - first.trim_start().len();
+        // A problem at a key that opens a block (an action whose `kind` is
+        // unknown) is the block's: its fields set aside with it, or they
+        // would read as nonsense fields of the block above.
+        let opens_block = first.trim_end().ends_with(':');
         let mut i = line.saturating_sub(1);
         loop {
             lines[i] = String::new();
@@ -74,7 +78,7 @@ pub fn parse_all<T: DeserializeOwned>(text: &str, path: &Path) -> (Option<T>, Ve
                 let t = l.trim();
                 t.is_empty() || t.starts_with('#') || l.len() - l.trim_start().len() > depth
             });
-            if !consequence || !deeper {
+            if !(consequence || opens_block) || !deeper {
                 break;
             }
         }

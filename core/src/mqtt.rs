@@ -31,7 +31,7 @@ pub use settings::*;
 pub struct PresenceSpec {
     /// Retained topic.
     pub topic: String,
-    /// Payload written on connect.
+    /// Payload written on connect (until [`Publisher::announce`] replaces it).
     pub online: Vec<u8>,
     /// Payload for the last will and the clean-shutdown farewell.
     pub offline: Vec<u8>,
@@ -62,6 +62,8 @@ pub struct Link {
     connections: Arc<AtomicU64>,
     extra: Arc<Mutex<Vec<String>>>,
     down: Down,
+    /// The online presence as last announced (published on every connect).
+    online: Arc<Mutex<Vec<u8>>>,
 }
 
 /// Creates the client and the link task; spawn `link.run(token)` and publish
@@ -109,7 +111,17 @@ pub fn open(
     let connections = Arc::new(AtomicU64::new(0));
     let extra = Arc::new(Mutex::new(Vec::new()));
     let down: Down = Arc::new(Mutex::new(None));
+    let online = Arc::new(Mutex::new(
+        spec.presence
+            .as_ref()
+            .map(|p| p.online.clone())
+            .unwrap_or_default(),
+    ));
     let publisher = Publisher {
+        presence: spec
+            .presence
+            .as_ref()
+            .map(|p| (p.topic.clone(), online.clone())),
         client: client.clone(),
         metrics: metrics.clone(),
         connected: connected.clone(),
@@ -130,6 +142,7 @@ pub fn open(
             connections,
             extra,
             down,
+            online,
         },
     ))
 }
@@ -229,9 +242,10 @@ impl Link {
             }
         }
         if let Some(p) = &self.spec.presence {
-            if let Err(e) =
-                self.client
-                    .try_publish(&p.topic, QoS::AtLeastOnce, true, p.online.clone())
+            let online = self.online.lock().map(|o| o.clone()).unwrap_or_default();
+            if let Err(e) = self
+                .client
+                .try_publish(&p.topic, QoS::AtLeastOnce, true, online)
             {
                 warn!(topic = %p.topic, error = %e, "Could not publish presence.");
             }
@@ -294,6 +308,7 @@ mod tests {
             connections: Default::default(),
             extra: Default::default(),
             down: Default::default(),
+            presence: None,
         };
         let ack = crate::message::UplinkAck {
             stream: "s".into(),

@@ -36,6 +36,12 @@ impl FileWatch {
         given.then(|| Self::new(path, std::fs::read_to_string(path).ok()))
     }
 
+    /// Forgets the text last seen, so that the next poll hands it back
+    /// again (an edit refused for something that may since have changed).
+    pub fn forget(&mut self) {
+        self.last = None;
+    }
+
     /// The watched path.
     pub fn path(&self) -> &Path {
         &self.path

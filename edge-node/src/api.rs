@@ -35,7 +35,8 @@ async fn status(State(s): State<Arc<Shared>>) -> Json<serde_json::Value> {
     let info = s.info.lock().map(|i| i.clone()).unwrap_or_default();
     Json(serde_json::json!({
         "site": s.site, "node": s.node, "series": series, "anomalous_entities": anomalous,
-        "model_version": info.model_version, "policy_version": info.policy_version, "agents": agents,
+        "model_version": info.model_version, "policy_version": info.policy_version,
+        "policy_errors": info.policy_errors, "policy_problems": info.policy_problems, "agents": agents,
     }))
 }
 

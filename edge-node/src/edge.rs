@@ -157,6 +157,7 @@ pub async fn run(
         gaps,
         command_key,
         policy_problems: Vec::new(),
+        policy_refused: false,
         snapshot,
         alerts,
     };
@@ -292,6 +293,9 @@ struct Node {
     command_key: vigil_core::signing::SecretKey,
     /// Policy problems already warned about.
     policy_problems: Vec<String>,
+    /// Whether the last policy edit was refused (read again when an
+    /// agent's catalog changes).
+    policy_refused: bool,
     /// Detector rows from before a restart, waiting for their series.
     snapshot: crate::snapshot::Snapshot,
     /// (policy, target) pairs whose condition had held long enough at the

@@ -42,6 +42,9 @@ struct Watch {
     entity: EntityId,
     metric: String,
     condition: usize,
+    /// The condition as written (a reload keeps the run of a watch whose
+    /// condition did not change).
+    text: String,
     slot: usize,
     /// The series' identity in that slot (slots are reused after eviction).
     born: u64,
@@ -72,12 +75,25 @@ impl Liveness {
     /// works out which conditions hold. `stale_ms`: a series without a
     /// sample that recent says nothing (its agent may be gone).
     pub fn update(&mut self, cache: &Cache, policies: &PolicySet, now_ms: i64, stale_ms: i64) {
+        let mut kept = Vec::new();
         if self.version != policies.version {
-            self.watches.clear();
+            kept = std::mem::take(&mut self.watches);
             self.scanned = 0;
             self.version = policies.version.clone();
         }
         self.scan(cache, policies);
+        // An edit elsewhere in the file must not restart a run: the cache
+        // holds only its last minutes, the watch knows since when it held.
+        for w in &mut self.watches {
+            let same = |o: &&Watch| {
+                (o.slot, o.born, &o.policy, &o.metric, &o.text)
+                    == (w.slot, w.born, &w.policy, &w.metric, &w.text)
+            };
+            if let Some(o) = kept.iter().find(same) {
+                (w.last_ts, w.held_since, w.ok_since, w.value) =
+                    (o.last_ts, o.held_since, o.ok_since, o.value);
+            }
+        }
         let entries = cache.entries();
         self.watches
             .retain(|w| entries.get(w.slot).is_some_and(|e| e.born == w.born));
@@ -132,6 +148,7 @@ impl Liveness {
                             entity: e.id.entity.clone(),
                             metric: e.id.metric.clone(),
                             condition: k,
+                            text: c.to_string(),
                             slot,
                             born: e.born,
                             last_ts: i64::MIN,
@@ -190,6 +207,24 @@ impl Liveness {
         firing.sort_by(|a, b| (&a.policy, &a.entity).cmp(&(&b.policy, &b.entity)));
         self.episodes = open;
         self.firing = firing;
+    }
+
+    /// Takes the series of every target a condition holds for out of a
+    /// scoring tick (`values` indexed like `entries`): a dead or hung
+    /// service is neither scored nor learnt from, so a long outage does not
+    /// become its normal and its return to the normal it had is no surprise
+    /// (the condition speaks for it meanwhile).
+    pub fn hold_out(&self, values: &mut [Option<f64>], entries: &[crate::cache::Entry]) {
+        if self.firing.is_empty() {
+            return;
+        }
+        let down: std::collections::HashSet<&EntityId> =
+            self.firing.iter().map(|f| &f.entity).collect();
+        for (v, e) in values.iter_mut().zip(entries) {
+            if down.contains(&e.id.entity) {
+                *v = None;
+            }
+        }
     }
 
     /// Conditions that hold now, one per (policy, target), in a stable order.
@@ -291,5 +326,29 @@ mod tests {
         );
         live.update(&cache, &set, 20_000, 5000);
         assert!(live.firing().is_empty());
+    }
+
+    #[test]
+    fn a_policy_edit_keeps_a_run_longer_than_the_cache_holds() {
+        let set = policies();
+        let up = SeriesId::new(EntityId::service("h", "web"), "up");
+        // The ring holds 10 points; the outage lasts 60.
+        let mut cache = Cache::new(10, 10);
+        let mut live = Liveness::default();
+        for t in 1..=60 {
+            cache.push(&up, t * 1000, 0.0, t * 1000, 0).unwrap();
+            live.update(&cache, &set, t * 1000, 5000);
+        }
+        assert_eq!(live.firing()[0].held_ms, 59_000);
+        let episode = live.firing()[0].episode.clone();
+        // shadow -> auto, say: the same condition, a new file version.
+        let text = "policies:\n  - name: live\n    match: { entity: \"service/*/web\", when: [\"up == 0\", \"http_ok == 0\"], for_secs: 2 }\n    action: restart\n    mode: shadow\n";
+        let edited = PolicySet::parse(text, Path::new("p.yaml")).unwrap();
+        assert_ne!(edited.version, set.version);
+        cache.push(&up, 61_000, 0.0, 61_000, 0).unwrap();
+        live.update(&cache, &edited, 61_000, 5000);
+        let f = &live.firing()[0];
+        assert_eq!((f.since_ms, f.held_ms), (1000, 60_000));
+        assert_eq!(f.episode, episode);
     }
 }

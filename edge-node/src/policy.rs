@@ -310,6 +310,51 @@ impl PolicySet {
     }
 }
 
+impl PolicySet {
+    /// Every policy whose action cannot run, at its `action:` line, in the
+    /// words the edge and `vigil policy check` share: `lacks` says why (the
+    /// catalogs that do not have it), or `None` when the action is known.
+    pub fn action_problems(
+        &self,
+        text: &str,
+        path: &Path,
+        lacks: impl Fn(&Policy) -> Option<String>,
+    ) -> Vec<String> {
+        let lines = text.lines().collect::<Vec<_>>();
+        self.policies
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| {
+                let why = lacks(p)?;
+                let problem = format!(
+                    "policy {:?} (#{}): action {:?} is unknown: {why}",
+                    p.name,
+                    i + 1,
+                    p.action
+                );
+                Some(locate(path, &lines, &(p.name.clone(), 0), &problem))
+            })
+            .collect()
+    }
+
+    /// The policies that escalate to `name`, directly or through others.
+    pub fn escalating_to<'a>(&'a self, name: &str) -> Vec<&'a Policy> {
+        let mut out: Vec<&Policy> = Vec::new();
+        let mut wanted = vec![name.to_string()];
+        while let Some(n) = wanted.pop() {
+            for p in &self.policies {
+                let new = p.escalate.as_deref() == Some(n.as_str())
+                    && !out.iter().any(|q| q.name == p.name);
+                if new {
+                    out.push(p);
+                    wanted.push(p.name.clone());
+                }
+            }
+        }
+        out
+    }
+}
+
 /// `file:line:col: policies[k]...` with `k` the index of the list item
 /// that holds `line` in the file.
 fn renumber(lines: &[&str], e: &str) -> String {

@@ -26,6 +26,11 @@ pub struct RailsConfig {
     pub recover_ratio: f64,
     /// ...for this many seconds.
     pub recover_secs: f64,
+    /// After a liveness condition on a target clears (a dead service is
+    /// back), anomalies whose top metric is one the condition names (`up`,
+    /// `http_ok`) do not move its score policies for this many seconds: the
+    /// return to health is not a fault.
+    pub recovery_grace_secs: f64,
 }
 
 impl Default for RailsConfig {
@@ -38,6 +43,7 @@ impl Default for RailsConfig {
             page_agent: None,
             recover_ratio: 0.8,
             recover_secs: 5.0,
+            recovery_grace_secs: 120.0,
         }
     }
 }
@@ -74,6 +80,12 @@ impl RailsConfig {
             e.push(format!(
                 "rails.recover_secs: {} is outside 0..=3600",
                 self.recover_secs
+            ));
+        }
+        if !(0.0..=86_400.0).contains(&self.recovery_grace_secs) {
+            e.push(format!(
+                "rails.recovery_grace_secs: {} is outside 0..=86400",
+                self.recovery_grace_secs
             ));
         }
         if self.page_action.is_some() != self.page_agent.is_some() {

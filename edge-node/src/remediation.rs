@@ -27,6 +27,55 @@ pub struct Decisions {
     pub commands: Vec<(String, Command)>,
     /// Audit records to append.
     pub audit: Vec<AuditRecord>,
+    /// Targets Vigil stopped repairing by itself, by cause (once per
+    /// anomaly and cause).
+    pub gave_up: Vec<Cause>,
+    /// Commands sent by a policy a target was handed to, by cause.
+    pub escalations: Vec<Cause>,
+}
+
+/// Why a target was handed on or given up: the label words of
+/// `vigil_edge_gave_up_total` and `vigil_edge_escalations_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cause {
+    /// The action's budget on the target is spent.
+    BudgetSpent,
+    /// The target did not recover after the action.
+    VerifyFailed,
+    /// Nobody answered the approval request in time.
+    ApprovalExpired,
+    /// A human rejected the approval request.
+    ApprovalRejected,
+}
+
+impl Cause {
+    /// Every cause, for the metrics' label values.
+    pub const ALL: [Cause; 4] = [
+        Cause::BudgetSpent,
+        Cause::VerifyFailed,
+        Cause::ApprovalExpired,
+        Cause::ApprovalRejected,
+    ];
+
+    /// The label word.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Cause::BudgetSpent => "budget_spent",
+            Cause::VerifyFailed => "verify_failed",
+            Cause::ApprovalExpired => "approval_expired",
+            Cause::ApprovalRejected => "approval_rejected",
+        }
+    }
+
+    /// The cause a rail's hold gives up for, if it is one.
+    pub fn of_rail(rail: &str) -> Option<Self> {
+        match rail {
+            "budget" => Some(Cause::BudgetSpent),
+            "approval expired" => Some(Cause::ApprovalExpired),
+            "approval rejected" => Some(Cause::ApprovalRejected),
+            _ => None,
+        }
+    }
 }
 
 /// Remediation state per target entity (one actor per target).
@@ -43,6 +92,7 @@ pub struct Engine {
     rate: RateLimit,
     short_circuit: ShortCircuit,
     agents: Agents,
+    recovery: Recovery,
 }
 
 impl Engine {
@@ -61,6 +111,7 @@ impl Engine {
             rate: RateLimit::default(),
             short_circuit: ShortCircuit::default(),
             agents: Agents::default(),
+            recovery: Recovery::default(),
         }
     }
 
@@ -104,9 +155,9 @@ impl Engine {
             .collect()
     }
 
-    /// Takes the action names an agent announced.
-    pub fn set_agent_actions(&mut self, agent: &str, actions: Vec<String>) {
-        self.agents.set(agent, actions);
+    /// Takes the action names an agent announced; whether they changed.
+    pub fn set_agent_actions(&mut self, agent: &str, actions: Vec<String>) -> bool {
+        self.agents.set(agent, actions)
     }
 
     /// Whether the site-wide short-circuit is holding every action.
@@ -152,6 +203,9 @@ impl Engine {
         self.close_ended_approvals(entities, live, model, &mut d);
         self.reset_calm(now_ms, entities, live);
         self.short_circuit(now_ms, entities, model, &mut d);
+        let grace_ms = (self.rails.recovery_grace_secs * 1000.0) as i64;
+        self.recovery
+            .observe(live, &self.policies, now_ms, grace_ms);
         // A dead process needs no detector's opinion; a target a condition
         // speaks for is not also weighed by its score this tick (two
         // triggers would audit each hold twice).
@@ -193,6 +247,13 @@ impl Engine {
                 continue;
             };
             if ((now_ms - e.since_ms) as f64 / 1000.0) < p.for_secs() {
+                continue;
+            }
+            if let Err(held) = self.recovery.check(&p, e, now_ms) {
+                self.targets
+                    .entry(e.entity.clone())
+                    .or_insert_with(|| Target::new(&p.name));
+                self.hold(held, e, model, &mut d);
                 continue;
             }
             let entity_score = e
@@ -239,6 +300,7 @@ impl Engine {
                     "{} did not recover after {}, escalated to {}; {}",
                     e.entity, p.action, next.name, c.note
                 );
+                c.handed = Some(Cause::VerifyFailed);
                 c
             }),
             None => self.choose(p, e, now_ms),
@@ -251,8 +313,20 @@ impl Engine {
             Ok(c) => c,
             Err(held) => return self.hold(held, e, model, d),
         };
-        let Ok(approval) = self.approval_rail(&chosen, e, now_ms, model, d) else {
-            return;
+        let approval = match self.approval_rail(&chosen, e, now_ms, model, d) {
+            Ok(approval) => approval,
+            Err(None) => return,
+            // Expired or rejected while the target is still unhealthy:
+            // handed on like a spent budget.
+            Err(Some((next, cause, why))) => match self.choose(&next, e, now_ms) {
+                Ok(mut c) => {
+                    c.note = format!("{why}, escalated to {}; {}", next.name, c.note);
+                    c.handed = Some(cause);
+                    chosen = c;
+                    None
+                }
+                Err(held) => return self.hold(held, e, model, d),
+            },
         };
         let max = self.rails.max_actions_per_minute;
         if let Err(held) = self.rate.check(max, &chosen.policy, now_ms) {
@@ -268,8 +342,10 @@ impl Engine {
     }
 
     /// The approval rail of an `approve` policy: `Ok(Some((id, by)))` when
-    /// approved, `Ok(None)` for other modes, `Err` when it asked or waits
-    /// (audited here).
+    /// approved, `Ok(None)` for other modes, `Err(None)` when it asked or
+    /// waits (audited here), `Err(Some(..))` when the request expired or
+    /// was rejected and the policy escalates: the policy to hand to, the
+    /// cause and why.
     fn approval_rail(
         &mut self,
         chosen: &Chosen,
@@ -277,7 +353,7 @@ impl Engine {
         now_ms: i64,
         model: &str,
         d: &mut Decisions,
-    ) -> Result<Option<(String, String)>, ()> {
+    ) -> Result<Option<(String, String)>, Option<(Policy, Cause, String)>> {
         if chosen.policy.mode != Mode::Approve {
             return Ok(None);
         }
@@ -297,11 +373,20 @@ impl Engine {
                     detail,
                 );
                 d.audit.push(rec);
-                Err(())
+                Err(None)
             }
             Verdict::Wait(held) => {
+                let next = chosen
+                    .policy
+                    .escalate
+                    .as_deref()
+                    .and_then(|n| self.policy(n));
+                let lapsed = Cause::of_rail(held.rail).filter(|c| *c != Cause::BudgetSpent);
+                if let (Some(next), Some(cause)) = (next, lapsed) {
+                    return Err(Some((next.clone(), cause, held.reason)));
+                }
                 self.hold(held, e, model, d);
-                Err(())
+                Err(None)
             }
         }
     }
@@ -321,7 +406,14 @@ impl Engine {
             policy: acting,
             agent,
             note,
+            handed,
         } = chosen;
+        if let Some(cause) = handed {
+            d.escalations.push(cause);
+            if cause != Cause::VerifyFailed {
+                d.gave_up.push(cause);
+            }
+        }
         let within_ms = (acting.verify.within_secs * 1000.0) as i64;
         let Some(t) = self.targets.get_mut(&e.entity) else {
             return;
@@ -388,7 +480,7 @@ mod target;
 mod verify;
 
 pub use metrics::RemediationMetrics;
-use rails::{Agents, Chosen, RateLimit, ShortCircuit, Verdict};
+use rails::{Agents, Chosen, RateLimit, Recovery, ShortCircuit, Verdict};
 use target::{Phase, Target};
 
 #[cfg(test)]
@@ -396,3 +488,6 @@ mod tests;
 
 #[cfg(test)]
 mod liveness_tests;
+
+#[cfg(test)]
+mod outage_tests;

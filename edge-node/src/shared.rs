@@ -23,6 +23,11 @@ pub struct Info {
     pub model_release: Option<u64>,
     /// Policy file in force.
     pub policy_version: String,
+    /// Why the last edit of the policy file was refused (empty when the
+    /// last edit was taken).
+    pub policy_errors: Vec<String>,
+    /// Policies in force naming an action an agent they send to lacks.
+    pub policy_problems: Vec<String>,
 }
 
 /// State the run loop writes and the API reads. Locks are never held across `.await`.
@@ -78,6 +83,7 @@ impl Shared {
                 model_version: detector.model_version(),
                 model_release: detector.release().map(|(_, v)| v),
                 policy_version: policies.version.clone(),
+                ..Default::default()
             }),
             approvals: SharedApprovals::default(),
             api_token: config.api_token.clone(),

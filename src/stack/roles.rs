@@ -150,6 +150,7 @@ pub(super) fn agent(
             pid_file: None,
             health_url: Some(format!("http://127.0.0.1:{service_port}/healthz")),
             health_timeout_ms: 800,
+            ..Default::default()
         }],
         // The service's own metrics, as a real one exports them.
         scrape: vec![ScrapeConfig {

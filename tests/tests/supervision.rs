@@ -107,6 +107,7 @@ fn agent_config(
             pid_file: None,
             health_url: Some(health.clone()),
             health_timeout_ms: 800,
+            ..Default::default()
         }],
         ..Default::default()
     };

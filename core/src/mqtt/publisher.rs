@@ -12,6 +12,9 @@ pub struct Publisher {
     pub(super) connections: Arc<AtomicU64>,
     pub(super) extra: Arc<Mutex<Vec<String>>>,
     pub(super) down: Down,
+    /// The retained presence topic and the online payload the link
+    /// publishes on every connect.
+    pub(super) presence: Option<(String, Arc<Mutex<Vec<u8>>>)>,
 }
 
 /// Filters per SUBSCRIBE packet.
@@ -108,6 +111,24 @@ impl Publisher {
             }
             Err(_) => false,
         }
+    }
+
+    /// Replaces the online presence (an agent's catalog changed): published
+    /// retained now when connected, and on every reconnect after. False
+    /// when the link has no presence or could not queue it (it goes out
+    /// on the next connect).
+    pub fn announce(&self, online: Vec<u8>) -> bool {
+        let Some((topic, current)) = &self.presence else {
+            return false;
+        };
+        if let Ok(mut o) = current.lock() {
+            o.clone_from(&online);
+        }
+        self.is_connected()
+            && self
+                .client
+                .try_publish(topic, QoS::AtLeastOnce, true, online)
+                .is_ok()
     }
 
     /// Whether the link is connected right now.

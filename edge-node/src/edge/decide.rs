@@ -5,15 +5,30 @@
 use super::*;
 
 impl Node {
-    /// Takes an edited policy file; a broken edit is refused with every
-    /// error, counted, and the policies in force stay.
+    /// Takes an edited policy file; a broken edit, or one naming an action
+    /// that an agent it would send to does not have (from the catalogs the
+    /// agents announce), is refused with every error at its line, counted,
+    /// and the policies in force stay.
     pub(super) fn reload_policy(&mut self) {
         let Some(watch) = &mut self.policy_watch else {
             return;
         };
-        let Some(result) = watch.reload(PolicySet::parse) else {
+        let engine = &self.engine;
+        let entities = self.shared.lock_entities();
+        let result = watch.reload(|text, path| {
+            let set = PolicySet::parse(text, path)?;
+            let lacking = set.action_problems(text, path, |p| engine.lacking(&set, p, &entities));
+            if lacking.is_empty() {
+                Ok(set)
+            } else {
+                Err(lacking)
+            }
+        });
+        drop(entities);
+        let Some(result) = result else {
             return;
         };
+        self.policy_refused = result.is_err();
         match result {
             Ok(set) => {
                 info!(path = %watch.path().display(), version = %set.version, policies = set.policies.len(), "Policy reloaded.");
@@ -24,10 +39,12 @@ impl Node {
                     .inc();
                 if let Ok(mut i) = self.shared.info.lock() {
                     i.policy_version = set.version.clone();
+                    i.policy_errors.clear();
                 }
                 self.engine.set_policies(set);
                 // Policies that went away lose their budget gauge.
                 self.metrics.remediation.budget_left.reset();
+                self.check_policies_against_agents();
             }
             Err(errors) => {
                 self.metrics
@@ -36,8 +53,23 @@ impl Node {
                     .with_label_values(&["failed"])
                     .inc();
                 warn!(errors = %errors.join("\n"), version = %self.engine.policy_version(), "Policy edit refused; the policies in force stay.");
+                if let Ok(mut i) = self.shared.info.lock() {
+                    i.policy_errors = errors;
+                }
             }
         }
+    }
+
+    /// An agent's catalog changed: a policy edit refused for naming an
+    /// action no agent had is read again, since it may run now.
+    pub(super) fn catalogs_changed(&mut self) {
+        if self.policy_refused {
+            if let Some(w) = &mut self.policy_watch {
+                w.forget();
+            }
+            self.reload_policy();
+        }
+        self.check_policies_against_agents();
     }
 
     /// Warns about every policy that names an action an agent it would
@@ -54,6 +86,9 @@ impl Node {
             .filter(|p| !self.policy_problems.contains(p))
         {
             warn!(problem = %p, "Policy names an action the agent does not have.");
+        }
+        if let Ok(mut i) = self.shared.info.lock() {
+            i.policy_problems.clone_from(&problems);
         }
         self.policy_problems = problems;
     }
@@ -117,8 +152,8 @@ impl Node {
             ),
         };
         self.apply(Decisions {
-            commands: Vec::new(),
             audit: vec![rec],
+            ..Default::default()
         });
     }
 
@@ -243,6 +278,13 @@ impl Node {
 
     pub(super) fn apply(&mut self, d: Decisions) {
         let now = now_ms();
+        let m = &self.metrics.remediation;
+        for c in &d.gave_up {
+            m.gave_up.with_label_values(&[c.as_str()]).inc();
+        }
+        for c in &d.escalations {
+            m.escalations.with_label_values(&[c.as_str()]).inc();
+        }
         for (agent, mut cmd) in d.commands {
             cmd.to = agent.clone();
             cmd.sign(&self.command_key);

@@ -129,9 +129,9 @@ impl Node {
     fn on_agent_presence(&mut self, host: String, online: bool, actions: Vec<String>) {
         self.metrics.link.count("presence");
         info!(%host, online, actions = actions.len(), "Agent presence.");
-        if online && !actions.is_empty() {
-            self.engine.set_agent_actions(&host, actions);
-            self.check_policies_against_agents();
+        // Announced on every start, reconnect and catalog change.
+        if online && self.engine.set_agent_actions(&host, actions) {
+            self.catalogs_changed();
         }
         if let Ok(mut a) = self.shared.agents.lock() {
             a.insert(host, online);

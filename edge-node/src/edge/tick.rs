@@ -106,7 +106,8 @@ impl Node {
                 })
                 .collect()
         };
-        let values = cache.take_pending();
+        let mut values = cache.take_pending();
+        self.live.hold_out(&mut values, cache.entries());
         let rows = if self.config.entity_model.enabled {
             entity_rows(cache.entries(), &values)
         } else {

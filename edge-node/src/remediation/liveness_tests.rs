@@ -381,7 +381,7 @@ fn a_policy_naming_an_action_the_agent_lacks_is_held_and_reported() {
     let problems = h.engine.missing_actions(&h.entities);
     assert_eq!(problems.len(), 1, "{problems:?}");
     assert!(
-        problems[0].contains("\"restart-web\" on agent h1"),
+        problems[0].contains("action \"restart-web\" is unknown: not in the catalog of agent h1"),
         "{problems:?}"
     );
     assert!(
@@ -399,4 +399,8 @@ fn a_policy_naming_an_action_the_agent_lacks_is_held_and_reported() {
         "{}",
         held.detail
     );
+    // Held, not spent: every budget is whole.
+    let full = h.engine.policies().policies.iter().map(|p| p.budget.max);
+    let left = h.engine.budgets_left(5_000).into_iter().map(|(_, l)| l);
+    assert!(left.eq(full));
 }

@@ -64,6 +64,10 @@ pub struct RemediationMetrics {
     pub policy_reloads: IntCounterVec,
     /// Audit records that could not be written to disk.
     pub audit_write_errors: IntCounter,
+    /// Targets Vigil stopped repairing by itself, by cause.
+    pub gave_up: IntCounterVec,
+    /// Commands sent by a policy a target was handed to, by cause.
+    pub escalations: IntCounterVec,
 }
 
 impl RemediationMetrics {
@@ -73,6 +77,7 @@ impl RemediationMetrics {
             .map(|o| o.as_str())
             .to_vec();
         outcomes.push("no_result");
+        let causes = crate::remediation::Cause::ALL.map(|c| c.as_str());
         let g = Group::new(r, "edge");
         Ok(Self {
             commands_sent: g.counter(
@@ -138,11 +143,23 @@ impl RemediationMetrics {
                 "vigil_edge_policy_reloads_total",
                 "Policy file reloads, by result; a failed one leaves the policies in force.",
                 &["result"],
-                &[],
+                &["ok", "failed"],
             )?,
             audit_write_errors: g.counter(
                 "vigil_edge_audit_write_errors_total",
                 "Audit records that could not be written to disk.",
+            )?,
+            gave_up: g.counters(
+                "vigil_edge_gave_up_total",
+                "Times Vigil stopped repairing a target by itself while it was unhealthy, by cause (budget_spent, approval_expired, approval_rejected), whether or not a policy escalated it: someone must look.",
+                &["cause"],
+                &causes,
+            )?,
+            escalations: g.counters(
+                "vigil_edge_escalations_total",
+                "Commands sent by the policy a target was handed to (its escalate), by cause (budget_spent, verify_failed, approval_expired, approval_rejected).",
+                &["cause"],
+                &causes,
             )?,
         })
     }

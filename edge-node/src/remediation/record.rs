@@ -103,6 +103,7 @@ impl Engine {
             return;
         }
         t.held_for = Some(key);
+        d.gave_up.extend(super::Cause::of_rail(held.rail));
         let detail = format!("{}: {}", held.rail, held.reason);
         let rec = self.noted(
             AuditKind::HeldBack,

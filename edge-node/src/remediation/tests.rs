@@ -26,17 +26,25 @@ struct World {
     entities: Entities,
     engine: Engine,
     live: Liveness,
+    /// What `sick` saw given up and escalated.
+    causes: (Vec<Cause>, Vec<Cause>),
 }
 
 impl World {
+    fn of(engine: Engine, cache: Cache) -> Self {
+        Self {
+            cache,
+            entities: Entities::default(),
+            engine,
+            live: Liveness::default(),
+            causes: Default::default(),
+        }
+    }
+
     fn new() -> Self {
         let set = PolicySet::parse(POLICY, Path::new("p.yaml")).unwrap();
-        Self {
-            cache: Cache::new(10, 10),
-            entities: Entities::default(),
-            engine: Engine::new("s".into(), set, 10_000, Budgets::in_memory()),
-            live: Liveness::default(),
-        }
+        let engine = Engine::new("s".into(), set, 10_000, Budgets::in_memory());
+        Self::of(engine, Cache::new(10, 10))
     }
 
     /// One tick at `t` seconds in which `svc`'s only series scores `score`.
@@ -225,12 +233,10 @@ policies:
 impl World {
     fn with(policy: &str, budgets: Budgets) -> Self {
         let set = PolicySet::parse(policy, Path::new("p.yaml")).unwrap();
-        Self {
-            cache: Cache::new(10, 10),
-            entities: Entities::default(),
-            engine: Engine::new("s".into(), set, 10_000, budgets),
-            live: Liveness::default(),
-        }
+        Self::of(
+            Engine::new("s".into(), set, 10_000, budgets),
+            Cache::new(10, 10),
+        )
     }
 
     /// Runs `svc` sick from `from` to `to` seconds, the agent answering every
@@ -244,6 +250,8 @@ impl World {
             }
             let d = self.tick(t, svc, 0.99);
             audit.extend(d.audit);
+            self.causes.0.extend(d.gave_up);
+            self.causes.1.extend(d.escalations);
             for (_, cmd) in d.commands {
                 sent.push((t, cmd.action.clone()));
                 pending.push(cmd);
@@ -297,6 +305,10 @@ fn a_crash_loop_ends_in_escalation_with_backed_off_cooldowns() {
         .find(|a| a.kind == AuditKind::ActionSent && a.action == "notify-oncall")
         .unwrap();
     assert_eq!(escalated.policy, "page-oncall");
+    // Given up twice: handed to the page, then the page's own budget
+    // spent with nothing left to escalate to. Escalated once.
+    assert_eq!(w.causes.0, [Cause::BudgetSpent, Cause::BudgetSpent]);
+    assert_eq!(w.causes.1, [Cause::BudgetSpent]);
     assert!(
         escalated.detail.contains("restart-worker has run 3 times")
             && escalated.detail.contains("escalated to page-oncall"),
@@ -326,6 +338,9 @@ fn a_spent_chain_holds_back_and_says_which_rail() {
         "{}",
         last.detail
     );
+    // Given up once (the hold is audited once), handed to nobody.
+    assert_eq!(w.causes.0, [Cause::BudgetSpent]);
+    assert!(w.causes.1.is_empty());
 }
 
 #[test]
@@ -384,12 +399,10 @@ fn tick_many(w: &mut World, t: i64, services: &[(String, f32)]) -> Decisions {
 
 fn storm_world(rails: RailsConfig) -> World {
     let set = PolicySet::parse(WORKERS, Path::new("p.yaml")).unwrap();
-    World {
-        cache: Cache::new(1000, 10),
-        entities: Entities::default(),
-        engine: Engine::new("s".into(), set, 10_000, Budgets::in_memory()).with_rails(rails),
-        live: Liveness::default(),
-    }
+    World::of(
+        Engine::new("s".into(), set, 10_000, Budgets::in_memory()).with_rails(rails),
+        Cache::new(1000, 10),
+    )
 }
 
 /// 100 workers fall sick within 10 s (10 a second) beside `healthy` others.
@@ -481,12 +494,7 @@ fn approve_world() -> (World, crate::approval::SharedApprovals) {
     let approvals = crate::approval::SharedApprovals::default();
     let engine = Engine::new("s".into(), set, 10_000, Budgets::in_memory())
         .with_approvals(approvals.clone());
-    let w = World {
-        cache: Cache::new(10, 10),
-        entities: Entities::default(),
-        engine,
-        live: Liveness::default(),
-    };
+    let w = World::of(engine, Cache::new(10, 10));
     (w, approvals)
 }
 
@@ -562,6 +570,47 @@ fn an_unanswered_approval_expires_and_nothing_runs() {
 }
 
 #[test]
+fn an_expired_or_rejected_approval_escalates_like_a_spent_budget() {
+    let policy = format!(
+        "{APPROVE}    escalate: page\n  - name: page\n    action: notify-oncall\n    agent: ops\n    cooldown_secs: 600\n"
+    );
+    for reject in [false, true] {
+        let set = PolicySet::parse(&policy, Path::new("p.yaml")).unwrap();
+        let approvals = crate::approval::SharedApprovals::default();
+        let engine = Engine::new("s".into(), set, 10_000, Budgets::in_memory())
+            .with_approvals(approvals.clone());
+        let mut w = World::of(engine, Cache::new(10, 10));
+        w.tick(0, "web", 0.99);
+        if reject {
+            let id = approvals.lock().unwrap().all()[0].id.clone();
+            approvals
+                .lock()
+                .unwrap()
+                .answer(&id, false, "carol", 500)
+                .unwrap();
+        }
+        let (sent, audit) = w.sick("web", 1, 120);
+        let actions: Vec<&str> = sent.iter().map(|(_, a)| a.as_str()).collect();
+        // The page, once (its cooldown holds the rest); never the failover.
+        assert_eq!(actions, ["notify-oncall"], "{audit:#?}");
+        let cause = if reject {
+            Cause::ApprovalRejected
+        } else {
+            Cause::ApprovalExpired
+        };
+        // Expiry needs the whole ttl; a rejection escalates at once.
+        assert_eq!(sent[0].0, if reject { 1 } else { 61 }, "{sent:?}");
+        assert_eq!(w.causes.0, [cause]);
+        assert_eq!(w.causes.1, [cause]);
+        let page = audit
+            .iter()
+            .find(|a| a.kind == AuditKind::ActionSent)
+            .unwrap();
+        assert!(page.detail.contains("escalated to page"), "{}", page.detail);
+    }
+}
+
+#[test]
 fn commands_carry_the_lease_and_a_fenced_result_stands_back() {
     let mut w = World::new();
     for t in 0..3 {
@@ -598,12 +647,10 @@ fn a_site_wide_policy_still_acts_while_the_short_circuit_holds() {
         "{WORKERS}  - name: failover\n    match: {{ entity: \"service/*/lb\", for_secs: 0 }}\n    action: failover-zone\n    site_wide: true\n"
     );
     let set = PolicySet::parse(&text, Path::new("p.yaml")).unwrap();
-    let mut w = World {
-        cache: Cache::new(100, 10),
-        entities: Entities::default(),
-        engine: Engine::new("s".into(), set, 10_000, Budgets::in_memory()),
-        live: Liveness::default(),
-    };
+    let mut w = World::of(
+        Engine::new("s".into(), set, 10_000, Budgets::in_memory()),
+        Cache::new(100, 10),
+    );
     let mut services: Vec<(String, f32)> = (0..9).map(|i| (format!("w{i}"), 0.99)).collect();
     services.push(("lb".into(), 0.99));
     let d = tick_many(&mut w, 0, &services);
@@ -635,6 +682,10 @@ fn a_failed_verification_escalates_at_once_when_asked_to() {
     );
     // The page went out right after the failed check, not after a cooldown.
     assert_eq!(sent[1].0 - sent[0].0, 7, "{sent:?}");
+    // Handed on for the failed check; given up when the page's own
+    // budget (1) is spent.
+    assert_eq!(w.causes.1, [Cause::VerifyFailed]);
+    assert_eq!(w.causes.0, [Cause::BudgetSpent]);
 }
 
 #[test]
@@ -711,4 +762,40 @@ policies:
         .collect();
     assert_eq!(names, vec![("latency", 0.7), ("up", 0.3)]);
     assert!(sent.detail.contains("entity score 2.00"), "{}", sent.detail);
+}
+
+#[test]
+fn a_policy_naming_an_action_its_agent_lacks_is_found_at_its_line() {
+    let mut w = World::new();
+    w.tick(0, "web", 0.1);
+    let text = POLICY.replace("action: restart-web", "action: restart-wbe");
+    let set = PolicySet::parse(&text, Path::new("p.yaml")).unwrap();
+    let problems = |w: &World| {
+        set.action_problems(&text, Path::new("p.yaml"), |p| {
+            w.engine.lacking(&set, p, &w.entities)
+        })
+    };
+    // Nothing announced yet: nothing to check against.
+    assert!(problems(&w).is_empty());
+    assert!(w
+        .engine
+        .set_agent_actions("h1", vec!["restart-web".into(), "restart-db".into()]));
+    assert!(!w
+        .engine
+        .set_agent_actions("h1", vec!["restart-db".into(), "restart-web".into()]));
+    let found = problems(&w);
+    assert_eq!(
+        found,
+        ["p.yaml:5:5: policy \"restart-web\" (#1): action \"restart-wbe\" is unknown: not in the catalog of agent h1 (as announced)"],
+    );
+    // The db policy matches no known entity: no agent to check it on.
+    assert!(w.engine.missing_actions(&w.entities).is_empty());
+    // The catalog loses an action the policies in force use.
+    w.engine.set_agent_actions("h1", vec!["restart-db".into()]);
+    let missing = w.engine.missing_actions(&w.entities);
+    assert_eq!(missing.len(), 1, "{missing:?}");
+    assert!(
+        missing[0].contains("\"restart-web\" is unknown"),
+        "{missing:?}"
+    );
 }

@@ -315,8 +315,8 @@ impl Engine {
                 detail,
             );
             return Some(Decisions {
-                commands: Vec::new(),
                 audit: vec![rec],
+                ..Default::default()
             });
         }
         let (entity, command, policy) = self.targets.iter().find_map(|(e, t)| match &t.phase {

@@ -3,7 +3,7 @@
 
 use super::Hold;
 use crate::entity::Entities;
-use crate::policy::Policy;
+use crate::policy::{Policy, PolicySet};
 use crate::remediation::Engine;
 use std::collections::{HashMap, HashSet};
 
@@ -16,9 +16,10 @@ pub(in crate::remediation) struct Agents {
 }
 
 impl Agents {
-    /// Takes the action names an agent announced.
-    pub fn set(&mut self, agent: &str, actions: Vec<String>) {
-        self.actions.insert(agent.to_string(), actions);
+    /// Takes the action names an agent announced; whether they changed.
+    pub fn set(&mut self, agent: &str, mut actions: Vec<String>) -> bool {
+        actions.sort_unstable();
+        self.actions.insert(agent.to_string(), actions.clone()) != Some(actions)
     }
 
     /// Whether `agent` is known to lack `action` (unknown agents are not).
@@ -55,31 +56,55 @@ impl Agents {
 }
 
 impl Engine {
-    /// Every policy naming an action that an announcing agent it would send
-    /// to lacks: its own `agent`, or the host of a known entity it matches.
+    /// Every policy in force naming an action that an announcing agent it
+    /// would send to lacks, in words for the log.
     pub fn missing_actions(&self, entities: &Entities) -> Vec<String> {
-        let mut out = Vec::new();
-        for p in &self.policies.policies {
-            let hosts: HashSet<&str> = match (&p.agent, &p.matcher) {
-                (Some(a), _) => std::iter::once(a.as_str()).collect(),
-                (None, Some(m)) => entities
-                    .all()
-                    .filter(|e| crate::policy::glob(&m.entity, e.entity.as_str()))
-                    .filter_map(|e| e.entity.host_name())
-                    .collect(),
-                // Reached by escalation: on the escalating policy's agent.
-                (None, None) => Default::default(),
-            };
-            for agent in self.agents.actions.keys() {
-                let reaches = hosts.contains(agent.as_str());
-                if reaches && self.agents.lacks(agent, &p.action) {
-                    out.push(format!(
-                        "policy {:?} (version {}) runs {:?} on agent {agent}, whose catalog has no such action",
-                        p.name, self.policies.version, p.action
-                    ));
+        self.policies
+            .policies
+            .iter()
+            .filter_map(|p| {
+                let why = self.lacking(&self.policies, p, entities)?;
+                Some(format!(
+                    "policy {:?} (version {}): action {:?} is unknown: {why}",
+                    p.name, self.policies.version, p.action
+                ))
+            })
+            .collect()
+    }
+
+    /// Why `p` of `set` could not run its action: the announcing agents it
+    /// would send to whose catalogs lack it (its own `agent`, the hosts of
+    /// the known entities it matches, or, for a policy reached only by
+    /// escalation, those of the policies escalating to it). `None` when
+    /// every such agent has it or none has announced.
+    pub fn lacking(&self, set: &PolicySet, p: &Policy, entities: &Entities) -> Option<String> {
+        let mut hosts: HashSet<String> = HashSet::new();
+        let reached = std::iter::once(p).chain(set.escalating_to(&p.name));
+        for q in reached {
+            match (&q.agent, &q.matcher) {
+                (Some(a), _) => {
+                    hosts.insert(a.clone());
                 }
+                (None, Some(m)) => hosts.extend(
+                    entities
+                        .all()
+                        .filter(|e| crate::policy::glob(&m.entity, e.entity.as_str()))
+                        .filter_map(|e| e.entity.host_name().map(str::to_string)),
+                ),
+                (None, None) => {}
             }
         }
-        out
+        let mut without: Vec<&str> = hosts
+            .iter()
+            .filter(|h| self.agents.lacks(h, &p.action))
+            .map(String::as_str)
+            .collect();
+        without.sort_unstable();
+        (!without.is_empty()).then(|| {
+            format!(
+                "not in the catalog of agent {} (as announced)",
+                without.join(", agent ")
+            )
+        })
     }
 }

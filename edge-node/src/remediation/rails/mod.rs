@@ -10,11 +10,13 @@ mod budget;
 mod cooldown;
 mod mode;
 mod rate_limit;
+mod recovery;
 mod short_circuit;
 
 pub(super) use agent::Agents;
 pub(super) use approval::Verdict;
 pub(super) use rate_limit::RateLimit;
+pub(super) use recovery::Recovery;
 pub(super) use short_circuit::ShortCircuit;
 
 use super::Engine;
@@ -47,6 +49,8 @@ pub(super) struct Chosen {
     pub policy: Policy,
     pub agent: String,
     pub note: String,
+    /// Why the target was handed to `policy`, when it was.
+    pub handed: Option<super::Cause>,
 }
 
 impl Engine {
@@ -59,10 +63,12 @@ impl Engine {
         let agent = acting.agent_for(&e.entity);
         mode::check(&acting, agent.as_deref(), &note)?;
         let agent = self.agents.check(&acting, agent, &note)?;
+        let handed = (acting.name != p.name).then_some(super::Cause::BudgetSpent);
         Ok(Chosen {
             policy: acting,
             agent,
             note,
+            handed,
         })
     }
 }
