@@ -214,5 +214,58 @@ async fn run(stack: &Stack, tmp: &std::path::Path) -> anyhow::Result<()> {
     println!("firing: {names:?}");
     // Nothing else is wrong with this stack.
     anyhow::ensure!(names.len() == 1, "unexpected alerts firing: {names:?}");
+    budget_spent_fires(stack, tmp, &http, &prom.url).await
+}
+
+/// Giving up reaches Prometheus: the liveness policy's budget cut to the
+/// one restart it has spent, a second crash is handed to the page, and
+/// VigilRemediationBudgetExhausted fires.
+async fn budget_spent_fires(
+    stack: &Stack,
+    tmp: &std::path::Path,
+    http: &reqwest::Client,
+    prom: &str,
+) -> anyhow::Result<()> {
+    let policy = tmp.join("stack/policy.yaml");
+    let text = std::fs::read_to_string(&policy)?;
+    let cut = text.replacen(
+        "budget: { max: 30, per_secs: 3600 }",
+        "budget: { max: 1, per_secs: 3600 }",
+        1,
+    );
+    anyhow::ensure!(cut != text, "the demo policy has no budget to cut");
+    std::fs::write(&policy, &cut)?;
+    let version = vigil_edge::policy::content_hash(&cut);
+    let status = format!("{}/api/v1/status", stack.edge_url);
+    wait_for("the cut budget in force", Duration::from_secs(10), || async {
+        let v = vigil_tests::get_json(&status).await.ok()?;
+        (v["policy_version"] == version.as_str()).then_some(())
+    })
+    .await?;
+    stack.inject(vigil::demo::FaultKind::Crash).await?;
+    wait_for(
+        "VigilRemediationBudgetExhausted to fire",
+        Duration::from_secs(60),
+        || async {
+            let v: serde_json::Value = http
+                .get(format!("{prom}/api/v1/alerts"))
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            v["data"]["alerts"]
+                .as_array()?
+                .iter()
+                .any(|a| {
+                    a["labels"]["alertname"] == "VigilRemediationBudgetExhausted"
+                        && a["labels"]["cause"] == "budget_spent"
+                        && a["state"] == "firing"
+                })
+                .then_some(())
+        },
+    )
+    .await?;
     Ok(())
 }
