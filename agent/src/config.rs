@@ -319,6 +319,44 @@ mod tests {
     }
 
     #[test]
+    fn supervision_settings_are_checked() {
+        let mut c = AgentConfig::default();
+        c.services.push(ServiceConfig {
+            name: "web".into(),
+            argv: vec!["x".into()],
+            user: Some("no-such-user-here".into()),
+            working_dir: Some("/no/such/folder".into()),
+            startup_grace_secs: -1.0,
+            ..Default::default()
+        });
+        c.services.push(ServiceConfig {
+            name: "db".into(),
+            pid_file: Some("/run/db.pid".into()),
+            group: Some("0".into()),
+            ..Default::default()
+        });
+        let e = c.validate();
+        let has = |what: &str| e.iter().any(|p| p.contains(what));
+        assert!(
+            has("services[0].user: no user named \"no-such-user-here\""),
+            "{e:?}"
+        );
+        assert!(
+            has("services[0].working_dir: /no/such/folder is not a folder"),
+            "{e:?}"
+        );
+        assert!(
+            has("services[0].startup_grace_secs: -1 is outside"),
+            "{e:?}"
+        );
+        assert!(
+            has("services[1].group: applies only to a supervised service"),
+            "{e:?}"
+        );
+        assert_eq!(e.len(), 4, "{e:?}");
+    }
+
+    #[test]
     fn unknown_field_names_line() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("agent.yaml");

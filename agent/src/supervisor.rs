@@ -419,6 +419,49 @@ mod tests {
         );
     }
 
+    #[tokio::test]
+    async fn a_service_runs_as_its_user_in_its_folder_and_waits_out_its_grace() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let root = nix::unistd::Uid::effective().is_root();
+        let a = ServiceConfig {
+            working_dir: Some(dir.path().to_path_buf()),
+            startup_grace_secs: 30.0,
+            // Only root may run a service as another user.
+            user: root.then(|| "nobody".into()),
+            ..sleeper("a")
+        };
+        let mut s = Supervisor::new(&[a, sleeper("b")]);
+        assert!(s.start_all().is_empty());
+        let pid = s.pid("a").unwrap();
+        let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).unwrap();
+        assert_eq!(cwd, dir.path().canonicalize().unwrap());
+        if root {
+            let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
+            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+            let field = |k: &str| {
+                status
+                    .lines()
+                    .find_map(|l| l.strip_prefix(k))
+                    .and_then(|v| v.split_whitespace().next())
+                    .and_then(|v| v.parse::<u32>().ok())
+            };
+            assert_eq!(field("Uid:"), Some(nobody.uid.as_raw()));
+            // The user's own group, and none of root's.
+            assert_eq!(field("Gid:"), Some(nobody.gid.as_raw()));
+            let groups = status.lines().find(|l| l.starts_with("Groups:")).unwrap();
+            assert!(!groups.split_whitespace().any(|g| g == "0"), "{groups}");
+        }
+        let now = std::time::Instant::now();
+        assert!(s.in_grace("a", now));
+        assert!(!s.in_grace("b", now), "no grace unless asked");
+        assert!(!s.in_grace("a", now + Duration::from_secs(31)));
+        s.stop_all().await;
+        assert_eq!(resolve("user", "0"), Ok(0));
+        assert!(resolve("user", "no-such-user-here").is_err());
+    }
+
     fn is_zombie_free(pid: u32) -> bool {
         std::fs::read_to_string(format!("/proc/{pid}/stat"))
             .map(|s| !s.contains(") Z "))

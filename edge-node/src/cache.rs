@@ -93,11 +93,13 @@ pub enum Refusal {
     Full,
     /// Larger in magnitude than any real reading (`max_abs_value`).
     TooLarge,
+    /// A new series past its sender's `intake.max_new_series_per_sec`.
+    NewSeriesRate,
 }
 
 impl Refusal {
     /// Every reason (label values).
-    pub const ALL: [Refusal; 7] = [
+    pub const ALL: [Refusal; 8] = [
         Refusal::NotFinite,
         Refusal::OutOfOrder,
         Refusal::Duplicate,
@@ -105,6 +107,7 @@ impl Refusal {
         Refusal::Past,
         Refusal::Full,
         Refusal::TooLarge,
+        Refusal::NewSeriesRate,
     ];
 
     /// Bounded label value.
@@ -117,6 +120,7 @@ impl Refusal {
             Refusal::Past => "past",
             Refusal::Full => "cache_full",
             Refusal::TooLarge => "too_large",
+            Refusal::NewSeriesRate => "new_series_rate",
         }
     }
 }

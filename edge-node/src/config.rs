@@ -61,6 +61,8 @@ pub struct EdgeConfig {
     pub score_gauges_anomalous_only: bool,
     /// Site-wide remediation rails: rate limit and short-circuit.
     pub rails: crate::rails::RailsConfig,
+    /// Per-sender limits on bytes and new series a second (fair intake).
+    pub intake: crate::intake::IntakeConfig,
     /// Seconds between checks of the policy file for changes (hot reload).
     pub reload_secs: f64,
     /// Bearer token the API's approval endpoints require; unset means the
@@ -135,6 +137,7 @@ impl Default for EdgeConfig {
             score_gauges_max: 500,
             score_gauges_anomalous_only: false,
             rails: crate::rails::RailsConfig::default(),
+            intake: crate::intake::IntakeConfig::default(),
             reload_secs: 2.0,
             api_token: None,
             remote_write: Default::default(),
@@ -167,6 +170,7 @@ impl EdgeConfig {
     /// Every problem with the settings.
     pub fn validate(&self) -> Vec<String> {
         let mut e = self.rails.validate();
+        e.extend(self.intake.validate());
         self.remote_write.validate(self.api_token.is_some(), &mut e);
         self.alerts.validate(&mut e);
         self.entity_model.validate(&mut e);

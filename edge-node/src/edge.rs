@@ -133,6 +133,7 @@ pub async fn run(
     let policy_watch = FileWatch::started_with(&config.policy);
     let (installs_tx, installs) = mpsc::channel(4);
     let gaps = crate::gaps::Gaps::new(metrics.batches_missing.clone());
+    let intake = crate::intake::Intake::new(config.intake.clone());
     let mut node = Node {
         config,
         shared,
@@ -158,6 +159,7 @@ pub async fn run(
         command_key,
         policy_problems: Vec::new(),
         policy_refused: false,
+        intake,
         snapshot,
         alerts,
     };
@@ -296,6 +298,8 @@ struct Node {
     /// Whether the last policy edit was refused (read again when an
     /// agent's catalog changes).
     policy_refused: bool,
+    /// Per-sender limits on bytes and new series.
+    intake: crate::intake::Intake,
     /// Detector rows from before a restart, waiting for their series.
     snapshot: crate::snapshot::Snapshot,
     /// (policy, target) pairs whose condition had held long enough at the
@@ -329,7 +333,7 @@ impl Node {
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
-                m = inbox.recv() => match m { Some(m) => self.on_message(&m), None => break },
+                m = inbox.recv_stamped() => match m { Some((m, at)) => self.on_message(&m, at), None => break },
                 _ = tick.tick() => self.tick().await,
 
                 _ = heartbeat.tick() => self.heartbeat(),

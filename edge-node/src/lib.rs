@@ -14,6 +14,7 @@ pub mod edge;
 pub mod entity;
 pub mod gaps;
 pub mod ingest;
+pub mod intake;
 pub mod liveness;
 pub mod metrics;
 pub mod model;

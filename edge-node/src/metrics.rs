@@ -35,6 +35,8 @@ pub struct EdgeMetrics {
     pub uplink: UplinkMetrics,
     /// Agent batches that never arrived ([`crate::gaps`]).
     pub batches_missing: prometheus::IntCounter,
+    /// Messages dropped for their sender's byte rate ([`crate::intake`]).
+    pub intake_limited: prometheus::IntCounter,
     /// Prometheus remote write into the edge.
     pub remote_write: crate::remote_write::RemoteWriteMetrics,
     /// Anomalies posted to Alertmanager.
@@ -54,6 +56,7 @@ impl EdgeMetrics {
             model: ModelMetrics::new(&registry)?,
             uplink: UplinkMetrics::new(&registry)?,
             batches_missing: crate::gaps::counter(&registry)?,
+            intake_limited: crate::intake::counter(&registry)?,
             remote_write: crate::remote_write::RemoteWriteMetrics::new(&registry)?,
             alerts: crate::alerts::AlertMetrics::new(&registry)?,
             registry,

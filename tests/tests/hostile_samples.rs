@@ -39,6 +39,10 @@ async fn start_edge(
     cfg.mqtt.port = port;
     cfg.mqtt.max_packet_bytes = 4 << 20;
     cfg.cache.max_series = 100;
+    // The churn of the cache is under test here, not the sender's intake
+    // limits (tests/flood.rs): let the 20,000 new names in.
+    cfg.intake.max_new_series_per_sec = 1_000_000;
+    cfg.intake.burst_new_series = 1_000_000;
     vigil_tests::start_edge(cfg, stop).await
 }
 

@@ -48,6 +48,50 @@ fn tool(bin: &str, arg: &str) -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
+/// The last value of `key` in the `[Service]` section of a unit's text
+/// (systemd lets a later line override an earlier one).
+fn service_setting(text: &str, key: &str) -> Option<String> {
+    let mut section = "";
+    let mut value = None;
+    for line in text.lines().map(str::trim) {
+        if line.starts_with('[') {
+            section = line;
+        } else if let Some(v) = line
+            .strip_prefix(key)
+            .and_then(|r| r.trim_start().strip_prefix('='))
+        {
+            if section == "[Service]" {
+                value = Some(v.trim().to_string());
+            }
+        }
+    }
+    value
+}
+
+/// systemd.kill(5): with `mixed` or `control-group`, every process left in
+/// the unit's control group is SIGKILLed when the main process dies, so an
+/// agent crash took its supervised services with it. With `process` they
+/// stay, and the agent systemd restarts adopts them (tests/supervision.rs
+/// shows the adoption after a SIGKILL; systemd as PID 1 cannot run here).
+#[test]
+fn the_agent_unit_leaves_its_services_to_the_next_agent() -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(repo().join("dist/systemd/vigil-agent.service"))?;
+    assert_eq!(
+        service_setting(&text, "KillMode").as_deref(),
+        Some("process")
+    );
+    assert_eq!(
+        service_setting(&text, "Restart").as_deref(),
+        Some("on-failure")
+    );
+    // The pid files the next agent adopts from survive a restart.
+    assert_eq!(
+        service_setting(&text, "StateDirectory").as_deref(),
+        Some("vigil-agent")
+    );
+    Ok(())
+}
+
 #[test]
 fn every_unit_verifies() -> anyhow::Result<()> {
     if !tool("systemd-analyze", "--version") {

@@ -237,10 +237,14 @@ async fn budget_spent_fires(
     std::fs::write(&policy, &cut)?;
     let version = vigil_edge::policy::content_hash(&cut);
     let status = format!("{}/api/v1/status", stack.edge_url);
-    wait_for("the cut budget in force", Duration::from_secs(10), || async {
-        let v = vigil_tests::get_json(&status).await.ok()?;
-        (v["policy_version"] == version.as_str()).then_some(())
-    })
+    wait_for(
+        "the cut budget in force",
+        Duration::from_secs(10),
+        || async {
+            let v = vigil_tests::get_json(&status).await.ok()?;
+            (v["policy_version"] == version.as_str()).then_some(())
+        },
+    )
     .await?;
     stack.inject(vigil::demo::FaultKind::Crash).await?;
     wait_for(

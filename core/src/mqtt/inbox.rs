@@ -6,14 +6,14 @@ use super::*;
 /// waits for room (the broker then holds what is left) instead of queueing
 /// without limit.
 pub struct Inbox {
-    rx: mpsc::Receiver<Publish>,
+    rx: mpsc::Receiver<(Publish, i64)>,
     room: Arc<tokio::sync::Semaphore>,
     max: usize,
 }
 
 /// The link's end of an [`Inbox`].
 pub struct InboxTx {
-    tx: mpsc::Sender<Publish>,
+    tx: mpsc::Sender<(Publish, i64)>,
     room: Arc<tokio::sync::Semaphore>,
     max: usize,
 }
@@ -41,21 +41,28 @@ fn cost(p: &Publish, max: usize) -> u32 {
 impl Inbox {
     /// The next message; `None` once the link has stopped.
     pub async fn recv(&mut self) -> Option<Publish> {
-        let p = self.rx.recv().await?;
+        Some(self.recv_stamped().await?.0)
+    }
+
+    /// The next message and when it arrived from the broker (Unix ms):
+    /// a message that waited behind others is still judged by its arrival.
+    pub async fn recv_stamped(&mut self) -> Option<(Publish, i64)> {
+        let (p, at) = self.rx.recv().await?;
         self.room.add_permits(cost(&p, self.max) as usize);
-        Some(p)
+        Some((p, at))
     }
 }
 
 impl InboxTx {
     /// Waits for room, then queues `p`; `Err` once the inbox is gone.
     pub(super) async fn send(&self, p: Publish) -> Result<(), ()> {
+        let at = crate::clock::now_ms();
         let permit = self
             .room
             .acquire_many(cost(&p, self.max))
             .await
             .map_err(|_| ())?;
         permit.forget();
-        self.tx.send(p).await.map_err(|_| ())
+        self.tx.send((p, at)).await.map_err(|_| ())
     }
 }

@@ -4,19 +4,30 @@
 use super::*;
 use vigil_core::message::{CommandResult, MetricBatch, Sample, SignedRelease};
 
+/// The intake sender every sensor reading counts under.
+const SENSORS: &str = "sensors";
+
 impl Node {
     /// Hands each message to the handler of its kind; a refused one is
     /// counted and logged (rate-limited) by its kind and reason.
-    pub(super) fn on_message(&mut self, m: &Publish) {
+    /// `arrived`: when the link took it off the wire (Unix ms); a message
+    /// that waited behind others is judged by it, not by when it is read.
+    pub(super) fn on_message(&mut self, m: &Publish, arrived: i64) {
         let now = now_ms();
+        let arrived = arrived.min(now);
+        if !self.within_intake(&m.topic, m.payload.len(), now) {
+            return;
+        }
         let max = self.config.max_message_bytes;
         let inbound = match classify(&self.config.site, &m.topic, &m.payload, max, now) {
             Ok(i) => i,
             Err((kind, e)) => return self.metrics.link.refused(&m.topic, kind, &e),
         };
         match inbound {
-            Inbound::Batch { batch, sent_ms } => self.on_batch(batch, sent_ms, now),
-            Inbound::Sensor { name, ts_ms, value } => self.on_sensor(&name, ts_ms, value, now),
+            Inbound::Batch { batch, sent_ms } => self.on_batch(batch, sent_ms, arrived, now),
+            Inbound::Sensor { name, ts_ms, value } => {
+                self.on_sensor(&name, ts_ms, value, arrived, now)
+            }
             Inbound::Result(r) => self.on_result(&r, now),
             Inbound::AgentPresence {
                 host,
@@ -45,22 +56,51 @@ impl Node {
         }
     }
 
+    /// Whether the sender of a metric batch or sensor reading on `topic` is
+    /// within its byte rate; past it the message is dropped unread,
+    /// counted and logged (rate-limited) with the sender.
+    fn within_intake(&mut self, topic: &str, bytes: usize, now: i64) -> bool {
+        let sender = match topic::parse(topic) {
+            Some(topic::Route::Metrics { host, .. }) => host,
+            // Sensors share one bucket: a new sensor name is no way around it.
+            Some(topic::Route::Sensor { .. }) => SENSORS,
+            _ => return true,
+        };
+        if self.intake.on_message(sender, bytes, now) {
+            return true;
+        }
+        self.metrics.intake_limited.inc();
+        if let Some(skipped) = self.ratelog.allow(&format!("bytes {sender}")) {
+            warn!(%sender, bytes, skipped, "Sender over its intake.max_bytes_per_sec; message dropped unread.");
+        }
+        false
+    }
+
     /// Samples a Prometheus remote-wrote ([`crate::remote_write`]), placed
     /// by their own times like any sender's.
     pub(super) fn on_remote_write(&mut self, handoff: crate::remote_write::Handoff) {
         // Their bytes stay counted until they are in the cache.
         let (samples, _held) = handoff.take();
-        self.cache_samples("remote_write", samples, 0, now_ms());
+        let now = now_ms();
+        self.cache_samples("remote_write", samples, 0, now, now);
     }
 
     /// Takes `sender`'s samples into the cache, each placed by its own time
-    /// moved by `shift` (a sender's clock offset), then acts on them.
-    fn cache_samples(&mut self, sender: &str, samples: Vec<Sample>, shift: i64, now: i64) {
+    /// moved by `shift` (a sender's clock offset) against their arrival,
+    /// then acts on them.
+    fn cache_samples(
+        &mut self,
+        sender: &str,
+        samples: Vec<Sample>,
+        shift: i64,
+        arrived: i64,
+        now: i64,
+    ) {
         let timing = self.config.timing();
         let shared = self.shared.clone();
         let mut cache = shared.lock_cache();
         for s in samples {
-            let placed = timing.place(s.ts_ms.saturating_add(shift), now);
+            let placed = timing.place(s.ts_ms.saturating_add(shift), arrived);
             let id = SeriesId::new(s.entity, s.metric);
             self.accept(&mut cache, sender, &id, placed, s.value, now);
         }
@@ -70,8 +110,10 @@ impl Node {
     }
 
     /// An agent's metrics: a sender whose clock is off has its batch shifted
-    /// onto the edge's clock by the envelope's send time.
-    fn on_batch(&mut self, batch: MetricBatch, sent_ms: Option<i64>, now: i64) {
+    /// onto the edge's clock by the envelope's send time, against the time
+    /// the batch arrived (not when it is read: a backlog is not the
+    /// sender's fault).
+    fn on_batch(&mut self, batch: MetricBatch, sent_ms: Option<i64>, arrived: i64, now: i64) {
         self.metrics.link.count("metrics");
         let missing = self.gaps.observe(&batch.host, batch.seq);
         if missing > 0 {
@@ -80,7 +122,7 @@ impl Node {
             }
         }
         let timing = self.config.timing();
-        let shift = timing.batch_shift(sent_ms, now);
+        let shift = timing.batch_shift(sent_ms, arrived);
         if shift != 0 {
             self.metrics
                 .timing
@@ -91,17 +133,17 @@ impl Node {
                 warn!(sender = %batch.host, off_secs = -shift as f64 / 1000.0, skipped, "Sender's clock is off; judging its samples by their arrival time.");
             }
         }
-        self.cache_samples(&batch.host, batch.samples, shift, now);
+        self.cache_samples(&batch.host, batch.samples, shift, arrived, now);
     }
 
     /// One sensor reading: a skewed stamp takes the arrival time.
-    fn on_sensor(&mut self, name: &str, ts_ms: i64, value: f64, now: i64) {
+    fn on_sensor(&mut self, name: &str, ts_ms: i64, value: f64, arrived: i64, now: i64) {
         self.metrics.link.count("sensor");
-        let placed = self.config.timing().place_sensor(ts_ms, now);
+        let placed = self.config.timing().place_sensor(ts_ms, arrived);
         let id = SeriesId::new(EntityId::sensor(name), "value");
         let shared = self.shared.clone();
         let mut cache = shared.lock_cache();
-        self.accept(&mut cache, &id.entity.to_string(), &id, placed, value, now);
+        self.accept(&mut cache, SENSORS, &id, placed, value, now);
         self.metrics.cache.series.set(cache.len() as i64);
         drop(cache);
         self.after_samples(now);
@@ -162,6 +204,11 @@ impl Node {
         now: i64,
     ) {
         let pushed = placed.and_then(|(ts, restamp)| {
+            // A sender's new series come at its own pace: a flood of new
+            // names is refused here, before any slot is looked for.
+            if cache.get(id).is_none() && !self.intake.on_new_series(sender, now) {
+                return Err(Refusal::NewSeriesRate);
+            }
             let max_future = self.config.max_future_secs as i64 * 1000;
             let displaced = cache.push_admit(id, ts, value, now, max_future)?;
             if displaced {
