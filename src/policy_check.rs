@@ -170,6 +170,23 @@ mod tests {
     }
 
     #[test]
+    fn the_edge_and_the_check_word_a_broken_file_the_same() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("policy.yaml");
+        let text = crate::stack::DEMO_POLICY.replacen(
+            "when: [\"up == 0\", \"http_ok == 0\"]",
+            "when: [\"up == 0\", \"http_ok == 0\"",
+            1,
+        );
+        assert_ne!(text, crate::stack::DEMO_POLICY);
+        std::fs::write(&p, &text).unwrap();
+        let edge = vigil_edge::PolicySet::parse(&text, &p).unwrap_err();
+        assert_eq!(check(&[&p]), edge);
+        assert_eq!(edge.len(), 1, "{edge:?}");
+        assert!(edge[0].contains("did not find expected ','"), "{edge:?}");
+    }
+
+    #[test]
     fn a_broken_catalog_adds_no_false_unknown_actions_and_no_catalog_says_so() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("p.yaml");

@@ -34,6 +34,11 @@ const MAX_PROBLEMS: usize = 50;
 /// Returns what finally parsed (with the bad fields at their defaults)
 /// beside the problems, so that semantic checks can still run on it.
 pub fn parse_all<T: DeserializeOwned>(text: &str, path: &Path) -> (Option<T>, Vec<String>) {
+    // Broken YAML (an unclosed `[`) first: read as typed fields, the text
+    // after it would give a type error at a line that is not the fault.
+    if let Err(e) = serde_yaml_ng::from_str::<serde_yaml_ng::Value>(text) {
+        return (None, vec![yaml_error(path, &e)]);
+    }
     let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
     let mut problems = Vec::new();
     let mut blanked = std::collections::HashSet::new();
@@ -193,13 +198,46 @@ pub fn prepare<T: DeserializeOwned + Default + serde::Serialize>(
     let mut config = load_validated(path, validate).unwrap_or_else(|p| exit_with(&p));
     overrides(&mut config);
     if print {
-        match serde_yaml_ng::to_string(&config) {
+        match rendered(&config) {
             Ok(text) => print!("{text}"),
             Err(e) => exit_with(&[format!("rendering the config: {e}")]),
         }
         return None;
     }
     Some(config)
+}
+
+/// Fields whose values are secrets: `--print-config` shows that they are
+/// set, never what they are.
+const SECRET_FIELDS: [&str; 5] = [
+    "api_token",
+    "password",
+    "access_key_id",
+    "secret_access_key",
+    "session_token",
+];
+
+/// `config` as YAML with every secret field that is set shown as `<redacted>`.
+pub fn rendered<T: serde::Serialize>(config: &T) -> Result<String, serde_yaml_ng::Error> {
+    fn redact(v: &mut serde_yaml_ng::Value) {
+        match v {
+            serde_yaml_ng::Value::Mapping(m) => {
+                for (k, v) in m.iter_mut() {
+                    let secret = k.as_str().is_some_and(|k| SECRET_FIELDS.contains(&k));
+                    if secret && !v.is_null() {
+                        *v = serde_yaml_ng::Value::String("<redacted>".into());
+                    } else {
+                        redact(v);
+                    }
+                }
+            }
+            serde_yaml_ng::Value::Sequence(s) => s.iter_mut().for_each(redact),
+            _ => {}
+        }
+    }
+    let mut v = serde_yaml_ng::to_value(config)?;
+    redact(&mut v);
+    serde_yaml_ng::to_string(&v)
 }
 
 /// Prints every problem as `error: …` and exits with status 2.
@@ -257,6 +295,48 @@ mod tests {
         assert!(e[2].starts_with("c.yaml:4:1: unknown field `b2`"), "{e:?}");
         let (ok, none) = parse_all::<C>("a: 1\n", Path::new("c.yaml"));
         assert_eq!((ok.map(|c| c.a), none.len()), (Some(1), 0));
+    }
+
+    #[test]
+    fn printed_configs_show_that_a_secret_is_set_not_what_it_is() {
+        let mut settings = crate::mqtt::MqttSettings::default();
+        settings.password = Some("hunter2".into());
+        #[derive(serde::Serialize)]
+        struct Cfg {
+            api_token: Option<String>,
+            unset: Option<String>,
+            mqtt: crate::mqtt::MqttSettings,
+        }
+        let text = rendered(&Cfg {
+            api_token: Some("s3cret-token".into()),
+            unset: None,
+            mqtt: settings,
+        })
+        .unwrap();
+        assert!(
+            !text.contains("hunter2") && !text.contains("s3cret-token"),
+            "{text}"
+        );
+        assert!(text.contains("api_token: <redacted>"), "{text}");
+        assert!(text.contains("password: <redacted>"), "{text}");
+        assert!(text.contains("unset: null"), "{text}");
+    }
+
+    #[test]
+    fn broken_yaml_is_reported_where_it_breaks_not_as_a_type_error() {
+        #[derive(serde::Deserialize, Debug)]
+        #[serde(deny_unknown_fields)]
+        #[allow(dead_code)]
+        struct P {
+            when: Vec<String>,
+            for_secs: f64,
+        }
+        let text = "when: [\"up == 0\", \"http_ok == 0\"\nfor_secs: 0\n";
+        let (parsed, problems) = parse_all::<P>(text, Path::new("p.yaml"));
+        assert!(parsed.is_none());
+        let direct = serde_yaml_ng::from_str::<serde_yaml_ng::Value>(text).unwrap_err();
+        assert_eq!(problems, [yaml_error(Path::new("p.yaml"), &direct)]);
+        assert!(!problems[0].contains("invalid type"), "{problems:?}");
     }
 
     #[test]

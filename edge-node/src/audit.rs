@@ -81,10 +81,34 @@ impl AuditLog {
 
     /// The result recorded for `command_id`, if it is recent.
     pub fn result_of(&self, command_id: &str) -> Option<&AuditRecord> {
-        self.recent.iter().rev().find(|r| {
-            r.kind == vigil_core::message::AuditKind::ActionResult
+        self.find(vigil_core::message::AuditKind::ActionResult, command_id)
+    }
+
+    /// Whether a result of `command_id` with `outcome` was audited as
+    /// unexpected already (an agent sends its recent results again to an
+    /// edge that comes back: a forged one is not news the second time).
+    pub fn unexpected_on_record(
+        &self,
+        command_id: &str,
+        outcome: vigil_core::message::Outcome,
+    ) -> bool {
+        self.recent.iter().any(|r| {
+            r.kind == vigil_core::message::AuditKind::UnexpectedResult
                 && r.command_id.as_deref() == Some(command_id)
+                && r.outcome == Some(outcome)
         })
+    }
+
+    /// The latest recent record of `kind` about `command_id`.
+    pub fn find(
+        &self,
+        kind: vigil_core::message::AuditKind,
+        command_id: &str,
+    ) -> Option<&AuditRecord> {
+        self.recent
+            .iter()
+            .rev()
+            .find(|r| r.kind == kind && r.command_id.as_deref() == Some(command_id))
     }
 
     /// Where the log is.
@@ -106,10 +130,7 @@ impl AuditLog {
 
     /// The `action_sent` record of `command_id`, if it is recent.
     pub fn sent(&self, command_id: &str) -> Option<&AuditRecord> {
-        self.recent.iter().rev().find(|r| {
-            r.kind == vigil_core::message::AuditKind::ActionSent
-                && r.command_id.as_deref() == Some(command_id)
-        })
+        self.find(vigil_core::message::AuditKind::ActionSent, command_id)
     }
 
     /// The most recent records, oldest first.
@@ -198,5 +219,38 @@ mod tests {
             .filter_map(|r| r.command_id)
             .collect();
         assert_eq!(open, ["open-1"]);
+    }
+
+    #[test]
+    fn a_result_audited_as_unexpected_is_known_after_a_restart() {
+        use vigil_core::message::Outcome;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let mut log = AuditLog::open(&path).unwrap();
+        let rec = AuditRecord {
+            ts_ms: 1,
+            site: "s".into(),
+            kind: AuditKind::UnexpectedResult,
+            policy: String::new(),
+            policy_version: "v".into(),
+            target: EntityId::host("h"),
+            action: "x".into(),
+            command_id: Some("forged-1".into()),
+            anomaly_id: None,
+            model_version: "m".into(),
+            score: None,
+            top_metric: String::new(),
+            mode: String::new(),
+            lease_token: None,
+            rail: None,
+            outcome: Some(Outcome::Rejected),
+            detail: "d".into(),
+            root_cause: Vec::new(),
+        };
+        log.append(&rec).unwrap();
+        let log = AuditLog::open(&path).unwrap();
+        assert!(log.unexpected_on_record("forged-1", Outcome::Rejected));
+        assert!(!log.unexpected_on_record("forged-1", Outcome::Duplicate));
+        assert!(!log.unexpected_on_record("forged-2", Outcome::Rejected));
     }
 }

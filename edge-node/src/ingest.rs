@@ -161,8 +161,10 @@ pub fn parse_sensor(
     let text = std::str::from_utf8(payload)
         .map_err(|_| DecodeError::Malformed("sensor payload is not UTF-8".into()))?
         .trim();
+    // NaN and inf are readings, if useless ones: the cache refuses them
+    // and counts them as `not_finite`, like a batch's.
     if let Ok(v) = text.parse::<f64>() {
-        return finite(v).map(|v| (now_ms, v));
+        return Ok((now_ms, v));
     }
     #[derive(serde::Deserialize)]
     #[serde(deny_unknown_fields)]
@@ -186,15 +188,7 @@ pub fn parse_sensor(
         }
         None => now_ms,
     };
-    finite(r.value).map(|v| (ts, v))
-}
-
-fn finite(v: f64) -> Result<f64, DecodeError> {
-    if v.is_finite() {
-        Ok(v)
-    } else {
-        Err(DecodeError::Malformed("sensor value is not finite".into()))
-    }
+    Ok((ts, r.value))
 }
 
 #[cfg(test)]
@@ -220,9 +214,11 @@ mod tests {
                 .0,
             1_700_000_000_123
         );
+        assert!(parse_sensor(b"NaN", 7, 1024).unwrap().1.is_nan());
+        assert_eq!(parse_sensor(b"-inf", 7, 1024).unwrap().1, f64::NEG_INFINITY);
         for bad in [
             &b"hot"[..],
-            b"NaN",
+            b"{\"value\": 1e999}",
             b"{\"value\":\"x\"}",
             b"{\"v\":1}",
             &[0xff, 0x00],

@@ -106,11 +106,12 @@ impl Node {
             .lock()
             .ok()
             .and_then(|a| a.sent(&r.command_id).cloned());
-        let known = sent.as_ref().is_some_and(|_| {
-            self.shared.audit.lock().is_ok_and(|a| {
-                a.result_of(&r.command_id)
-                    .is_some_and(|x| x.outcome.is_some())
-            })
+        let known = self.shared.audit.lock().is_ok_and(|a| {
+            let closed = sent.is_some()
+                && a.result_of(&r.command_id)
+                    .is_some_and(|x| x.outcome.is_some());
+            // Audited as unexpected already (before a restart, say).
+            closed || a.unexpected_on_record(&r.command_id, r.outcome)
         });
         if known {
             // An agent sends its recent results again when the edge comes

@@ -55,6 +55,8 @@ struct Run {
     verified: usize,
     verify_failed: usize,
     first_detail: String,
+    /// Anomaly events the detector opened from the outage on.
+    detector_events: usize,
 }
 
 /// Deterministic noise in [-1, 1).
@@ -124,6 +126,8 @@ fn run(fixes: Fixes) -> Run {
         for (m, v) in samples {
             cache.push(&series(m), now, v, now, 0).unwrap();
         }
+        // `Node::after_samples`: the conditions follow each batch at once.
+        live.update(&cache, engine.policies(), now, stale_ms);
         for r in &results {
             let d = engine.on_result(r, now, "m").unwrap();
             tally(&mut out, &d, t >= auto_at);
@@ -138,7 +142,10 @@ fn run(fixes: Fixes) -> Run {
         cache.set_scores(&values, &scores.evidence);
         let threshold = detector.config().threshold as f64;
         let levels = cfg.rails.levels(threshold);
-        entities.update(&cache, &Default::default(), levels, now, stale_ms, "s", "m");
+        let events = entities.update(&cache, &Default::default(), levels, now, stale_ms, "s", "m");
+        if t >= down_at {
+            out.detector_events += events.len();
+        }
         live.update(&cache, engine.policies(), now, stale_ms);
         let d = engine.on_tick(now, &entities, &live, "m");
         tally(&mut out, &d, t >= auto_at);
@@ -178,6 +185,8 @@ fn a_ten_minute_outage_ends_in_one_verified_restart() {
     assert_eq!(fixed.restarts[0].1, "restart-dead-web", "{fixed:#?}");
     assert_eq!(fixed.verified, 1, "{fixed:#?}");
     assert_eq!(fixed.verify_failed, 0, "{fixed:#?}");
+    // One fault, one anomaly: the liveness condition's, not the detector's too.
+    assert_eq!(fixed.detector_events, 0, "{fixed:#?}");
     // The audit says how long the condition really held.
     assert!(
         fixed.first_detail.contains("has held for 606.0 s"),
@@ -204,4 +213,5 @@ fn a_ten_minute_outage_ends_in_one_verified_restart() {
         grace: false,
     });
     assert!(before.restarts.len() > 1, "{before:#?}");
+    assert!(before.detector_events > 0, "{before:#?}");
 }
