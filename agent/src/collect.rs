@@ -163,9 +163,15 @@ impl CollectLoop {
                 .with_label_values(&[s.name.as_str()])
                 .set(alive as i64);
             let collected = service::samples(&self.host, &s.name, ts, alive, procs[i], probes[i]);
+            let gauge = &self.metrics.service_metric;
+            // A dead process has no RSS: its last reading must not linger.
+            for m in service::METRICS {
+                if !collected.iter().any(|c| c.metric == m) {
+                    let _ = gauge.remove_label_values(&[s.name.as_str(), m]);
+                }
+            }
             for c in &collected {
-                self.metrics
-                    .service_metric
+                gauge
                     .with_label_values(&[s.name.as_str(), c.metric.as_str()])
                     .set(c.value);
             }
@@ -212,4 +218,75 @@ async fn futures_probe(
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ServiceConfig;
+
+    /// The label sets of `vigil_agent_service_metric` now.
+    fn gauges(metrics: &AgentMetrics) -> Vec<String> {
+        metrics
+            .registry
+            .gather()
+            .iter()
+            .filter(|f| f.name() == "vigil_agent_service_metric")
+            .flat_map(|f| f.get_metric().iter())
+            .map(|m| {
+                m.get_label()
+                    .iter()
+                    .map(|l| format!("{}={}", l.name(), l.value()))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_dead_service_stops_reporting_its_process_gauges() {
+        let config = AgentConfig {
+            services: vec![ServiceConfig {
+                name: "s".into(),
+                argv: vec!["sleep".into(), "30".into()],
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let sup = Arc::new(Mutex::new(Supervisor::new(&config.services)));
+        assert!(sup.lock().await.start_all().is_empty());
+        let metrics = AgentMetrics::new().unwrap();
+        let (tx, _rx) = vigil_core::mqtt::inbox(4, 1 << 20);
+        let spec = vigil_core::mqtt::LinkSpec {
+            settings: config.mqtt.clone(),
+            default_client_id: "t".into(),
+            subscriptions: vec![],
+            presence: None,
+        };
+        // Never connected: the batches are only built here.
+        let (publisher, _link) = vigil_core::mqtt::open(spec, tx, metrics.link.clone()).unwrap();
+        let mut c =
+            CollectLoop::new(&config, "h".into(), sup.clone(), publisher, metrics.clone()).unwrap();
+        c.collect().await;
+        assert!(
+            gauges(&metrics).iter().any(|g| g.contains("rss_bytes")),
+            "{:?}",
+            gauges(&metrics)
+        );
+        let pid = sup.lock().await.pid("s").unwrap();
+        std::process::Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status()
+            .unwrap();
+        // Reaped by the next look at it.
+        for _ in 0..50 {
+            if sup.lock().await.pid("s").is_none() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        c.collect().await;
+        assert_eq!(gauges(&metrics), ["metric=up,service=s"]);
+        sup.lock().await.stop_all().await;
+    }
 }

@@ -46,7 +46,16 @@ pub struct FaultRecord {
 #[derive(Debug, Default)]
 pub struct Tracker {
     faults: Vec<FaultRecord>,
+    /// Anomalies that opened before the fault on their target (the most
+    /// recent few): what was done about them is not a repair of it.
+    earlier: std::collections::VecDeque<String>,
 }
+
+/// Earlier anomalies remembered.
+const EARLIER: usize = 256;
+
+/// A fault injected this recently that is not detected yet may still be.
+const STILL_OPEN_MS: i64 = 30_000;
 
 fn secs(from: i64, to: Option<i64>) -> Option<f64> {
     to.map(|t| ((t - from) as f64 / 100.0).round() / 10.0)
@@ -98,17 +107,32 @@ impl Tracker {
 
     /// Takes an anomaly event from the uplink.
     pub fn anomaly(&mut self, ev: &AnomalyEvent) {
-        if let Some(f) = self.fault_for_anomaly(&ev.entity, ev.ts_ms) {
-            if f.detected_at_ms.is_none() {
+        match self.fault_for_anomaly(&ev.entity, ev.ts_ms) {
+            Some(f) if f.detected_at_ms.is_none() => {
                 f.detected_at_ms = Some(ev.ts_ms.max(f.injected_at_ms));
                 f.detected_metric = Some(ev.top_metric.clone());
                 f.detect_secs = secs(f.injected_at_ms, f.detected_at_ms);
+            }
+            Some(_) => {}
+            None => {
+                if self.earlier.len() >= EARLIER {
+                    self.earlier.pop_front();
+                }
+                self.earlier.push_back(ev.id.clone());
             }
         }
     }
 
     /// Takes an audit record from the uplink.
     pub fn audit(&mut self, rec: &AuditRecord) {
+        // Acting on an anomaly that opened before the fault: not its repair.
+        if rec
+            .anomaly_id
+            .as_ref()
+            .is_some_and(|a| self.earlier.contains(a))
+        {
+            return;
+        }
         let Some(f) = self.fault_for(&rec.target, rec.ts_ms) else {
             return;
         };
@@ -139,12 +163,17 @@ impl Tracker {
 
     /// Every fault so far, each with `why_not` filled in if it is not healed.
     pub fn report(&self) -> Vec<FaultRecord> {
+        let now = vigil_core::clock::now_ms();
         self.faults
             .iter()
             .cloned()
             .map(|mut f| {
                 f.why_not = match (&f.detected_at_ms, &f.action, &f.healed_at_ms) {
                     (_, _, Some(_)) => None,
+                    (None, _, _) if now - f.injected_at_ms < STILL_OPEN_MS => Some(format!(
+                        "injected {:.0} s before this report; not detected yet",
+                        (now - f.injected_at_ms) as f64 / 1000.0
+                    )),
                     (None, _, _) => Some("not detected".into()),
                     (Some(_), None, _) => Some(format!(
                         "detected, but no action was sent{}",
@@ -250,6 +279,39 @@ mod tests {
         // Actions before the injection belong to no fault.
         t.audit(&audit(AuditKind::ActionSent, 500, &web));
         assert_eq!(t.report()[0].action, None);
+    }
+
+    #[test]
+    fn a_repair_of_an_earlier_anomaly_is_not_credited_to_a_later_fault() {
+        let web = EntityId::service("h", "web");
+        let mut t = Tracker::default();
+        let ev = AnomalyEvent {
+            id: "before".into(),
+            site: "s".into(),
+            entity: web.clone(),
+            score: 1.0,
+            top_metric: "rss_bytes".into(),
+            contributors: vec![],
+            ts_ms: 1_000,
+            model_version: "m".into(),
+            entity_score: None,
+            root_cause: Vec::new(),
+        };
+        t.anomaly(&ev);
+        t.injected(FaultKind::Crash, web.clone(), 5_000);
+        let earlier = |kind, ts| AuditRecord {
+            anomaly_id: Some("before".into()),
+            ..audit(kind, ts, &web)
+        };
+        t.audit(&earlier(AuditKind::ActionSent, 6_000));
+        t.audit(&earlier(AuditKind::Verified, 9_000));
+        let r = t.report();
+        assert_eq!((r[0].action.as_ref(), r[0].healed_at_ms), (None, None));
+        assert_eq!(r[0].why_not.as_deref(), Some("not detected"));
+        // A fault injected a moment ago is not "not detected" yet.
+        t.injected(FaultKind::Crash, web.clone(), vigil_core::clock::now_ms());
+        let last = t.report().pop().unwrap();
+        assert!(last.why_not.unwrap().contains("not detected yet"));
     }
 
     #[test]

@@ -51,6 +51,16 @@ impl ServiceChecker {
     }
 }
 
+/// Every metric a service check can give.
+pub const METRICS: [&str; 6] = [
+    "up",
+    "cpu_percent",
+    "rss_bytes",
+    "http_ok",
+    "http_status",
+    "http_latency_seconds",
+];
+
 /// The samples of one service check.
 pub fn samples(
     host: &str,
