@@ -299,8 +299,10 @@ mod tests {
 
     #[test]
     fn printed_configs_show_that_a_secret_is_set_not_what_it_is() {
-        let mut settings = crate::mqtt::MqttSettings::default();
-        settings.password = Some("hunter2".into());
+        let settings = crate::mqtt::MqttSettings {
+            password: Some("hunter2".into()),
+            ..Default::default()
+        };
         #[derive(serde::Serialize)]
         struct Cfg {
             api_token: Option<String>,

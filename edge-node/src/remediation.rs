@@ -20,6 +20,10 @@ pub const SHORT_CIRCUIT: &str = "site-wide short-circuit";
 /// Extra time beyond a command's TTL to wait for its result.
 const RESULT_GRACE_MS: i64 = 5_000;
 
+/// A target handed on by the approval rail: the policy it goes to, why
+/// (the cause and the rail's words).
+type Handoff = Box<(Policy, Cause, String)>;
+
 /// What the engine wants done.
 #[derive(Debug, Default)]
 pub struct Decisions {
@@ -318,8 +322,9 @@ impl Engine {
             Err(None) => return,
             // Expired or rejected while the target is still unhealthy:
             // handed on like a spent budget.
-            Err(Some((next, cause, why))) => match self.choose(&next, e, now_ms) {
+            Err(Some(handoff)) => match self.choose(&handoff.0, e, now_ms) {
                 Ok(mut c) => {
+                    let (next, cause, why) = *handoff;
                     c.note = format!("{why}, escalated to {}; {}", next.name, c.note);
                     c.handed = Some(cause);
                     chosen = c;
@@ -353,7 +358,7 @@ impl Engine {
         now_ms: i64,
         model: &str,
         d: &mut Decisions,
-    ) -> Result<Option<(String, String)>, Option<(Policy, Cause, String)>> {
+    ) -> Result<Option<(String, String)>, Option<Handoff>> {
         if chosen.policy.mode != Mode::Approve {
             return Ok(None);
         }
@@ -383,7 +388,7 @@ impl Engine {
                     .and_then(|n| self.policy(n));
                 let lapsed = Cause::of_rail(held.rail).filter(|c| *c != Cause::BudgetSpent);
                 if let (Some(next), Some(cause)) = (next, lapsed) {
-                    return Err(Some((next.clone(), cause, held.reason)));
+                    return Err(Some(Box::new((next.clone(), cause, held.reason))));
                 }
                 self.hold(held, e, model, d);
                 Err(None)
