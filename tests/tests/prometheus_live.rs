@@ -68,6 +68,19 @@ async fn every_panel_and_alert_query_returns_data_from_a_live_stack() -> anyhow:
     outcome
 }
 
+/// The alerts Prometheus holds now (pending and firing).
+async fn alerts(http: &reqwest::Client, prom: &str) -> Option<Vec<serde_json::Value>> {
+    let v: serde_json::Value = http
+        .get(format!("{prom}/api/v1/alerts"))
+        .send()
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()?;
+    v["data"]["alerts"].as_array().cloned()
+}
+
 /// A Prometheus scraping the stack's three roles and `dead`, with the
 /// alert rules loaded.
 fn start_prometheus(
@@ -186,15 +199,7 @@ async fn run(stack: &Stack, tmp: &std::path::Path) -> anyhow::Result<()> {
         "VigilScrapeTargetDown to fire",
         Duration::from_secs(120),
         || async {
-            let v: serde_json::Value = http
-                .get(format!("{}/api/v1/alerts", prom.url))
-                .send()
-                .await
-                .ok()?
-                .json()
-                .await
-                .ok()?;
-            let alerts = v["data"]["alerts"].as_array()?.clone();
+            let alerts = alerts(&http, &prom.url).await?;
             alerts
                 .iter()
                 .any(|a| {
@@ -251,16 +256,8 @@ async fn budget_spent_fires(
         "VigilRemediationBudgetExhausted to fire",
         Duration::from_secs(60),
         || async {
-            let v: serde_json::Value = http
-                .get(format!("{prom}/api/v1/alerts"))
-                .send()
-                .await
-                .ok()?
-                .json()
-                .await
-                .ok()?;
-            v["data"]["alerts"]
-                .as_array()?
+            alerts(http, prom)
+                .await?
                 .iter()
                 .any(|a| {
                     a["labels"]["alertname"] == "VigilRemediationBudgetExhausted"

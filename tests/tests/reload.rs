@@ -8,6 +8,17 @@ use vigil::stack::{BrokerChoice, Stack};
 use vigil_edge::policy::content_hash;
 use vigil_tests::{get_json, metric, service_pid, test_options, wait_for, wait_until_warm};
 
+/// The demo stack in `dir` and the policy text it started with.
+async fn started(dir: &std::path::Path) -> anyhow::Result<(Stack, String)> {
+    let opts = test_options(
+        BrokerChoice::Embedded(0),
+        dir,
+        env!("CARGO_BIN_EXE_vigil-demo-service"),
+    );
+    let original = opts.policy.clone();
+    Ok((Stack::start(opts).await?, original))
+}
+
 /// Waits up to 10 s for the counter `name` at `url` to reach 1.
 async fn counted(what: &str, url: &str, name: &str) -> anyhow::Result<()> {
     wait_for(what, Duration::from_secs(10), || async {
@@ -20,13 +31,7 @@ async fn counted(what: &str, url: &str, name: &str) -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn edits_are_picked_up_and_broken_ones_refused() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let opts = test_options(
-        BrokerChoice::Embedded(0),
-        dir.path(),
-        env!("CARGO_BIN_EXE_vigil-demo-service"),
-    );
-    let original = opts.policy.clone();
-    let stack = Stack::start(opts).await?;
+    let (stack, original) = started(dir.path()).await?;
     let status = format!("{}/api/v1/status", stack.edge_url);
     let version = |v: serde_json::Value| v["policy_version"].as_str().map(str::to_string);
     assert_eq!(
@@ -115,13 +120,7 @@ async fn killed_and_restarted(stack: &Stack, within: Duration) -> anyhow::Result
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_typo_in_an_action_name_is_refused_and_healing_goes_on() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let opts = test_options(
-        BrokerChoice::Embedded(0),
-        dir.path(),
-        env!("CARGO_BIN_EXE_vigil-demo-service"),
-    );
-    let original = opts.policy.clone();
-    let stack = Stack::start(opts).await?;
+    let (stack, original) = started(dir.path()).await?;
     wait_until_warm(&stack).await?;
     let status = format!("{}/api/v1/status", stack.edge_url);
 
@@ -180,13 +179,7 @@ async fn a_typo_in_an_action_name_is_refused_and_healing_goes_on() -> anyhow::Re
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_renamed_catalog_action_is_announced_and_held_not_sent() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let opts = test_options(
-        BrokerChoice::Embedded(0),
-        dir.path(),
-        env!("CARGO_BIN_EXE_vigil-demo-service"),
-    );
-    let original = opts.policy.clone();
-    let stack = Stack::start(opts).await?;
+    let (stack, original) = started(dir.path()).await?;
     wait_until_warm(&stack).await?;
     let status = format!("{}/api/v1/status", stack.edge_url);
 

@@ -489,8 +489,22 @@ policies:
     approval_ttl_secs: 60
 "#;
 
+/// Carol rejects the first request, half a second in.
+fn reject_first(approvals: &crate::approval::SharedApprovals) {
+    let id = approvals.lock().unwrap().all()[0].id.clone();
+    approvals
+        .lock()
+        .unwrap()
+        .answer(&id, false, "carol", 500)
+        .unwrap();
+}
+
 fn approve_world() -> (World, crate::approval::SharedApprovals) {
-    let set = PolicySet::parse(APPROVE, Path::new("p.yaml")).unwrap();
+    approve_world_with(APPROVE)
+}
+
+fn approve_world_with(policy: &str) -> (World, crate::approval::SharedApprovals) {
+    let set = PolicySet::parse(policy, Path::new("p.yaml")).unwrap();
     let approvals = crate::approval::SharedApprovals::default();
     let engine = Engine::new("s".into(), set, 10_000, Budgets::in_memory())
         .with_approvals(approvals.clone());
@@ -554,12 +568,7 @@ fn an_unanswered_approval_expires_and_nothing_runs() {
     // A rejection holds too.
     let (mut w, approvals) = approve_world();
     w.tick(0, "web", 0.99);
-    let id = approvals.lock().unwrap().all()[0].id.clone();
-    approvals
-        .lock()
-        .unwrap()
-        .answer(&id, false, "carol", 500)
-        .unwrap();
+    reject_first(&approvals);
     let d = w.tick(1, "web", 0.99);
     assert!(d.commands.is_empty());
     assert!(
@@ -575,19 +584,10 @@ fn an_expired_or_rejected_approval_escalates_like_a_spent_budget() {
         "{APPROVE}    escalate: page\n  - name: page\n    action: notify-oncall\n    agent: ops\n    cooldown_secs: 600\n"
     );
     for reject in [false, true] {
-        let set = PolicySet::parse(&policy, Path::new("p.yaml")).unwrap();
-        let approvals = crate::approval::SharedApprovals::default();
-        let engine = Engine::new("s".into(), set, 10_000, Budgets::in_memory())
-            .with_approvals(approvals.clone());
-        let mut w = World::of(engine, Cache::new(10, 10));
+        let (mut w, approvals) = approve_world_with(&policy);
         w.tick(0, "web", 0.99);
         if reject {
-            let id = approvals.lock().unwrap().all()[0].id.clone();
-            approvals
-                .lock()
-                .unwrap()
-                .answer(&id, false, "carol", 500)
-                .unwrap();
+            reject_first(&approvals);
         }
         let (sent, audit) = w.sick("web", 1, 120);
         let actions: Vec<&str> = sent.iter().map(|(_, a)| a.as_str()).collect();
