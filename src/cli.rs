@@ -386,20 +386,29 @@ async fn eval_nab(args: crate::eval::NabArgs, seed: u64, ablate: &[String]) -> a
     for ablation in ablations {
         let started = Instant::now();
         let (a, c) = (args.clone(), cfg.clone());
-        let scores =
-            tokio::task::spawn_blocking(move || crate::eval::nab(&a, &c, ablation)).await??;
+        let run = tokio::task::spawn_blocking(move || crate::eval::nab(&a, &c, ablation)).await??;
         println!(
             "NAB scores, {ablation} ({}), seed {seed} ({:.1} s):",
             ablation.describe(),
             started.elapsed().as_secs_f64()
         );
-        for (profile, s) in &scores {
+        for (profile, s) in &run.scores {
             println!(
                 "  {profile:<20} {:6.2}   (threshold {:.4})",
                 s.normalised, s.threshold
             );
         }
-        rows.push((ablation, scores));
+        println!("Events (an alarm: the written score crossing the level upwards):");
+        println!("  {:<28} caught / all  false/day   P / R / F1", "");
+        println!(
+            "{}",
+            vigil_models::eval::events::row("at the shipped threshold", &run.shipped)
+        );
+        println!(
+            "{}",
+            vigil_models::eval::events::row("best level (label-chosen)", &run.best)
+        );
+        rows.push((ablation, run.scores));
     }
     if rows.len() > 1 {
         print!("{}", crate::eval::ablation_table(&rows));

@@ -6,7 +6,7 @@ use anyhow::Context;
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
-use vigil_models::eval::{nab, smd, stream};
+use vigil_models::eval::{events, nab, smd, stream};
 use vigil_models::{Ablation, DetectorConfig};
 
 /// What `vigil eval nab` needs.
@@ -24,13 +24,22 @@ pub struct NabArgs {
     pub detector: String,
 }
 
+/// What one `vigil eval nab` run measured.
+#[derive(Clone, Debug)]
+pub struct NabRun {
+    /// NAB's normalised scores by profile.
+    pub scores: BTreeMap<String, nab::ProfileScore>,
+    /// The event figures (`../shared/data/README.md`) of the written score
+    /// at the detector's threshold as shipped...
+    pub shipped: events::EventFigures,
+    /// ...and, only beside it, at the best single level the labels choose.
+    pub best: events::EventFigures,
+}
+
 /// Runs the evaluation with `ablation` applied; returns the scores by
-/// profile. Result files of an ablation go under `<detector>-<ablation>`.
-pub fn nab(
-    args: &NabArgs,
-    cfg: &DetectorConfig,
-    ablation: Ablation,
-) -> anyhow::Result<BTreeMap<String, nab::ProfileScore>> {
+/// profile and the event figures. Result files of an ablation go under
+/// `<detector>-<ablation>`, with `<name>_scores.json` and `<name>_events.json`.
+pub fn nab(args: &NabArgs, cfg: &DetectorConfig, ablation: Ablation) -> anyhow::Result<NabRun> {
     let profiles_path = match &args.profiles {
         Some(p) => p.clone(),
         None => find_profiles(&args.labels)?,
@@ -50,7 +59,17 @@ pub fn nab(
     let summary = args.out.join(&name).join(format!("{name}_scores.json"));
     std::fs::write(&summary, serde_json::to_vec_pretty(&scores)?)
         .with_context(|| format!("writing {}", summary.display()))?;
-    Ok(scores)
+    let shipped = events::at_level(&scored, &windows, cfg.threshold as f64);
+    let best = events::best_level(&scored, &windows);
+    let path = args.out.join(&name).join(format!("{name}_events.json"));
+    let both = serde_json::json!({ "shipped": shipped, "best_label_chosen": best });
+    std::fs::write(&path, serde_json::to_vec_pretty(&both)?)
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(NabRun {
+        scores,
+        shipped,
+        best,
+    })
 }
 
 /// NAB's cost profiles for a labels file: `profiles.json` beside the labels

@@ -175,6 +175,20 @@ fn eval_nab_writes_results_and_prints_three_scores() {
     };
     let stdout = stdout_of_success(&mut eval_nab("all"));
     assert!(stdout.contains("standard"), "{stdout}");
+    // The operator's figures beside NAB's: the jump is one incident, caught
+    // at the shipped threshold, with nothing else alarming.
+    assert!(stdout.contains("at the shipped threshold"), "{stdout}");
+    let events: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("vigil/vigil_events.json")).unwrap())
+            .unwrap();
+    let shipped = &events["shipped"];
+    assert_eq!(shipped["incidents"], 1, "{events}");
+    assert_eq!(shipped["caught"], 1, "{events}");
+    assert_eq!(shipped["false_alarms"], 0, "{events}");
+    assert_eq!(
+        shipped["level"],
+        vigil_models::DetectorConfig::default().threshold as f64
+    );
     // Every ablation is measured in the same run, each with its own results.
     let table = stdout.split("vs full").nth(1).unwrap_or_default();
     for a in vigil_models::Ablation::ALL {

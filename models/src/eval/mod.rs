@@ -1,5 +1,6 @@
 //! Evaluation of detectors against labelled benchmarks.
 
+pub mod events;
 pub mod nab;
 pub mod smd;
 pub mod stream;
