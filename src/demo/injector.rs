@@ -9,6 +9,11 @@ use vigil_core::EntityId;
 
 /// How far before an injection an anomaly may open and still count (one tick).
 const ANOMALY_LEAD_MS: i64 = 1000;
+/// How far before an injection a false alarm (an anomaly that matched no
+/// fault) may have opened for an action taken on it after the injection to
+/// be the fault's: the fault keeps that episode open, so it raises no
+/// anomaly event of its own, and the edge acts on it as the fault deepens.
+const FALSE_ALARM_LEAD_MS: i64 = 10_000;
 
 /// What happened to one injected fault.
 #[derive(Clone, Debug, Serialize, PartialEq)]
@@ -40,15 +45,21 @@ pub struct FaultRecord {
     /// Latest hold-back or failure detail seen for this fault.
     #[serde(skip)]
     last_note: Option<String>,
+    /// A false alarm open at the injection that this fault's repair was
+    /// acted on (its audit records are the fault's).
+    #[serde(skip)]
+    adopted: Option<String>,
 }
 
 /// Follows every injected fault.
 #[derive(Debug, Default)]
 pub struct Tracker {
     faults: Vec<FaultRecord>,
-    /// Anomalies that opened before the fault on their target (the most
-    /// recent few): what was done about them is not a repair of it.
-    earlier: std::collections::VecDeque<String>,
+    /// Anomalies that matched no fault (the most recent few), with their
+    /// opening time: what was done about them is not a repair
+    /// of a later fault, unless the fault came while one was open and the
+    /// action after it (see [`FALSE_ALARM_LEAD_MS`]).
+    earlier: std::collections::VecDeque<(String, i64)>,
 }
 
 /// Earlier anomalies remembered.
@@ -78,6 +89,7 @@ impl Tracker {
             heal_secs: None,
             why_not: None,
             last_note: None,
+            adopted: None,
         });
     }
 
@@ -118,26 +130,46 @@ impl Tracker {
                 if self.earlier.len() >= EARLIER {
                     self.earlier.pop_front();
                 }
-                self.earlier.push_back(ev.id.clone());
+                self.earlier.push_back((ev.id.clone(), ev.ts_ms));
             }
         }
     }
 
     /// Takes an audit record from the uplink.
     pub fn audit(&mut self, rec: &AuditRecord) {
-        // Acting on an anomaly that opened before the fault: not its repair.
-        if rec
-            .anomaly_id
-            .as_ref()
-            .is_some_and(|a| self.earlier.contains(a))
-        {
-            return;
-        }
+        let earlier = rec.anomaly_id.as_ref().and_then(|a| {
+            self.earlier
+                .iter()
+                .find(|(id, _)| id == a)
+                .cloned()
+        });
         let Some(f) = self.fault_for(&rec.target, rec.ts_ms) else {
             return;
         };
         if f.healed_at_ms.is_some() {
             return;
+        }
+        if let Some((id, opened)) = earlier {
+            // Acting on an anomaly that opened before the fault: not its
+            // repair, unless it is a false alarm the fault kept open and
+            // the action came after the injection.
+            let adopted = f.adopted.as_ref() == Some(&id);
+            let adopt = !adopted
+                && rec.kind == AuditKind::ActionSent
+                && f.action.is_none()
+                && opened >= f.injected_at_ms - FALSE_ALARM_LEAD_MS;
+            if !adopted && !adopt {
+                return;
+            }
+            if adopt {
+                f.adopted = Some(id);
+                // No anomaly event marks the detection: the action does.
+                if f.detected_at_ms.is_none() {
+                    f.detected_at_ms = Some(rec.ts_ms);
+                    f.detected_metric = Some(rec.top_metric.clone());
+                    f.detect_secs = secs(f.injected_at_ms, f.detected_at_ms);
+                }
+            }
         }
         match rec.kind {
             AuditKind::ActionSent => {
@@ -298,13 +330,13 @@ mod tests {
             root_cause: Vec::new(),
         };
         t.anomaly(&ev);
-        t.injected(FaultKind::Crash, web.clone(), 5_000);
+        t.injected(FaultKind::Crash, web.clone(), 1_000 + FALSE_ALARM_LEAD_MS + 1);
         let earlier = |kind, ts| AuditRecord {
             anomaly_id: Some("before".into()),
             ..audit(kind, ts, &web)
         };
-        t.audit(&earlier(AuditKind::ActionSent, 6_000));
-        t.audit(&earlier(AuditKind::Verified, 9_000));
+        t.audit(&earlier(AuditKind::ActionSent, 16_000));
+        t.audit(&earlier(AuditKind::Verified, 19_000));
         let r = t.report();
         assert_eq!((r[0].action.as_ref(), r[0].healed_at_ms), (None, None));
         assert_eq!(r[0].why_not.as_deref(), Some("not detected"));
@@ -339,5 +371,40 @@ mod tests {
         );
         t.anomaly(&ev(9_997));
         assert_eq!(t.report()[0].detect_secs, Some(0.0));
+    }
+
+    #[test]
+    fn a_false_alarm_the_fault_kept_open_is_the_faults_once_acted_on_after_it() {
+        let sensor = EntityId::sensor("temp-1");
+        let mut t = Tracker::default();
+        // A fresh series' false alarm, 3 s before the drift begins.
+        t.anomaly(&AnomalyEvent {
+            id: "cold".into(),
+            site: "s".into(),
+            entity: sensor.clone(),
+            score: 0.8,
+            top_metric: "value".into(),
+            contributors: vec![],
+            ts_ms: 7_000,
+            model_version: "m".into(),
+            entity_score: None,
+            root_cause: Vec::new(),
+        });
+        t.injected(FaultKind::SensorDrift, sensor.clone(), 10_000);
+        let on_it = |kind, ts| AuditRecord {
+            anomaly_id: Some("cold".into()),
+            top_metric: "value".into(),
+            ..audit(kind, ts, &sensor)
+        };
+        // Sent before the injection: still not the fault's.
+        t.audit(&on_it(AuditKind::ActionSent, 9_000));
+        assert_eq!(t.report()[0].action, None);
+        t.audit(&on_it(AuditKind::ActionSent, 11_000));
+        t.audit(&on_it(AuditKind::Verified, 40_000));
+        let r = &t.report()[0];
+        assert_eq!(r.action.as_deref(), Some("restart"));
+        // Detected when acted on: no anomaly event came after the injection.
+        assert_eq!((r.detect_secs, r.heal_secs), (Some(1.0), Some(30.0)));
+        assert_eq!(r.detected_metric.as_deref(), Some("value"));
     }
 }
