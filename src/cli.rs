@@ -408,7 +408,7 @@ async fn eval_nab(args: crate::eval::NabArgs, seed: u64, ablate: &[String]) -> a
             "{}",
             vigil_models::eval::events::row("best level (label-chosen)", &run.best)
         );
-        rows.push((ablation, run.scores));
+        rows.push((ablation, run));
     }
     if rows.len() > 1 {
         print!("{}", crate::eval::ablation_table(&rows));

@@ -48,7 +48,12 @@ pub fn nab(args: &NabArgs, cfg: &DetectorConfig, ablation: Ablation) -> anyhow::
     let profiles = nab::load_profiles(&profiles_path)?;
     let files = stream::read_data(&args.data, &windows)?;
     let bar = Progress::new("scoring", files.iter().map(|f| f.values.len()).sum());
-    let scored = stream::run(cfg, ablation, &files, |done, _| bar.show(done))?;
+    // The edge's episodes as shipped: what an upward crossing of the
+    // threshold in the written score means.
+    let levels = vigil_edge::rails::RailsConfig::default().levels(cfg.threshold as f64);
+    let scored = stream::run(cfg, ablation, levels, &files, |done, _| {
+        bar.show(done)
+    })?;
     bar.finish();
     let name = match ablation {
         Ablation::Full => args.detector.clone(),
@@ -97,30 +102,39 @@ pub fn find_profiles(labels: &Path) -> anyhow::Result<PathBuf> {
         })
 }
 
-/// The ablation table: the three normalised scores per row and each row's
-/// difference from the full detector's standard score.
-pub fn ablation_table(rows: &[(Ablation, BTreeMap<String, nab::ProfileScore>)]) -> String {
+/// The ablation table: the three normalised scores per row, each row's
+/// difference from the full detector's standard score, and the event
+/// figures at the shipped threshold (caught, false alarms per series-day,
+/// event F1 and its difference from the full detector's).
+pub fn ablation_table(rows: &[(Ablation, NabRun)]) -> String {
     let get = |s: &BTreeMap<String, nab::ProfileScore>, p: &str| {
         s.get(p).map(|x| x.normalised).unwrap_or(f64::NAN)
     };
     let full = rows
         .iter()
         .find(|(a, _)| *a == Ablation::Full)
-        .map(|(_, s)| get(s, "standard"));
+        .map(|(_, r)| (get(&r.scores, "standard"), r.shipped.f1));
     let mut out = format!(
-        "\n{:<20} {:>9} {:>8} {:>8} {:>10}\n",
-        "ablation", "standard", "low FP", "low FN", "vs full"
+        "\n{:<20} {:>9} {:>8} {:>8} {:>10} {:>13} {:>9} {:>7} {:>8}\n",
+        "ablation", "standard", "low FP", "low FN", "vs full", "caught", "false/day", "F1", "vs full"
     );
-    for (a, s) in rows {
-        let std = get(s, "standard");
-        let delta = full.map(|f| format!("{:+.2}", std - f)).unwrap_or_default();
+    for (a, r) in rows {
+        let std = get(&r.scores, "standard");
+        let e = &r.shipped;
+        let (d_std, d_f1) = full
+            .map(|(s, f)| (format!("{:+.2}", std - s), format!("{:+.3}", e.f1 - f)))
+            .unwrap_or_default();
         out.push_str(&format!(
-            "{:<20} {:>9.2} {:>8.2} {:>8.2} {:>10}\n",
+            "{:<20} {:>9.2} {:>8.2} {:>8.2} {:>10} {:>13} {:>9.3} {:>7.3} {:>8}\n",
             a.name(),
             std,
-            get(s, "reward_low_FP_rate"),
-            get(s, "reward_low_FN_rate"),
-            delta
+            get(&r.scores, "reward_low_FP_rate"),
+            get(&r.scores, "reward_low_FN_rate"),
+            d_std,
+            format!("{} / {}", e.caught, e.incidents),
+            e.false_per_series_day,
+            e.f1,
+            d_f1
         ));
     }
     out

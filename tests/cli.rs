@@ -190,7 +190,7 @@ fn eval_nab_writes_results_and_prints_three_scores() {
         vigil_models::DetectorConfig::default().threshold as f64
     );
     // Every ablation is measured in the same run, each with its own results.
-    let table = stdout.split("vs full").nth(1).unwrap_or_default();
+    let table = stdout.rsplit("vs full").next().unwrap_or_default();
     for a in vigil_models::Ablation::ALL {
         assert!(table.contains(a.name()), "{a} missing from {stdout}");
         if a != vigil_models::Ablation::Full {

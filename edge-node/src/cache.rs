@@ -39,8 +39,12 @@ pub struct Entry {
     pub points: VecDeque<Point>,
     /// The newest value not yet scored.
     pub pending: Option<f64>,
-    /// Latest score.
+    /// Latest score: the detector's evidence, high for as long as an
+    /// anomaly lasts (what keeps an episode open).
     pub score: f32,
+    /// Latest onset score: the detector's score, quiet for a refractory
+    /// period after an alarm (what opens an episode).
+    pub onset: f32,
     /// Points added since the last uplink took them.
     unsent: usize,
     /// When the series got its slot, as a count of series ever admitted
@@ -58,6 +62,7 @@ impl Entry {
             points: VecDeque::new(),
             pending: None,
             score: 0.0,
+            onset: 0.0,
             unsent: 0,
             born: 0,
             samples: 0,
@@ -318,6 +323,7 @@ impl Cache {
                     points: VecDeque::with_capacity(self.points),
                     pending: None,
                     score: 0.0,
+                    onset: 0.0,
                     unsent: 0,
                     born: self.born,
                     samples: 0,
@@ -355,10 +361,17 @@ impl Cache {
 
     /// Stores a tick's scores; series that had a value get it on their newest point.
     pub fn set_scores(&mut self, scored: &[Option<f64>], scores: &[f32]) {
+        self.set_tick(scored, scores, scores);
+    }
+
+    /// [`Cache::set_scores`] with the onset scores beside the evidence (the
+    /// detector's `scores` and `evidence`; the points keep the evidence).
+    pub fn set_tick(&mut self, scored: &[Option<f64>], evidence: &[f32], onsets: &[f32]) {
         for (i, e) in self.entries.iter_mut().enumerate() {
             if scored.get(i).copied().flatten().is_some() {
-                let s = scores.get(i).copied().unwrap_or(0.0);
+                let s = evidence.get(i).copied().unwrap_or(0.0);
                 e.score = s;
+                e.onset = onsets.get(i).copied().unwrap_or(s);
                 if let Some(p) = e.points.back_mut() {
                     p.score = s;
                     p.scored = true;

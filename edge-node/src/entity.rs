@@ -40,10 +40,10 @@ pub struct EntityState {
     /// Top metrics with their shares: the entity model's ranking, or the
     /// series scores' before it has one.
     pub root_cause: Vec<MetricShare>,
-    /// While anomalous: since when the score has stayed below the recovery
-    /// level (the episode closes once that lasts long enough).
+    /// The episode: open while anomalous (closes once the score has stayed
+    /// below the recovery level long enough).
     #[serde(skip)]
-    below_since_ms: Option<i64>,
+    episode: Episode,
 }
 
 impl EntityState {
@@ -59,38 +59,43 @@ impl EntityState {
             anomaly_id: None,
             entity_score: None,
             root_cause: Vec::new(),
-            below_since_ms: None,
+            episode: Episode::default(),
         }
     }
 
-    /// Follows the episode on this tick's series score and entity score
-    /// (over its threshold); true when an episode opened.
-    fn follow(&mut self, score: f64, ratio: Option<f64>, levels: Levels, now_ms: i64) -> bool {
+    /// Follows the episode on this tick's series scores and entity score
+    /// (over its threshold): it opens on the onset score (quiet after an
+    /// alarm, so one incident is one event) and stays open while the
+    /// evidence `score` lasts; true when an episode opened.
+    fn follow(
+        &mut self,
+        onset: f64,
+        score: f64,
+        ratio: Option<f64>,
+        levels: Levels,
+        now_ms: i64,
+    ) -> bool {
         // The entity model's exit level sits where the series' does,
         // relative to its alarm level.
-        let exit_ratio = levels.exit / levels.enter.max(f64::MIN_POSITIVE);
-        let high = score >= levels.enter || ratio.is_some_and(|r| r >= 1.0);
+        let exit_ratio = levels.exit_ratio();
+        let high = onset >= levels.enter || ratio.is_some_and(|r| r >= 1.0);
         let low = score < levels.exit && ratio.is_none_or(|r| r < exit_ratio);
-        if !self.anomalous && high {
-            self.anomalous = true;
-            self.since_ms = now_ms;
-            self.anomaly_id = Some(uuid::Uuid::new_v4().to_string());
-            self.below_since_ms = None;
-            return true;
-        }
-        if self.anomalous && low {
-            let below = *self.below_since_ms.get_or_insert(now_ms);
-            if now_ms - below >= levels.exit_hold_ms {
+        match self.episode.step(high, low, levels.exit_hold_ms, now_ms) {
+            Step::Opened => {
+                self.anomalous = true;
+                self.since_ms = now_ms;
+                self.anomaly_id = Some(uuid::Uuid::new_v4().to_string());
+                true
+            }
+            Step::Closed { since_ms } => {
                 // Healthy since the score first went below the exit level.
                 self.anomalous = false;
-                self.since_ms = below;
+                self.since_ms = since_ms;
                 self.anomaly_id = None;
-                self.below_since_ms = None;
+                false
             }
-        } else if self.anomalous {
-            self.below_since_ms = None;
+            Step::Stayed => false,
         }
-        false
     }
 
     /// The anomaly event of the episode that just opened.
@@ -130,35 +135,15 @@ impl EntityState {
                 metric: f.metric.clone(),
                 share: 1.0,
             }],
-            below_since_ms: None,
+            episode: Episode::default(),
         }
     }
 }
 
-/// When an entity turns anomalous and when it counts as recovered. The gap
-/// between the two levels and the hold time are the hysteresis: a score that
-/// flickers around the threshold keeps one episode open instead of opening
-/// a new one (and resetting `for`) on every crossing.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Levels {
-    /// Anomalous at or above this score (the detector threshold).
-    pub enter: f64,
-    /// Recovered only below this score...
-    pub exit: f64,
-    /// ...held this long, ms.
-    pub exit_hold_ms: i64,
-}
-
-impl Levels {
-    /// One level, no hold: anomalous exactly while at or above `threshold`.
-    pub fn plain(threshold: f64) -> Self {
-        Self {
-            enter: threshold,
-            exit: threshold,
-            exit_hold_ms: 0,
-        }
-    }
-}
+/// When an entity turns anomalous and when it counts as recovered: the
+/// one follower `vigil eval` measures too.
+pub use vigil_models::episode::Levels;
+use vigil_models::episode::{Episode, Step};
 
 /// Every entity the edge has seen.
 #[derive(Debug, Default)]
@@ -188,7 +173,7 @@ impl Entities {
         self.map
             .retain(|k, st| st.anomalous || rolled.contains_key(k));
         let mut events = Vec::new();
-        for (entity, mut list) in rolled {
+        for (entity, Rolled { mut list, onset }) in rolled {
             list.sort_by(|a, b| b.score.total_cmp(&a.score));
             list.truncate(CONTRIBUTORS);
             let (score, top) = list
@@ -200,7 +185,7 @@ impl Entities {
                 .map
                 .entry(entity.clone())
                 .or_insert_with(|| EntityState::new(entity.clone(), now_ms));
-            let opened = st.follow(score, verdict.map(|v| v.score), levels, now_ms);
+            let opened = st.follow(onset, score, verdict.map(|v| v.score), levels, now_ms);
             st.root_cause = match verdict {
                 Some(v) => v.root_cause.clone(),
                 None => series_shares(&list),
@@ -246,21 +231,26 @@ fn series_shares(list: &[Contributor]) -> Vec<MetricShare> {
     model::shares(list.iter().map(|c| (c.metric.as_str(), c.score)))
 }
 
+/// One entity's fresh series: their scores (evidence) and the highest
+/// onset score among them.
+#[derive(Default)]
+struct Rolled {
+    list: Vec<Contributor>,
+    onset: f64,
+}
+
 /// Each entity's series that reported within `stale_ms`, with their
 /// scores (an entity with none listed has gone quiet).
-fn contributors(
-    cache: &Cache,
-    now_ms: i64,
-    stale_ms: i64,
-) -> BTreeMap<&EntityId, Vec<Contributor>> {
-    let mut rolled: BTreeMap<&EntityId, Vec<Contributor>> = BTreeMap::new();
+fn contributors(cache: &Cache, now_ms: i64, stale_ms: i64) -> BTreeMap<&EntityId, Rolled> {
+    let mut rolled: BTreeMap<&EntityId, Rolled> = BTreeMap::new();
     for e in cache.entries() {
         let Some(last) = e.points.back() else {
             continue;
         };
-        let list = rolled.entry(&e.id.entity).or_default();
+        let r = rolled.entry(&e.id.entity).or_default();
         if now_ms - last.ts_ms <= stale_ms {
-            list.push(Contributor {
+            r.onset = r.onset.max(e.onset as f64);
+            r.list.push(Contributor {
                 metric: e.id.metric.clone(),
                 score: e.score as f64,
                 value: last.value,
@@ -330,6 +320,40 @@ mod tests {
         assert!(!st.anomalous);
         assert_eq!(st.since_ms, 9000);
         assert_eq!(ents.anomalous_count(), 0);
+    }
+
+    #[test]
+    fn an_episode_opens_on_the_onset_score_and_lasts_while_the_evidence_does() {
+        let web = EntityId::service("h", "web");
+        let lat = SeriesId::new(web.clone(), "http_latency_seconds");
+        let mut cache = Cache::new(10, 5);
+        let mut ents = Entities::default();
+        let levels = Levels {
+            enter: 0.75,
+            exit: 0.6,
+            exit_hold_ms: 3_000,
+        };
+        let mut step = |ents: &mut Entities, t: i64, evidence: f32, onset: f32| {
+            cache.push(&lat, t, 1.0, t, 0).unwrap();
+            let p = cache.take_pending();
+            cache.set_tick(&p, &[evidence], &[onset]);
+            ents.update(&cache, &BTreeMap::new(), levels, t, 5_000, "s", "m1")
+                .len()
+        };
+        // High evidence in a refractory period (onset held back): no event.
+        assert_eq!(step(&mut ents, 1000, 0.9, 0.4), 0);
+        assert!(!ents.get(&web).unwrap().anomalous);
+        // The onset reaches the level: one event; the evidence keeps it
+        // open after the onset falls back.
+        assert_eq!(step(&mut ents, 2000, 0.95, 0.95), 1);
+        for t in [3000, 4000, 5000, 9000] {
+            assert_eq!(step(&mut ents, t, 0.9, 0.3), 0);
+            assert!(ents.get(&web).unwrap().anomalous, "{t}");
+        }
+        // The evidence stays low for the hold: recovered.
+        step(&mut ents, 10_000, 0.1, 0.1);
+        step(&mut ents, 13_000, 0.1, 0.1);
+        assert!(!ents.get(&web).unwrap().anomalous);
     }
 
     #[test]

@@ -8,6 +8,7 @@ pub mod baseline;
 pub mod bundle;
 pub mod detector;
 pub mod entity;
+pub mod episode;
 pub mod eval;
 pub mod forecaster;
 pub mod fused;

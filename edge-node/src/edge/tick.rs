@@ -194,9 +194,10 @@ impl Node {
     ) -> Vec<AnomalyEvent> {
         let stale_ms = self.stale_ms();
         let mut cache = self.shared.lock_cache();
-        // The edge follows episodes on the evidence, not the onset-shaped
-        // score: a fault that persists must not read as a recovery.
-        cache.set_scores(values, &scores.evidence);
+        // An episode opens on the onset score (one incident, one event) and
+        // lasts while the evidence does: a fault that persists must not
+        // read as a recovery. `vigil eval` measures the same follower.
+        cache.set_tick(values, &scores.evidence, &scores.scores);
         self.health
             .observe(&cache, values, &scores.evidence, threshold as f32);
         self.update_score_gauges(&cache, threshold as f32);

@@ -53,7 +53,9 @@ fn main() -> anyhow::Result<()> {
         if pretrained {
             d.load_weights_bytes(&weights, 0)?;
         }
-        let scored = stream::run_with(&mut d, &files, |_, _| {})?;
+        // Episodes without the edge's hysteresis (its rails are not here).
+        let levels = vigil_models::episode::Levels::plain(cfg.threshold as f64);
+        let scored = stream::run_with(&mut d, levels, &files, |_, _| {})?;
         let s = nab::score_corpus(&scored, &windows, &profiles)?;
         println!(
             "{name:24} standard {:.2}  low FP {:.2}  low FN {:.2}",

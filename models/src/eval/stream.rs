@@ -2,6 +2,7 @@
 //! series of one batch, and row `t` of every file is scored in tick `t`
 //! using only rows up to `t`. Writes and reads NAB's result format.
 
+use crate::episode::{alarm_scores, Levels};
 use crate::eval::nab::{NabError, ScoredFile, Windows};
 use crate::{Ablation, Detector, DetectorConfig, ModelError};
 use std::io::Write;
@@ -67,21 +68,25 @@ fn read_data_file(path: &Path, name: &str) -> Result<DataFile, NabError> {
 }
 
 /// Scores every file with one fresh detector (with `ablation` applied), all
-/// files batched per row. `progress(done_rows, total_rows)` is called now
-/// and then.
+/// files batched per row, and writes each row's alarm score as the edge
+/// alarms: the onset score and the evidence through the edge's episodes at
+/// `levels` ([`alarm_scores`]), so an upward crossing of `levels.enter` is
+/// an anomaly event. `progress(done_rows, total_rows)` is called now and then.
 pub fn run(
     cfg: &DetectorConfig,
     ablation: Ablation,
+    levels: Levels,
     files: &[DataFile],
     progress: impl FnMut(usize, usize),
 ) -> Result<Vec<ScoredFile>, ModelError> {
     let mut detector = Detector::ablated(cfg.clone(), ablation)?;
-    run_with(&mut detector, files, progress)
+    run_with(&mut detector, levels, files, progress)
 }
 
 /// [`run`] with a detector made by the caller (loaded weights, say).
 pub fn run_with(
     detector: &mut Detector,
+    levels: Levels,
     files: &[DataFile],
     mut progress: impl FnMut(usize, usize),
 ) -> Result<Vec<ScoredFile>, ModelError> {
@@ -91,6 +96,7 @@ pub fn run_with(
         .iter()
         .map(|f| Vec::with_capacity(f.values.len()))
         .collect();
+    let mut evidence = scores.clone();
     let mut done = 0;
     for t in 0..longest {
         let row: Vec<Option<f64>> = files.iter().map(|f| f.values.get(t).copied()).collect();
@@ -102,6 +108,7 @@ pub fn run_with(
         for (i, v) in row.iter().enumerate() {
             if v.is_some() {
                 scores[i].push(s.scores[i] as f64);
+                evidence[i].push(s.evidence[i] as f64);
                 done += 1;
             }
         }
@@ -111,11 +118,14 @@ pub fn run_with(
     }
     Ok(files
         .iter()
-        .zip(scores)
-        .map(|(f, scores)| ScoredFile {
-            name: f.name.clone(),
-            timestamps: f.timestamps.clone(),
-            scores,
+        .zip(scores.iter().zip(&evidence))
+        .map(|(f, (onset, evidence))| {
+            let ms: Vec<i64> = f.times.iter().map(|t| t * 1000).collect();
+            ScoredFile {
+                name: f.name.clone(),
+                timestamps: f.timestamps.clone(),
+                scores: alarm_scores(onset, evidence, &ms, levels),
+            }
         })
         .collect())
 }
@@ -198,7 +208,8 @@ mod tests {
             train_every_ticks: 0,
             ..DetectorConfig::default()
         };
-        let scored = run(&cfg, Ablation::Full, &files, |_, _| {}).unwrap();
+        let levels = Levels::plain(cfg.threshold as f64);
+        let scored = run(&cfg, Ablation::Full, levels, &files, |_, _| {}).unwrap();
         assert_eq!(scored[0].scores.len(), 300);
         assert_eq!(scored[1].scores.len(), 200);
         assert!(scored[0].scores[250] > 0.95, "the jump is flagged");
@@ -207,7 +218,7 @@ mod tests {
         cut[0].values.truncate(251);
         cut[0].timestamps.truncate(251);
         cut[0].times.truncate(251);
-        let again = run(&cfg, Ablation::Full, &cut, |_, _| {}).unwrap();
+        let again = run(&cfg, Ablation::Full, levels, &cut, |_, _| {}).unwrap();
         assert_eq!(again[0].scores[..251], scored[0].scores[..251]);
         let dir = tempfile::tempdir().unwrap();
         let windows: Windows = BTreeMap::from([
@@ -230,7 +241,7 @@ mod tests {
                 ..files[1].clone()
             },
         ];
-        let scored = run(&cfg, Ablation::Full, &files, |_, _| {}).unwrap();
+        let scored = run(&cfg, Ablation::Full, levels, &files, |_, _| {}).unwrap();
         write_results(dir.path(), "vigil", &files, &scored, &windows).unwrap();
         let path = dir.path().join("vigil/cat/vigil_f300.csv");
         let back = read_scored_csv(&path, "cat/f300.csv").unwrap();
