@@ -167,7 +167,8 @@ enum EvalCmd {
         #[arg(long, default_value_t = vigil_models::DetectorConfig::default().seed)]
         seed: u64,
         /// Measure the detector with one part replaced or switched off:
-        /// full, persistence, untrained, no-range, no-smoothed-range,
+        /// full, persistence, seasonal-naive (the value a day earlier),
+        /// untrained, no-range, no-smoothed-range,
         /// no-forecast-record, no-sustained, no-season, no-refractory,
         /// no-line-gate, or `all` for the whole table (same data, same
         /// seed). Repeatable or comma-separated.

@@ -13,6 +13,9 @@ pub enum Ablation {
     Full,
     /// The LSTM's forecast replaced by the last value (persistence).
     Persistence,
+    /// The LSTM's forecast replaced by the value one day earlier (the
+    /// seasonal-naive forecast; the last value until a day has been seen).
+    SeasonalNaive,
     /// The LSTM as initialised, never trained (online training off).
     Untrained,
     /// No new-range evidence.
@@ -34,9 +37,10 @@ pub enum Ablation {
 
 impl Ablation {
     /// Every ablation, the full detector first.
-    pub const ALL: [Ablation; 10] = [
+    pub const ALL: [Ablation; 11] = [
         Ablation::Full,
         Ablation::Persistence,
+        Ablation::SeasonalNaive,
         Ablation::Untrained,
         Ablation::NoRange,
         Ablation::NoSmoothedRange,
@@ -52,6 +56,7 @@ impl Ablation {
         match self {
             Ablation::Full => "full",
             Ablation::Persistence => "persistence",
+            Ablation::SeasonalNaive => "seasonal-naive",
             Ablation::Untrained => "untrained",
             Ablation::NoRange => "no-range",
             Ablation::NoSmoothedRange => "no-smoothed-range",
@@ -68,6 +73,7 @@ impl Ablation {
         match self {
             Ablation::Full => "the whole detector",
             Ablation::Persistence => "forecast = last value (no LSTM)",
+            Ablation::SeasonalNaive => "forecast = the value a day earlier (no LSTM)",
             Ablation::Untrained => "LSTM as initialised, no online training",
             Ablation::NoRange => "new-range evidence off",
             Ablation::NoSmoothedRange => "new-smoothed-range evidence off",

@@ -16,9 +16,10 @@
 //! alarm. See docs/detector.md for why, and the NAB and SMD figures.
 //!
 //! Here: the tick. Beside it: the settings (`config`), a series' state as
-//! snapshot words (`rows`), the weights and the fused cell (`weights`), and
-//! learning (`train`): the LSTM learns online from recent windows every
-//! `train_every_ticks`.
+//! snapshot words (`rows`), the weights and the fused cell (`weights`),
+//! the refractory period (`refractory`), the seasonal-naive ablation's
+//! forecast (`day_ago`), and learning (`train`): the LSTM learns online
+//! from recent windows every `train_every_ticks`.
 
 use crate::ablation::Ablation;
 use crate::baseline::{Baseline, BaselineRates};
@@ -33,6 +34,8 @@ use rand::{rngs::StdRng, SeedableRng};
 use std::collections::VecDeque;
 
 mod config;
+mod day_ago;
+mod refractory;
 mod rows;
 #[cfg(test)]
 mod tests;
@@ -40,6 +43,8 @@ mod train;
 pub(crate) mod weights;
 
 pub use config::DetectorConfig;
+use day_ago::DayAgo;
+use refractory::hold_back;
 use train::adamw;
 use weights::{inference_cell, seed_weights};
 
@@ -69,6 +74,8 @@ struct Slot {
     history: VecDeque<f32>,
     last_input: f32,
     anomalous: bool,
+    /// The seasonal-naive ablation's day of samples (none otherwise).
+    day_ago: Option<Box<DayAgo>>,
 }
 
 impl Slot {
@@ -83,6 +90,7 @@ impl Slot {
             history: VecDeque::with_capacity(window + 1),
             last_input: 0.0,
             anomalous: false,
+            day_ago: None,
         }
     }
 }
@@ -358,8 +366,13 @@ impl Detector {
         let lz = slot.base.level_z(x, &self.rates);
         let scale = slot.base.scale(&self.rates);
         // The forecast was made in the normalisation this baseline still holds.
-        let predicted = slot.base.mean + self.forecast[i] * scale;
+        let mut predicted = slot.base.mean + self.forecast[i] * scale;
         let slot = &mut self.slots[i];
+        if let (Ablation::SeasonalNaive, Some(t)) = (self.ablation, t) {
+            let day = slot.day_ago.get_or_insert_with(Default::default);
+            predicted = day.forecast(t).unwrap_or(x);
+            day.push(t, x);
+        }
         let novelty = slot
             .novelty
             .update(x, (x - predicted).abs(), &parts.novelty);
@@ -428,7 +441,12 @@ impl Detector {
                     .zip(&self.head_w)
                     .map(|(a, b)| a * b)
                     .sum();
-                self.forecast[i] = if self.ablation == Ablation::Persistence {
+                // Seasonal-naive falls back to persistence without times.
+                let naive = matches!(
+                    self.ablation,
+                    Ablation::Persistence | Ablation::SeasonalNaive
+                );
+                self.forecast[i] = if naive {
                     inputs[i]
                 } else {
                     inputs[i] + delta + self.head_b
@@ -439,42 +457,12 @@ impl Detector {
     }
 }
 
-/// Score margin by which an event must beat the alarm that began a
-/// refractory period to alarm again within it.
-const STRONGER_BY: f32 = 0.1;
-/// The most a held-back score may be (below any sensible threshold).
-const HELD_CAP: f32 = 0.5;
-
 /// What the ablation in force leaves on, for one tick.
 struct Parts {
     novelty: NoveltyRates,
     season: bool,
     sustained: bool,
     refractory: u32,
-}
-
-/// The refractory period: an alarm at `threshold` starts `samples` of
-/// quiet in which the score is capped at [`HELD_CAP`], unless it beats the
-/// alarm by [`STRONGER_BY`] (which starts a new period). A score still at
-/// the threshold prolongs the quiet: a run is one detection, however long.
-fn hold_back(slot: &mut Slot, score: f32, samples: u32, threshold: f32) -> f32 {
-    if samples == 0 {
-        return score;
-    }
-    if slot.quiet > 0 {
-        slot.quiet -= 1;
-        if score < slot.fired + STRONGER_BY {
-            if score >= threshold {
-                // Still the same run: it stays one detection.
-                slot.quiet = samples;
-            }
-            return score.min(HELD_CAP);
-        }
-    } else if score < threshold {
-        return score;
-    }
-    (slot.fired, slot.quiet) = (score, samples);
-    score
 }
 
 /// Maps a deviation in spreads to [0, 1]: `1 - exp(-(z / z_scale)²)`.

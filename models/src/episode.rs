@@ -113,12 +113,7 @@ pub fn alarm_scores(onset: &[f64], evidence: &[f64], times_ms: &[i64], levels: L
         .zip(evidence)
         .zip(times_ms)
         .map(|((&o, &e), &t)| {
-            let step = ep.step(
-                o >= levels.enter,
-                e < levels.exit,
-                levels.exit_hold_ms,
-                t,
-            );
+            let step = ep.step(o >= levels.enter, e < levels.exit, levels.exit_hold_ms, t);
             match step {
                 Step::Opened => o,
                 _ if ep.is_open() => o.min(levels.enter * HELD),

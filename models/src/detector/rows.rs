@@ -72,6 +72,8 @@ impl Detector {
             history: w[fixed..].iter().map(|&x| f(x)).collect(),
             last_input: f(w[5]),
             anomalous: w[6] != 0,
+            // The ablation's day of samples is not state a snapshot carries.
+            day_ago: None,
         };
         self.forecast[i] = f(w[7]);
         for k in 0..hd {
