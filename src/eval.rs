@@ -51,9 +51,7 @@ pub fn nab(args: &NabArgs, cfg: &DetectorConfig, ablation: Ablation) -> anyhow::
     // The edge's episodes as shipped: what an upward crossing of the
     // threshold in the written score means.
     let levels = vigil_edge::rails::RailsConfig::default().levels(cfg.threshold as f64);
-    let scored = stream::run(cfg, ablation, levels, &files, |done, _| {
-        bar.show(done)
-    })?;
+    let scored = stream::run(cfg, ablation, levels, &files, |done, _| bar.show(done))?;
     bar.finish();
     let name = match ablation {
         Ablation::Full => args.detector.clone(),
@@ -116,7 +114,15 @@ pub fn ablation_table(rows: &[(Ablation, NabRun)]) -> String {
         .map(|(_, r)| (get(&r.scores, "standard"), r.shipped.f1));
     let mut out = format!(
         "\n{:<20} {:>9} {:>8} {:>8} {:>10} {:>13} {:>9} {:>7} {:>8}\n",
-        "ablation", "standard", "low FP", "low FN", "vs full", "caught", "false/day", "F1", "vs full"
+        "ablation",
+        "standard",
+        "low FP",
+        "low FN",
+        "vs full",
+        "caught",
+        "false/day",
+        "F1",
+        "vs full"
     );
     for (a, r) in rows {
         let std = get(&r.scores, "standard");

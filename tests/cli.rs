@@ -400,7 +400,10 @@ fn every_fault_of_a_seven_minute_demo_is_healed_and_crashes_and_hangs_within_3_s
         assert!(
             f["healed_at_ms"].is_i64(),
             "not healed: {f:#}\n{s:#}\nthe log on its target:\n{}",
-            log_on(&dir.path().join("data"), f["target"].as_str().unwrap_or("?"))
+            log_on(
+                &dir.path().join("data"),
+                f["target"].as_str().unwrap_or("?")
+            )
         );
         if matches!(f["kind"].as_str(), Some("crash" | "hang")) {
             let acted = f["action_at_ms"].as_i64().unwrap() - injected;

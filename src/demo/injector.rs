@@ -137,12 +137,10 @@ impl Tracker {
 
     /// Takes an audit record from the uplink.
     pub fn audit(&mut self, rec: &AuditRecord) {
-        let earlier = rec.anomaly_id.as_ref().and_then(|a| {
-            self.earlier
-                .iter()
-                .find(|(id, _)| id == a)
-                .cloned()
-        });
+        let earlier = rec
+            .anomaly_id
+            .as_ref()
+            .and_then(|a| self.earlier.iter().find(|(id, _)| id == a).cloned());
         let Some(f) = self.fault_for(&rec.target, rec.ts_ms) else {
             return;
         };
@@ -330,7 +328,11 @@ mod tests {
             root_cause: Vec::new(),
         };
         t.anomaly(&ev);
-        t.injected(FaultKind::Crash, web.clone(), 1_000 + FALSE_ALARM_LEAD_MS + 1);
+        t.injected(
+            FaultKind::Crash,
+            web.clone(),
+            1_000 + FALSE_ALARM_LEAD_MS + 1,
+        );
         let earlier = |kind, ts| AuditRecord {
             anomaly_id: Some("before".into()),
             ..audit(kind, ts, &web)
