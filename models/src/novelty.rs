@@ -6,8 +6,8 @@
 //! - its smoothed value (an EWMA over about `SMOOTH` samples) does the same,
 //!   which catches level shifts that stay inside the old range of spikes;
 //! - the LSTM's forecast error beats the largest error of the recent past
-//!   (a record against a slowly forgotten peak), which catches changes of
-//!   pattern that stay inside the range.
+//!   (a record against a slowly forgotten peak) and many times its usual
+//!   error, which catches changes of pattern that stay inside the range.
 //!
 //! A deviation the series has shown before scores low, however large: noisy
 //! series do not alarm on their usual noise. A range excursion counts only
