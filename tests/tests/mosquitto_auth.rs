@@ -61,17 +61,22 @@ fn make_certs(dir: &Path) -> anyhow::Result<Certs> {
     })
 }
 
-fn passwords(dir: &Path, users: &[(&str, &str)]) -> anyhow::Result<PathBuf> {
+/// A password file for `users`; `None` when mosquitto_passwd (which comes
+/// with mosquitto) is not installed.
+fn passwords(dir: &Path, users: &[(&str, &str)]) -> anyhow::Result<Option<PathBuf>> {
     let file = dir.join("passwd");
     for (i, (u, p)) in users.iter().enumerate() {
         let mut c = Command::new("mosquitto_passwd");
         if i == 0 {
             c.arg("-c");
         }
-        let ok = c.args(["-b"]).arg(&file).args([u, p]).status()?.success();
-        anyhow::ensure!(ok, "mosquitto_passwd failed for {u}");
+        let status = match c.args(["-b"]).arg(&file).args([u, p]).status() {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            r => r?,
+        };
+        anyhow::ensure!(status.success(), "mosquitto_passwd failed for {u}");
     }
-    Ok(file)
+    Ok(Some(file))
 }
 
 /// A Vigil MQTT link as `user`; returns its metrics, its inbox and a stop.
@@ -172,7 +177,10 @@ fn skip() -> bool {
 async fn tls_with_client_certificates_and_passwords() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let certs = make_certs(dir.path())?;
-    let pw = passwords(dir.path(), &[("web-01", "right-password")])?;
+    let Some(pw) = passwords(dir.path(), &[("web-01", "right-password")])? else {
+        skip();
+        return Ok(());
+    };
     let conf = format!(
         "allow_anonymous false\npassword_file {}\ncafile {}\ncertfile {}\nkeyfile {}\nrequire_certificate true\n",
         pw.display(),
@@ -258,14 +266,18 @@ async fn put(p: &vigil_core::mqtt::Publisher, topic: &str, body: &[u8]) -> bool 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acl_example_confines_an_agent_to_its_own_metrics_and_commands() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let pw = passwords(
+    let Some(pw) = passwords(
         dir.path(),
         &[
             ("web-01", "pw-web-01"),
             ("web-02", "pw-web-02"),
             ("edge-s1", "pw-edge"),
         ],
-    )?;
+    )?
+    else {
+        skip();
+        return Ok(());
+    };
     let acl = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/mosquitto/acl.conf");
     let conf = format!(
         "allow_anonymous false\npassword_file {}\nacl_file {}\n",
